@@ -1,0 +1,188 @@
+//! The validated configuration model: what the rest of Fulcrum consumes.
+//!
+//! Two types exist on purpose. `file.rs` is a raw serde mirror of the TOML with spans, so every
+//! problem can be reported as `file:line:col: key: message`; `validate.rs` turns that mirror into
+//! the types below in one place, applying defaults and collecting *all* errors at once. Nothing
+//! outside `config/` ever sees the raw form, and nothing here is read on the request path: the
+//! snapshot (`crate::snapshot`) compiles this model into request-path structures.
+
+mod error;
+mod file;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from, for messages; `None` for configs built in code (the demo).
+    pub source: Option<PathBuf>,
+    pub global: Global,
+    pub listeners: Vec<ListenerConfig>,
+    pub pools: Vec<PoolConfig>,
+}
+
+/// `[global]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    /// Worker threads; 0 means one per available core (resolved at start, not here).
+    pub workers: usize,
+    pub access_log: AccessLogTarget,
+    /// SIGTERM: stop accepting, let in-flight requests finish for at most this long, exit 0.
+    pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// A client that has not sent its whole request header block within this time is closed
+    /// (nginx `client_header_timeout`, HAProxy `timeout http-request`). Default 10 s.
+    pub client_header_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// Default pool; routes take precedence.
+    pub pool: String,
+    /// Open client connections at most, across all workers.
+    pub max_connections: usize,
+    /// Request bodies larger than this get 413; 0 means no limit.
+    pub max_request_body: u64,
+    /// First match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[[listener.route]]`: every condition that is set must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Exact host (`example.com`) or wildcard (`*.example.com`), lower-cased, without port.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub header: Option<HeaderMatch>,
+    pub pool: String,
+}
+
+/// Header condition of a route; the name is lower-cased, the value compared exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceKind {
+    RoundRobin,
+    LeastConn,
+    RandomTwo,
+}
+
+/// `[[pool]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub balance: BalanceKind,
+    /// Other backends tried after a connect failure or a safe retryable error.
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    /// From the request sent to the response head received; past it the client gets 504.
+    pub request_timeout: Duration,
+    /// Pooled upstream connections idle longer than this are closed.
+    pub idle_timeout: Duration,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: SocketAddr,
+    /// > 0.
+    pub weight: u32,
+    pub region: Option<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file; every problem is reported, each with
+    /// `file:line:col: key: message`.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(path, &e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` names it in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        validate::validate(text, path)
+    }
+
+    /// One line for `fulcrum check`: `2 listeners, 3 pools, 7 backends, 4 routes`.
+    pub fn summary(&self) -> String {
+        let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
+        let routes: usize = self.listeners.iter().map(|l| l.routes.len()).sum();
+        format!(
+            "{} listener(s), {} pool(s), {} backend(s), {} route(s)",
+            self.listeners.len(),
+            self.pools.len(),
+            backends,
+            routes
+        )
+    }
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            workers: 0,
+            access_log: AccessLogTarget::Stdout,
+            shutdown_grace: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
+            client_header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// A pool with the documented defaults, for configs built in code.
+    pub fn new(name: impl Into<String>, backends: Vec<BackendConfig>) -> Self {
+        PoolConfig {
+            name: name.into(),
+            balance: BalanceKind::RoundRobin,
+            retries: 2,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            backends,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// An HTTP listener with the documented defaults, for configs built in code.
+    pub fn http(name: impl Into<String>, bind: SocketAddr, pool: impl Into<String>) -> Self {
+        ListenerConfig {
+            name: name.into(),
+            bind,
+            protocol: Protocol::Http,
+            pool: pool.into(),
+            max_connections: 100_000,
+            max_request_body: 0,
+            routes: Vec::new(),
+        }
+    }
+}
