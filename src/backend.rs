@@ -83,7 +83,12 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(addr: SocketAddr, weight: u32, region: Option<Arc<str>>, state: Arc<BackendState>) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        weight: u32,
+        region: Option<Arc<str>>,
+        state: Arc<BackendState>,
+    ) -> Self {
         Backend {
             addr,
             weight,

@@ -1,1 +1,102 @@
-fn main() {}
+//! The `fulcrum` command: run, check, demo. The only place `anyhow` is used.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fulcrum::Config;
+
+#[derive(Parser)]
+#[command(name = "fulcrum", version, about = "A load balancer and reverse proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run with a config file until SIGTERM / SIGINT.
+    Run {
+        #[arg(short, long, default_value = "/etc/fulcrum/fulcrum.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: print every error (file:line:col: key: message) and exit 1, or
+    /// print "ok" and a summary and exit 0.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run a self-contained demo: in-process backends in two regions behind a balancer.
+    Demo {
+        /// Where the demo balancer listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Run { config } => run(&config),
+        Command::Demo { listen } => demo(listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fulcrum: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::from_file(path) {
+        Ok(config) => {
+            println!("ok: {}: {}", path.display(), config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s) in {}", errors.0.len(), path.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::from_file(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        anyhow::anyhow!("{} config error(s), not starting", errors.0.len())
+    })?;
+    let handle = fulcrum::start(config).context("cannot start")?;
+    handle.run_until_signal()?;
+    Ok(())
+}
+
+fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+    let backends = fulcrum::demo::start_backends().context("cannot start the demo backends")?;
+    let handle = fulcrum::start(fulcrum::demo::config(listen, &backends.addrs))
+        .context("cannot start the demo balancer")?;
+    let addr = handle.listener_addr("demo").unwrap_or(listen);
+    println!("{}", fulcrum::demo::banner(addr));
+    handle.run_until_signal()?;
+    drop(backends);
+    Ok(())
+}

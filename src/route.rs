@@ -12,7 +12,11 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Compiles `routes`; `pool_index` maps a (validated, existing) pool name to its index.
-    pub fn new(routes: &[RouteConfig], default_pool: usize, pool_index: impl Fn(&str) -> usize) -> Self {
+    pub fn new(
+        routes: &[RouteConfig],
+        default_pool: usize,
+        pool_index: impl Fn(&str) -> usize,
+    ) -> Self {
         let _ = (routes, &pool_index);
         RouteTable { default_pool }
     }

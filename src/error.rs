@@ -1,0 +1,22 @@
+//! `crate::Error`: what `start` and the CLI can fail with, wrapping the module errors.
+
+use std::net::SocketAddr;
+
+use crate::config::ConfigErrors;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("listener \"{listener}\": cannot bind {addr}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start a runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
+}

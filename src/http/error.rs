@@ -1,0 +1,114 @@
+//! `ProxyError`: every way a proxied request can fail, with its status and retryability
+//! decided here and only here (one exhaustive match each), so the proxy loop never guesses.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::ResponseBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request is malformed or ambiguous; nothing was sent upstream.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The request body exceeds the listener's `max_request_body`.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// No backend of the pool is available.
+    #[error("no backend available")]
+    NoBackend,
+    /// TCP connect to the backend failed; the request was not sent.
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// TCP connect did not finish within `connect_timeout`; the request was not sent.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The upstream connection failed before the request was written (stale pooled
+    /// connection): the request was not sent and may go anywhere else.
+    #[error("upstream connection closed before the request was sent: {0}")]
+    NotSent(#[source] hyper::Error),
+    /// The upstream failed after the request was (at least partly) sent and before a
+    /// response head arrived.
+    #[error("upstream failed: {0}")]
+    Upstream(#[source] hyper::Error),
+    /// No response head within `request_timeout`.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_)
+            | ProxyError::ConnectTimeout
+            | ProxyError::NotSent(_)
+            | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whether another backend may be tried. `replayable`: the request is idempotent and
+    /// carries no body, so sending it again cannot do anything twice.
+    pub fn is_retryable(&self, replayable: bool) -> bool {
+        match self {
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::NotSent(_) => true,
+            // Reset before any response byte: safe only for a replayable request. A timeout is
+            // not retried: the backend may still be working on it.
+            ProxyError::Upstream(e) => replayable && !e.is_parse() && !e.is_user(),
+            ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::NoBackend
+            | ProxyError::UpstreamTimeout => false,
+        }
+    }
+
+    /// Whether the failure says something about the backend (for logs and, later, passive health).
+    pub fn is_backend_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect(_)
+                | ProxyError::ConnectTimeout
+                | ProxyError::Upstream(_)
+                | ProxyError::UpstreamTimeout
+        )
+    }
+
+    /// Short body: says what went wrong, never which backend.
+    fn body(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "400 bad request\n",
+            ProxyError::BodyTooLarge => "413 request body too large\n",
+            ProxyError::NoBackend => "503 no backend available\n",
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::NotSent(_) => {
+                "502 bad gateway: backend unreachable\n"
+            }
+            ProxyError::Upstream(_) => "502 bad gateway: backend failed\n",
+            ProxyError::UpstreamTimeout => "504 gateway timeout\n",
+        }
+    }
+
+    /// The response sent to the client.
+    pub fn to_response(&self) -> Response<ResponseBody> {
+        let mut resp = Response::new(ResponseBody::full(Bytes::from_static(
+            self.body().as_bytes(),
+        )));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        match self {
+            ProxyError::NoBackend => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of a malformed or oversized request cannot be trusted: close.
+            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

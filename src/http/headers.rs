@@ -1,0 +1,316 @@
+//! Request sanity checks and header rewriting between client and backend.
+//!
+//! hyper rejects most malformed messages itself (bad chunk sizes, conflicting
+//! `Content-Length`s, oversized header blocks); what it lets through but a proxy must not
+//! forward ambiguously is refused here. The rewriting follows RFC 9110 section 7.6: hop-by-hop
+//! headers (the fixed list and every header the `Connection` header names) are removed both
+//! ways; `X-Forwarded-For` is appended to, `X-Forwarded-Proto` / `X-Forwarded-Host` / `Via` set.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Uri, Version};
+
+use super::error::ProxyError;
+
+/// Always hop-by-hop, whether or not `Connection` names them.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+];
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Refuses what must not be forwarded: a body framed two ways, several or no `Host` on
+/// HTTP/1.1, a CONNECT (Fulcrum is a reverse proxy, not a forward one).
+pub fn check_request(parts: &Parts) -> Result<(), ProxyError> {
+    let h = &parts.headers;
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut cl = h.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = cl.next() {
+        if cl.any(|other| other != first)
+            || first
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_none()
+        {
+            return Err(ProxyError::BadRequest("invalid Content-Length"));
+        }
+    }
+    let mut hosts = h.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(ProxyError::BadRequest("several Host headers")),
+        (None, None) if parts.version == Version::HTTP_11 && parts.uri.authority().is_none() => {
+            return Err(ProxyError::BadRequest("missing Host"));
+        }
+        _ => {}
+    }
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not proxied"));
+    }
+    Ok(())
+}
+
+/// The declared body length, if any (already checked by `check_request`).
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The request's host: `Host`, else the URI authority (HTTP/2 `:authority`).
+pub fn request_host(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+}
+
+/// Whether the client asks to switch protocols (WebSocket); HTTP/1.1 only.
+pub fn is_upgrade(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && connection_has(&parts.headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: the fixed list and those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(PROXY_CONNECTION);
+}
+
+/// Rewrites a client request into the one sent upstream (HTTP/1.1, origin-form target).
+/// `upgrade`: keep the upgrade handshake; `proto`: "http" or "https"; `body_prefetched`:
+/// the body is already flowing, so an `Expect: 100-continue` was answered here.
+pub fn prepare_upstream(
+    parts: &mut Parts,
+    client: IpAddr,
+    proto: &'static str,
+    upgrade: bool,
+    body_prefetched: bool,
+) {
+    let upgrade_to = if upgrade {
+        parts.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if body_prefetched {
+        headers.remove(header::EXPECT);
+    }
+    if let Some(protocol) = upgrade_to {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+
+    // Host: kept; an HTTP/2 request carries it as :authority.
+    let host = match headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => {
+            let authority = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(a) = &authority {
+                headers.insert(header::HOST, a.clone());
+            }
+            authority
+        }
+    };
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    append_forwarded_for(headers, client);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let via = match parts.version {
+        Version::HTTP_2 => "2 fulcrum",
+        Version::HTTP_10 => "1.0 fulcrum",
+        _ => "1.1 fulcrum",
+    };
+    append_value(headers, header::VIA, via);
+
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if let Ok(uri) = Uri::try_from(origin_form) {
+            parts.uri = uri;
+        }
+    }
+    parts.version = Version::HTTP_11;
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    let client = client.to_canonical();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
+        _ => client.to_string(),
+    };
+    // Several X-Forwarded-For lines collapse into the one list they mean.
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+fn append_value(headers: &mut HeaderMap, name: HeaderName, value: &'static str) {
+    match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prior) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prior}, {value}")) {
+                headers.insert(name, v);
+            }
+        }
+        None => {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+}
+
+/// Cleans a backend response for the client. A `101 Switching Protocols` keeps its
+/// `Upgrade` / `Connection`, which are the handshake itself.
+pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
+    let upgrade = if switching {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(build: http::request::Builder) -> Parts {
+        build.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut p = parts(
+            Request::get("/x")
+                .header("host", "a.example")
+                .header("connection", "keep-alive, x-secret")
+                .header("x-secret", "1")
+                .header("keep-alive", "timeout=5")
+                .header("te", "trailers")
+                .header("x-kept", "yes"),
+        );
+        prepare_upstream(&mut p, "10.1.2.3".parse().unwrap(), "http", false, false);
+        for gone in ["connection", "x-secret", "keep-alive", "te"] {
+            assert!(!p.headers.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(p.headers["x-kept"], "yes");
+        assert_eq!(p.headers["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(p.headers["x-forwarded-host"], "a.example");
+        assert_eq!(p.headers["x-forwarded-proto"], "http");
+        assert_eq!(p.headers["via"], "1.1 fulcrum");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut p = parts(
+            Request::get("/")
+                .header("host", "h")
+                .header("x-forwarded-for", "1.1.1.1"),
+        );
+        prepare_upstream(
+            &mut p,
+            "::ffff:10.0.0.9".parse().unwrap(),
+            "http",
+            false,
+            false,
+        );
+        assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
+    }
+
+    #[test]
+    fn h2_authority_becomes_host_and_origin_form() {
+        let mut p = parts(Request::get("http://svc.example/p?q=1").version(Version::HTTP_2));
+        prepare_upstream(&mut p, "127.0.0.1".parse().unwrap(), "http", false, false);
+        assert_eq!(p.headers["host"], "svc.example");
+        assert_eq!(p.uri, "/p?q=1");
+        assert_eq!(p.version, Version::HTTP_11);
+        assert_eq!(p.headers["via"], "2 fulcrum");
+    }
+
+    #[test]
+    fn upgrade_handshake_is_kept() {
+        let mut p = parts(
+            Request::get("/ws")
+                .header("host", "h")
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket"),
+        );
+        assert!(is_upgrade(&p));
+        prepare_upstream(&mut p, "127.0.0.1".parse().unwrap(), "http", true, false);
+        assert_eq!(p.headers["upgrade"], "websocket");
+        assert_eq!(p.headers["connection"], "upgrade");
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let p = parts(
+            Request::post("/")
+                .header("host", "h")
+                .header("content-length", "3")
+                .header("transfer-encoding", "chunked"),
+        );
+        assert!(matches!(check_request(&p), Err(ProxyError::BadRequest(_))));
+        let p = parts(
+            Request::post("/")
+                .header("host", "h")
+                .header("content-length", "3")
+                .header("content-length", "4"),
+        );
+        assert!(check_request(&p).is_err());
+        let p = parts(Request::get("/"));
+        assert!(check_request(&p).is_err(), "HTTP/1.1 without Host");
+    }
+}

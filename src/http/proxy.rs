@@ -1,0 +1,323 @@
+//! The request path as one readable loop: route, pick, forward, retry.
+//!
+//! One `ArcSwap` load per request gives the snapshot; everything after reads it. The request
+//! body's first frame is read before any backend is contacted, so a malformed body is refused
+//! with 400 and never reaches a backend, and a request whose body cannot be replayed is known
+//! before the first attempt. Retries go to another backend (never the same one twice in a row)
+//! when the connection failed, or when a replayable request (idempotent, no body) failed
+//! before any response byte.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{header, Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::body::{BodyError, RequestBody, ResponseBody};
+use super::client::{self, PooledConn};
+use super::error::ProxyError;
+use super::headers;
+use crate::access_log::{self, Record};
+use crate::backend::{InflightGuard, Pool};
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+
+/// What a connection knows about itself, shared by its requests.
+#[derive(Debug)]
+pub struct ConnContext {
+    pub shared: Arc<Shared>,
+    /// Index of the listener in the snapshot.
+    pub listener: usize,
+    pub peer: SocketAddr,
+    /// "http" or "https", for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+/// Bookkeeping finished when the response body has gone through (see `body::ResponseBody`).
+#[derive(Debug)]
+pub struct Finish {
+    conn: Option<PooledConn>,
+    _inflight: InflightGuard,
+    log: Option<Record>,
+    started: Instant,
+}
+
+impl Finish {
+    /// `clean`: the upstream body was read to its end, so the connection can be reused.
+    pub fn complete(mut self, bytes: u64, clean: bool) {
+        if let Some(conn) = self.conn.take() {
+            if clean {
+                conn.release();
+            }
+        }
+        if let Some(mut record) = self.log.take() {
+            record.bytes = bytes;
+            record.duration = self.started.elapsed();
+            access_log::emit(record);
+        }
+    }
+}
+
+/// Serves one request; never fails (errors become responses).
+pub async fn handle(req: Request<Incoming>, cx: &ConnContext) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let snapshot = cx.shared.snapshot.load_full();
+    let mut log = access_log::enabled().then(|| record_for(&req, cx, &snapshot));
+    match forward(req, cx, &snapshot, started, &mut log).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            if err.is_backend_failure() {
+                tracing::debug!(listener = %snapshot.listeners[cx.listener].name, error = %err, "request failed");
+            }
+            let resp = err.to_response();
+            if let Some(mut record) = log {
+                record.status = resp.status().as_u16();
+                record.duration = started.elapsed();
+                record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+                access_log::emit(record);
+            }
+            resp
+        }
+    }
+}
+
+fn record_for(req: &Request<Incoming>, cx: &ConnContext, snapshot: &Snapshot) -> Record {
+    Record {
+        time: SystemTime::now(),
+        client: cx.peer.ip(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        status: 0,
+        bytes: 0,
+        duration: Default::default(),
+        listener: Arc::clone(&snapshot.listeners[cx.listener].name),
+        pool: None,
+        backend: None,
+        referer: req.headers().get(header::REFERER).cloned(),
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+    }
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    cx: &ConnContext,
+    snapshot: &Snapshot,
+    started: Instant,
+    log: &mut Option<Record>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let listener = &snapshot.listeners[cx.listener];
+    let (mut parts, body) = req.into_parts();
+    headers::check_request(&parts)?;
+    let limit = listener.max_request_body;
+    if limit > 0 && headers::content_length(&parts.headers).is_some_and(|len| len > limit) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+
+    let pool = &snapshot.pools[listener.routes.pick(
+        headers::request_host(&parts),
+        parts.uri.path(),
+        &parts.headers,
+    )];
+    if let Some(record) = log.as_mut() {
+        record.pool = Some(Arc::clone(&pool.name));
+    }
+
+    // Read the first body frame before choosing a backend: a malformed body ends here.
+    let body = if body.is_end_stream() {
+        RequestBody::empty()
+    } else {
+        let mut body = body;
+        match body.frame().await {
+            None => RequestBody::empty(),
+            Some(Err(_)) => return Err(ProxyError::BadRequest("malformed request body")),
+            Some(Ok(first)) => {
+                RequestBody::streaming(first, body, limit).map_err(|_| ProxyError::BodyTooLarge)?
+            }
+        }
+    };
+    let prefetched = !body.is_end_stream();
+    let upgrade = headers::is_upgrade(&parts);
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
+
+    // A copy to replay on another backend, kept only when a replay is safe and allowed.
+    let replayable = is_idempotent(&parts.method) && !prefetched && !upgrade;
+    let replay = (replayable && pool.retries > 0).then(|| clone_parts(&parts));
+    let mut request = Some(Request::from_parts(parts, body));
+
+    let mut last: Option<usize> = None;
+    let mut error = ProxyError::NoBackend;
+    for _attempt in 0..=pool.retries {
+        let Some(index) = pool.balancer.pick(&pool.backends, |i| {
+            Some(i) != last && pool.backends[i].state.is_available()
+        }) else {
+            break;
+        };
+        last = Some(index);
+        let req = match request.take() {
+            Some(req) => req,
+            None => match &replay {
+                Some(parts) => Request::from_parts(clone_parts(parts), RequestBody::empty()),
+                None => break,
+            },
+        };
+        match send(pool, index, req).await {
+            Ok((resp, conn, inflight)) => {
+                if let Some(record) = log.as_mut() {
+                    record.backend = Some(Arc::clone(&pool.backends[index].label));
+                    record.status = resp.status().as_u16();
+                }
+                return Ok(respond(
+                    resp,
+                    conn,
+                    inflight,
+                    client_upgrade,
+                    log.take(),
+                    started,
+                ));
+            }
+            Err((err, unsent)) => {
+                let retry = err.is_retryable(replayable) || unsent.is_some();
+                tracing::debug!(pool = %pool.name, backend = %pool.backends[index].label, error = %err, retry, "attempt failed");
+                request = unsent;
+                error = err;
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    Err(error)
+}
+
+type Sent = (Response<Incoming>, PooledConn, InflightGuard);
+
+/// One attempt on one backend. On failure, the request comes back when it was not sent.
+async fn send(
+    pool: &Pool,
+    index: usize,
+    req: Request<RequestBody>,
+) -> Result<Sent, (ProxyError, Option<Request<RequestBody>>)> {
+    let backend = &pool.backends[index];
+    let inflight = backend.state.acquire();
+    let mut conn =
+        match client::checkout(backend.addr, pool.connect_timeout, pool.idle_timeout).await {
+            Ok(conn) => conn,
+            Err(err) => return Err((err, Some(req))),
+        };
+    let mut req = req;
+    // A pooled connection can go stale between checkout and write; that says nothing about
+    // the backend, so the unsent request gets one fresh connection to the same backend.
+    for fresh in [false, true] {
+        let sent =
+            tokio::time::timeout(pool.request_timeout, conn.sender.try_send_request(req)).await;
+        match sent {
+            Err(_) => return Err((ProxyError::UpstreamTimeout, None)),
+            Ok(Ok(resp)) => return Ok((resp, conn, inflight)),
+            Ok(Err(mut e)) => {
+                let unsent = e.take_message();
+                let err = e.into_error();
+                match unsent {
+                    Some(unsent) if conn.reused && !fresh => {
+                        req = unsent;
+                        conn = match client::connect(backend.addr, pool.connect_timeout).await {
+                            Ok(conn) => conn,
+                            Err(err) => return Err((err, Some(req))),
+                        };
+                    }
+                    Some(unsent) => return Err((ProxyError::NotSent(err), Some(unsent))),
+                    None if is_body_too_large(&err) => {
+                        return Err((ProxyError::BodyTooLarge, None))
+                    }
+                    None => return Err((ProxyError::Upstream(err), None)),
+                }
+            }
+        }
+    }
+    unreachable!("the second attempt always returns")
+}
+
+fn is_body_too_large(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if matches!(e.downcast_ref::<BodyError>(), Some(BodyError::TooLarge)) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The client's response: headers cleaned, body streamed; a 101 becomes a tunnel.
+fn respond(
+    resp: Response<Incoming>,
+    conn: PooledConn,
+    inflight: InflightGuard,
+    client_upgrade: Option<OnUpgrade>,
+    log: Option<Record>,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::prepare_response(&mut parts.headers, switching);
+    let mut finish = Finish {
+        conn: Some(conn),
+        _inflight: inflight,
+        log,
+        started,
+    };
+    if switching {
+        if let (Some(client), Some(upstream)) =
+            (client_upgrade, parts.extensions.remove::<OnUpgrade>())
+        {
+            finish.conn = None; // the socket now belongs to the tunnel
+            tokio::spawn(tunnel(client, upstream, finish));
+            return Response::from_parts(parts, ResponseBody::empty());
+        }
+    }
+    if body.is_end_stream() {
+        // HEAD, 204, 304 or an empty body: nothing will poll it, finish now.
+        finish.complete(0, true);
+        return Response::from_parts(parts, ResponseBody::empty());
+    }
+    Response::from_parts(parts, ResponseBody::upstream(body, finish))
+}
+
+/// Copies bytes both ways between an upgraded client and backend connection until either closes.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, finish: Finish) {
+    let (client, upstream) = tokio::join!(client, upstream);
+    let mut bytes = 0;
+    if let (Ok(client), Ok(upstream)) = (client, upstream) {
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        if let Ok((_, down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            bytes = down;
+        }
+    }
+    finish.complete(bytes, false);
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
+}

@@ -1,0 +1,108 @@
+//! `Config` -> immutable `Snapshot`: what the request path reads, through one `ArcSwap` load.
+//!
+//! A snapshot is never mutated. Building one compiles routes and balancers off the request path;
+//! per-backend state (`BackendState`) is looked up in the previous snapshot by `(pool, address)`
+//! and shared, so in-flight counts and health survive a rebuild.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendState, Pool};
+use crate::balance::Balancer;
+use crate::config::{Config, ListenerConfig};
+use crate::route::RouteTable;
+
+/// Everything the workers need to serve requests, for one config generation.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listeners: Vec<ListenerSnapshot>,
+    pub pools: Vec<Pool>,
+}
+
+/// The request-path view of one `[[listener]]`.
+#[derive(Debug)]
+pub struct ListenerSnapshot {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+    pub routes: RouteTable,
+    pub max_connections: usize,
+    pub max_request_body: u64,
+}
+
+impl Snapshot {
+    /// Compiles a validated config. `previous` lends its backend state to backends that stay.
+    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
+        let carried: HashMap<(&str, SocketAddr), &Arc<BackendState>> = previous
+            .map(|prev| {
+                prev.pools
+                    .iter()
+                    .flat_map(|p| {
+                        p.backends
+                            .iter()
+                            .map(move |b| ((&*p.name, b.addr), &b.state))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let pools: Vec<Pool> = config
+            .pools
+            .iter()
+            .map(|pc| {
+                let backends: Vec<Backend> = pc
+                    .backends
+                    .iter()
+                    .map(|bc| {
+                        let state = carried
+                            .get(&(pc.name.as_str(), bc.address))
+                            .map(|s| Arc::clone(s))
+                            .unwrap_or_default();
+                        Backend::new(
+                            bc.address,
+                            bc.weight,
+                            bc.region.as_deref().map(Arc::from),
+                            state,
+                        )
+                    })
+                    .collect();
+                Pool {
+                    name: Arc::from(pc.name.as_str()),
+                    balancer: Balancer::new(pc.balance, &backends),
+                    backends,
+                    retries: pc.retries,
+                    connect_timeout: pc.connect_timeout,
+                    request_timeout: pc.request_timeout,
+                    idle_timeout: pc.idle_timeout,
+                }
+            })
+            .collect();
+
+        let index: HashMap<&str, usize> = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|lc| ListenerSnapshot::build(lc, &index))
+            .collect();
+        Snapshot { listeners, pools }
+    }
+}
+
+impl ListenerSnapshot {
+    fn build(lc: &ListenerConfig, pools: &HashMap<&str, usize>) -> Self {
+        // Validation guarantees every pool name exists; 0 is never reached for a valid config.
+        let lookup = |name: &str| pools.get(name).copied().unwrap_or(0);
+        ListenerSnapshot {
+            name: Arc::from(lc.name.as_str()),
+            bind: lc.bind,
+            routes: RouteTable::new(&lc.routes, lookup(&lc.pool), lookup),
+            max_connections: lc.max_connections,
+            max_request_body: lc.max_request_body,
+        }
+    }
+}

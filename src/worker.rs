@@ -1,0 +1,94 @@
+//! Worker threads: each runs a current-thread tokio runtime with its own listening sockets and
+//! its own upstream connection pool, so nothing on the request path crosses threads except the
+//! shared atomics of backend state.
+//!
+//! `FULCRUM_RUNTIME=shared` runs the same accept loops on one multi-thread runtime instead; it
+//! exists to measure the two models against each other (README, performance).
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::access_log::AccessLog;
+use crate::listener;
+use crate::server::Shared;
+
+/// One socket of one listener, handed to a worker.
+pub struct WorkerSocket {
+    pub index: usize,
+    pub socket: std::net::TcpListener,
+    pub active: Arc<AtomicUsize>,
+}
+
+/// Starts worker `id` on its own thread; it returns once shut down and drained.
+pub fn spawn(
+    id: usize,
+    sockets: Vec<WorkerSocket>,
+    shared: Arc<Shared>,
+    access_log: Option<AccessLog>,
+    shutdown: watch::Receiver<bool>,
+    threads: usize,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("fulcrum-w{id}"))
+        .spawn(move || {
+            let runtime = if threads > 1 {
+                let log = access_log.clone();
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .on_thread_start(move || {
+                        if let Some(log) = &log {
+                            log.clone().install();
+                        }
+                    })
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            };
+            let runtime = match runtime {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(worker = id, error = %e, "cannot start worker runtime");
+                    return;
+                }
+            };
+            if let Some(log) = access_log {
+                log.install();
+            }
+            runtime.block_on(run(sockets, shared, shutdown));
+        })
+}
+
+async fn run(sockets: Vec<WorkerSocket>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let grace = shared.shutdown_grace;
+    let (drained_tx, mut drained) = watch::channel(());
+    for s in sockets {
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown.clone();
+        let drained_tx = drained_tx.clone();
+        tokio::spawn(async move {
+            listener::accept_loop(s.socket, s.index, s.active, shared, shutdown).await;
+            drop(drained_tx);
+        });
+    }
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    // Accept loops stop at once; connections finish their in-flight request, then close.
+    drop(drained_tx);
+    let _ = drained.changed().await;
+    wait_for_connections(&shared, grace).await;
+}
+
+/// Waits until no connection of this process is open, or `grace` has passed.
+async fn wait_for_connections(shared: &Shared, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while shared.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        tick.tick().await;
+    }
+}
