@@ -14,6 +14,8 @@ mod pools;
 mod values;
 
 #[cfg(test)]
+mod error_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -294,10 +296,14 @@ fn toml_key_path(e: &toml::de::Error) -> String {
         .unwrap_or_default()
 }
 
-/// Serde's type names (`i64`, `a sequence`) say little to an operator; use TOML's words.
+/// Serde's type names (`i64`, `a sequence`, `struct RawPool`) say little to an operator and
+/// leak internal names; use TOML's words.
 fn friendly_type_names(message: &str) -> String {
+    let message = match message.find("expected struct ") {
+        Some(i) => format!("{}expected a table", &message[..i]),
+        None => message.to_string(),
+    };
     message
         .replace("expected i64", "expected an integer")
         .replace("expected a sequence", "expected an array")
-        .replace("expected struct", "expected a table:")
 }
