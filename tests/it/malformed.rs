@@ -17,10 +17,6 @@ const MALFORMED: &[(&str, &str)] = &[
         "POST /cl HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     ),
     (
-        "Content-Length with Transfer-Encoding",
-        "POST /clte HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    ),
-    (
         "bad chunk size",
         "POST /chunk HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
     ),
@@ -33,10 +29,30 @@ const MALFORMED: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_400_and_are_never_forwarded() {
+    assert_refused_and_not_forwarded(MALFORMED).await;
+}
+
+/// KNOWN BUG (fails until fixed): a request with both `Content-Length` and
+/// `Transfer-Encoding: chunked` is forwarded (200) instead of refused with 400. hyper's HTTP/1
+/// parser drops the `Content-Length` header when `Transfer-Encoding` is present (RFC 9112 6.3
+/// allows that), so `http::headers::check_request`'s "both Content-Length and
+/// Transfer-Encoding" check never sees both headers and the request goes upstream, re-framed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_gets_400_and_is_not_forwarded() {
+    assert_refused_and_not_forwarded(&[(
+        "Content-Length with Transfer-Encoding",
+        "POST /clte HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )])
+    .await;
+}
+
+/// Sends each request on its own connection, expects `400` for each, then checks that the
+/// backend received nothing but one later valid request.
+async fn assert_refused_and_not_forwarded(requests: &[(&str, &str)]) {
     let raw = RawBackend::start().await;
     let proxy = Proxy::simple(&[raw.addr]);
 
-    for (what, request) in MALFORMED {
+    for (what, request) in requests {
         let response = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
         assert!(
             status_line(&response).starts_with("HTTP/1.1 400"),
