@@ -1,1 +1,101 @@
 //! Raw serde mirror of the TOML file, with spans.
+//!
+//! These types say which keys exist and nothing more: every struct denies unknown fields (a typo
+//! must not be silently ignored), and every value is wrapped in [`Spanned`] so `validate.rs` can
+//! point at the exact line and column of a bad value. Values whose *meaning* can be wrong
+//! (durations, addresses, names, enums, integer ranges) are kept as plain strings and `i64`s here
+//! so that serde does not stop at the first bad one: validation checks them all and reports every
+//! problem at once. Required keys are `Option`s for the same reason; a missing one is reported by
+//! validation, pointing at its table. Nothing outside `config/` sees these types.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string value with its location.
+pub(super) type Str = Spanned<String>;
+/// An integer value with its location; signed so a negative number is a validation error with a
+/// clear message rather than a serde type error.
+pub(super) type Int = Spanned<i64>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub global: Option<Spanned<RawGlobal>>,
+    #[serde(default)]
+    pub listener: Vec<Spanned<RawListener>>,
+    #[serde(default)]
+    pub pool: Vec<Spanned<RawPool>>,
+}
+
+/// `[global]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGlobal {
+    pub workers: Option<Int>,
+    pub access_log: Option<Str>,
+    pub shutdown_grace: Option<Str>,
+    pub trusted_proxies: Option<Vec<Str>>,
+    pub client_header_timeout: Option<Str>,
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub name: Option<Str>,
+    pub bind: Option<Str>,
+    pub protocol: Option<Str>,
+    pub pool: Option<Str>,
+    pub max_connections: Option<Int>,
+    pub max_request_body: Option<Int>,
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+}
+
+/// `[[listener.route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub host: Option<Str>,
+    pub path_prefix: Option<Str>,
+    pub header: Option<Spanned<RawHeader>>,
+    pub pool: Option<Str>,
+}
+
+/// `header = { name = "...", value = "..." }` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeader {
+    pub name: Option<Str>,
+    pub value: Option<Str>,
+}
+
+/// `[[pool]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPool {
+    pub name: Option<Str>,
+    pub balance: Option<Str>,
+    pub retries: Option<Int>,
+    pub connect_timeout: Option<Str>,
+    pub request_timeout: Option<Str>,
+    pub idle_timeout: Option<Str>,
+    /// Spanned as a whole so an empty list can be pointed at.
+    pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+}
+
+/// One entry of `backends = [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub address: Option<Str>,
+    pub weight: Option<Int>,
+    pub region: Option<Str>,
+}
+
+/// Parses the text into the raw mirror; a syntax error, an unknown key or a value of the wrong
+/// TOML type fails here (serde cannot continue past it, so this is at most one error).
+pub(super) fn parse(text: &str) -> Result<RawFile, toml::de::Error> {
+    toml::from_str(text)
+}

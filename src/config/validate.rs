@@ -1,9 +1,309 @@
 //! Raw file -> validated `Config`, collecting every error.
+//!
+//! This is the one place that knows the config's rules: defaults, ranges, value syntax and cross
+//! references (a route naming a pool that exists, unique names and binds). It never stops at the
+//! first problem: an operator fixing a file should see everything wrong with it in one run, each
+//! as `file:line:col: key: message`. A bad value is recorded and replaced by its default so the
+//! walk can go on; the partially built model is thrown away if anything was recorded.
+//!
+//! Serde is the exception: a TOML syntax error, an unknown key or a value of the wrong TOML type
+//! stops deserialization, so at most one such error is reported (see `file.rs`).
 
+mod listeners;
+mod pools;
+mod values;
+
+#[cfg(test)]
+mod error_tests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 
-use super::{Config, ConfigErrors};
+use super::file::{self, Int, RawGlobal, Str};
+use super::{Config, ConfigError, ConfigErrors, Global};
+use values::Msg;
 
-pub(super) fn validate(_text: &str, _path: &Path) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors(Vec::new()))
+/// Parses and validates `text`; `path` names the file in every message.
+pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut cx = Cx {
+        text,
+        file: path.display().to_string(),
+        errors: Vec::new(),
+    };
+    let config = match file::parse(text) {
+        Ok(raw) => {
+            let global = raw
+                .global
+                .as_ref()
+                .map(|g| cx.global(g.get_ref()))
+                .unwrap_or_default();
+            let pools = cx.pools(&raw.pool);
+            let listeners = cx.listeners(&raw.listener, &pools);
+            Config {
+                source: Some(path.to_path_buf()),
+                global,
+                listeners,
+                pools,
+            }
+        }
+        Err(e) => {
+            cx.toml_error(&e);
+            return Err(cx.finish());
+        }
+    };
+    if cx.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(cx.finish())
+    }
+}
+
+/// The error collector and the text it points into.
+struct Cx<'a> {
+    text: &'a str,
+    file: String,
+    errors: Vec<ConfigError>,
+}
+
+/// `prefix: field`, the shape of every key in a message.
+fn key(prefix: &str, field: &str) -> String {
+    format!("{prefix}: {field}")
+}
+
+impl Cx<'_> {
+    /// Records one problem at the start of `span`.
+    fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let (line, col) = self.line_col(span.start);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            col,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// All recorded errors, in file order (the order an operator reads and fixes them).
+    fn finish(mut self) -> ConfigErrors {
+        self.errors.sort_by_key(|e| (e.line, e.col));
+        ConfigErrors(self.errors)
+    }
+
+    /// 1-based line and column (in characters) of a byte offset; never panics on odd offsets.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let bytes = self.text.as_bytes();
+        let before = &bytes[..offset.min(bytes.len())];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        // Count UTF-8 lead bytes only, so a multi-byte character is one column.
+        let col = before[line_start..]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count()
+            + 1;
+        (line, col)
+    }
+
+    /// Checks a string value; on error records it and returns `None`.
+    fn check_str<T>(
+        &mut self,
+        v: &Str,
+        key: &str,
+        f: impl FnOnce(&str) -> Result<T, Msg>,
+    ) -> Option<T> {
+        f(v.get_ref())
+            .map_err(|m| self.error(v.span(), key, m))
+            .ok()
+    }
+
+    /// Checks an integer value; on error records it and returns `None`.
+    fn check_int<T>(
+        &mut self,
+        v: &Int,
+        key: &str,
+        f: impl FnOnce(i64) -> Result<T, Msg>,
+    ) -> Option<T> {
+        f(*v.get_ref())
+            .map_err(|m| self.error(v.span(), key, m))
+            .ok()
+    }
+
+    /// An optional string key: its checked value, or `default` when absent or bad.
+    fn opt_str<T>(
+        &mut self,
+        v: Option<&Str>,
+        key: &str,
+        default: T,
+        f: impl FnOnce(&str) -> Result<T, Msg>,
+    ) -> T {
+        v.and_then(|v| self.check_str(v, key, f)).unwrap_or(default)
+    }
+
+    /// An optional integer key: its checked value, or `default` when absent or bad.
+    fn opt_int<T>(
+        &mut self,
+        v: Option<&Int>,
+        key: &str,
+        default: T,
+        f: impl FnOnce(i64) -> Result<T, Msg>,
+    ) -> T {
+        v.and_then(|v| self.check_int(v, key, f)).unwrap_or(default)
+    }
+
+    /// An optional string key without a default: `Ok(None)` when absent, `Err` when bad.
+    fn maybe_str<T>(
+        &mut self,
+        v: Option<&Str>,
+        key: &str,
+        f: impl FnOnce(&str) -> Result<T, Msg>,
+    ) -> Result<Option<T>, ()> {
+        match v {
+            None => Ok(None),
+            Some(v) => self.check_str(v, key, f).map(Some).ok_or(()),
+        }
+    }
+
+    /// A required string key: checked, or `None` with "missing" recorded at its table.
+    fn req_str<T>(
+        &mut self,
+        v: Option<&Str>,
+        table: Range<usize>,
+        key: &str,
+        f: impl FnOnce(&str) -> Result<T, Msg>,
+    ) -> Option<T> {
+        match v {
+            Some(v) => self.check_str(v, key, f),
+            None => {
+                self.error(table, key, "missing (required)");
+                None
+            }
+        }
+    }
+
+    /// `[global]`.
+    fn global(&mut self, g: &RawGlobal) -> Global {
+        let d = Global::default();
+        let trusted_proxies = g
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                self.check_str(
+                    p,
+                    &format!("global: trusted_proxies: {:?}", p.get_ref()),
+                    values::cidr,
+                )
+            })
+            .collect();
+        Global {
+            workers: self.opt_int(
+                g.workers.as_ref(),
+                "global: workers",
+                d.workers,
+                values::non_negative,
+            ),
+            access_log: self.opt_str(
+                g.access_log.as_ref(),
+                "global: access_log",
+                d.access_log,
+                values::access_log,
+            ),
+            shutdown_grace: self.opt_str(
+                g.shutdown_grace.as_ref(),
+                "global: shutdown_grace",
+                d.shutdown_grace,
+                values::duration,
+            ),
+            trusted_proxies,
+            client_header_timeout: self.opt_str(
+                g.client_header_timeout.as_ref(),
+                "global: client_header_timeout",
+                d.client_header_timeout,
+                values::positive_duration,
+            ),
+        }
+    }
+
+    /// Records `value` as seen at `span`; reports a duplicate (with the first one's line).
+    fn unique<T: Eq + std::hash::Hash>(
+        &mut self,
+        seen: &mut HashMap<T, usize>,
+        value: T,
+        span: Range<usize>,
+        key: &str,
+        what: &str,
+    ) -> bool {
+        let line = self.line_col(span.start).0;
+        if let Some(first) = seen.get(&value) {
+            self.error(
+                span,
+                key,
+                format!("duplicate {what} (first at line {first})"),
+            );
+            return false;
+        }
+        seen.insert(value, line);
+        true
+    }
+
+    /// Converts the one error serde can give: syntax, unknown key, or wrong TOML type.
+    fn toml_error(&mut self, e: &toml::de::Error) {
+        let path = toml_key_path(e);
+        let raw = e.message();
+        let (key, message) = match raw
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split_once('`'))
+        {
+            Some((field, rest)) => {
+                let key = if path.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{path}: {field}")
+                };
+                (key, format!("unknown key{rest}"))
+            }
+            None if path.is_empty() => ("syntax".to_string(), raw.to_string()),
+            None => (path, friendly_type_names(raw)),
+        };
+        self.error(e.span().unwrap_or(0..0), &key, message);
+    }
+}
+
+/// `pool "web"` when the table has a name, else `pool #2` (1-based), for message keys.
+fn label(what: &str, name: Option<&Str>, index: usize) -> String {
+    match name {
+        Some(n) => format!("{what} {:?}", n.get_ref()),
+        None => format!("{what} #{}", index + 1),
+    }
+}
+
+/// The TOML key path of a serde error (`pool: backends: weight`), or `""` at the top level.
+/// `toml` only exposes it through `Display` without input, as a trailing ``in `a.b` `` line.
+fn toml_key_path(e: &toml::de::Error) -> String {
+    let mut e = e.clone();
+    e.set_input(None);
+    e.to_string()
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("in `").and_then(|l| l.strip_suffix('`')))
+        .map(|p| p.replace('.', ": "))
+        .unwrap_or_default()
+}
+
+/// Serde's type names (`i64`, `a sequence`, `struct RawPool`) say little to an operator and
+/// leak internal names; use TOML's words.
+fn friendly_type_names(message: &str) -> String {
+    let message = match message.find("expected struct ") {
+        Some(i) => format!("{}expected a table", &message[..i]),
+        None => message.to_string(),
+    };
+    message
+        .replace("expected i64", "expected an integer")
+        .replace("expected a sequence", "expected an array")
 }

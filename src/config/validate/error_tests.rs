@@ -1,0 +1,271 @@
+//! Tests for every kind of config error: its `file:line:col: key: message` line, and that all of
+//! them are reported at once, in file order.
+
+use super::tests::{error, errors, with, MINIMAL};
+
+#[test]
+fn syntax_error_has_location() {
+    assert_eq!(
+        error("[global\nworkers = 1\n"),
+        "fulcrum.toml:1:8: syntax: unclosed table, expected `]`"
+    );
+}
+
+#[test]
+fn unknown_keys_have_location() {
+    let e = error(&format!("{MINIMAL}backup = \"origin\"\n"));
+    assert!(
+        e.starts_with("fulcrum.toml:10:1: pool: backup: unknown key, expected one of `name`"),
+        "{e}"
+    );
+    let e = error(&with("\n[[region]]\nname = \"us-east\"\n"));
+    assert!(
+        e.starts_with("fulcrum.toml:11:3: region: unknown key"),
+        "{e}"
+    );
+    let e = error("[global]\nadmin = \"127.0.0.1:9901\"\n");
+    assert!(
+        e.starts_with("fulcrum.toml:2:1: global: admin: unknown key"),
+        "{e}"
+    );
+    let e =
+        error("[[pool]]\nname = \"p\"\nbackends = [{ address = \"10.0.0.1:80\", dns = \"x\" }]\n");
+    assert!(
+        e.starts_with("fulcrum.toml:3:40: pool: backends: dns: unknown key"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_toml_type_names_key() {
+    assert_eq!(
+        error("[global]\nworkers = \"four\"\n"),
+        "fulcrum.toml:2:11: global: workers: invalid type: string \"four\", expected an integer"
+    );
+    assert_eq!(
+        error("[global]\ntrusted_proxies = \"10.0.0.0/8\"\n"),
+        "fulcrum.toml:2:19: global: trusted_proxies: invalid type: string \"10.0.0.0/8\", expected an array"
+    );
+    assert_eq!(
+        error("global = 1\n"),
+        "fulcrum.toml:1:10: global: invalid type: integer `1`, expected a table"
+    );
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        (
+            "[global]\nshutdown_grace = \"soon\"\n",
+            "2:18: global: shutdown_grace: must be a duration",
+        ),
+        (
+            "[global]\nclient_header_timeout = \"0s\"\n",
+            "2:25: global: client_header_timeout: must be > 0",
+        ),
+        (
+            "[global]\nworkers = -1\n",
+            "2:11: global: workers: must be >= 0",
+        ),
+        (
+            "[global]\naccess_log = \"\"\n",
+            "2:14: global: access_log: must be \"stdout\"",
+        ),
+        (
+            "[global]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "2:20: global: trusted_proxies: \"10.0.0.0/33\": must be a CIDR",
+        ),
+    ];
+    for (text, want) in cases {
+        let errs = errors(&format!("{text}{MINIMAL}"));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(&format!("fulcrum.toml:{want}")),
+            "{errs:#?} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn listener_value_errors() {
+    let text = r#"[[listener]]
+name = "web"
+bind = "localhost:80"
+protocol = "tcp"
+pool = "web"
+max_connections = 0
+max_request_body = -5
+
+[[pool]]
+name = "web"
+backends = [{ address = "10.0.0.1:80" }]
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "fulcrum.toml:3:8: listener \"web\": bind: must be an address such as \"10.0.0.1:8080\" or \"[::1]:8080\", got \"localhost:80\"",
+            "fulcrum.toml:4:12: listener \"web\": protocol: \"tcp\" is not supported yet",
+            "fulcrum.toml:6:19: listener \"web\": max_connections: must be > 0",
+            "fulcrum.toml:7:20: listener \"web\": max_request_body: must be >= 0",
+        ]
+    );
+}
+
+#[test]
+fn pool_value_errors() {
+    let text = r#"[[listener]]
+name = "web"
+bind = "0.0.0.0:80"
+pool = "web"
+
+[[pool]]
+name = "web"
+balance = "consistent_hash"
+retries = -1
+connect_timeout = "1 parsec"
+request_timeout = "0s"
+idle_timeout = ""
+backends = [
+  { address = "10.0.0.1:80", weight = 0 },
+  { address = "10.0.0.2", region = "" },
+  { address = "10.0.0.3:0" },
+  { weight = 2 },
+]
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "fulcrum.toml:8:11: pool \"web\": balance: \"consistent_hash\" is not supported yet",
+            "fulcrum.toml:9:11: pool \"web\": retries: must be >= 0",
+            "fulcrum.toml:10:19: pool \"web\": connect_timeout: must be a duration such as \"250ms\", \"2s\" or \"1m\", got \"1 parsec\" (unknown time unit \"parsec\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations))",
+            "fulcrum.toml:11:19: pool \"web\": request_timeout: must be > 0",
+            "fulcrum.toml:12:16: pool \"web\": idle_timeout: must be a duration such as \"250ms\", \"2s\" or \"1m\", got \"\"",
+            "fulcrum.toml:14:39: pool \"web\": backend \"10.0.0.1:80\": weight: must be > 0",
+            "fulcrum.toml:15:15: pool \"web\": backend \"10.0.0.2\": address: must be an address such as \"10.0.0.1:8080\" or \"[::1]:8080\", got \"10.0.0.2\"",
+            "fulcrum.toml:15:36: pool \"web\": backend \"10.0.0.2\": region: must not be empty",
+            "fulcrum.toml:16:15: pool \"web\": backend \"10.0.0.3:0\": address: port must not be 0",
+            "fulcrum.toml:17:3: pool \"web\": backend #4: address: missing (required)",
+        ]
+    );
+}
+
+#[test]
+fn route_value_errors() {
+    let text = r#"[[listener]]
+name = "web"
+bind = "0.0.0.0:80"
+pool = "web"
+
+[[listener.route]]
+host = "example.com:8080"
+path_prefix = "assets/"
+header = { name = "bad header", value = "1" }
+pool = "web"
+
+[[listener.route]]
+host = "a..b"
+header = { name = "x-ok" }
+pool = "web"
+
+[[listener.route]]
+pool = "web"
+
+[[pool]]
+name = "web"
+backends = [{ address = "10.0.0.1:80" }]
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "fulcrum.toml:7:8: listener \"web\": route #1: host: must be a host name without a port, got \"example.com:8080\"",
+            "fulcrum.toml:8:15: listener \"web\": route #1: path_prefix: must start with \"/\", got \"assets/\"",
+            "fulcrum.toml:9:19: listener \"web\": route #1: header: name: must be a valid HTTP header name, got \"bad header\"",
+            "fulcrum.toml:13:8: listener \"web\": route #2: host: must be a host name such as \"example.com\" or \"*.example.com\", got \"a..b\"",
+            "fulcrum.toml:14:10: listener \"web\": route #2: header: value: missing (required)",
+            "fulcrum.toml:17:1: listener \"web\": route #3: needs at least one of host, path_prefix, header (it would match every request; use the listener's pool instead)",
+        ]
+    );
+}
+
+#[test]
+fn cross_reference_errors() {
+    let text = r#"[[listener]]
+name = "web"
+bind = "0.0.0.0:80"
+pool = "nope"
+
+[[listener.route]]
+path_prefix = "/"
+pool = "gone"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:80"
+pool = "web"
+
+[[listener]]
+bind = "127.0.0.1:81"
+
+[[pool]]
+name = "web"
+backends = [{ address = "10.0.0.1:80" }, { address = "10.0.0.1:80" }]
+
+[[pool]]
+name = "web"
+backends = []
+
+[[pool]]
+name = "empty"
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "fulcrum.toml:4:8: listener \"web\": pool: no [[pool]] named \"nope\"",
+            "fulcrum.toml:8:8: listener \"web\": route #1: pool: no [[pool]] named \"gone\"",
+            "fulcrum.toml:11:8: listener \"web\": name: duplicate listener name (first at line 2)",
+            "fulcrum.toml:12:8: listener \"web\": bind: 127.0.0.1:80 conflicts with 0.0.0.0:80 of listener \"web\" (line 3)",
+            "fulcrum.toml:15:1: listener #3: name: missing (required)",
+            "fulcrum.toml:15:1: listener #3: pool: missing (required)",
+            "fulcrum.toml:20:54: pool \"web\": backend \"10.0.0.1:80\": address: duplicate backend address in this pool (first at line 20)",
+            "fulcrum.toml:23:8: pool \"web\": name: duplicate pool name (first at line 19)",
+            "fulcrum.toml:24:12: pool \"web\": backends: must list at least one backend",
+            "fulcrum.toml:26:1: pool \"empty\": backends: missing (required): a pool needs at least one backend",
+        ]
+    );
+}
+
+#[test]
+fn no_listener_is_an_error() {
+    assert_eq!(
+        error("[[pool]]\nname = \"web\"\nbackends = [{ address = \"10.0.0.1:80\" }]\n"),
+        "fulcrum.toml:1:1: listener: at least one [[listener]] is required"
+    );
+    assert_eq!(
+        error(""),
+        "fulcrum.toml:1:1: listener: at least one [[listener]] is required"
+    );
+}
+
+#[test]
+fn several_errors_are_all_reported_in_file_order() {
+    let text = "[global]\nworkers = -2\nshutdown_grace = \"x\"\n\n[[pool]]\nname = \"p\"\nbackends = [{ address = \"1.2.3.4:5\", weight = 0 }]\n";
+    let at: Vec<String> = errors(text)
+        .iter()
+        .map(|e| e.split(": ").take(3).collect::<Vec<_>>().join(": "))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "fulcrum.toml:1:1: listener: at least one [[listener]] is required",
+            "fulcrum.toml:2:11: global: workers",
+            "fulcrum.toml:3:18: global: shutdown_grace",
+            "fulcrum.toml:7:47: pool \"p\": backend \"1.2.3.4:5\"",
+        ]
+    );
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let e = error("[global]\n# é\naccess_log = \"stdout\" # ünïcode\nworkers = \"ü\"\n");
+    assert!(e.starts_with("fulcrum.toml:4:11: global: workers"), "{e}");
+}

@@ -1,0 +1,186 @@
+//! `[[listener]]` and `[[listener.route]]` tables: unique names and binds, and references to
+//! pools that exist.
+//!
+//! Split from `validate.rs` only to keep each file readable; it extends the same collector.
+//! Pools are validated first, so every reference here can be checked against them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::{key, label, values, Cx};
+use crate::config::file::{RawListener, RawRoute, Str};
+use crate::config::{HeaderMatch, ListenerConfig, PoolConfig, Protocol, RouteConfig};
+
+impl Cx<'_> {
+    /// Every `[[listener]]`: unique names and binds, known pools; at least one must exist.
+    pub(super) fn listeners(
+        &mut self,
+        raw: &[Spanned<RawListener>],
+        pools: &[PoolConfig],
+    ) -> Vec<ListenerConfig> {
+        if raw.is_empty() {
+            self.error(0..0, "listener", "at least one [[listener]] is required");
+        }
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut binds: Vec<(SocketAddr, String, usize)> = Vec::new();
+        let mut out = Vec::new();
+        for (i, l) in raw.iter().enumerate() {
+            let r = l.get_ref();
+            let prefix = label("listener", r.name.as_ref(), i);
+            let name = self.req_str(
+                r.name.as_ref(),
+                l.span(),
+                &key(&prefix, "name"),
+                values::name,
+            );
+            if let (Some(name), Some(v)) = (&name, &r.name) {
+                self.unique(
+                    &mut names,
+                    name.clone(),
+                    v.span(),
+                    &key(&prefix, "name"),
+                    "listener name",
+                );
+            }
+            let bind = self.req_str(
+                r.bind.as_ref(),
+                l.span(),
+                &key(&prefix, "bind"),
+                values::socket_addr,
+            );
+            if let (Some(bind), Some(v)) = (bind, &r.bind) {
+                self.bind_conflicts(&mut binds, bind, v.span(), &prefix);
+            }
+            let protocol = self.opt_str(
+                r.protocol.as_ref(),
+                &key(&prefix, "protocol"),
+                Protocol::Http,
+                values::protocol,
+            );
+            let pool = self.pool_ref(r.pool.as_ref(), l.span(), &key(&prefix, "pool"), pools);
+            let max_connections = self.opt_int(
+                r.max_connections.as_ref(),
+                &key(&prefix, "max_connections"),
+                100_000,
+                values::positive,
+            );
+            let max_request_body = self.opt_int(
+                r.max_request_body.as_ref(),
+                &key(&prefix, "max_request_body"),
+                0,
+                values::non_negative,
+            );
+            let routes = r
+                .route
+                .iter()
+                .enumerate()
+                .filter_map(|(j, route)| {
+                    self.route(route, &format!("{prefix}: route #{}", j + 1), pools)
+                })
+                .collect();
+            if let (Some(name), Some(bind), Some(pool)) = (name, bind, pool) {
+                out.push(ListenerConfig {
+                    name,
+                    bind,
+                    protocol,
+                    pool,
+                    max_connections,
+                    max_request_body,
+                    routes,
+                });
+            }
+        }
+        out
+    }
+
+    /// One `[[listener.route]]`: at least one condition, and a pool that exists.
+    fn route(
+        &mut self,
+        route: &Spanned<RawRoute>,
+        prefix: &str,
+        pools: &[PoolConfig],
+    ) -> Option<RouteConfig> {
+        let r = route.get_ref();
+        if r.host.is_none() && r.path_prefix.is_none() && r.header.is_none() {
+            self.error(route.span(), prefix, "needs at least one of host, path_prefix, header (it would match every request; use the listener's pool instead)");
+        }
+        let host = self.maybe_str(r.host.as_ref(), &key(prefix, "host"), values::host);
+        let path_prefix = self.maybe_str(
+            r.path_prefix.as_ref(),
+            &key(prefix, "path_prefix"),
+            values::path_prefix,
+        );
+        let header = match &r.header {
+            None => Ok(None),
+            Some(h) => {
+                let hk = key(prefix, "header");
+                let name = self.req_str(
+                    h.get_ref().name.as_ref(),
+                    h.span(),
+                    &key(&hk, "name"),
+                    values::header_name,
+                );
+                let value = self.req_str(
+                    h.get_ref().value.as_ref(),
+                    h.span(),
+                    &key(&hk, "value"),
+                    values::header_value,
+                );
+                match (name, value) {
+                    (Some(name), Some(value)) => Ok(Some(HeaderMatch { name, value })),
+                    _ => Err(()),
+                }
+            }
+        };
+        let pool = self.pool_ref(r.pool.as_ref(), route.span(), &key(prefix, "pool"), pools);
+        Some(RouteConfig {
+            host: host.ok()?,
+            path_prefix: path_prefix.ok()?,
+            header: header.ok()?,
+            pool: pool?,
+        })
+    }
+
+    /// A required `pool = "..."` that must name a defined pool.
+    fn pool_ref(
+        &mut self,
+        v: Option<&Str>,
+        table: Range<usize>,
+        key: &str,
+        pools: &[PoolConfig],
+    ) -> Option<String> {
+        let name = self.req_str(v, table, key, values::name)?;
+        if pools.iter().any(|p| p.name == name) {
+            return Some(name);
+        }
+        if let Some(v) = v {
+            self.error(v.span(), key, format!("no [[pool]] named {name:?}"));
+        }
+        None
+    }
+
+    /// Two listeners cannot bind the same address and port; an unspecified address
+    /// (`0.0.0.0`, `[::]`) overlaps every address on its port. Port 0 (pick any) never conflicts.
+    fn bind_conflicts(
+        &mut self,
+        binds: &mut Vec<(SocketAddr, String, usize)>,
+        bind: SocketAddr,
+        span: Range<usize>,
+        prefix: &str,
+    ) {
+        let line = self.line_col(span.start).0;
+        let clash = binds.iter().find(|(b, _, _)| {
+            bind.port() != 0
+                && b.port() == bind.port()
+                && (b.ip() == bind.ip() || b.ip().is_unspecified() || bind.ip().is_unspecified())
+        });
+        if let Some((other, who, first)) = clash {
+            let msg = format!("{bind} conflicts with {other} of {who} (line {first})");
+            self.error(span, &key(prefix, "bind"), msg);
+        }
+        binds.push((bind, prefix.to_string(), line));
+    }
+}

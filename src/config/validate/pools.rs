@@ -1,0 +1,152 @@
+//! `[[pool]]` tables: defaults, ranges, unique names and unique backend addresses.
+//!
+//! Split from `validate.rs` only to keep each file readable; it extends the same collector.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{key, label, values, Cx};
+use crate::config::file::{RawBackend, RawPool, Str};
+use crate::config::{BackendConfig, PoolConfig};
+
+impl Cx<'_> {
+    /// Every `[[pool]]`, with unique names.
+    pub(super) fn pools(&mut self, raw: &[Spanned<RawPool>]) -> Vec<PoolConfig> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut pools = Vec::new();
+        for (i, p) in raw.iter().enumerate() {
+            let prefix = label("pool", p.get_ref().name.as_ref(), i);
+            let name = self.req_str(
+                p.get_ref().name.as_ref(),
+                p.span(),
+                &key(&prefix, "name"),
+                values::name,
+            );
+            if let (Some(name), Some(v)) = (&name, &p.get_ref().name) {
+                self.unique(
+                    &mut seen,
+                    name.clone(),
+                    v.span(),
+                    &key(&prefix, "name"),
+                    "pool name",
+                );
+            }
+            let pool = self.pool(p, &prefix, name.unwrap_or_default());
+            pools.push(pool);
+        }
+        pools
+    }
+
+    /// One `[[pool]]`; bad values fall back to defaults so the rest is still checked.
+    fn pool(&mut self, p: &Spanned<RawPool>, prefix: &str, name: String) -> PoolConfig {
+        let r = p.get_ref();
+        let d = PoolConfig::new(name, Vec::new());
+        let balance = self.opt_str(
+            r.balance.as_ref(),
+            &key(prefix, "balance"),
+            d.balance,
+            values::balance,
+        );
+        let retries = self.opt_int(
+            r.retries.as_ref(),
+            &key(prefix, "retries"),
+            d.retries,
+            values::non_negative,
+        );
+        let timeout = |cx: &mut Self, v: Option<&Str>, field: &str, default: Duration| {
+            cx.opt_str(v, &key(prefix, field), default, values::positive_duration)
+        };
+        let connect_timeout = timeout(
+            self,
+            r.connect_timeout.as_ref(),
+            "connect_timeout",
+            d.connect_timeout,
+        );
+        let request_timeout = timeout(
+            self,
+            r.request_timeout.as_ref(),
+            "request_timeout",
+            d.request_timeout,
+        );
+        let idle_timeout = timeout(
+            self,
+            r.idle_timeout.as_ref(),
+            "idle_timeout",
+            d.idle_timeout,
+        );
+        let backends = match &r.backends {
+            Some(list) if list.get_ref().is_empty() => {
+                self.error(
+                    list.span(),
+                    &key(prefix, "backends"),
+                    "must list at least one backend",
+                );
+                Vec::new()
+            }
+            Some(list) => self.backends(list.get_ref(), prefix),
+            None => {
+                self.error(
+                    p.span(),
+                    &key(prefix, "backends"),
+                    "missing (required): a pool needs at least one backend",
+                );
+                Vec::new()
+            }
+        };
+        PoolConfig {
+            balance,
+            retries,
+            connect_timeout,
+            request_timeout,
+            idle_timeout,
+            backends,
+            ..d
+        }
+    }
+
+    /// A pool's `backends`; an address listed twice is an error (it would double its weight).
+    fn backends(&mut self, raw: &[Spanned<RawBackend>], pool: &str) -> Vec<BackendConfig> {
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, b) in raw.iter().enumerate() {
+            let r = b.get_ref();
+            let prefix = format!("{pool}: {}", label("backend", r.address.as_ref(), i));
+            let address = self.req_str(
+                r.address.as_ref(),
+                b.span(),
+                &key(&prefix, "address"),
+                values::backend_addr,
+            );
+            let weight = self.opt_int(
+                r.weight.as_ref(),
+                &key(&prefix, "weight"),
+                1,
+                values::positive,
+            );
+            let region = self
+                .maybe_str(r.region.as_ref(), &key(&prefix, "region"), values::name)
+                .unwrap_or_default();
+            let (Some(address), Some(span)) = (address, r.address.as_ref().map(Spanned::span))
+            else {
+                continue;
+            };
+            if self.unique(
+                &mut seen,
+                address,
+                span,
+                &key(&prefix, "address"),
+                "backend address in this pool",
+            ) {
+                out.push(BackendConfig {
+                    address,
+                    weight,
+                    region,
+                });
+            }
+        }
+        out
+    }
+}

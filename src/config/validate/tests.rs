@@ -1,0 +1,228 @@
+//! Tests for valid configs: defaults, a full config read as written, and every file under
+//! `config/`. The shared helpers live here; error cases are in `error_tests.rs`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{
+    AccessLogTarget, BackendConfig, BalanceKind, Config, ConfigErrors, Global, HeaderMatch,
+    ListenerConfig, PoolConfig, RouteConfig,
+};
+
+pub(super) const MINIMAL: &str = r#"
+[[listener]]
+name = "web"
+bind = "0.0.0.0:8080"
+pool = "web"
+
+[[pool]]
+name = "web"
+backends = [{ address = "10.0.0.1:80" }]
+"#;
+
+pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::from_toml(text, Path::new("fulcrum.toml"))
+}
+
+/// The error lines, as `main` prints them.
+pub(super) fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(c) => panic!("expected errors, got {c:?}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Exactly one error, as printed.
+pub(super) fn error(text: &str) -> String {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    errs[0].clone()
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+/// `MINIMAL` with `extra` appended (new tables or more pools).
+pub(super) fn with(extra: &str) -> String {
+    format!("{MINIMAL}{extra}")
+}
+
+#[test]
+fn minimal_gets_documented_defaults() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(c.global, Global::default());
+    assert_eq!(c.source, Some(PathBuf::from("fulcrum.toml")));
+    let backend = BackendConfig {
+        address: addr("10.0.0.1:80"),
+        weight: 1,
+        region: None,
+    };
+    assert_eq!(c.pools, vec![PoolConfig::new("web", vec![backend])]);
+    assert_eq!(
+        c.listeners,
+        vec![ListenerConfig::http("web", addr("0.0.0.0:8080"), "web")]
+    );
+    assert_eq!(
+        c.summary(),
+        "1 listener(s), 1 pool(s), 1 backend(s), 0 route(s)"
+    );
+}
+
+#[test]
+fn full_config_is_read_as_written() {
+    let text = r#"
+[global]
+workers = 4
+access_log = "/var/log/fulcrum/access.log"
+shutdown_grace = "5s"
+trusted_proxies = ["10.1.2.3/8", "192.0.2.1", "2001:db8::1"]
+client_header_timeout = "250ms"
+
+[[listener]]
+name = "web"
+bind = "[::]:8443"
+protocol = "http"
+pool = "web"
+max_connections = 10
+max_request_body = 1048576
+
+[[listener.route]]
+host = "*.Example.COM"
+path_prefix = "/api/"
+header = { name = "X-Canary", value = "1" }
+pool = "static"
+
+[[pool]]
+name = "web"
+balance = "random_two"
+retries = 0
+connect_timeout = "2s"
+request_timeout = "1m"
+idle_timeout = "90s"
+backends = [
+  { address = "10.0.1.10:8080", weight = 3, region = "us-east" },
+  { address = "[2001:db8::10]:8080" },
+]
+
+[[pool]]
+name = "static"
+balance = "least_conn"
+backends = [{ address = "10.0.3.10:80" }]
+"#;
+    let c = parse(text).expect("valid");
+    assert_eq!(c.global.workers, 4);
+    assert_eq!(
+        c.global.access_log,
+        AccessLogTarget::File("/var/log/fulcrum/access.log".into())
+    );
+    assert_eq!(c.global.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(c.global.client_header_timeout, Duration::from_millis(250));
+    let proxies: Vec<String> = c
+        .global
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::1/128"]);
+    let l = &c.listeners[0];
+    assert_eq!(
+        (l.bind, l.max_connections, l.max_request_body),
+        (addr("[::]:8443"), 10, 1 << 20)
+    );
+    assert_eq!(
+        l.routes,
+        vec![RouteConfig {
+            host: Some("*.example.com".into()),
+            path_prefix: Some("/api/".into()),
+            header: Some(HeaderMatch {
+                name: "x-canary".into(),
+                value: "1".into()
+            }),
+            pool: "static".into(),
+        }]
+    );
+    let p = &c.pools[0];
+    assert_eq!((p.balance, p.retries), (BalanceKind::RandomTwo, 0));
+    assert_eq!(
+        (p.connect_timeout, p.request_timeout, p.idle_timeout),
+        (
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+            Duration::from_secs(90)
+        )
+    );
+    assert_eq!(p.backends[0].weight, 3);
+    assert_eq!(p.backends[0].region.as_deref(), Some("us-east"));
+    assert_eq!(p.backends[1].address, addr("[2001:db8::10]:8080"));
+    assert_eq!(c.pools[1].balance, BalanceKind::LeastConn);
+}
+
+#[test]
+fn access_log_off() {
+    let c = parse(&format!("[global]\naccess_log = \"off\"\n{MINIMAL}")).expect("valid");
+    assert_eq!(c.global.access_log, AccessLogTarget::Off);
+}
+
+#[test]
+fn ephemeral_binds_do_not_conflict() {
+    let text = with("[[listener]]\nname = \"b\"\nbind = \"127.0.0.1:0\"\npool = \"web\"\n[[listener]]\nname = \"c\"\nbind = \"127.0.0.1:0\"\npool = \"web\"\n");
+    assert_eq!(parse(&text).expect("valid").listeners.len(), 3);
+}
+
+#[test]
+fn file_part_is_the_path_as_given() {
+    let errs = Config::from_toml("", Path::new("/etc/fulcrum/x.toml")).expect_err("invalid");
+    assert!(
+        errs.to_string().starts_with("/etc/fulcrum/x.toml:1:1: "),
+        "{errs}"
+    );
+    let errs = Config::from_file(Path::new("/nonexistent/fulcrum.toml")).expect_err("missing");
+    assert!(
+        errs.to_string()
+            .starts_with("/nonexistent/fulcrum.toml:0:0: file: "),
+        "{errs}"
+    );
+}
+
+/// Every shipped example must stay valid as keys evolve.
+#[test]
+fn every_file_under_config_validates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut stack = vec![root];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("config dir readable") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                if let Err(e) = Config::from_file(&path) {
+                    panic!("{} does not validate:\n{e}", path.display());
+                }
+                seen += 1;
+            }
+        }
+    }
+    assert!(
+        seen >= 2,
+        "expected fulcrum.toml and examples/minimal.toml, found {seen}"
+    );
+}
+
+#[test]
+fn fulcrum_toml_has_the_documented_shape() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fulcrum.toml");
+    let c = Config::from_file(&path).expect("valid");
+    assert_eq!(c.listeners[0].bind, addr("0.0.0.0:8080"));
+    assert_eq!(c.listeners[0].routes.len(), 2);
+    let names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["web", "static"]);
+    let regions: Vec<Option<&str>> = c.pools[0]
+        .backends
+        .iter()
+        .map(|b| b.region.as_deref())
+        .collect();
+    assert_eq!(regions, [Some("us-east"), Some("us-west")]);
+}

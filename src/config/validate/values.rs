@@ -1,0 +1,183 @@
+//! Parsers for single config values: durations, addresses, CIDRs, hosts, paths, header names and
+//! the enum-like strings.
+//!
+//! Each one takes the raw text and returns the typed value or a short message (`must be > 0`,
+//! `not a duration ...`). They know nothing about keys or spans: `validate.rs` attaches those, so
+//! every message has the same `file:line:col: key: message` shape and these stay trivially
+//! testable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::config::{AccessLogTarget, BalanceKind, Protocol};
+
+/// A message for the user; the caller adds file, line, column and key.
+pub(super) type Msg = String;
+
+/// `"250ms"`, `"2s"`, `"1m"`: humantime syntax, so operators can write what they mean.
+pub(super) fn duration(text: &str) -> Result<Duration, Msg> {
+    if text.trim().is_empty() {
+        return Err("must be a duration such as \"250ms\", \"2s\" or \"1m\", got \"\"".into());
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("must be a duration such as \"250ms\", \"2s\" or \"1m\", got {text:?} ({e})")
+    })
+}
+
+/// A duration that must be > 0: a zero timeout would fail every request.
+pub(super) fn positive_duration(text: &str) -> Result<Duration, Msg> {
+    let d = duration(text)?;
+    if d.is_zero() {
+        return Err("must be > 0".into());
+    }
+    Ok(d)
+}
+
+/// An integer >= 0 that fits the target type.
+pub(super) fn non_negative<T: TryFrom<i64>>(value: i64) -> Result<T, Msg> {
+    if value < 0 {
+        return Err("must be >= 0".into());
+    }
+    T::try_from(value).map_err(|_| format!("is too large ({value})"))
+}
+
+/// An integer > 0 that fits the target type.
+pub(super) fn positive<T: TryFrom<i64>>(value: i64) -> Result<T, Msg> {
+    if value <= 0 {
+        return Err("must be > 0".into());
+    }
+    T::try_from(value).map_err(|_| format!("is too large ({value})"))
+}
+
+/// `ip:port`, with IPv6 in brackets. Names are not resolved here (DNS backends come later).
+pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, Msg> {
+    text.parse().map_err(|_| {
+        format!("must be an address such as \"10.0.0.1:8080\" or \"[::1]:8080\", got {text:?}")
+    })
+}
+
+/// A backend address: like [`socket_addr`], but port 0 cannot be connected to.
+pub(super) fn backend_addr(text: &str) -> Result<SocketAddr, Msg> {
+    let addr = socket_addr(text)?;
+    if addr.port() == 0 {
+        return Err("port must not be 0".into());
+    }
+    Ok(addr)
+}
+
+/// A CIDR (`10.0.0.0/8`) or a plain IP (which becomes a /32 or /128). Host bits are cleared so
+/// `10.1.2.3/8` means the network `10.0.0.0/8`, which is what was meant.
+pub(super) fn cidr(text: &str) -> Result<IpNet, Msg> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("must be a CIDR such as \"10.0.0.0/8\" or an IP, got {text:?}"))
+}
+
+/// `"stdout"`, `"off"`, or a file path.
+pub(super) fn access_log(text: &str) -> Result<AccessLogTarget, Msg> {
+    match text {
+        "stdout" => Ok(AccessLogTarget::Stdout),
+        "off" => Ok(AccessLogTarget::Off),
+        "" => Err("must be \"stdout\", \"off\" or a file path, got \"\"".into()),
+        path => Ok(AccessLogTarget::File(PathBuf::from(path))),
+    }
+}
+
+/// Only `"http"` today; `"tcp"` is a known future value, so it gets a clearer message.
+pub(super) fn protocol(text: &str) -> Result<Protocol, Msg> {
+    match text {
+        "http" => Ok(Protocol::Http),
+        "tcp" => Err("\"tcp\" is not supported yet".into()),
+        other => Err(format!("must be \"http\", got {other:?}")),
+    }
+}
+
+/// The balancing algorithm; the documented-but-unimplemented ones say so instead of "unknown".
+pub(super) fn balance(text: &str) -> Result<BalanceKind, Msg> {
+    match text {
+        "round_robin" => Ok(BalanceKind::RoundRobin),
+        "least_conn" => Ok(BalanceKind::LeastConn),
+        "random_two" => Ok(BalanceKind::RandomTwo),
+        "consistent_hash" | "sticky_cookie" => Err(format!("{text:?} is not supported yet")),
+        other => Err(format!(
+            "must be \"round_robin\", \"least_conn\" or \"random_two\", got {other:?}"
+        )),
+    }
+}
+
+/// A route host: exact (`example.com`) or a leading wildcard (`*.example.com`), lower-cased
+/// because hosts compare case-insensitively. Ports are rejected: routing ignores the port, and
+/// accepting one would silently never match.
+pub(super) fn host(text: &str) -> Result<String, Msg> {
+    let host = text.to_ascii_lowercase();
+    if host.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if host.contains(':') {
+        return Err(format!("must be a host name without a port, got {text:?}"));
+    }
+    let name = host.strip_prefix("*.").unwrap_or(&host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !name.split('.').all(label_ok) {
+        return Err(format!(
+            "must be a host name such as \"example.com\" or \"*.example.com\", got {text:?}"
+        ));
+    }
+    Ok(host)
+}
+
+/// A path prefix: must start with `/`, as every request path does (else it would never match).
+pub(super) fn path_prefix(text: &str) -> Result<String, Msg> {
+    if !text.starts_with('/') {
+        return Err(format!("must start with \"/\", got {text:?}"));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "must not contain spaces or control characters, got {text:?}"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A header name, lower-cased (HTTP header names are case-insensitive; `http` stores them lower).
+pub(super) fn header_name(text: &str) -> Result<String, Msg> {
+    http::HeaderName::from_bytes(text.as_bytes())
+        .map(|n| n.as_str().to_string())
+        .map_err(|_| format!("must be a valid HTTP header name, got {text:?}"))
+}
+
+/// A header value: kept as written, but it must be something a request could carry.
+pub(super) fn header_value(text: &str) -> Result<String, Msg> {
+    http::HeaderValue::from_str(text)
+        .map(|_| text.to_string())
+        .map_err(|_| format!("must be a valid HTTP header value, got {text:?}"))
+}
+
+/// A listener, pool or region name: non-empty and printable, since it appears in logs, metrics
+/// labels and error messages.
+pub(super) fn name(text: &str) -> Result<String, Msg> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+    {
+        return Err(format!(
+            "must not contain spaces, quotes or control characters, got {text:?}"
+        ));
+    }
+    Ok(text.to_string())
+}
