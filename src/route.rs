@@ -1,13 +1,51 @@
 //! Host / path / header rules to a pool, compiled once per snapshot; first match wins.
+//!
+//! Routing runs on every request, so everything that can be decided from the config alone is
+//! decided in [`RouteTable::new`]: host patterns are lower-cased and split into exact and
+//! wildcard (stored as the `.example.com` suffix), header names are parsed into `HeaderName`s
+//! (no re-parsing per request). [`RouteTable::pick`] then only compares bytes: no allocation, no
+//! lower-casing into a new string (`eq_ignore_ascii_case` on the request's host instead).
+//!
+//! Matching follows nginx where the config is silent: a wildcard `*.example.com` matches any
+//! depth of subdomain (`a.b.example.com`) but not `example.com` itself; the request host's port
+//! and a trailing dot are ignored; a header condition holds when any of the request's values of
+//! that header (several field lines, or a comma-separated list) equals the configured value.
 
-use http::HeaderMap;
+use http::header::{HeaderMap, HeaderName};
 
 use crate::config::RouteConfig;
 
 /// The compiled routes of one listener.
 #[derive(Debug)]
 pub struct RouteTable {
+    routes: Box<[Route]>,
     default_pool: usize,
+}
+
+/// One compiled `[[listener.route]]`: every condition that is set must match.
+#[derive(Debug)]
+struct Route {
+    host: Option<HostMatch>,
+    path_prefix: Option<Box<str>>,
+    header: Option<HeaderRule>,
+    pool: usize,
+}
+
+#[derive(Debug)]
+enum HostMatch {
+    /// Lower-cased host.
+    Exact(Box<str>),
+    /// Lower-cased suffix including the leading dot: `*.example.com` -> `.example.com`.
+    Suffix(Box<str>),
+}
+
+#[derive(Debug)]
+struct HeaderRule {
+    /// `None` when the configured name is not a valid header name: no request can carry it, so
+    /// the route never matches (validation should have rejected it; this is not the place to
+    /// panic).
+    name: Option<HeaderName>,
+    value: Box<[u8]>,
 }
 
 impl RouteTable {
@@ -17,14 +55,261 @@ impl RouteTable {
         default_pool: usize,
         pool_index: impl Fn(&str) -> usize,
     ) -> Self {
-        let _ = (routes, &pool_index);
-        RouteTable { default_pool }
+        let routes = routes
+            .iter()
+            .map(|r| Route {
+                host: r.host.as_deref().map(HostMatch::compile),
+                path_prefix: r.path_prefix.as_deref().map(Box::from),
+                header: r.header.as_ref().map(|h| HeaderRule {
+                    name: HeaderName::from_bytes(h.name.as_bytes()).ok(),
+                    value: h.value.as_bytes().into(),
+                }),
+                pool: pool_index(&r.pool),
+            })
+            .collect();
+        RouteTable {
+            routes,
+            default_pool,
+        }
     }
 
     /// The pool index for a request. `host` is the request's host (from `Host` or the URI
     /// authority), possibly with a port and in any case.
     pub fn pick(&self, host: Option<&str>, path: &str, headers: &HeaderMap) -> usize {
-        let _ = (host, path, headers);
-        self.default_pool
+        let host = host.map(strip_host);
+        self.routes
+            .iter()
+            .find(|r| r.matches(host, path, headers))
+            .map_or(self.default_pool, |r| r.pool)
+    }
+}
+
+impl Route {
+    /// Cheapest condition first: path (one prefix compare), host, then the header lookup.
+    #[inline]
+    fn matches(&self, host: Option<&str>, path: &str, headers: &HeaderMap) -> bool {
+        if let Some(prefix) = &self.path_prefix {
+            if !path.starts_with(&**prefix) {
+                return false;
+            }
+        }
+        if let Some(pattern) = &self.host {
+            match host {
+                Some(host) if pattern.matches(host) => {}
+                _ => return false,
+            }
+        }
+        match &self.header {
+            Some(rule) => rule.matches(headers),
+            None => true,
+        }
+    }
+}
+
+impl HostMatch {
+    fn compile(pattern: &str) -> Self {
+        let pattern = strip_host(pattern).to_ascii_lowercase();
+        match pattern.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.into()),
+            _ => HostMatch::Exact(pattern.into()),
+        }
+    }
+
+    /// `host` is already without port; its case is ignored.
+    #[inline]
+    fn matches(&self, host: &str) -> bool {
+        let host = host.as_bytes();
+        match self {
+            HostMatch::Exact(exact) => host.eq_ignore_ascii_case(exact.as_bytes()),
+            HostMatch::Suffix(suffix) => {
+                let suffix = suffix.as_bytes();
+                // Strictly longer: `example.com` and `.example.com` are not subdomains.
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+impl HeaderRule {
+    #[inline]
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        let Some(name) = &self.name else {
+            return false;
+        };
+        headers.get_all(name).iter().any(|v| {
+            let v = v.as_bytes();
+            v == &*self.value
+                || (v.contains(&b',')
+                    && v.split(|&c| c == b',')
+                        .any(|item| item.trim_ascii() == &*self.value))
+        })
+    }
+}
+
+/// The host without port and trailing dot: `Example.COM.:8080` -> `Example.COM`,
+/// `[::1]:8080` -> `[::1]`. Borrowed, no allocation.
+#[inline]
+fn strip_host(host: &str) -> &str {
+    let host = if host.starts_with('[') {
+        // IPv6 literal: the port, if any, follows the closing bracket.
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _port)| name)
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::HeaderMatch;
+    use http::HeaderValue;
+
+    fn route(
+        host: Option<&str>,
+        path: Option<&str>,
+        header: Option<(&str, &str)>,
+        pool: &str,
+    ) -> RouteConfig {
+        RouteConfig {
+            host: host.map(String::from),
+            path_prefix: path.map(String::from),
+            header: header.map(|(name, value)| HeaderMatch {
+                name: name.into(),
+                value: value.into(),
+            }),
+            pool: pool.into(),
+        }
+    }
+
+    /// Pools are named "p<index>"; the default is 0.
+    fn table(routes: &[RouteConfig]) -> RouteTable {
+        RouteTable::new(routes, 0, |name| name[1..].parse().unwrap())
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn exact_host_any_case_with_port() {
+        let t = table(&[route(Some("static.example.com"), None, None, "p1")]);
+        let none = HeaderMap::new();
+        for host in [
+            "static.example.com",
+            "STATIC.Example.com",
+            "static.example.com:8080",
+            "static.example.com.",
+        ] {
+            assert_eq!(t.pick(Some(host), "/", &none), 1, "{host}");
+        }
+        for host in [
+            "example.com",
+            "a.static.example.com",
+            "static.example.co",
+            "static.example.com.evil",
+        ] {
+            assert_eq!(t.pick(Some(host), "/", &none), 0, "{host}");
+        }
+        assert_eq!(t.pick(None, "/", &none), 0);
+    }
+
+    #[test]
+    fn wildcard_host() {
+        let t = table(&[route(Some("*.example.com"), None, None, "p1")]);
+        let none = HeaderMap::new();
+        for host in ["a.example.com", "a.b.example.com", "A.EXAMPLE.COM:443"] {
+            assert_eq!(t.pick(Some(host), "/", &none), 1, "{host}");
+        }
+        for host in [
+            "example.com",
+            ".example.com",
+            "badexample.com",
+            "example.com.org",
+            "a.example.org",
+        ] {
+            assert_eq!(t.pick(Some(host), "/", &none), 0, "{host}");
+        }
+    }
+
+    #[test]
+    fn ipv6_host_literal() {
+        let t = table(&[route(Some("[::1]"), None, None, "p1")]);
+        let none = HeaderMap::new();
+        assert_eq!(t.pick(Some("[::1]:8080"), "/", &none), 1);
+        assert_eq!(t.pick(Some("[::1]"), "/", &none), 1);
+        assert_eq!(t.pick(Some("[::2]"), "/", &none), 0);
+    }
+
+    #[test]
+    fn path_prefix_is_a_byte_prefix() {
+        let t = table(&[route(None, Some("/assets/"), None, "p1")]);
+        let none = HeaderMap::new();
+        assert_eq!(t.pick(None, "/assets/app.js", &none), 1);
+        assert_eq!(t.pick(Some("any.host"), "/assets/", &none), 1);
+        assert_eq!(t.pick(None, "/assets", &none), 0);
+        assert_eq!(t.pick(None, "/Assets/app.js", &none), 0);
+        assert_eq!(t.pick(None, "/", &none), 0);
+    }
+
+    #[test]
+    fn header_exact_value_any_of_several() {
+        let t = table(&[route(None, None, Some(("x-canary", "1")), "p1")]);
+        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "1")])), 1);
+        assert_eq!(t.pick(None, "/", &headers(&[("X-Canary", "1")])), 1);
+        assert_eq!(
+            t.pick(None, "/", &headers(&[("x-canary", "0"), ("x-canary", "1")])),
+            1
+        );
+        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "0, 1")])), 1);
+        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "11")])), 0);
+        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "0")])), 0);
+        assert_eq!(t.pick(None, "/", &headers(&[("x-other", "1")])), 0);
+        assert_eq!(t.pick(None, "/", &HeaderMap::new()), 0);
+    }
+
+    #[test]
+    fn all_conditions_must_match() {
+        let t = table(&[route(
+            Some("api.example.com"),
+            Some("/v2/"),
+            Some(("x-canary", "1")),
+            "p1",
+        )]);
+        let canary = headers(&[("x-canary", "1")]);
+        assert_eq!(t.pick(Some("api.example.com"), "/v2/users", &canary), 1);
+        assert_eq!(t.pick(Some("api.example.com"), "/v1/users", &canary), 0);
+        assert_eq!(t.pick(Some("www.example.com"), "/v2/users", &canary), 0);
+        assert_eq!(
+            t.pick(Some("api.example.com"), "/v2/users", &HeaderMap::new()),
+            0
+        );
+    }
+
+    #[test]
+    fn first_match_wins_else_default() {
+        let t = table(&[
+            route(Some("static.example.com"), None, None, "p1"),
+            route(Some("*.example.com"), None, None, "p2"),
+            route(None, Some("/"), None, "p3"),
+        ]);
+        let none = HeaderMap::new();
+        assert_eq!(t.pick(Some("static.example.com"), "/", &none), 1);
+        assert_eq!(t.pick(Some("img.example.com"), "/", &none), 2);
+        assert_eq!(t.pick(Some("other.org"), "/", &none), 3);
+        assert_eq!(t.pick(Some("other.org"), "", &none), 0);
+        assert_eq!(table(&[]).pick(Some("a.example.com"), "/", &none), 0);
+    }
+
+    #[test]
+    fn invalid_header_name_never_matches() {
+        let t = table(&[route(None, None, Some(("bad name", "1")), "p1")]);
+        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "1")])), 0);
     }
 }

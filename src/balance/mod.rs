@@ -44,3 +44,24 @@ impl Balancer {
         }
     }
 }
+
+/// Pools for the balancers' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+
+    use crate::backend::{Backend, BackendState};
+
+    /// One backend per weight, on 10.0.0.1:80, 10.0.0.2:80, ...
+    pub fn backends(weights: &[u32]) -> Vec<Backend> {
+        weights
+            .iter()
+            .zip(1u8..)
+            .map(|(&w, i)| {
+                let addr = SocketAddr::from((Ipv4Addr::new(10, 0, 0, i), 80));
+                Backend::new(addr, w, None, Arc::new(BackendState::default()))
+            })
+            .collect()
+    }
+}
