@@ -26,6 +26,14 @@ fn route(
     }
 }
 
+/// (host, path, header, expected pool)
+type Case = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_land_on_the_first_matching_route() {
     let names = ["default", "exact", "wild", "static", "canary"];
@@ -43,7 +51,7 @@ async fn requests_land_on_the_first_matching_route() {
     ];
     let proxy = Proxy::start(config(l, pools));
 
-    let cases: &[(&str, &str, Option<(&str, &str)>, &str)] = &[
+    let cases: &[Case] = &[
         // (host, path, header, expected pool)
         ("api.example.com", "/", None, "exact"),
         // First match wins: the path would match "static", the header "canary".
