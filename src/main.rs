@@ -8,6 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fulcrum::Config;
 
+/// mimalloc: the request path allocates small, short-lived buffers on every worker thread;
+/// mimalloc's thread-local free lists serve them with less CPU than glibc malloc (README,
+/// performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "fulcrum", version, about = "A load balancer and reverse proxy")]
 struct Cli {
