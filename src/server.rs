@@ -104,7 +104,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         }
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let threads = if shared_rt { workers } else { 1 };
+    let shared_threads = shared_rt.then_some(workers);
     let mut handles = Vec::with_capacity(per_worker.len());
     for (id, sockets) in per_worker.into_iter().enumerate() {
         let h = worker::spawn(
@@ -113,7 +113,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
             Arc::clone(&shared),
             access_log.clone(),
             shutdown_rx.clone(),
-            threads,
+            shared_threads,
         )
         .map_err(Error::Runtime)?;
         handles.push(h);

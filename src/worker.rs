@@ -23,19 +23,20 @@ pub struct WorkerSocket {
     pub active: Arc<AtomicUsize>,
 }
 
-/// Starts worker `id` on its own thread; it returns once shut down and drained.
+/// Starts worker `id` on its own thread; it returns once shut down and drained. `shared_threads`:
+/// `Some(n)` runs it on one multi-thread runtime of `n` threads instead of a current-thread one.
 pub fn spawn(
     id: usize,
     sockets: Vec<WorkerSocket>,
     shared: Arc<Shared>,
     access_log: Option<AccessLog>,
     shutdown: watch::Receiver<bool>,
-    threads: usize,
+    shared_threads: Option<usize>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("fulcrum-w{id}"))
         .spawn(move || {
-            let runtime = if threads > 1 {
+            let runtime = if let Some(threads) = shared_threads {
                 let log = access_log.clone();
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(threads)
