@@ -84,7 +84,8 @@ pub async fn checkout(
             });
         }
     }
-    connect(addr, connect_timeout).await
+    // Cold path (a new connection): boxed, so the per-request future stays small.
+    Box::pin(connect(addr, connect_timeout)).await
 }
 
 /// A new connection to `addr`, its connection task spawned on the current worker.

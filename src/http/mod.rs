@@ -48,10 +48,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| {
-        let cx = Arc::clone(&cx);
-        async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, &cx).await) }
-    });
+    let service = service_fn(move |req| proxy::handle(req, Arc::clone(&cx)));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let stopping = tokio::select! {

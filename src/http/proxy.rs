@@ -7,6 +7,7 @@
 //! when the connection failed, or when a replayable request (idempotent, no body) failed
 //! before any response byte.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -63,12 +64,17 @@ impl Finish {
     }
 }
 
-/// Serves one request; never fails (errors become responses).
-pub async fn handle(req: Request<Incoming>, cx: &ConnContext) -> Response<ResponseBody> {
+/// Serves one request; never fails (errors become responses). It is hyper's service future
+/// itself, without a wrapper, so the (large) future is not moved once more per request.
+pub async fn handle(
+    req: Request<Incoming>,
+    cx: Arc<ConnContext>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let cx = &*cx;
     let started = Instant::now();
     let snapshot = cx.shared.snapshot.load_full();
     let mut log = access_log::enabled().then(|| record_for(&req, cx, &snapshot));
-    match forward(req, cx, &snapshot, started, &mut log).await {
+    Ok(match forward(req, cx, &snapshot, started, &mut log).await {
         Ok(resp) => resp,
         Err(err) => {
             if err.is_backend_failure() {
@@ -83,7 +89,7 @@ pub async fn handle(req: Request<Incoming>, cx: &ConnContext) -> Response<Respon
             }
             resp
         }
-    }
+    })
 }
 
 fn record_for(req: &Request<Incoming>, cx: &ConnContext, snapshot: &Snapshot) -> Record {
@@ -230,7 +236,9 @@ async fn send(
                 match unsent {
                     Some(unsent) if conn.reused && !fresh => {
                         req = unsent;
-                        conn = match client::connect(backend.addr, pool.connect_timeout).await {
+                        conn = match Box::pin(client::connect(backend.addr, pool.connect_timeout))
+                            .await
+                        {
                             Ok(conn) => conn,
                             Err(err) => return Err((err, Some(req))),
                         };

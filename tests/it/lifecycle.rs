@@ -119,3 +119,86 @@ async fn library_shutdown_lets_in_flight_request_finish() {
     assert_eq!(r.body, "slow\n");
     assert!(!accepts(addr), "still accepting after shutdown");
 }
+
+/// Sends one keep-alive request on `stream` and returns the first bytes of the answer ("" on EOF).
+async fn exchange(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_is_enforced_across_workers() {
+    use crate::support::proxy::{config, listener, pool};
+    let b = BackendBuilder::new("b").start().await;
+    let mut l = listener("p");
+    l.max_connections = 2;
+    let proxy = Proxy::start(config(l, vec![pool("p", &[b.addr])]));
+    let handle = proxy.handle.as_ref().unwrap();
+
+    let mut first = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(exchange(&mut first).await.starts_with("HTTP/1.1 200"));
+    assert!(exchange(&mut second).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(handle.open_connections(), 2);
+
+    // The third is over the limit (whichever worker accepts it): closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    assert_eq!(
+        exchange(&mut third).await,
+        "",
+        "a connection over max_connections was served"
+    );
+    assert_eq!(b.count(), 2);
+
+    // A slot frees up when a client leaves.
+    drop(first);
+    assert!(wait_until(Duration::from_secs(5), || handle.open_connections() == 1).await);
+    let mut fourth = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(exchange(&mut fourth).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_one_line_per_request_with_pool_and_backend() {
+    use crate::support::proxy::{config, listener, pool};
+    let b = BackendBuilder::new("b").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let mut cfg = config(listener("p"), vec![pool("p", &[b.addr])]);
+    cfg.global.access_log = fulcrum::config::AccessLogTarget::File(path.clone());
+    let proxy = Proxy::start(cfg);
+    let client = http1();
+    for i in 0..3 {
+        assert_eq!(
+            get(&client, proxy.addr, &format!("/logged/{i}"))
+                .await
+                .status,
+            200
+        );
+    }
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || read().lines().count() == 3).await,
+        "log: {}",
+        read()
+    );
+    let log = read();
+    for (i, line) in log.lines().enumerate() {
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(
+            line.contains(&format!("\"GET /logged/{i} HTTP/1.1\" 200 2 ")),
+            "{line}"
+        );
+        assert!(line.contains(&format!(" web p {} ", b.addr)), "{line}");
+    }
+}
