@@ -8,10 +8,11 @@
 //! before any response byte.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use super::body::{BodyError, RequestBody, ResponseBody};
 use super::client::{self, PooledConn};
 use super::error::ProxyError;
+use super::framing::FramingFlags;
 use super::headers;
 use crate::access_log::{self, Record};
 use crate::backend::{InflightGuard, Pool};
@@ -36,6 +38,25 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     /// "http" or "https", for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// What the connection's framing tracker found (`framing::FramingIo` in `http::serve`).
+    pub framing: Arc<FramingFlags>,
+    /// HTTP/1 requests seen so far: the 0-based index of the next one, counted as the
+    /// tracker counts request heads.
+    pub requests: AtomicU32,
+}
+
+impl ConnContext {
+    /// Counts a request and says whether its head carried both `Content-Length` and
+    /// `Transfer-Encoding`, which hyper hides (see `framing`). HTTP/2 requests are not
+    /// counted: the tracker follows HTTP/1 only, and HTTP/2 has no such ambiguity.
+    fn next_request_is_ambiguous(&self, version: Version) -> bool {
+        if version >= Version::HTTP_2 {
+            return false;
+        }
+        // hyper calls the service for one HTTP/1 request at a time, in order.
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        self.framing.is_ambiguous(index)
+    }
 }
 
 /// Bookkeeping finished when the response body has gone through (see `body::ResponseBody`).
@@ -68,7 +89,15 @@ pub async fn handle(req: Request<Incoming>, cx: &ConnContext) -> Response<Respon
     let started = Instant::now();
     let snapshot = cx.shared.snapshot.load_full();
     let mut log = access_log::enabled().then(|| record_for(&req, cx, &snapshot));
-    match forward(req, cx, &snapshot, started, &mut log).await {
+    let result = if cx.next_request_is_ambiguous(req.version()) {
+        // Refused before anything else; `check_request` covers what hyper leaves visible.
+        Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ))
+    } else {
+        forward(req, cx, &snapshot, started, &mut log).await
+    };
+    match result {
         Ok(resp) => resp,
         Err(err) => {
             if err.is_backend_failure() {
