@@ -12,7 +12,8 @@
 //! Ineligible entries (down, draining, the backend a retry must avoid) are skipped by walking
 //! forward in the table; the cursor is then pushed past the skipped entries (`fetch_max`) so the
 //! next pick does not walk the same entries again and send their share to the same neighbour.
-//! That keeps the shares among the remaining backends in proportion to their weights.
+//! That keeps the shares among the remaining backends in proportion to their weights: exactly
+//! when picks do not race, closely when they do (two racing picks may skip to the same entry).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -47,7 +48,7 @@ impl RoundRobin {
 
     /// The next eligible backend in the cycle; `None` when none is eligible.
     #[inline]
-    pub fn pick(&self, _backends: &[Backend], eligible: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn pick(&self, backends: &[Backend], eligible: impl Fn(usize) -> bool) -> Option<usize> {
         let len = self.sequence.len();
         if len == 0 {
             return None;
@@ -57,7 +58,8 @@ impl RoundRobin {
         for step in 0..len {
             let slot = (start + step) % len;
             let index = self.sequence[slot] as usize;
-            if eligible(index) {
+            // The bound check only guards against a slice other than the one built with.
+            if index < backends.len() && eligible(index) {
                 if step > 0 {
                     // Consume the skipped tickets too, so their share is not absorbed by the
                     // entry that follows them. Monotonic: never rewinds a concurrent pick.

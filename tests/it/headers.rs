@@ -1,0 +1,87 @@
+//! Header rewriting: X-Forwarded-*, Via, Host kept, hop-by-hop removed both ways.
+
+use std::time::Duration;
+
+use crate::support::backend::BackendBuilder;
+use crate::support::client::{raw_exchange, status_line};
+use crate::support::proxy::Proxy;
+
+/// Lower-cased header names and values of a raw response head.
+fn head_headers(response: &str) -> Vec<(String, String)> {
+    let head = response.split("\r\n\r\n").next().unwrap_or("");
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_set_and_hop_by_hop_removed_both_ways() {
+    let b = BackendBuilder::new("b")
+        .echo_headers()
+        .response_header("keep-alive", "timeout=5")
+        .response_header("connection", "x-hop-resp")
+        .response_header("x-hop-resp", "secret")
+        .response_header("proxy-connection", "keep-alive")
+        .response_header("x-resp-kept", "yes")
+        .start()
+        .await;
+    let proxy = Proxy::simple(&[b.addr]);
+
+    let request = "GET /h?q=1 HTTP/1.1\r\n\
+        Host: app.test\r\n\
+        X-Forwarded-For: 203.0.113.7\r\n\
+        Connection: close, x-hop-req\r\n\
+        X-Hop-Req: secret\r\n\
+        Keep-Alive: timeout=5\r\n\
+        TE: trailers\r\n\
+        Proxy-Connection: keep-alive\r\n\
+        X-Kept: yes\r\n\
+        \r\n";
+    let response = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+
+    let seen = b.requests();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    assert_eq!(h["host"], "app.test", "Host kept");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "app.test");
+    assert!(
+        h["via"].to_str().unwrap().contains("fulcrum"),
+        "via: {:?}",
+        h["via"]
+    );
+    assert_eq!(h["x-kept"], "yes");
+    for gone in [
+        "connection",
+        "keep-alive",
+        "te",
+        "proxy-connection",
+        "x-hop-req",
+    ] {
+        assert!(!h.contains_key(gone), "{gone} reached the backend: {h:?}");
+    }
+    assert_eq!(seen[0].path, "/h");
+
+    // The response: the backend's hop-by-hop headers do not reach the client.
+    let resp = head_headers(&response);
+    let has = |name: &str| resp.iter().any(|(n, _)| n == name);
+    assert!(has("x-resp-kept"), "{response}");
+    for gone in ["keep-alive", "x-hop-resp", "proxy-connection"] {
+        assert!(!has(gone), "{gone} reached the client: {response}");
+    }
+    for (n, v) in &resp {
+        if n == "connection" {
+            assert!(
+                !v.to_ascii_lowercase().contains("x-hop-resp"),
+                "backend's Connection passed on: {response}"
+            );
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Fulcrum integration tests: the real proxy (library entry point or the `fulcrum` binary),
+//! real backends and clients on loopback. One binary, one module per feature.
+//!
+//! Run with limited parallelism: `cargo test --test it -- --test-threads=2`.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod balance;
+mod cli;
+mod errors;
+mod headers;
+mod lifecycle;
+mod malformed;
+mod protocols;
+mod routing;
