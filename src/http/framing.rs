@@ -46,6 +46,7 @@
 //! line arrives in one read; a reusable buffer otherwise (released if it grew large).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -55,7 +56,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Heads (and chunk-size lines) longer than this stop tracking; hyper answers 431 itself.
 pub const MAX_HEAD: usize = super::MAX_HEADER_BYTES;
-/// Headers parsed per head; more stop tracking (hyper's own limit, 100, is lower).
+/// Header slots per head; more headers stop tracking (hyper's own limit, 100, is lower).
 pub const MAX_HEADERS: usize = 128;
 /// The start of the HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -255,13 +256,10 @@ impl Tracker {
     /// Reads (part of) a head from `data`: `Ok(bytes used)`, or `Err(ambiguous index)` once
     /// tracking stopped.
     fn head(&mut self, data: &[u8]) -> Result<usize, Option<u32>> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         if self.buf.is_empty() {
             // The common case: the whole head in this read, parsed in place.
-            let mut req = httparse::Request::new(&mut headers);
-            return match req.parse(data) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let framing = framing(&req);
+            return match parse_head(data) {
+                Ok(httparse::Status::Complete((len, framing))) => {
                     self.after_head(framing).map(|()| len)
                 }
                 Ok(httparse::Status::Partial) if data.len() <= MAX_HEAD => {
@@ -286,10 +284,8 @@ impl Tracker {
             }
             return Ok(take);
         }
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&self.buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let framing = framing(&req);
+        match parse_head(&self.buf) {
+            Ok(httparse::Status::Complete((len, framing))) => {
                 self.release_buf();
                 self.after_head(framing).map(|()| len.saturating_sub(old))
             }
@@ -408,6 +404,17 @@ fn skip(data: &[u8], left: u64, then: State) -> (usize, State) {
 fn has_empty_line(bytes: &[u8]) -> bool {
     bytes.windows(2).enumerate().any(|(i, w)| {
         w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && bytes.get(i + 2) == Some(&b'\n')))
+    })
+}
+
+/// Parses a request head with httparse's defaults (hyper's too): its length and framing.
+fn parse_head(bytes: &[u8]) -> httparse::Result<(usize, Framing)> {
+    // Uninitialised header slots: nothing to fill 128 times per head (as hyper does).
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    Ok(match req.parse_with_uninit_headers(bytes, &mut headers)? {
+        httparse::Status::Complete(len) => httparse::Status::Complete((len, framing(&req))),
+        httparse::Status::Partial => httparse::Status::Partial,
     })
 }
 
