@@ -7,14 +7,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::http::{self, ConnContext};
+use crate::http::{self, ConnContext, FramingFlags};
 use crate::server::Shared;
 
 /// Pending connections the kernel queues per socket.
@@ -116,6 +116,8 @@ pub async fn accept_loop(
             listener: index,
             peer,
             proto: "http",
+            framing: Arc::new(FramingFlags::new()),
+            requests: AtomicU32::new(0),
         });
         let builder = Arc::clone(&builder);
         let shutdown = shutdown.clone();

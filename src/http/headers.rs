@@ -32,6 +32,9 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Refuses what must not be forwarded: a body framed two ways, several or no `Host` on
 /// HTTP/1.1, a CONNECT (Fulcrum is a reverse proxy, not a forward one).
+///
+/// An HTTP/1 request never shows both framing headers here (hyper drops `Content-Length`);
+/// `framing` catches that case on the raw bytes. This check covers every other path.
 pub fn check_request(parts: &Parts) -> Result<(), ProxyError> {
     let h = &parts.headers;
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {

@@ -4,10 +4,12 @@
 mod body;
 mod client;
 mod error;
+mod framing;
 mod headers;
 mod proxy;
 
 pub use error::ProxyError;
+pub use framing::FramingFlags;
 pub use proxy::ConnContext;
 
 use std::sync::Arc;
@@ -48,8 +50,11 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // hyper hides a request framed by both Content-Length and Transfer-Encoding; the framing
+    // tracker sees the raw bytes and tells the service (see `framing`).
+    let io = framing::FramingIo::new(stream, Arc::clone(&cx.framing));
     let service = service_fn(move |req| proxy::handle(req, Arc::clone(&cx)));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let stopping = tokio::select! {
         _ = conn.as_mut() => false,

@@ -9,10 +9,11 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -22,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use super::body::{BodyError, RequestBody, ResponseBody};
 use super::client::{self, PooledConn};
 use super::error::ProxyError;
+use super::framing::FramingFlags;
 use super::headers;
 use crate::access_log::{self, Record};
 use crate::backend::{InflightGuard, Pool};
@@ -37,6 +39,25 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     /// "http" or "https", for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// What the connection's framing tracker found (`framing::FramingIo` in `http::serve`).
+    pub framing: Arc<FramingFlags>,
+    /// HTTP/1 requests seen so far: the 0-based index of the next one, counted as the
+    /// tracker counts request heads.
+    pub requests: AtomicU32,
+}
+
+impl ConnContext {
+    /// Counts a request and says whether its head carried both `Content-Length` and
+    /// `Transfer-Encoding`, which hyper hides (see `framing`). HTTP/2 requests are not
+    /// counted: the tracker follows HTTP/1 only, and HTTP/2 has no such ambiguity.
+    fn next_request_is_ambiguous(&self, version: Version) -> bool {
+        if version >= Version::HTTP_2 {
+            return false;
+        }
+        // hyper calls the service for one HTTP/1 request at a time, in order.
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        self.framing.is_ambiguous(index)
+    }
 }
 
 /// Bookkeeping finished when the response body has gone through (see `body::ResponseBody`).
@@ -117,6 +138,12 @@ async fn forward(
     started: Instant,
     log: &mut Option<Record>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    if cx.next_request_is_ambiguous(req.version()) {
+        // hyper dropped the evidence; `check_request` covers what it leaves visible.
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
     let listener = &snapshot.listeners[cx.listener];
     let (mut parts, body) = req.into_parts();
     headers::check_request(&parts)?;

@@ -32,11 +32,9 @@ async fn malformed_requests_get_400_and_are_never_forwarded() {
     assert_refused_and_not_forwarded(MALFORMED).await;
 }
 
-/// KNOWN BUG (fails until fixed): a request with both `Content-Length` and
-/// `Transfer-Encoding: chunked` is forwarded (200) instead of refused with 400. hyper's HTTP/1
-/// parser drops the `Content-Length` header when `Transfer-Encoding` is present (RFC 9112 6.3
-/// allows that), so `http::headers::check_request`'s "both Content-Length and
-/// Transfer-Encoding" check never sees both headers and the request goes upstream, re-framed.
+/// A request with both `Content-Length` and `Transfer-Encoding: chunked`: hyper's HTTP/1 parser
+/// drops the `Content-Length` header (RFC 9112 6.3 allows that), so only the framing tracker
+/// (`http::framing`) can see it; without it the request went upstream, re-framed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_transfer_encoding_gets_400_and_is_not_forwarded() {
     assert_refused_and_not_forwarded(&[(

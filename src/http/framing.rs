@@ -1,0 +1,792 @@
+//! Refusing ambiguous HTTP/1.1 framing: a request with both `Content-Length` and
+//! `Transfer-Encoding`.
+//!
+//! # Why this exists
+//! Such a request is the classic request-smuggling vector: a front proxy that frames the body
+//! by one header and a server that frames it by the other disagree about where the next
+//! request starts. RFC 9112 section 6.3 lets a server reject it outright, and Fulcrum's
+//! contract is to refuse ambiguous framing (400, nothing forwarded). hyper's HTTP/1 parser
+//! does not reject it: it drops `Content-Length`, frames the body as chunked and only marks the
+//! connection not to be kept alive, so by the time the service sees the request the evidence
+//! is gone, and no public hyper option exposes it.
+//!
+//! # What it does
+//! [`FramingIo`] sits between the socket and hyper and shows every byte hyper reads to a
+//! [`Tracker`], which follows HTTP/1.1 message boundaries (request head, then a
+//! `Content-Length` or chunked body, then the next head) and records, in the shared
+//! [`FramingFlags`], the index of the first request whose head carries both headers. The
+//! service counts its HTTP/1 requests on the connection the same way and refuses the flagged
+//! one (hyper calls the service for one request at a time, in order).
+//!
+//! This is not a parser of its own: `httparse`, the crate hyper itself parses with, parses the
+//! heads (`Request::parse`, same default configuration as hyper's) and the chunk-size lines
+//! (`parse_chunk_size`); the tracker only follows boundaries, byte for byte as hyper's chunked
+//! decoder does for the CRLFs and trailers.
+//!
+//! # Counting
+//! Request indexes are 0-based: the first request head on a connection is index 0. Only heads
+//! that parse count; a head hyper would reject ends the connection anyway.
+//!
+//! # When it stops ("off": bytes pass through with no work)
+//! - the connection starts with the HTTP/2 preface (h2c; HTTP/2 frames bodies itself);
+//! - a head that does not parse, is over [`MAX_HEAD`], or has more than [`MAX_HEADERS`]
+//!   headers, an invalid `Content-Length`, a `Transfer-Encoding` that does not end in
+//!   `chunked`, a bad chunk-size line or a missing CRLF: hyper answers 400/431 and closes;
+//! - after an ambiguous request (hyper closes the connection after it).
+//!
+//! An `Upgrade` or CONNECT request does not stop tracking: when the upgrade is refused, hyper
+//! keeps the connection for further requests, which must still be checked. When it is
+//! accepted, the tunnelled bytes are followed as if they were requests until they fail to
+//! parse (a WebSocket frame fails at its first byte); a flag raised there names a request
+//! index the service never sees, so it is harmless.
+//!
+//! # Cost
+//! One `httparse` pass over each head (hyper makes another), a skip over `Content-Length`
+//! bodies, a `parse_chunk_size` call per chunk. No allocation while a head or a chunk-size
+//! line arrives in one read; a reusable buffer otherwise (released if it grew large).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Heads (and chunk-size lines) longer than this stop tracking; hyper answers 431 itself.
+pub const MAX_HEAD: usize = super::MAX_HEADER_BYTES;
+/// Header slots per head; more headers stop tracking (hyper's own limit, 100, is lower).
+pub const MAX_HEADERS: usize = 128;
+/// The start of the HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// "No ambiguous request".
+const NONE: u32 = u32::MAX;
+/// A split-head buffer larger than this is released rather than kept for the connection.
+const KEEP_BUF: usize = 4 * 1024;
+
+/// What the tracker found, shared with the requests of the connection.
+#[derive(Debug)]
+pub struct FramingFlags {
+    /// Index of the first ambiguous request, or `NONE`.
+    first_ambiguous: AtomicU32,
+}
+
+impl FramingFlags {
+    pub fn new() -> Self {
+        FramingFlags {
+            first_ambiguous: AtomicU32::new(NONE),
+        }
+    }
+
+    /// Whether HTTP/1 request `request_index` (0-based, in order on the connection) carried
+    /// both `Content-Length` and `Transfer-Encoding`.
+    pub fn is_ambiguous(&self, request_index: u32) -> bool {
+        request_index != NONE && self.first_ambiguous.load(Ordering::Acquire) == request_index
+    }
+
+    fn flag(&self, request_index: u32) {
+        // Only the first counts; the tracker stops after it anyway.
+        let _ = self.first_ambiguous.compare_exchange(
+            NONE,
+            request_index,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Default for FramingFlags {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where the tracker is in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading a request head.
+    Head,
+    /// Skipping a `Content-Length` body: bytes left (never 0).
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Skipping chunk data: bytes left (never 0).
+    ChunkData(u64),
+    /// The CR after chunk data.
+    ChunkCr,
+    /// The LF after chunk data.
+    ChunkLf,
+    /// After the last chunk: at the start of a trailer line or of the final empty line.
+    LineStart,
+    /// Inside a trailer line, up to its CR.
+    Trailer,
+    /// The LF ending a trailer line.
+    TrailerLf,
+    /// The LF ending the message.
+    EndLf,
+    /// Not tracking: bytes pass through.
+    Off,
+}
+
+/// How a complete head frames what follows it.
+enum Framing {
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    Ambiguous,
+    /// Something hyper rejects.
+    Invalid,
+    Chunked,
+    Length(u64),
+    /// No body; the next head follows.
+    Empty,
+}
+
+/// Follows HTTP/1.1 request boundaries over the bytes a connection reads.
+#[derive(Debug)]
+pub struct Tracker {
+    state: State,
+    /// A head or chunk-size line split across reads; empty otherwise.
+    buf: Vec<u8>,
+    /// Complete heads seen: the index the next head gets.
+    heads: u32,
+    /// No byte seen yet (for the HTTP/2 preface).
+    fresh: bool,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Tracker {
+            state: State::Head,
+            buf: Vec::new(),
+            heads: 0,
+            fresh: true,
+        }
+    }
+
+    /// Whether bytes still need to be fed.
+    pub fn is_tracking(&self) -> bool {
+        self.state != State::Off
+    }
+
+    /// Follows `data`, the next bytes read from the connection. Returns the index of a
+    /// request found ambiguous in them (tracking stops after it).
+    pub fn feed(&mut self, mut data: &[u8]) -> Option<u32> {
+        if self.fresh && !data.is_empty() {
+            self.fresh = false;
+            if data.starts_with(H2_PREFACE) {
+                self.off();
+                return None;
+            }
+        }
+        while let Some((&byte, rest)) = data.split_first() {
+            match self.state {
+                State::Head => match self.head(data) {
+                    Ok(used) => data = &data[used..],
+                    Err(ambiguous) => return ambiguous,
+                },
+                State::Body(left) => {
+                    let (used, state) = skip(data, left, State::Head);
+                    data = &data[used..];
+                    self.state = state;
+                }
+                State::ChunkSize => data = &data[self.chunk_size(data)..],
+                State::ChunkData(left) => {
+                    let (used, state) = skip(data, left, State::ChunkCr);
+                    data = &data[used..];
+                    self.state = state;
+                }
+                State::ChunkCr => {
+                    self.one(byte, b'\r', State::ChunkLf);
+                    data = rest;
+                }
+                State::ChunkLf => {
+                    self.one(byte, b'\n', State::ChunkSize);
+                    data = rest;
+                }
+                State::LineStart => {
+                    // hyper: a CR here starts the final CRLF, anything else a trailer line.
+                    self.state = if byte == b'\r' {
+                        State::EndLf
+                    } else {
+                        State::Trailer
+                    };
+                    data = rest;
+                }
+                State::Trailer => match data.iter().position(|&b| b == b'\r') {
+                    Some(cr) => {
+                        self.state = State::TrailerLf;
+                        data = &data[cr + 1..];
+                    }
+                    None => data = &[],
+                },
+                State::TrailerLf => {
+                    self.one(byte, b'\n', State::LineStart);
+                    data = rest;
+                }
+                State::EndLf => {
+                    self.one(byte, b'\n', State::Head);
+                    data = rest;
+                }
+                State::Off => return None,
+            }
+        }
+        None
+    }
+
+    fn off(&mut self) {
+        self.state = State::Off;
+        self.buf = Vec::new();
+    }
+
+    /// One byte that must be `want` (hyper's chunked decoder is strict about CRLFs).
+    fn one(&mut self, byte: u8, want: u8, next: State) {
+        if byte == want {
+            self.state = next;
+        } else {
+            self.off();
+        }
+    }
+
+    /// Reads (part of) a head from `data`: `Ok(bytes used)`, or `Err(ambiguous index)` once
+    /// tracking stopped.
+    fn head(&mut self, data: &[u8]) -> Result<usize, Option<u32>> {
+        if self.buf.is_empty() {
+            // The common case: the whole head in this read, parsed in place.
+            return match parse_head(data) {
+                Ok(httparse::Status::Complete((len, framing))) => {
+                    self.after_head(framing).map(|()| len)
+                }
+                Ok(httparse::Status::Partial) if data.len() <= MAX_HEAD => {
+                    self.buf.extend_from_slice(data);
+                    Ok(data.len())
+                }
+                _ => {
+                    self.off();
+                    Err(None)
+                }
+            };
+        }
+        // A head split across reads: append (at most one byte over the limit) and parse again
+        // only when an empty line may have arrived.
+        let old = self.buf.len();
+        let take = data.len().min(MAX_HEAD + 1 - old);
+        self.buf.extend_from_slice(&data[..take]);
+        if !has_empty_line(&self.buf[old.saturating_sub(2)..]) {
+            if self.buf.len() > MAX_HEAD {
+                self.off();
+                return Err(None);
+            }
+            return Ok(take);
+        }
+        match parse_head(&self.buf) {
+            Ok(httparse::Status::Complete((len, framing))) => {
+                self.release_buf();
+                self.after_head(framing).map(|()| len.saturating_sub(old))
+            }
+            Ok(httparse::Status::Partial) if self.buf.len() <= MAX_HEAD => Ok(take),
+            _ => {
+                self.off();
+                Err(None)
+            }
+        }
+    }
+
+    /// Counts a complete head and sets the state for what follows it.
+    fn after_head(&mut self, framing: Framing) -> Result<(), Option<u32>> {
+        let index = self.heads;
+        if index == NONE - 1 {
+            // Out of indexes (billions of requests on one connection): stop.
+            self.off();
+            return Err(None);
+        }
+        self.heads += 1;
+        self.state = match framing {
+            Framing::Ambiguous => {
+                self.off();
+                return Err(Some(index));
+            }
+            Framing::Invalid => {
+                self.off();
+                return Err(None);
+            }
+            Framing::Chunked => State::ChunkSize,
+            Framing::Length(0) | Framing::Empty => State::Head,
+            Framing::Length(n) => State::Body(n),
+        };
+        Ok(())
+    }
+
+    /// Reads (part of) a chunk-size line from `data`; returns the bytes used.
+    fn chunk_size(&mut self, data: &[u8]) -> usize {
+        if self.buf.is_empty() {
+            match httparse::parse_chunk_size(data) {
+                Ok(httparse::Status::Complete((len, size))) => {
+                    self.after_chunk_size(size);
+                    len
+                }
+                Ok(httparse::Status::Partial) if data.len() <= MAX_HEAD => {
+                    self.buf.extend_from_slice(data);
+                    data.len()
+                }
+                _ => {
+                    self.off();
+                    data.len()
+                }
+            }
+        } else {
+            let old = self.buf.len();
+            let take = data.len().min(MAX_HEAD + 1 - old);
+            self.buf.extend_from_slice(&data[..take]);
+            if !self.buf[old.saturating_sub(1)..].contains(&b'\n') {
+                if self.buf.len() > MAX_HEAD {
+                    self.off();
+                }
+                return take;
+            }
+            match httparse::parse_chunk_size(&self.buf) {
+                Ok(httparse::Status::Complete((len, size))) => {
+                    self.release_buf();
+                    self.after_chunk_size(size);
+                    len.saturating_sub(old)
+                }
+                Ok(httparse::Status::Partial) if self.buf.len() <= MAX_HEAD => take,
+                _ => {
+                    self.off();
+                    take
+                }
+            }
+        }
+    }
+
+    fn after_chunk_size(&mut self, size: u64) {
+        self.state = if size == 0 {
+            State::LineStart
+        } else {
+            State::ChunkData(size)
+        };
+    }
+
+    /// Empties the split buffer, keeping it for the next split unless it grew large.
+    fn release_buf(&mut self) {
+        if self.buf.capacity() > KEEP_BUF {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+    }
+}
+
+/// Skips up to `left` bytes of `data`: (bytes used, next state).
+fn skip(data: &[u8], left: u64, then: State) -> (usize, State) {
+    match usize::try_from(left) {
+        Ok(left) if left <= data.len() => (left, then),
+        _ => {
+            let used = data.len();
+            // `used < left` here, so the rest is never 0.
+            let rest = left - used as u64;
+            let state = if then == State::Head {
+                State::Body(rest)
+            } else {
+                State::ChunkData(rest)
+            };
+            (used, state)
+        }
+    }
+}
+
+/// Whether `bytes` holds an empty line ("\n\n" or "\n\r\n"), which a complete head ends with.
+fn has_empty_line(bytes: &[u8]) -> bool {
+    bytes.windows(2).enumerate().any(|(i, w)| {
+        w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && bytes.get(i + 2) == Some(&b'\n')))
+    })
+}
+
+/// Parses a request head with httparse's defaults (hyper's too): its length and framing.
+fn parse_head(bytes: &[u8]) -> httparse::Result<(usize, Framing)> {
+    // Uninitialised header slots: nothing to fill 128 times per head (as hyper does).
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    Ok(match req.parse_with_uninit_headers(bytes, &mut headers)? {
+        httparse::Status::Complete(len) => httparse::Status::Complete((len, framing(&req))),
+        httparse::Status::Partial => httparse::Status::Partial,
+    })
+}
+
+/// How hyper frames the body of a parsed head (`hyper::proto::h1::role::Server::parse`).
+fn framing(req: &httparse::Request<'_, '_>) -> Framing {
+    let mut content_length: Option<Option<u64>> = None;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    for header in req.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let len = digits(header.value);
+            content_length = match content_length {
+                // Several must agree; a bad one is remembered as `Some(None)`.
+                Some(prev) if prev != len => Some(None),
+                _ => Some(len),
+            };
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            // hyper: the last Transfer-Encoding decides, and chunked must be its last coding.
+            chunked = last_coding_is_chunked(header.value);
+        }
+    }
+    match (content_length, transfer_encoding) {
+        (Some(_), true) => Framing::Ambiguous,
+        (None, true) if chunked && req.version == Some(1) => Framing::Chunked,
+        (None, true) => Framing::Invalid,
+        (Some(Some(len)), false) => Framing::Length(len),
+        (Some(None), false) => Framing::Invalid,
+        (None, false) => Framing::Empty,
+    }
+}
+
+/// A `Content-Length` value: ASCII digits only, as hyper reads it (no sign, no list).
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    let last = match value.iter().rposition(|&b| b == b',') {
+        Some(comma) => &value[comma + 1..],
+        None => value,
+    };
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+/// The connection's socket with a [`Tracker`] watching what hyper reads; writes pass through.
+#[derive(Debug)]
+pub struct FramingIo<T> {
+    inner: T,
+    tracker: Tracker,
+    flags: Arc<FramingFlags>,
+}
+
+impl<T> FramingIo<T> {
+    /// Wraps `inner`; what the tracker finds goes to `flags`.
+    pub fn new(inner: T, flags: Arc<FramingFlags>) -> Self {
+        FramingIo {
+            inner,
+            tracker: Tracker::new(),
+            flags,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for FramingIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.tracker.is_tracking() {
+            if let Poll::Ready(Ok(())) = polled {
+                if let Some(index) = this.tracker.feed(&buf.filled()[before..]) {
+                    this.flags.flag(index);
+                }
+            }
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for FramingIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// What a byte stream leaves behind: the flagged index, heads counted, still tracking.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Outcome {
+        flagged: Option<u32>,
+        heads: u32,
+        tracking: bool,
+    }
+
+    fn feed_pieces(pieces: &[&[u8]]) -> Outcome {
+        let mut tracker = Tracker::new();
+        let mut flagged = None;
+        for piece in pieces {
+            if !tracker.is_tracking() {
+                break;
+            }
+            if let Some(index) = tracker.feed(piece) {
+                assert!(flagged.is_none(), "flagged twice");
+                flagged = Some(index);
+            }
+        }
+        Outcome {
+            flagged,
+            heads: tracker.heads,
+            tracking: tracker.is_tracking(),
+        }
+    }
+
+    /// Feeds `stream` whole, split at every position, and byte by byte; all must agree.
+    fn follow(stream: &[u8]) -> Outcome {
+        let whole = feed_pieces(&[stream]);
+        for at in 0..=stream.len() {
+            let (a, b) = stream.split_at(at);
+            assert_eq!(feed_pieces(&[a, b]), whole, "split at {at}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(feed_pieces(&bytes), whole, "byte by byte");
+        whole
+    }
+
+    const GET: &str = "GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: t\r\n\r\n";
+    const CLTE: &str = "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    const TECL: &str = "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+
+    fn concat(parts: &[&str]) -> Vec<u8> {
+        parts.concat().into_bytes()
+    }
+
+    #[test]
+    fn two_gets_are_not_flagged() {
+        let out = follow(&concat(&[GET, GET]));
+        assert_eq!(
+            out,
+            Outcome {
+                flagged: None,
+                heads: 2,
+                tracking: true
+            }
+        );
+    }
+
+    #[test]
+    fn content_length_body_is_skipped() {
+        // The body looks like a CL+TE head; it must be skipped, not parsed.
+        let body = "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let post = format!(
+            "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let out = follow(&concat(&[&post, GET]));
+        assert_eq!(
+            out,
+            Outcome {
+                flagged: None,
+                heads: 2,
+                tracking: true
+            }
+        );
+    }
+
+    #[test]
+    fn chunked_body_with_trailer_then_ambiguous_request_is_flagged_at_index_1() {
+        let post = "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+                    3\r\nabc\r\n\
+                    A;name=value\r\n0123456789\r\n\
+                    1 \r\n\n\r\n\
+                    0\r\nX-Trailer: 1\r\nContent-Length: 9\r\n\r\n";
+        let out = follow(&concat(&[post, CLTE]));
+        assert_eq!(
+            out,
+            Outcome {
+                flagged: Some(1),
+                heads: 2,
+                tracking: false
+            }
+        );
+        // Without the trailer too.
+        let post =
+            "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n";
+        assert_eq!(follow(&concat(&[post, GET, TECL])).flagged, Some(2));
+    }
+
+    #[test]
+    fn both_header_orders_are_flagged() {
+        for stream in [CLTE, TECL] {
+            let out = follow(stream.as_bytes());
+            assert_eq!(
+                out,
+                Outcome {
+                    flagged: Some(0),
+                    heads: 1,
+                    tracking: false
+                }
+            );
+        }
+        // Any Content-Length value, any case.
+        let odd = "POST / HTTP/1.1\r\ncontent-length: x\r\nTRANSFER-ENCODING: chunked\r\n\r\n";
+        assert_eq!(follow(odd.as_bytes()).flagged, Some(0));
+    }
+
+    #[test]
+    fn pipelined_requests_in_one_read() {
+        let post = "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
+        let stream = concat(&[GET, post, GET, CLTE]);
+        assert_eq!(feed_pieces(&[&stream]).flagged, Some(3));
+        assert_eq!(follow(&stream).flagged, Some(3));
+    }
+
+    #[test]
+    fn h2_preface_stops_tracking() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut stream = preface.to_vec();
+        stream.extend_from_slice(CLTE.as_bytes());
+        let out = follow(&stream);
+        assert_eq!(
+            out,
+            Outcome {
+                flagged: None,
+                heads: 0,
+                tracking: false
+            }
+        );
+    }
+
+    #[test]
+    fn accepted_upgrade_stops_at_the_first_tunnelled_frame() {
+        let upgrade =
+            "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let mut stream = upgrade.as_bytes().to_vec();
+        stream.extend_from_slice(&[0x81, 0x85, 1, 2, 3, 4, b'h', b'e', b'l', b'l', b'o']);
+        let out = follow(&stream);
+        assert_eq!(
+            out,
+            Outcome {
+                flagged: None,
+                heads: 1,
+                tracking: false
+            }
+        );
+    }
+
+    #[test]
+    fn refused_upgrade_keeps_tracking() {
+        // hyper keeps the connection when the upgrade is answered without 101.
+        let upgrade =
+            "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        assert_eq!(follow(&concat(&[upgrade, CLTE])).flagged, Some(1));
+        let connect = "CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n";
+        assert_eq!(follow(&concat(&[connect, TECL])).flagged, Some(1));
+    }
+
+    #[test]
+    fn what_hyper_rejects_stops_tracking() {
+        let rejected = [
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            "\x16\x03\x01\x02\x00",
+        ];
+        for stream in rejected {
+            let out = follow(stream.as_bytes());
+            assert!(!out.tracking, "{stream:?}: {out:?}");
+            assert_eq!(out.flagged, None, "{stream:?}");
+        }
+        // Agreeing duplicates are fine.
+        let same = "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nabGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(follow(same.as_bytes()).heads, 2);
+    }
+
+    #[test]
+    fn oversized_head_stops_tracking() {
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.resize(MAX_HEAD + 10, b'a');
+        for pieces in [vec![&head[..]], head.chunks(1000).collect()] {
+            let out = feed_pieces(&pieces);
+            assert!(!out.tracking);
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let head = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(!feed_pieces(&[head.as_bytes()]).tracking);
+    }
+
+    #[test]
+    fn split_head_buffer_is_released_when_large() {
+        let mut tracker = Tracker::new();
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.resize(10_000, b'a');
+        tracker.feed(&head);
+        assert!(!tracker.buf.is_empty());
+        tracker.feed(b"\r\n\r\n");
+        assert_eq!((tracker.buf.capacity(), tracker.heads), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn the_wrapper_flags_what_it_reads() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (client, server) = tokio::io::duplex(64);
+        let flags = Arc::new(FramingFlags::new());
+        let mut io = FramingIo::new(server, Arc::clone(&flags));
+        let stream = concat(&[GET, CLTE]);
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            for piece in stream.chunks(7) {
+                client.write_all(piece).await.unwrap();
+            }
+        });
+        let mut read = Vec::new();
+        let mut buf = [0u8; 13];
+        loop {
+            let n = io.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&buf[..n]);
+        }
+        writer.await.unwrap();
+        assert_eq!(read, concat(&[GET, CLTE]), "bytes pass through unchanged");
+        assert!(!flags.is_ambiguous(0));
+        assert!(flags.is_ambiguous(1));
+        assert!(!flags.is_ambiguous(2));
+        assert!(!flags.is_ambiguous(u32::MAX));
+    }
+}
