@@ -11,6 +11,7 @@ mod balance;
 mod cli;
 mod errors;
 mod headers;
+mod health;
 mod lifecycle;
 mod malformed;
 mod protocols;
