@@ -102,10 +102,14 @@ impl BackendState {
             .max(self.ejected_until.load(Ordering::Relaxed))
     }
 
-    /// Sets the active verdict; coming up at `now` starts its slow-start ramp.
+    /// Sets the active verdict; coming up at `now` starts its slow-start ramp and ends a
+    /// passive ejection (the checks just saw it recover: it returns as a fresh backend).
     pub fn set_healthy_at(&self, up: bool, now: u64) {
         if up && !self.healthy.load(Ordering::Relaxed) {
             self.up_since.store(now, Ordering::Relaxed);
+            self.ejected_until.store(0, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejections.store(0, Ordering::Relaxed);
         }
         self.healthy.store(up, Ordering::Relaxed);
     }

@@ -36,6 +36,8 @@ pub enum ProbeError {
     Io(#[source] std::io::Error),
     #[error("reply does not contain {0:?}")]
     Mismatch(String),
+    #[error("reply does not contain {0:?} within {1:?}")]
+    MismatchTimeout(String, std::time::Duration),
 }
 
 /// The address a check goes to: the backend's, or its side `port`.
@@ -107,8 +109,15 @@ async fn tcp_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeErro
     let needle = cfg.expect.as_bytes();
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
+    // A server that answers and keeps the connection open (Redis) is judged by what it sent
+    // before the deadline; the outer timeout is a little later and covers the silent case.
+    let deadline = tokio::time::Instant::now() + cfg.timeout.mul_f64(0.95);
     loop {
-        let n = stream.read(&mut buf).await.map_err(ProbeError::Io)?;
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(read) => read.map_err(ProbeError::Io)?,
+            Err(_) if reply.is_empty() => return Err(ProbeError::Timeout(cfg.timeout)),
+            Err(_) => return Err(ProbeError::MismatchTimeout(cfg.expect.clone(), cfg.timeout)),
+        };
         if n == 0 {
             return Err(ProbeError::Mismatch(cfg.expect.clone()));
         }

@@ -10,6 +10,7 @@ mod support;
 mod balance;
 mod cli;
 mod errors;
+mod failover;
 mod headers;
 mod health;
 mod lifecycle;

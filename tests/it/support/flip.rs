@@ -2,7 +2,6 @@
 //! `/healthz` status, failure mode and reset mode, that can be killed and restarted on the same
 //! address; and a TCP "role" server answering `role:master` or `role:slave`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
