@@ -2,6 +2,7 @@
 //! upgrades passed through, graceful close on shutdown.
 
 mod body;
+pub mod budget;
 mod client;
 mod error;
 mod framing;
