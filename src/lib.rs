@@ -29,11 +29,15 @@ mod error;
 pub mod health;
 pub mod http;
 pub mod listener;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod systemd;
+pub mod watch;
 pub mod worker;
 
 pub use config::Config;
 pub use error::Error;
+pub use reload::{ReloadError, ReloadResult, Trigger};
 pub use server::{start, Handle};

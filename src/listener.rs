@@ -4,6 +4,11 @@
 //! start cleanly and a `:0` bind resolves to one port shared by every worker. The kernel
 //! spreads new connections over the workers' sockets. `max_connections` is one shared
 //! counter per listener; a connection over the limit is closed at once (counted in the log).
+//!
+//! A reload adds listeners by binding new sockets and handing them to the running workers, and
+//! removes one by setting its `retired` flag: its accept loops stop (closing only that
+//! listener's sockets) and its connections finish their in-flight request, then close. Sockets
+//! of listeners a reload keeps are never touched.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::http::{self, ConnContext, FramingFlags};
 use crate::server::Shared;
+use crate::worker::WorkerSocket;
 
 /// Pending connections the kernel queues per socket.
 const BACKLOG: i32 = 4096;
@@ -61,22 +67,55 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Decrements the listener's open-connection count when the connection ends.
-struct ActiveGuard(Arc<AtomicUsize>);
+/// Decrements the listener's and the process's open-connection counts when the connection ends.
+struct ActiveGuard {
+    listener: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.listener.fetch_sub(1, Ordering::Relaxed);
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Accepts on one socket until `shutdown` fires; each connection is served by its own task.
+/// Accepts on one socket until `shutdown` fires or the listener is retired by a reload; each
+/// connection is served by its own task, and is told to finish and close when the loop ends.
 pub async fn accept_loop(
+    socket: WorkerSocket,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let WorkerSocket {
+        slot,
+        socket,
+        active,
+        mut retired,
+    } = socket;
+    // Connections of this socket stop when the loop stops, whichever the reason.
+    let (conn_stop, conn_stop_rx) = watch::channel(false);
+    accept(
+        socket,
+        slot,
+        active,
+        shared,
+        &mut shutdown,
+        &mut retired,
+        conn_stop_rx,
+    )
+    .await;
+    conn_stop.send_replace(true);
+}
+
+async fn accept(
     socket: std::net::TcpListener,
     index: usize,
     active: Arc<AtomicUsize>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+    retired: &mut watch::Receiver<bool>,
+    conn_stop: watch::Receiver<bool>,
 ) {
     let listener = match TcpListener::from_std(socket) {
         Ok(l) => l,
@@ -93,6 +132,10 @@ pub async fn accept_loop(
                 drop(stop);
                 return;
             }
+            gone = retired.wait_for(|gone| *gone) => {
+                drop(gone);
+                return;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
@@ -103,14 +146,22 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let limit = shared.snapshot.load().listeners[index].max_connections;
+        let limit = shared
+            .snapshot
+            .load()
+            .listener(index)
+            .map_or(usize::MAX, |l| l.max_connections);
         if active.fetch_add(1, Ordering::Relaxed) >= limit {
             active.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, limit, "max_connections reached: connection closed");
             drop(stream);
             continue;
         }
-        let guard = ActiveGuard(Arc::clone(&active));
+        shared.open.fetch_add(1, Ordering::Relaxed);
+        let guard = ActiveGuard {
+            listener: Arc::clone(&active),
+            shared: Arc::clone(&shared),
+        };
         let cx = Arc::new(ConnContext {
             shared: Arc::clone(&shared),
             listener: index,
@@ -120,7 +171,7 @@ pub async fn accept_loop(
             requests: AtomicU32::new(0),
         });
         let builder = Arc::clone(&builder);
-        let shutdown = shutdown.clone();
+        let shutdown = conn_stop.clone();
         tokio::spawn(async move {
             http::serve(&builder, stream, cx, shutdown).await;
             drop(guard);

@@ -1,5 +1,9 @@
 //! Lifecycle: the first snapshot, bound listeners, workers, the control runtime, signals,
 //! graceful shutdown. `start` returns a `Handle` once every listener is bound and accepting.
+//!
+//! What a reload changes (snapshot, listeners, health checks) is owned by `reload::Reloader`;
+//! this file starts it, the file watcher and the SIGHUP trigger, and stops reloads before a
+//! shutdown begins.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,9 +17,12 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::error::Error;
-use crate::health::{self, checker::HealthTasks, status::PoolStatus};
+use crate::health::{self, status::PoolStatus};
 use crate::listener;
+use crate::reload::{LiveListener, ReloadError, ReloadResult, Reloader, Trigger};
 use crate::snapshot::Snapshot;
+use crate::systemd;
+use crate::watch::ConfigWatcher;
 use crate::worker::{self, WorkerSocket};
 
 /// What every worker shares: the current snapshot and process-wide settings.
@@ -25,27 +32,28 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub client_header_timeout: Duration,
     pub shutdown_grace: Duration,
-    /// Open connections of each listener (shared with the accept loops).
-    active: Vec<Arc<AtomicUsize>>,
+    /// Open client connections, all listeners together (kept by the accept loops).
+    pub(crate) open: AtomicUsize,
 }
 
 impl Shared {
     /// Open client connections, all listeners together.
     pub fn open_connections(&self) -> usize {
-        self.active.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+        self.open.load(Ordering::Relaxed)
     }
 }
 
 /// A running Fulcrum. Dropping it shuts it down without waiting.
 #[derive(Debug)]
 pub struct Handle {
-    listeners: Vec<(String, SocketAddr)>,
     shared: Arc<Shared>,
+    /// Listeners, health checks and the last reload result; the one `reload()`.
+    reloader: Arc<Reloader>,
+    /// Watches the config file's directory; `None` without a file (or when watching failed).
+    watcher: Option<ConfigWatcher>,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     control: Option<tokio::runtime::Runtime>,
-    /// Active checks of the current snapshot (a reload replaces them).
-    health: HealthTasks,
 }
 
 /// How the request path is threaded; see `worker.rs`.
@@ -85,36 +93,49 @@ pub fn start(config: Config) -> Result<Handle, Error> {
     let access_log = AccessLog::start(&config.global.access_log, control_thread.handle())
         .map_err(Error::AccessLog)?;
 
+    let snapshot = Snapshot::build(&config, None);
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(Snapshot::build(&config, None)),
         client_header_timeout: config.global.client_header_timeout,
         shutdown_grace: config.global.shutdown_grace,
-        active: bound.iter().map(|b| Arc::clone(&b.active)).collect(),
+        open: AtomicUsize::new(0),
+        snapshot: ArcSwap::from_pointee(snapshot),
     });
-    // Active checks follow the snapshot; fresh backends are up until a check says otherwise.
-    let health = health::checker::spawn(&shared.snapshot.load(), control_thread.handle());
     let listeners: Vec<(String, SocketAddr)> =
         bound.iter().map(|b| (b.name.clone(), b.addr)).collect();
 
-    // Deal the sockets out: worker w gets socket w of every listener.
+    // Deal the sockets out: worker w gets socket w of every listener. A fresh snapshot's
+    // slots are the listeners' positions.
     let mut per_worker: Vec<Vec<WorkerSocket>> =
         (0..sockets_per_listener).map(|_| Vec::new()).collect();
-    for (index, b) in bound.into_iter().enumerate() {
+    let mut live = Vec::with_capacity(bound.len());
+    for (slot, b) in bound.into_iter().enumerate() {
+        let (retire, retired) = watch::channel(false);
         for (w, socket) in b.sockets.into_iter().enumerate() {
             per_worker[w].push(WorkerSocket {
-                index,
+                slot,
                 socket,
                 active: Arc::clone(&b.active),
+                retired: retired.clone(),
             });
         }
+        live.push(LiveListener {
+            slot,
+            name: b.name,
+            addr: b.addr,
+            retire,
+        });
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let shared_threads = shared_rt.then_some(workers);
     let mut handles = Vec::with_capacity(per_worker.len());
+    let mut senders = Vec::with_capacity(per_worker.len());
     for (id, sockets) in per_worker.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        senders.push(tx);
         let h = worker::spawn(
             id,
             sockets,
+            rx,
             Arc::clone(&shared),
             access_log.clone(),
             shutdown_rx.clone(),
@@ -129,23 +150,62 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         listeners = ?listeners,
         "fulcrum started"
     );
+    // Active checks follow the snapshot; fresh backends are up until a check says otherwise.
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&shared),
+        config,
+        live,
+        sockets_per_listener,
+        senders,
+        control_thread.handle().clone(),
+    ));
+    // FULCRUM_WATCH=0: reload on SIGHUP and the admin API only.
+    let watch = std::env::var("FULCRUM_WATCH").map_or(true, |v| v != "0");
+    let watcher = match reloader.path() {
+        None => None,
+        Some(_) if !watch => None,
+        Some(path) => match crate::watch::spawn(Arc::clone(&reloader)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot watch the config file: reload with SIGHUP");
+                None
+            }
+        },
+    };
+    if let Some(every) = systemd::watchdog_interval() {
+        control_thread.spawn(systemd::watchdog(every));
+    }
     Ok(Handle {
-        listeners,
         shared,
+        reloader,
+        watcher,
         shutdown,
         workers: handles,
         control: Some(control_thread),
-        health,
     })
 }
 
 impl Handle {
     /// The bound address of a listener (the real port when the config said `:0`).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+        self.reloader.listener_addr(name)
+    }
+
+    /// Reloads the config file now (the admin API's trigger). Blocking: from async code, call
+    /// it in `spawn_blocking`. A bad file changes nothing and is returned (and kept as
+    /// `last_reload`); during shutdown the reload is ignored.
+    pub fn reload(&self) -> Result<ReloadResult, ReloadError> {
+        self.reloader.reload(Trigger::Api)
+    }
+
+    /// The outcome of the last reload (any trigger), if one ran.
+    pub fn last_reload(&self) -> Option<ReloadResult> {
+        self.reloader.last_reload()
+    }
+
+    /// The reloader, for triggers that outlive a borrow of the handle (the admin server).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
     }
 
     /// Open client connections.
@@ -160,7 +220,7 @@ impl Handle {
 
     /// Backends under active checks.
     pub fn health_checks(&self) -> usize {
-        self.health.len()
+        self.reloader.health_checks()
     }
 
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns
@@ -169,13 +229,16 @@ impl Handle {
         self.stop_and_join();
     }
 
-    /// Blocks until SIGTERM or SIGINT (Ctrl-C), then shuts down gracefully.
+    /// Tells systemd it is ready, reloads on SIGHUP, and blocks until SIGTERM or SIGINT
+    /// (Ctrl-C), then shuts down gracefully.
     pub fn run_until_signal(self) -> Result<(), Error> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
-        rt.block_on(wait_for_signal()).map_err(Error::Runtime)?;
+        systemd::ready();
+        rt.block_on(wait_for_signal(&self.reloader))
+            .map_err(Error::Runtime)?;
         tracing::info!(grace = ?self.shared.shutdown_grace, "shutting down: no new connections, finishing in-flight requests");
         self.shutdown();
         tracing::info!("stopped");
@@ -183,6 +246,10 @@ impl Handle {
     }
 
     fn stop_and_join(&mut self) {
+        // A reload in progress finishes; later ones are ignored.
+        self.reloader.begin_shutdown();
+        self.watcher = None;
+        systemd::stopping();
         let _ = self.shutdown.send(true);
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -203,19 +270,27 @@ impl Drop for Handle {
     }
 }
 
+/// Waits for SIGTERM / SIGINT; each SIGHUP meanwhile runs a reload on the control runtime.
 #[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
+async fn wait_for_signal(reloader: &Arc<Reloader>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let r = Arc::clone(reloader);
+                // Outcome logged and recorded by reload() itself.
+                reloader.control().spawn_blocking(move || r.reload(Trigger::Signal));
+            }
+        }
     }
-    Ok(())
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
+async fn wait_for_signal(_reloader: &Arc<Reloader>) -> std::io::Result<()> {
     tokio::signal::ctrl_c().await
 }

@@ -3,6 +3,10 @@
 //! A snapshot is never mutated. Building one compiles routes and balancers off the request path;
 //! per-backend state (`BackendState`) is looked up in the previous snapshot by `(pool, address)`
 //! and shared, so in-flight counts and health survive a rebuild.
+//!
+//! Listeners are addressed by a *slot* that stays the same across rebuilds while the listener's
+//! name and bind stay the same: a connection remembers its slot, so after a reload that adds or
+//! removes other listeners it still finds its own listener (or learns it was removed).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,11 +23,17 @@ use crate::route::RouteTable;
 pub struct Snapshot {
     pub listeners: Vec<ListenerSnapshot>,
     pub pools: Vec<Pool>,
+    /// Slot -> position in `listeners` (`NO_LISTENER` for a slot whose listener was removed).
+    slots: Vec<u32>,
 }
+
+const NO_LISTENER: u32 = u32::MAX;
 
 /// The request-path view of one `[[listener]]`.
 #[derive(Debug)]
 pub struct ListenerSnapshot {
+    /// Stable across rebuilds while name and bind stay the same (never reused).
+    pub slot: usize,
     pub name: Arc<str>,
     pub bind: SocketAddr,
     pub routes: RouteTable,
@@ -100,25 +110,93 @@ impl Snapshot {
             })
             .collect();
 
-        let listeners = config
+        // Same name and bind as before: same slot. Otherwise a fresh slot, never reused.
+        let mut next_slot = previous.map_or(0, |p| p.slots.len());
+        let listeners: Vec<ListenerSnapshot> = config
             .listeners
             .iter()
-            .map(|lc| ListenerSnapshot::build(lc, &index))
+            .map(|lc| {
+                let kept = previous.and_then(|p| {
+                    p.listeners
+                        .iter()
+                        .find(|l| *l.name == *lc.name && l.bind == lc.bind)
+                        .map(|l| l.slot)
+                });
+                let slot = kept.unwrap_or_else(|| {
+                    next_slot += 1;
+                    next_slot - 1
+                });
+                ListenerSnapshot::build(lc, slot, &index)
+            })
             .collect();
-        Snapshot { listeners, pools }
+        let mut slots = vec![NO_LISTENER; next_slot];
+        for (pos, l) in listeners.iter().enumerate() {
+            slots[l.slot] = u32::try_from(pos).unwrap_or(NO_LISTENER);
+        }
+        Snapshot {
+            listeners,
+            pools,
+            slots,
+        }
+    }
+
+    /// The listener in `slot`, or `None` when a reload removed it (its connections are draining).
+    pub fn listener(&self, slot: usize) -> Option<&ListenerSnapshot> {
+        let pos = *self.slots.get(slot)?;
+        self.listeners.get(pos as usize)
     }
 }
 
 impl ListenerSnapshot {
-    fn build(lc: &ListenerConfig, pools: &HashMap<&str, usize>) -> Self {
+    fn build(lc: &ListenerConfig, slot: usize, pools: &HashMap<&str, usize>) -> Self {
         // Validation guarantees every pool name exists; 0 is never reached for a valid config.
         let lookup = |name: &str| pools.get(name).copied().unwrap_or(0);
         ListenerSnapshot {
+            slot,
             name: Arc::from(lc.name.as_str()),
             bind: lc.bind,
             routes: RouteTable::new(&lc.routes, lookup(&lc.pool), lookup),
             max_connections: lc.max_connections,
             max_request_body: lc.max_request_body,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Snapshot;
+    use crate::config::{BackendConfig, Config, ListenerConfig, PoolConfig};
+
+    fn config(listeners: &[(&str, &str)]) -> Config {
+        let backend = BackendConfig {
+            address: "127.0.0.1:9".parse().expect("addr"),
+            weight: 1,
+            region: None,
+        };
+        Config {
+            source: None,
+            global: Default::default(),
+            listeners: listeners
+                .iter()
+                .map(|(n, b)| ListenerConfig::http(*n, b.parse().expect("addr"), "p"))
+                .collect(),
+            pools: vec![PoolConfig::new("p", vec![backend])],
+        }
+    }
+
+    #[test]
+    fn listener_slots_are_stable_across_rebuilds() {
+        let a = Snapshot::build(&config(&[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]), None);
+        assert_eq!(a.listener(1).map(|l| &*l.name), Some("b"));
+        // "a" removed, "c" added, "b" kept; "b" moves in the vector but keeps its slot.
+        let b = Snapshot::build(&config(&[("b", "127.0.0.1:2"), ("c", "127.0.0.1:3")]), Some(&a));
+        assert!(b.listener(0).is_none());
+        assert_eq!(b.listener(1).map(|l| &*l.name), Some("b"));
+        assert_eq!(b.listener(2).map(|l| &*l.name), Some("c"));
+        // A bind change is a new listener: new slot, the old one gone.
+        let c = Snapshot::build(&config(&[("b", "127.0.0.1:4")]), Some(&b));
+        assert!(c.listener(1).is_none());
+        assert_eq!(c.listener(3).map(|l| &*l.name), Some("b"));
+        assert!(c.listener(99).is_none());
     }
 }

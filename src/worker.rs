@@ -4,13 +4,16 @@
 //!
 //! `FULCRUM_RUNTIME=shared` runs the same accept loops on one multi-thread runtime instead; it
 //! exists to measure the two models against each other (README, performance).
+//!
+//! A worker also takes new listening sockets while it runs (a reload that adds a listener sends
+//! one per worker over its channel), so added listeners accept on every worker.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
 use crate::listener;
@@ -18,16 +21,23 @@ use crate::server::Shared;
 
 /// One socket of one listener, handed to a worker.
 pub struct WorkerSocket {
-    pub index: usize,
+    /// The listener's slot in the snapshot (`Snapshot::listener`).
+    pub slot: usize,
     pub socket: std::net::TcpListener,
     pub active: Arc<AtomicUsize>,
+    /// Set by a reload that removes the listener: stop accepting, drain.
+    pub retired: watch::Receiver<bool>,
 }
+
+/// Sockets a reload hands to a running worker.
+pub type SocketSender = mpsc::UnboundedSender<WorkerSocket>;
 
 /// Starts worker `id` on its own thread; it returns once shut down and drained. `shared_threads`:
 /// `Some(n)` runs it on one multi-thread runtime of `n` threads instead of a current-thread one.
 pub fn spawn(
     id: usize,
     sockets: Vec<WorkerSocket>,
+    added: mpsc::UnboundedReceiver<WorkerSocket>,
     shared: Arc<Shared>,
     access_log: Option<AccessLog>,
     shutdown: watch::Receiver<bool>,
@@ -62,23 +72,41 @@ pub fn spawn(
             if let Some(log) = access_log {
                 log.install();
             }
-            runtime.block_on(run(sockets, shared, shutdown));
+            runtime.block_on(run(sockets, added, shared, shutdown));
         })
 }
 
-async fn run(sockets: Vec<WorkerSocket>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn run(
+    sockets: Vec<WorkerSocket>,
+    mut added: mpsc::UnboundedReceiver<WorkerSocket>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let grace = shared.shutdown_grace;
     let (drained_tx, mut drained) = watch::channel(());
-    for s in sockets {
+    let loops_shutdown = shutdown.clone();
+    let start = |s: WorkerSocket| {
         let shared = Arc::clone(&shared);
-        let shutdown = shutdown.clone();
+        let shutdown = loops_shutdown.clone();
         let drained_tx = drained_tx.clone();
         tokio::spawn(async move {
-            listener::accept_loop(s.socket, s.index, s.active, shared, shutdown).await;
+            listener::accept_loop(s, shared, shutdown).await;
             drop(drained_tx);
         });
+    };
+    for s in sockets {
+        start(s);
     }
-    let _ = shutdown.wait_for(|stop| *stop).await;
+    let mut open = true;
+    loop {
+        tokio::select! {
+            s = added.recv(), if open => match s {
+                Some(s) => start(s),
+                None => open = false,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
     // Accept loops stop at once; connections finish their in-flight request, then close.
     drop(drained_tx);
     let _ = drained.changed().await;

@@ -38,7 +38,7 @@ use crate::snapshot::Snapshot;
 #[derive(Debug)]
 pub struct ConnContext {
     pub shared: Arc<Shared>,
-    /// Index of the listener in the snapshot.
+    /// Slot of the listener in the snapshot (`Snapshot::listener`), stable across reloads.
     pub listener: usize,
     pub peer: SocketAddr,
     /// "http" or "https", for `X-Forwarded-Proto`.
@@ -103,7 +103,8 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(err) => {
             if err.is_backend_failure() {
-                tracing::debug!(listener = %snapshot.listeners[cx.listener].name, error = %err, "request failed");
+                let listener = snapshot.listener(cx.listener).map_or("-", |l| &*l.name);
+                tracing::debug!(listener, error = %err, "request failed");
             }
             let resp = err.to_response();
             if let Some(mut record) = log {
@@ -127,7 +128,9 @@ fn record_for(req: &Request<Incoming>, cx: &ConnContext, snapshot: &Snapshot) ->
         status: 0,
         bytes: 0,
         duration: Default::default(),
-        listener: Arc::clone(&snapshot.listeners[cx.listener].name),
+        listener: snapshot
+            .listener(cx.listener)
+            .map_or_else(|| Arc::from("-"), |l| Arc::clone(&l.name)),
         pool: None,
         backend: None,
         referer: req.headers().get(header::REFERER).cloned(),
@@ -148,7 +151,10 @@ async fn forward(
             "both Content-Length and Transfer-Encoding",
         ));
     }
-    let listener = &snapshot.listeners[cx.listener];
+    // `None`: a reload removed this listener; its connections drain (see `listener.rs`).
+    let Some(listener) = snapshot.listener(cx.listener) else {
+        return Err(ProxyError::NoBackend);
+    };
     let (mut parts, body) = req.into_parts();
     headers::check_request(&parts)?;
     let limit = listener.max_request_body;

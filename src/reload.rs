@@ -1,0 +1,329 @@
+//! The one `reload()` behind every trigger (file watcher, SIGHUP, the admin API).
+//!
+//! Why one function: the contract ("validate completely, then swap; a bad file changes
+//! nothing") must hold whatever asked for the reload, so there is exactly one path. It reads the
+//! file once (the bytes are hashed for the record), parses and validates it completely, builds
+//! the new `Snapshot` off the request path (backend state carried by `(pool, address)`), binds
+//! the sockets of added listeners (a bind error is a failed reload, nothing changed yet), stores
+//! the snapshot with one `ArcSwap` store, hands the new sockets to the workers, retires removed
+//! listeners (their connections drain), and restarts the active checks for the new snapshot.
+//!
+//! Reloads are serialized by one `Mutex` on this cold path; the request path never sees it.
+//! Once shutdown has begun, reloads are ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigErrors};
+use crate::health::checker::{self, HealthTasks};
+use crate::listener;
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+use crate::systemd;
+use crate::worker::{SocketSender, WorkerSocket};
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The config file (or a file it names) changed.
+    File,
+    /// SIGHUP.
+    Signal,
+    /// `Handle::reload` (the admin API).
+    Api,
+}
+
+/// The outcome of one reload, kept for the admin API (`Handle::last_reload`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadResult {
+    pub at: SystemTime,
+    pub trigger: Trigger,
+    pub ok: bool,
+    /// A summary on success; every `file:line:col: key: message` on failure.
+    pub message: String,
+    /// xxh3 of the file's bytes (`None` when it could not be read).
+    pub hash: Option<u64>,
+    /// Read, parse, validate, build, bind and swap.
+    pub took: Duration,
+}
+
+/// Why a reload did not happen or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("shutting down: reload ignored")]
+    ShuttingDown,
+    #[error("the config was not read from a file: nothing to reload")]
+    NoFile,
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error("listener \"{listener}\": cannot bind {addr}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A listener whose sockets the workers hold.
+#[derive(Debug)]
+pub(crate) struct LiveListener {
+    pub slot: usize,
+    pub name: String,
+    /// Where it actually listens (the real port for a `:0` bind).
+    pub addr: SocketAddr,
+    /// `true` stops its accept loops; its connections drain.
+    pub retire: watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+struct State {
+    stopping: bool,
+    config: Config,
+    listeners: Vec<LiveListener>,
+    health: HealthTasks,
+    /// Hash of the file last read (applied or not): the watcher skips unchanged content.
+    seen: Option<u64>,
+    last: Option<ReloadResult>,
+}
+
+/// Owns everything a reload changes; shared by the `Handle` and the triggers.
+#[derive(Debug)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+    path: Option<PathBuf>,
+    sockets_per_listener: usize,
+    workers: Vec<SocketSender>,
+    control: tokio::runtime::Handle,
+    state: Mutex<State>,
+}
+
+/// xxh3 of a file's bytes: the fingerprint of a config version.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+impl Reloader {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        config: Config,
+        listeners: Vec<LiveListener>,
+        sockets_per_listener: usize,
+        workers: Vec<SocketSender>,
+        control: tokio::runtime::Handle,
+    ) -> Reloader {
+        let health = checker::spawn(&shared.snapshot.load(), &control);
+        let path = config.source.clone();
+        let seen = path
+            .as_deref()
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| fingerprint(&b));
+        Reloader {
+            shared,
+            path,
+            sockets_per_listener,
+            workers,
+            control,
+            state: Mutex::new(State {
+                stopping: false,
+                config,
+                listeners,
+                health,
+                seen,
+                last: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic mid-reload leaves the state consistent (the swap is the last step that
+        // matters), so a poisoned lock is taken as is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads, validates and applies the config file. Blocking (run it off async threads).
+    pub fn reload(&self, trigger: Trigger) -> Result<ReloadResult, ReloadError> {
+        self.run(trigger, false)
+            .map(|r| r.unwrap_or_else(|| unreachable_result(trigger)))
+    }
+
+    /// The watcher's variant: does nothing when the file's bytes are the ones last read.
+    pub fn reload_if_changed(&self, trigger: Trigger) -> Result<Option<ReloadResult>, ReloadError> {
+        self.run(trigger, true)
+    }
+
+    fn run(&self, trigger: Trigger, skip_same: bool) -> Result<Option<ReloadResult>, ReloadError> {
+        let mut state = self.lock();
+        if state.stopping {
+            tracing::info!(?trigger, "reload ignored: shutting down");
+            return Err(ReloadError::ShuttingDown);
+        }
+        let path = self.path.clone().ok_or(ReloadError::NoFile)?;
+        let started = Instant::now();
+        let bytes = std::fs::read(&path);
+        let hash = bytes.as_ref().ok().map(|b| fingerprint(b));
+        if skip_same && hash.is_some() && hash == state.seen {
+            return Ok(None);
+        }
+        state.seen = hash;
+        systemd::reloading();
+        let applied = bytes
+            .map_err(|e| ReloadError::Config(ConfigErrors::io(&path, &e)))
+            .and_then(|b| parse(&b, &path))
+            .and_then(|config| self.apply(&mut state, config));
+        let took = started.elapsed();
+        let (ok, message) = match &applied {
+            Ok(summary) => (true, summary.clone()),
+            Err(e) => (false, e.to_string()),
+        };
+        let result = ReloadResult {
+            at: SystemTime::now(),
+            trigger,
+            ok,
+            message,
+            hash,
+            took,
+        };
+        if ok {
+            tracing::info!(?trigger, ?took, hash = ?hash, "config reloaded: {}", result.message);
+            systemd::reloaded("config reloaded");
+        } else {
+            tracing::error!(?trigger, "config reload failed, old config still serving:\n{}", result.message);
+            systemd::reloaded("config reload failed; old config still serving");
+        }
+        state.last = Some(result.clone());
+        match applied {
+            Ok(_) => Ok(Some(result)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Validated config -> running: build, bind added listeners, swap, hand over, retire.
+    fn apply(&self, state: &mut State, config: Config) -> Result<String, ReloadError> {
+        let old = self.shared.snapshot.load_full();
+        let next = Snapshot::build(&config, Some(&old));
+
+        // Bind every added listener before anything changes: a bind error fails the reload.
+        let mut added = Vec::new();
+        for l in &next.listeners {
+            if state.listeners.iter().any(|live| live.slot == l.slot) {
+                continue;
+            }
+            let bound = listener::bind(&l.name, l.bind, self.sockets_per_listener).map_err(
+                |source| ReloadError::Bind {
+                    listener: l.name.to_string(),
+                    addr: l.bind,
+                    source,
+                },
+            )?;
+            added.push((l.slot, bound));
+        }
+
+        let next = Arc::new(next);
+        self.shared.snapshot.store(Arc::clone(&next));
+
+        for (slot, bound) in added {
+            let (retire, retired) = watch::channel(false);
+            for (w, socket) in bound.sockets.into_iter().enumerate() {
+                let sent = self.workers.get(w).map(|tx| {
+                    tx.send(WorkerSocket {
+                        slot,
+                        socket,
+                        active: Arc::clone(&bound.active),
+                        retired: retired.clone(),
+                    })
+                });
+                if !matches!(sent, Some(Ok(()))) {
+                    tracing::warn!(listener = %bound.name, worker = w, "worker gone: socket not handed over");
+                }
+            }
+            tracing::info!(listener = %bound.name, addr = %bound.addr, "listener added");
+            state.listeners.push(LiveListener {
+                slot,
+                name: bound.name,
+                addr: bound.addr,
+                retire,
+            });
+        }
+        state.listeners.retain(|live| {
+            let keep = next.listener(live.slot).is_some();
+            if !keep {
+                live.retire.send_replace(true);
+                tracing::info!(listener = %live.name, addr = %live.addr, "listener removed: draining");
+            }
+            keep
+        });
+
+        // The verdicts live in the carried BackendState; the old checks stop when dropped.
+        state.health = checker::spawn(&next, &self.control);
+        if config.global != state.config.global {
+            tracing::warn!("[global] changed: it takes effect at the next restart");
+        }
+        let summary = config.summary();
+        state.config = config;
+        Ok(summary)
+    }
+
+    /// Stops accepting reloads (a reload in progress finishes first).
+    pub(crate) fn begin_shutdown(&self) {
+        self.lock().stopping = true;
+    }
+
+    /// The last reload's outcome, if any reload ran.
+    pub fn last_reload(&self) -> Option<ReloadResult> {
+        self.lock().last.clone()
+    }
+
+    /// Where listener `name` listens now.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.lock()
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.addr)
+    }
+
+    /// Backends under active checks.
+    pub fn health_checks(&self) -> usize {
+        self.lock().health.len()
+    }
+
+    /// Files whose change triggers a reload (from the running config).
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.lock().config.watched_files()
+    }
+
+    /// The config file, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The runtime reloads and checks run on.
+    pub(crate) fn control(&self) -> &tokio::runtime::Handle {
+        &self.control
+    }
+}
+
+fn parse(bytes: &[u8], path: &Path) -> Result<Config, ReloadError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        ReloadError::Config(ConfigErrors::io(path, &io))
+    })?;
+    Config::from_toml(text, path).map_err(ReloadError::Config)
+}
+
+/// `run(_, false)` always returns a result; this keeps `reload` free of a panic path.
+fn unreachable_result(trigger: Trigger) -> ReloadResult {
+    ReloadResult {
+        at: SystemTime::now(),
+        trigger,
+        ok: true,
+        message: String::new(),
+        hash: None,
+        took: Duration::ZERO,
+    }
+}
