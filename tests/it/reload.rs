@@ -1,0 +1,389 @@
+//! Hot reload: the file watcher, SIGHUP and `Handle::reload` all go through one reload that
+//! validates completely, then swaps; listeners are reconciled; a bad file changes nothing;
+//! systemd hears READY / RELOADING / READY; long-lived connections survive.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::backend::{BackendBuilder, WsEchoBackend};
+use crate::support::client::{get, get_once, http1};
+use crate::support::proxy::{accepts, binary, free_addr, write_file, Process};
+use crate::support::wait_until;
+
+/// A config with `listeners` (name, bind), all defaulting to pool "p" over `backends`.
+fn toml(listeners: &[(&str, SocketAddr)], backends: &[SocketAddr]) -> String {
+    let mut s = String::from("[global]\naccess_log = \"off\"\nworkers = 2\nshutdown_grace = \"5s\"\n");
+    for (name, bind) in listeners {
+        s += &format!(
+            "\n[[listener]]\nname = \"{name}\"\nbind = \"{bind}\"\nprotocol = \"http\"\npool = \"p\"\n"
+        );
+    }
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\", weight = 1 }}"))
+        .collect();
+    s += &format!("\n[[pool]]\nname = \"p\"\nbackends = [{}]\n", list.join(", "));
+    s
+}
+
+/// Replaces `path` by writing a sibling and renaming it over (what most editors and tools do).
+fn replace_by_rename(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Starts the library with the config file at `path` (file watcher included).
+fn start(path: &Path) -> fulcrum::Handle {
+    let config = fulcrum::Config::from_file(path).unwrap();
+    fulcrum::start(config).unwrap()
+}
+
+async fn reload(handle: &std::sync::Arc<fulcrum::reload::Reloader>) -> Result<fulcrum::ReloadResult, String> {
+    let r = std::sync::Arc::clone(handle);
+    tokio::task::spawn_blocking(move || r.reload(fulcrum::Trigger::Api).map_err(|e| e.to_string()))
+        .await
+        .unwrap()
+}
+
+/// `fulcrum run` without the file watcher, so only SIGHUP can reload it.
+fn run_without_watch(path: &Path, ready: SocketAddr, env: &[(&str, &str)]) -> Process {
+    let mut cmd = std::process::Command::new(binary());
+    cmd.args(["run", "-c", path.to_str().unwrap()])
+        .env("FULCRUM_WATCH", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let p = Process { child };
+    assert!(
+        crate::support::wait_until_blocking(Duration::from_secs(10), || accepts(ready)),
+        "fulcrum not ready on {ready}"
+    );
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_added_to_the_file_gets_traffic_within_a_second() {
+    let a = BackendBuilder::new("a").start().await;
+    let b = BackendBuilder::new("b").start().await;
+    let addr = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "fulcrum.toml", &toml(&[("web", addr)], &[a.addr]));
+    let p = path.clone();
+    let _process = tokio::task::spawn_blocking(move || Process::run(&p, addr))
+        .await
+        .unwrap();
+    let client = http1();
+    assert_eq!(get(&client, addr, "/").await.backend(), "a");
+
+    // Written in place, as `echo > file` or an editor without backup copies does.
+    std::fs::write(&path, toml(&[("web", addr)], &[a.addr, b.addr])).unwrap();
+    let written = Instant::now();
+    let mut served_by_b = None;
+    while written.elapsed() < Duration::from_secs(3) {
+        if get(&client, addr, "/").await.backend() == "b" {
+            served_by_b = Some(written.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = served_by_b.expect("the added backend never got traffic");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_backend_finishes_its_in_flight_request_and_gets_no_new_one() {
+    let slow = BackendBuilder::new("slow")
+        .delay(Duration::from_millis(1500))
+        .start()
+        .await;
+    let fast = BackendBuilder::new("fast").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[slow.addr]));
+    let handle = start(&path);
+    let reloader = handle.reloader();
+
+    let in_flight = tokio::spawn(async move { get_once(addr, "/slow").await });
+    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1).await);
+
+    std::fs::write(&path, toml(&[("web", addr)], &[fast.addr])).unwrap();
+    reload(&reloader).await.unwrap();
+    let client = http1();
+    for _ in 0..6 {
+        assert_eq!(get(&client, addr, "/").await.backend(), "fast");
+    }
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "slow\n");
+    assert_eq!(slow.count(), 1, "the removed backend got new work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_listeners_and_keeps_the_others() {
+    let a = BackendBuilder::new("a").start().await;
+    let (keep, old, new) = (free_addr(), free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "f.toml",
+        &toml(&[("keep", keep), ("old", old)], &[a.addr]),
+    );
+    let handle = start(&path);
+    let reloader = handle.reloader();
+    let client = http1();
+    // A keep-alive connection on the kept listener, opened before the reload.
+    assert_eq!(get(&client, keep, "/").await.status, 200);
+    assert_eq!(get(&client, old, "/").await.status, 200);
+    assert!(!accepts(new));
+
+    std::fs::write(&path, toml(&[("keep", keep), ("new", new)], &[a.addr])).unwrap();
+    reload(&reloader).await.unwrap();
+
+    assert_eq!(handle.listener_addr("new"), Some(new));
+    assert_eq!(handle.listener_addr("old"), None);
+    // Every worker accepts on the new listener: many fresh connections all succeed.
+    for _ in 0..8 {
+        assert_eq!(get_once(new, "/").await.status, 200);
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), || !accepts(old)).await,
+        "the removed listener still accepts"
+    );
+    assert_eq!(get(&client, keep, "/").await.status, 200);
+    assert_eq!(get_once(keep, "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
+    let a = BackendBuilder::new("a").start().await;
+    let b = BackendBuilder::new("b").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let path = write_file(dir.path(), "broken.toml", &toml(&[("web", addr)], &[a.addr]));
+    let handle = start(&path);
+    let reloader = handle.reloader();
+    let client = http1();
+
+    // A syntax error (an unclosed array), with b added: b must not appear.
+    let good = toml(&[("web", addr)], &[a.addr, b.addr]);
+    std::fs::write(&path, good.replace("weight = 1 }]", "weight = 1 }")).unwrap();
+    let err = reload(&reloader).await.unwrap_err();
+    assert!(err.contains("broken.toml:"), "{err}");
+    let last = handle.last_reload().unwrap();
+    assert!(!last.ok);
+    assert_eq!(last.message, err);
+    assert!(last.hash.is_some());
+    for _ in 0..4 {
+        assert_eq!(get(&client, addr, "/").await.backend(), "a");
+    }
+
+    // A semantic error: the listener names a pool that does not exist.
+    std::fs::write(&path, good.replace("pool = \"p\"", "pool = \"nope\"")).unwrap();
+    let err = reload(&reloader).await.unwrap_err();
+    let line = good
+        .lines()
+        .position(|l| l == "pool = \"p\"")
+        .map(|i| i + 1)
+        .unwrap();
+    assert!(err.contains(&format!("broken.toml:{line}:")), "{err}");
+    assert!(err.contains("pool"), "{err}");
+    assert!(err.contains("nope"), "{err}");
+    for _ in 0..4 {
+        assert_eq!(get(&client, addr, "/").await.backend(), "a");
+    }
+
+    // The next good file is taken normally.
+    std::fs::write(&path, &good).unwrap();
+    let ok = reload(&reloader).await.unwrap();
+    assert!(ok.ok);
+    assert!(handle.last_reload().unwrap().ok);
+    let mut seen_b = false;
+    for _ in 0..4 {
+        seen_b |= get(&client, addr, "/").await.backend() == "b";
+    }
+    assert!(seen_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads() {
+    let a = BackendBuilder::new("a").start().await;
+    let b = BackendBuilder::new("b").start().await;
+    let addr = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[a.addr]));
+    let p = path.clone();
+    let process = tokio::task::spawn_blocking(move || run_without_watch(&p, addr, &[]))
+        .await
+        .unwrap();
+    let client = http1();
+    std::fs::write(&path, toml(&[("web", addr)], &[b.addr])).unwrap();
+    // The watcher is off: nothing changes until the signal.
+    for _ in 0..3 {
+        assert_eq!(get(&client, addr, "/").await.backend(), "a");
+    }
+    process.signal("HUP");
+    let mut switched = false;
+    for _ in 0..300 {
+        if get(&client, addr, "/").await.backend() == "b" {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(switched, "SIGHUP did not reload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_replace_and_symlink_swap_reload() {
+    let a = BackendBuilder::new("a").start().await;
+    let b = BackendBuilder::new("b").start().await;
+    let c = BackendBuilder::new("c").start().await;
+    let addr = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    // Kubernetes ConfigMap layout: f.toml -> ..data/f.toml, ..data -> v1.
+    let v1 = dir.path().join("v1");
+    std::fs::create_dir(&v1).unwrap();
+    write_file(&v1, "f.toml", &toml(&[("web", addr)], &[a.addr]));
+    std::os::unix::fs::symlink("v1", dir.path().join("..data")).unwrap();
+    let path: PathBuf = dir.path().join("f.toml");
+    std::os::unix::fs::symlink("..data/f.toml", &path).unwrap();
+    let handle = start(&path);
+    let client = http1();
+    assert_eq!(get(&client, addr, "/").await.backend(), "a");
+
+    let serves = |want: &'static str| {
+        let client = client.clone();
+        async move {
+            for _ in 0..300 {
+                if get(&client, addr, "/").await.backend() == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+    // The ConfigMap swap: a new version directory, `..data` re-pointed by an atomic rename.
+    let v2 = dir.path().join("v2");
+    std::fs::create_dir(&v2).unwrap();
+    write_file(&v2, "f.toml", &toml(&[("web", addr)], &[b.addr]));
+    std::os::unix::fs::symlink("v2", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    assert!(serves("b").await, "the symlink swap did not reload");
+
+    // Replace-by-rename of the file itself (the link is replaced by a plain file).
+    replace_by_rename(&path, &toml(&[("web", addr)], &[c.addr]));
+    assert!(serves("c").await, "rename-replace did not reload");
+    assert_eq!(
+        handle.last_reload().unwrap().trigger,
+        fulcrum::Trigger::File
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_reloading_ready_and_stopping() {
+    let a = BackendBuilder::new("a").start().await;
+    let addr = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[a.addr]));
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut process = run_without_watch(
+        &path,
+        addr,
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("no notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1\n");
+    process.signal("HUP");
+    let reloading = next();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    let ready = next();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    process.signal("TERM");
+    assert_eq!(next(), "STOPPING=1\n");
+    assert!(process.wait_exit(Duration::from_secs(8)).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_survives_ten_reloads() {
+    let echo = WsEchoBackend::start().await;
+    let extra = BackendBuilder::new("extra").start().await;
+    let addr = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let one = toml(&[("web", addr)], &[echo.addr]);
+    let path = write_file(dir.path(), "f.toml", &one);
+    let handle = start(&path);
+    let reloader = handle.reloader();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+
+    for i in 0..10 {
+        // Alternate: a backend added, then removed again (a listener-level no-op).
+        let text = if i % 2 == 0 {
+            toml(&[("web", addr)], &[echo.addr, extra.addr])
+        } else {
+            one.clone()
+        };
+        std::fs::write(&path, text).unwrap();
+        assert!(reload(&reloader).await.unwrap().ok);
+    }
+    for i in 0..3 {
+        let msg = format!("after {i}");
+        ws.send(Message::text(msg.clone())).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no echo")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Message::text(msg));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_shutdown_is_ignored() {
+    let slow = BackendBuilder::new("slow")
+        .delay(Duration::from_millis(1500))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[slow.addr]));
+    let handle = start(&path);
+    let reloader = handle.reloader();
+    let in_flight = tokio::spawn(async move { get_once(addr, "/").await });
+    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1).await);
+    let stopping = tokio::task::spawn_blocking(move || handle.shutdown());
+    let mut ignored = false;
+    for _ in 0..200 {
+        match reload(&reloader).await {
+            Err(e) if e.contains("shutting down") => {
+                ignored = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    assert!(ignored, "a reload during shutdown was not ignored");
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    stopping.await.unwrap();
+}
