@@ -33,6 +33,10 @@ enum Command {
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        /// Also print what a reload from this (running) config to CONFIG would change:
+        /// listeners, routes, pools and backends added, removed or changed, and draining.
+        #[arg(long, value_name = "OLD")]
+        diff_against: Option<PathBuf>,
     },
     /// Run a self-contained demo: in-process backends in two regions behind a balancer.
     Demo {
@@ -46,7 +50,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Check { config } => return check(&config),
+        Command::Check {
+            config,
+            diff_against,
+        } => return check(&config, diff_against.as_deref()),
         Command::Run { config } => run(&config),
         Command::Demo { listen } => demo(listen),
     };
@@ -68,11 +75,31 @@ fn init_logging() {
         .init();
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, old: Option<&std::path::Path>) -> ExitCode {
     match Config::from_file(path) {
         Ok(config) => {
             println!("ok: {}: {}", path.display(), config.summary());
-            ExitCode::SUCCESS
+            let Some(old_path) = old else {
+                return ExitCode::SUCCESS;
+            };
+            match Config::from_file(old_path) {
+                Ok(old) => {
+                    println!("changes from {}:", old_path.display());
+                    print!("{}", fulcrum::config::diff(&old, &config));
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{e}");
+                    }
+                    eprintln!(
+                        "{} error(s) in {} (--diff-against)",
+                        errors.0.len(),
+                        old_path.display()
+                    );
+                    ExitCode::from(1)
+                }
+            }
         }
         Err(errors) => {
             for e in &errors.0 {

@@ -6,11 +6,13 @@
 //! outside `config/` ever sees the raw form, and nothing here is read on the request path: the
 //! snapshot (`crate::snapshot`) compiles this model into request-path structures.
 
+pub mod diff;
 mod error;
 mod file;
 mod health;
 mod validate;
 
+pub use diff::{diff, ConfigDiff};
 pub use error::{ConfigError, ConfigErrors};
 pub use health::{HealthConfig, HealthKind, PassiveConfig, StatusRanges, MAX_EJECTION};
 
@@ -141,6 +143,12 @@ impl Config {
     /// Parses and validates TOML text; `path` names it in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         validate::validate(text, path)
+    }
+
+    /// Files whose change should trigger a reload: the config itself, and (once those features
+    /// exist) the certificates and databases it names.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.source.iter().cloned().collect()
     }
 
     /// One line for `fulcrum check`: `2 listeners, 3 pools, 7 backends, 4 routes`.

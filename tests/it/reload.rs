@@ -11,12 +11,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::backend::{BackendBuilder, WsEchoBackend};
 use crate::support::client::{get, get_once, http1};
-use crate::support::proxy::{accepts, binary, free_addr, write_file, Process};
+use crate::support::proxy::{accepts, binary, free_addr, run_cli, write_file, Process};
 use crate::support::wait_until;
 
 /// A config with `listeners` (name, bind), all defaulting to pool "p" over `backends`.
 fn toml(listeners: &[(&str, SocketAddr)], backends: &[SocketAddr]) -> String {
-    let mut s = String::from("[global]\naccess_log = \"off\"\nworkers = 2\nshutdown_grace = \"5s\"\n");
+    let mut s =
+        String::from("[global]\naccess_log = \"off\"\nworkers = 2\nshutdown_grace = \"5s\"\n");
     for (name, bind) in listeners {
         s += &format!(
             "\n[[listener]]\nname = \"{name}\"\nbind = \"{bind}\"\nprotocol = \"http\"\npool = \"p\"\n"
@@ -26,7 +27,10 @@ fn toml(listeners: &[(&str, SocketAddr)], backends: &[SocketAddr]) -> String {
         .iter()
         .map(|a| format!("{{ address = \"{a}\", weight = 1 }}"))
         .collect();
-    s += &format!("\n[[pool]]\nname = \"p\"\nbackends = [{}]\n", list.join(", "));
+    s += &format!(
+        "\n[[pool]]\nname = \"p\"\nbackends = [{}]\n",
+        list.join(", ")
+    );
     s
 }
 
@@ -43,7 +47,9 @@ fn start(path: &Path) -> fulcrum::Handle {
     fulcrum::start(config).unwrap()
 }
 
-async fn reload(handle: &std::sync::Arc<fulcrum::reload::Reloader>) -> Result<fulcrum::ReloadResult, String> {
+async fn reload(
+    handle: &std::sync::Arc<fulcrum::reload::Reloader>,
+) -> Result<fulcrum::ReloadResult, String> {
     let r = std::sync::Arc::clone(handle);
     tokio::task::spawn_blocking(move || r.reload(fulcrum::Trigger::Api).map_err(|e| e.to_string()))
         .await
@@ -76,7 +82,11 @@ async fn backend_added_to_the_file_gets_traffic_within_a_second() {
     let b = BackendBuilder::new("b").start().await;
     let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "fulcrum.toml", &toml(&[("web", addr)], &[a.addr]));
+    let path = write_file(
+        dir.path(),
+        "fulcrum.toml",
+        &toml(&[("web", addr)], &[a.addr]),
+    );
     let p = path.clone();
     let _process = tokio::task::spawn_blocking(move || Process::run(&p, addr))
         .await
@@ -168,7 +178,11 @@ async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
     let b = BackendBuilder::new("b").start().await;
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let path = write_file(dir.path(), "broken.toml", &toml(&[("web", addr)], &[a.addr]));
+    let path = write_file(
+        dir.path(),
+        "broken.toml",
+        &toml(&[("web", addr)], &[a.addr]),
+    );
     let handle = start(&path);
     let reloader = handle.reloader();
     let client = http1();
@@ -177,7 +191,9 @@ async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
     let good = toml(&[("web", addr)], &[a.addr, b.addr]);
     std::fs::write(&path, good.replace("weight = 1 }]", "weight = 1 }")).unwrap();
     let err = reload(&reloader).await.unwrap_err();
-    assert!(err.contains("broken.toml:"), "{err}");
+    let last_line = good.lines().count();
+    assert!(err.contains(&format!("broken.toml:{last_line}:")), "{err}");
+    assert!(err.contains("syntax"), "{err}");
     let last = handle.last_reload().unwrap();
     assert!(!last.ok);
     assert_eq!(last.message, err);
@@ -195,8 +211,8 @@ async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
         .map(|i| i + 1)
         .unwrap();
     assert!(err.contains(&format!("broken.toml:{line}:")), "{err}");
-    assert!(err.contains("pool"), "{err}");
-    assert!(err.contains("nope"), "{err}");
+    assert!(err.contains("listener \"web\": pool:"), "{err}");
+    assert!(err.contains("\"nope\""), "{err}");
     for _ in 0..4 {
         assert_eq!(get(&client, addr, "/").await.backend(), "a");
     }
@@ -313,7 +329,10 @@ async fn systemd_hears_ready_reloading_ready_and_stopping() {
     assert_eq!(next(), "READY=1\n");
     process.signal("HUP");
     let reloading = next();
-    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
     let ready = next();
     assert!(ready.starts_with("READY=1\n"), "{ready}");
     process.signal("TERM");
@@ -386,4 +405,50 @@ async fn a_reload_during_shutdown_is_ignored() {
     assert!(ignored, "a reload during shutdown was not ignored");
     assert_eq!(in_flight.await.unwrap().status, 200);
     stopping.await.unwrap();
+}
+
+#[test]
+fn dry_run_diff_names_exactly_what_changed() {
+    let (a, b, c) = (free_addr(), free_addr(), free_addr());
+    let (web, old_l, new_l) = (free_addr(), free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let old = write_file(
+        dir.path(),
+        "old.toml",
+        &toml(&[("web", web), ("old", old_l)], &[a, b]),
+    );
+    let new = write_file(
+        dir.path(),
+        "new.toml",
+        &toml(&[("web", web), ("new", new_l)], &[a, c]),
+    );
+    let (status, out, err) = run_cli(&[
+        "check",
+        "-c",
+        new.to_str().unwrap(),
+        "--diff-against",
+        old.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{err}");
+    let changes: Vec<&str> = out.lines().skip(2).collect();
+    assert_eq!(
+        changes,
+        [
+            format!("+ listener \"new\" ({new_l})"),
+            format!("- listener \"old\" ({old_l})"),
+            format!("+ pool \"p\": backend {c}"),
+            format!("- pool \"p\": backend {b}"),
+            format!("draining: pool \"p\": backend {b}"),
+        ],
+        "{out}"
+    );
+    let (status, out, _) = run_cli(&[
+        "check",
+        "-c",
+        new.to_str().unwrap(),
+        "--diff-against",
+        new.to_str().unwrap(),
+    ]);
+    assert!(status.success());
+    assert!(out.ends_with("no changes\n"), "{out}");
 }

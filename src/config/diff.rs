@@ -1,0 +1,347 @@
+//! What a reload would change: listeners, routes, pools and backends added, removed or changed,
+//! and the backends that would start draining.
+//!
+//! Pure (two validated configs in, a value out) so `fulcrum check --diff-against` and the admin
+//! API's dry run print the same thing, and it is unit-tested without sockets. Identity follows
+//! the reload's own rules: a listener is its name and bind (a bind change is remove + add, as
+//! the reload does it), a pool its name, a backend its (pool, address), a route its listener and
+//! conditions (its pool may change).
+
+use std::fmt;
+
+use super::{BackendConfig, Config, ListenerConfig, PoolConfig, RouteConfig};
+
+/// Added, removed and changed items of one kind, each described in one line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// The difference between a running config and a candidate.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConfigDiff {
+    pub global: Vec<String>,
+    pub listeners: Changes,
+    pub routes: Changes,
+    pub pools: Changes,
+    pub backends: Changes,
+    /// `pool "p": ADDRESS` of every backend that stops getting new work (in-flight finishes).
+    pub draining: Vec<String>,
+}
+
+impl ConfigDiff {
+    pub fn is_empty(&self) -> bool {
+        self.global.is_empty()
+            && self.listeners.is_empty()
+            && self.routes.is_empty()
+            && self.pools.is_empty()
+            && self.backends.is_empty()
+    }
+}
+
+/// What changes when `new` replaces `old`.
+pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
+    let mut d = ConfigDiff::default();
+    if old.global != new.global {
+        d.global
+            .push("[global] changed (takes effect at the next restart)".into());
+    }
+
+    let same_listener =
+        |a: &ListenerConfig, b: &ListenerConfig| a.name == b.name && a.bind == b.bind;
+    for l in &new.listeners {
+        match old.listeners.iter().find(|o| same_listener(o, l)) {
+            None => d.listeners.added.push(listener_line(l)),
+            Some(o) => {
+                let fields = listener_fields(o, l);
+                if !fields.is_empty() {
+                    d.listeners.changed.push(format!(
+                        "listener \"{}\": {}",
+                        l.name,
+                        fields.join(", ")
+                    ));
+                }
+                routes(o, l, &mut d.routes);
+            }
+        }
+    }
+    for o in &old.listeners {
+        if !new.listeners.iter().any(|l| same_listener(o, l)) {
+            d.listeners.removed.push(listener_line(o));
+        }
+    }
+
+    for p in &new.pools {
+        let old_pool = old.pools.iter().find(|o| o.name == p.name);
+        match old_pool {
+            None => d.pools.added.push(format!("pool \"{}\"", p.name)),
+            Some(o) => {
+                let fields = pool_fields(o, p);
+                if !fields.is_empty() {
+                    d.pools
+                        .changed
+                        .push(format!("pool \"{}\": {}", p.name, fields.join(", ")));
+                }
+            }
+        }
+        let old_backends = old_pool.map_or(&[][..], |o| &o.backends[..]);
+        for b in &p.backends {
+            match old_backends.iter().find(|o| o.address == b.address) {
+                None => d.backends.added.push(backend_line(p, b)),
+                Some(o) if o != b => d.backends.changed.push(format!(
+                    "{}: {}",
+                    backend_line(p, b),
+                    backend_fields(o, b).join(", ")
+                )),
+                Some(_) => {}
+            }
+        }
+        for o in old_backends {
+            if !p.backends.iter().any(|b| b.address == o.address) {
+                d.backends.removed.push(backend_line(p, o));
+                d.draining.push(backend_line(p, o));
+            }
+        }
+    }
+    for o in &old.pools {
+        if !new.pools.iter().any(|p| p.name == o.name) {
+            d.pools.removed.push(format!("pool \"{}\"", o.name));
+            for b in &o.backends {
+                d.backends.removed.push(backend_line(o, b));
+                d.draining.push(backend_line(o, b));
+            }
+        }
+    }
+    d
+}
+
+fn listener_line(l: &ListenerConfig) -> String {
+    format!("listener \"{}\" ({})", l.name, l.bind)
+}
+
+fn backend_line(p: &PoolConfig, b: &BackendConfig) -> String {
+    format!("pool \"{}\": backend {}", p.name, b.address)
+}
+
+/// `name old -> new` for each field that differs.
+macro_rules! fields {
+    ($old:expr, $new:expr, $($f:ident),+) => {{
+        let mut v = Vec::new();
+        $(if $old.$f != $new.$f {
+            v.push(format!("{} {:?} -> {:?}", stringify!($f), $old.$f, $new.$f));
+        })+
+        v
+    }};
+}
+
+fn listener_fields(o: &ListenerConfig, l: &ListenerConfig) -> Vec<String> {
+    fields!(o, l, protocol, pool, max_connections, max_request_body)
+}
+
+fn pool_fields(o: &PoolConfig, p: &PoolConfig) -> Vec<String> {
+    let mut v = fields!(
+        o,
+        p,
+        balance,
+        retries,
+        connect_timeout,
+        request_timeout,
+        idle_timeout,
+        backup,
+        slow_start,
+        fail_open,
+        passive
+    );
+    if o.health != p.health {
+        v.push("health changed".into());
+    }
+    v
+}
+
+fn backend_fields(o: &BackendConfig, b: &BackendConfig) -> Vec<String> {
+    fields!(o, b, weight, region)
+}
+
+fn route_line(listener: &str, r: &RouteConfig) -> String {
+    let mut cond = Vec::new();
+    if let Some(h) = &r.host {
+        cond.push(format!("host={h}"));
+    }
+    if let Some(p) = &r.path_prefix {
+        cond.push(format!("path_prefix={p}"));
+    }
+    if let Some(h) = &r.header {
+        cond.push(format!("header {}={}", h.name, h.value));
+    }
+    format!("listener \"{listener}\": route [{}]", cond.join(" "))
+}
+
+fn routes(old: &ListenerConfig, new: &ListenerConfig, out: &mut Changes) {
+    let same = |a: &RouteConfig, b: &RouteConfig| {
+        a.host == b.host && a.path_prefix == b.path_prefix && a.header == b.header
+    };
+    for r in &new.routes {
+        match old.routes.iter().find(|o| same(o, r)) {
+            None => out.added.push(format!(
+                "{} -> pool \"{}\"",
+                route_line(&new.name, r),
+                r.pool
+            )),
+            Some(o) if o.pool != r.pool => out.changed.push(format!(
+                "{}: pool \"{}\" -> \"{}\"",
+                route_line(&new.name, r),
+                o.pool,
+                r.pool
+            )),
+            Some(_) => {}
+        }
+    }
+    for o in &old.routes {
+        if !new.routes.iter().any(|r| same(o, r)) {
+            out.removed.push(format!(
+                "{} -> pool \"{}\"",
+                route_line(&old.name, o),
+                o.pool
+            ));
+        }
+    }
+}
+
+impl fmt::Display for ConfigDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return writeln!(f, "no changes");
+        }
+        for g in &self.global {
+            writeln!(f, "~ {g}")?;
+        }
+        for c in [&self.listeners, &self.routes, &self.pools, &self.backends] {
+            for a in &c.added {
+                writeln!(f, "+ {a}")?;
+            }
+            for r in &c.removed {
+                writeln!(f, "- {r}")?;
+            }
+            for x in &c.changed {
+                writeln!(f, "~ {x}")?;
+            }
+        }
+        for d in &self.draining {
+            writeln!(f, "draining: {d}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::diff;
+    use crate::config::Config;
+
+    const OLD: &str = r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "p"
+[[listener.route]]
+path_prefix = "/api/"
+pool = "q"
+
+[[listener]]
+name = "old"
+bind = "127.0.0.1:8081"
+pool = "p"
+
+[[pool]]
+name = "p"
+backends = [{ address = "10.0.0.1:80" }, { address = "10.0.0.2:80" }]
+
+[[pool]]
+name = "q"
+backends = [{ address = "10.0.1.1:80" }]
+"#;
+
+    fn parse(text: &str) -> Config {
+        Config::from_toml(text, Path::new("t.toml")).expect("valid")
+    }
+
+    #[test]
+    fn identical_configs_have_no_changes() {
+        let d = diff(&parse(OLD), &parse(OLD));
+        assert!(d.is_empty());
+        assert_eq!(d.to_string(), "no changes\n");
+    }
+
+    #[test]
+    fn names_exactly_what_changed() {
+        let new = OLD
+            .replace(
+                "name = \"old\"\nbind = \"127.0.0.1:8081\"",
+                "name = \"new\"\nbind = \"127.0.0.1:8082\"",
+            )
+            .replace(
+                "{ address = \"10.0.0.2:80\" }",
+                "{ address = \"10.0.0.3:80\", weight = 1 }",
+            )
+            .replace(
+                "{ address = \"10.0.0.1:80\" }",
+                "{ address = \"10.0.0.1:80\", weight = 5 }",
+            )
+            .replace(
+                "path_prefix = \"/api/\"\npool = \"q\"",
+                "path_prefix = \"/api/\"\npool = \"p\"",
+            )
+            .replace("retries", "retries");
+        let d = diff(&parse(OLD), &parse(&new));
+        assert_eq!(d.listeners.added, ["listener \"new\" (127.0.0.1:8082)"]);
+        assert_eq!(d.listeners.removed, ["listener \"old\" (127.0.0.1:8081)"]);
+        assert!(d.listeners.changed.is_empty());
+        assert_eq!(
+            d.routes.changed,
+            ["listener \"web\": route [path_prefix=/api/]: pool \"q\" -> \"p\""]
+        );
+        assert_eq!(d.backends.added, ["pool \"p\": backend 10.0.0.3:80"]);
+        assert_eq!(d.backends.removed, ["pool \"p\": backend 10.0.0.2:80"]);
+        assert_eq!(
+            d.backends.changed,
+            ["pool \"p\": backend 10.0.0.1:80: weight 1 -> 5"]
+        );
+        assert_eq!(d.draining, ["pool \"p\": backend 10.0.0.2:80"]);
+        assert!(d.pools.is_empty());
+    }
+
+    #[test]
+    fn a_bind_change_is_remove_and_add_and_a_removed_pool_drains_its_backends() {
+        let new = OLD
+            .replace("127.0.0.1:8080", "127.0.0.1:9090")
+            .replace(
+                "path_prefix = \"/api/\"\npool = \"q\"",
+                "path_prefix = \"/api/\"\npool = \"p\"",
+            )
+            .replace(
+                "[[pool]]\nname = \"q\"\nbackends = [{ address = \"10.0.1.1:80\" }]\n",
+                "",
+            );
+        let d = diff(&parse(OLD), &parse(&new));
+        assert_eq!(d.listeners.added, ["listener \"web\" (127.0.0.1:9090)"]);
+        assert_eq!(d.listeners.removed, ["listener \"web\" (127.0.0.1:8080)"]);
+        assert_eq!(d.pools.removed, ["pool \"q\""]);
+        assert_eq!(d.draining, ["pool \"q\": backend 10.0.1.1:80"]);
+        let text = d.to_string();
+        assert!(text.contains("- pool \"q\"\n"), "{text}");
+        assert!(
+            text.contains("draining: pool \"q\": backend 10.0.1.1:80\n"),
+            "{text}"
+        );
+    }
+}
