@@ -56,6 +56,8 @@ pub struct ReloadResult {
 pub enum ReloadError {
     #[error("shutting down: reload ignored")]
     ShuttingDown,
+    #[error("the config file has not changed since it was last read")]
+    Unchanged,
     #[error("the config was not read from a file: nothing to reload")]
     NoFile,
     #[error("{0}")]
@@ -148,15 +150,15 @@ impl Reloader {
     /// Reads, validates and applies the config file. Blocking (run it off async threads).
     pub fn reload(&self, trigger: Trigger) -> Result<ReloadResult, ReloadError> {
         self.run(trigger, false)
-            .map(|r| r.unwrap_or_else(|| unreachable_result(trigger)))
     }
 
-    /// The watcher's variant: does nothing when the file's bytes are the ones last read.
-    pub fn reload_if_changed(&self, trigger: Trigger) -> Result<Option<ReloadResult>, ReloadError> {
+    /// The watcher's variant: `Err(Unchanged)` when the file's bytes are the ones last read
+    /// (a touch, or an event for another file of the directory).
+    pub fn reload_if_changed(&self, trigger: Trigger) -> Result<ReloadResult, ReloadError> {
         self.run(trigger, true)
     }
 
-    fn run(&self, trigger: Trigger, skip_same: bool) -> Result<Option<ReloadResult>, ReloadError> {
+    fn run(&self, trigger: Trigger, skip_same: bool) -> Result<ReloadResult, ReloadError> {
         let mut state = self.lock();
         if state.stopping {
             tracing::info!(?trigger, "reload ignored: shutting down");
@@ -167,7 +169,7 @@ impl Reloader {
         let bytes = std::fs::read(&path);
         let hash = bytes.as_ref().ok().map(|b| fingerprint(b));
         if skip_same && hash.is_some() && hash == state.seen {
-            return Ok(None);
+            return Err(ReloadError::Unchanged);
         }
         state.seen = hash;
         systemd::reloading();
@@ -192,12 +194,16 @@ impl Reloader {
             tracing::info!(?trigger, ?took, hash = ?hash, "config reloaded: {}", result.message);
             systemd::reloaded("config reloaded");
         } else {
-            tracing::error!(?trigger, "config reload failed, old config still serving:\n{}", result.message);
+            tracing::error!(
+                ?trigger,
+                "config reload failed, old config still serving:\n{}",
+                result.message
+            );
             systemd::reloaded("config reload failed; old config still serving");
         }
         state.last = Some(result.clone());
         match applied {
-            Ok(_) => Ok(Some(result)),
+            Ok(_) => Ok(result),
             Err(e) => Err(e),
         }
     }
@@ -213,13 +219,14 @@ impl Reloader {
             if state.listeners.iter().any(|live| live.slot == l.slot) {
                 continue;
             }
-            let bound = listener::bind(&l.name, l.bind, self.sockets_per_listener).map_err(
-                |source| ReloadError::Bind {
-                    listener: l.name.to_string(),
-                    addr: l.bind,
-                    source,
-                },
-            )?;
+            let bound =
+                listener::bind(&l.name, l.bind, self.sockets_per_listener).map_err(|source| {
+                    ReloadError::Bind {
+                        listener: l.name.to_string(),
+                        addr: l.bind,
+                        source,
+                    }
+                })?;
             added.push((l.slot, bound));
         }
 
@@ -314,16 +321,4 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Config, ReloadError> {
         ReloadError::Config(ConfigErrors::io(path, &io))
     })?;
     Config::from_toml(text, path).map_err(ReloadError::Config)
-}
-
-/// `run(_, false)` always returns a result; this keeps `reload` free of a panic path.
-fn unreachable_result(trigger: Trigger) -> ReloadResult {
-    ReloadResult {
-        at: SystemTime::now(),
-        trigger,
-        ok: true,
-        message: String::new(),
-        hash: None,
-        took: Duration::ZERO,
-    }
 }

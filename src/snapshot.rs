@@ -189,7 +189,10 @@ mod tests {
         let a = Snapshot::build(&config(&[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]), None);
         assert_eq!(a.listener(1).map(|l| &*l.name), Some("b"));
         // "a" removed, "c" added, "b" kept; "b" moves in the vector but keeps its slot.
-        let b = Snapshot::build(&config(&[("b", "127.0.0.1:2"), ("c", "127.0.0.1:3")]), Some(&a));
+        let b = Snapshot::build(
+            &config(&[("b", "127.0.0.1:2"), ("c", "127.0.0.1:3")]),
+            Some(&a),
+        );
         assert!(b.listener(0).is_none());
         assert_eq!(b.listener(1).map(|l| &*l.name), Some("b"));
         assert_eq!(b.listener(2).map(|l| &*l.name), Some("c"));

@@ -300,8 +300,7 @@ backends = [{ address = "10.0.1.1:80" }]
             .replace(
                 "path_prefix = \"/api/\"\npool = \"q\"",
                 "path_prefix = \"/api/\"\npool = \"p\"",
-            )
-            .replace("retries", "retries");
+            );
         let d = diff(&parse(OLD), &parse(&new));
         assert_eq!(d.listeners.added, ["listener \"new\" (127.0.0.1:8082)"]);
         assert_eq!(d.listeners.removed, ["listener \"old\" (127.0.0.1:8081)"]);
