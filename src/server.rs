@@ -263,6 +263,7 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        self.reloader.begin_shutdown();
         let _ = self.shutdown.send(true);
         if let Some(control) = self.control.take() {
             control.shutdown_background();
