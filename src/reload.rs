@@ -120,10 +120,6 @@ impl Reloader {
     ) -> Reloader {
         let health = checker::spawn(&shared.snapshot.load(), &control);
         let path = config.source.clone();
-        let seen = path
-            .as_deref()
-            .and_then(|p| std::fs::read(p).ok())
-            .map(|b| fingerprint(&b));
         Reloader {
             shared,
             path,
@@ -135,7 +131,9 @@ impl Reloader {
                 config,
                 listeners,
                 health,
-                seen,
+                // Unknown: the file may have changed since it was parsed, so the watcher's
+                // first event always reloads.
+                seen: None,
                 last: None,
             }),
         }

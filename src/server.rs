@@ -126,12 +126,40 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         });
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..per_worker.len())
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    // Active checks follow the snapshot; fresh backends are up until a check says otherwise.
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&shared),
+        config,
+        live,
+        sockets_per_listener,
+        senders,
+        control_thread.handle().clone(),
+    ));
+    // Watching starts before the first connection is accepted, so a client that saw Fulcrum
+    // answer and then writes the file is sure to be heard. FULCRUM_WATCH=0: reload on SIGHUP
+    // and the admin API only.
+    let watch = std::env::var("FULCRUM_WATCH").map_or(true, |v| v != "0");
+    let watcher = match reloader.path() {
+        None => None,
+        Some(_) if !watch => None,
+        Some(path) => match crate::watch::spawn(Arc::clone(&reloader)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot watch the config file: reload with SIGHUP");
+                None
+            }
+        },
+    };
+    if let Some(every) = systemd::watchdog_interval() {
+        control_thread.spawn(systemd::watchdog(every));
+    }
+
     let shared_threads = shared_rt.then_some(workers);
     let mut handles = Vec::with_capacity(per_worker.len());
-    let mut senders = Vec::with_capacity(per_worker.len());
-    for (id, sockets) in per_worker.into_iter().enumerate() {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        senders.push(tx);
+    for (id, (sockets, rx)) in per_worker.into_iter().zip(receivers).enumerate() {
         let h = worker::spawn(
             id,
             sockets,
@@ -150,31 +178,6 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         listeners = ?listeners,
         "fulcrum started"
     );
-    // Active checks follow the snapshot; fresh backends are up until a check says otherwise.
-    let reloader = Arc::new(Reloader::new(
-        Arc::clone(&shared),
-        config,
-        live,
-        sockets_per_listener,
-        senders,
-        control_thread.handle().clone(),
-    ));
-    // FULCRUM_WATCH=0: reload on SIGHUP and the admin API only.
-    let watch = std::env::var("FULCRUM_WATCH").map_or(true, |v| v != "0");
-    let watcher = match reloader.path() {
-        None => None,
-        Some(_) if !watch => None,
-        Some(path) => match crate::watch::spawn(Arc::clone(&reloader)) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot watch the config file: reload with SIGHUP");
-                None
-            }
-        },
-    };
-    if let Some(every) = systemd::watchdog_interval() {
-        control_thread.spawn(systemd::watchdog(every));
-    }
     Ok(Handle {
         shared,
         reloader,
@@ -236,7 +239,6 @@ impl Handle {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
-        systemd::ready();
         rt.block_on(wait_for_signal(&self.reloader))
             .map_err(Error::Runtime)?;
         tracing::info!(grace = ?self.shared.shutdown_grace, "shutting down: no new connections, finishing in-flight requests");
@@ -278,6 +280,8 @@ async fn wait_for_signal(reloader: &Arc<Reloader>) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // Only now: systemd may send SIGHUP (ExecReload) as soon as it hears READY=1.
+    systemd::ready();
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),
@@ -293,5 +297,6 @@ async fn wait_for_signal(reloader: &Arc<Reloader>) -> std::io::Result<()> {
 
 #[cfg(not(unix))]
 async fn wait_for_signal(_reloader: &Arc<Reloader>) -> std::io::Result<()> {
+    systemd::ready();
     tokio::signal::ctrl_c().await
 }

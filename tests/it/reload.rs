@@ -4,9 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::backend::{BackendBuilder, WsEchoBackend};
@@ -155,8 +158,20 @@ async fn reload_adds_and_removes_listeners_and_keeps_the_others() {
     assert_eq!(get(&client, old, "/").await.status, 200);
     assert!(!accepts(new));
 
+    // An idle keep-alive connection on the listener about to be removed.
+    let mut idle = tokio::net::TcpStream::connect(old).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
     std::fs::write(&path, toml(&[("keep", keep), ("new", new)], &[a.addr])).unwrap();
     reload(&reloader).await.unwrap();
+    // Drained: the idle connection is closed by Fulcrum.
+    let eof = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf)).await;
+    assert!(matches!(eof, Ok(Ok(0)) | Ok(Err(_))), "{eof:?}");
 
     assert_eq!(handle.listener_addr("new"), Some(new));
     assert_eq!(handle.listener_addr("old"), None);
@@ -217,6 +232,21 @@ async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
         assert_eq!(get(&client, addr, "/").await.backend(), "a");
     }
 
+    // A listener whose port is taken: the bind fails, nothing changes (b is not added).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    std::fs::write(
+        &path,
+        toml(&[("web", addr), ("busy", busy)], &[a.addr, b.addr]),
+    )
+    .unwrap();
+    let err = reload(&reloader).await.unwrap_err();
+    assert!(err.contains("listener \"busy\": cannot bind"), "{err}");
+    for _ in 0..4 {
+        assert_eq!(get(&client, addr, "/").await.backend(), "a");
+    }
+    assert_eq!(handle.listener_addr("busy"), None);
+
     // The next good file is taken normally.
     std::fs::write(&path, &good).unwrap();
     let ok = reload(&reloader).await.unwrap();
@@ -229,6 +259,34 @@ async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
     assert!(seen_b);
 }
 
+/// A fake systemd: a datagram socket for `NOTIFY_SOCKET`.
+struct Notify {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notify {
+    fn bind(dir: &Path) -> Notify {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Notify { socket, path }
+    }
+
+    fn env(&self) -> (&'static str, &str) {
+        ("NOTIFY_SOCKET", self.path.to_str().unwrap())
+    }
+
+    /// The next notification (bounded by the read timeout).
+    fn next(&self) -> String {
+        let mut buf = [0u8; 512];
+        let n = self.socket.recv(&mut buf).expect("no notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads() {
     let a = BackendBuilder::new("a").start().await;
@@ -236,10 +294,10 @@ async fn sighup_reloads() {
     let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[a.addr]));
-    let p = path.clone();
-    let process = tokio::task::spawn_blocking(move || run_without_watch(&p, addr, &[]))
-        .await
-        .unwrap();
+    let notify = Notify::bind(dir.path());
+    let process = run_without_watch(&path, addr, &[notify.env()]);
+    // READY=1 is sent once SIGHUP is handled (systemd's own order).
+    assert_eq!(notify.next(), "READY=1\n");
     let client = http1();
     std::fs::write(&path, toml(&[("web", addr)], &[b.addr])).unwrap();
     // The watcher is off: nothing changes until the signal.
@@ -311,21 +369,9 @@ async fn systemd_hears_ready_reloading_ready_and_stopping() {
     let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[a.addr]));
-    let socket_path = dir.path().join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut process = run_without_watch(
-        &path,
-        addr,
-        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
-    );
-    let mut buf = [0u8; 512];
-    let mut next = || {
-        let n = socket.recv(&mut buf).expect("no notification");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let notify = Notify::bind(dir.path());
+    let mut process = run_without_watch(&path, addr, &[notify.env()]);
+    let next = || notify.next();
     assert_eq!(next(), "READY=1\n");
     process.signal("HUP");
     let reloading = next();
@@ -595,4 +641,71 @@ async fn figures() {
         took[took.len() / 2],
         took[took.len() - 1]
     );
+}
+
+/// A backend that answers every request with a chunked body of `chunks` chunks, one every 50 ms.
+/// Returns its address and how many requests it has started answering.
+async fn streaming_backend(chunks: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&started);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for i in 0..chunks {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let chunk = format!("chunk {i:02}\n");
+                    let frame = format!("{:x}\r\n{chunk}\r\n", chunk.len());
+                    if s.write_all(frame.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    (addr, started)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_survives_reloads() {
+    let (stream, started) = streaming_backend(30).await;
+    let other = BackendBuilder::new("other").start().await;
+    let addr = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let one = toml(&[("web", addr)], &[stream]);
+    let path = write_file(dir.path(), "f.toml", &one);
+    let handle = start(&path);
+    let reloader = handle.reloader();
+    let body = tokio::spawn(async move { get_once(addr, "/stream").await });
+    assert!(
+        wait_until(Duration::from_secs(5), || started.load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    // Reload while the response streams (1.5 s): the stream's backend removed and re-added.
+    for i in 0..6 {
+        let text = if i % 2 == 0 {
+            toml(&[("web", addr)], &[other.addr])
+        } else {
+            one.clone()
+        };
+        std::fs::write(&path, text).unwrap();
+        assert!(reload(&reloader).await.unwrap().ok);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = body.await.unwrap();
+    assert_eq!(r.status, 200);
+    let expected: String = (0..30).map(|i| format!("chunk {i:02}\n")).collect();
+    assert_eq!(r.body, expected);
+    drop(handle);
 }
