@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigDiff, ConfigErrors};
 use crate::health::checker::{self, HealthTasks};
 use crate::listener;
 use crate::server::Shared;
@@ -165,6 +165,14 @@ impl Reloader {
         let path = self.path.clone().ok_or(ReloadError::NoFile)?;
         let started = Instant::now();
         let bytes = std::fs::read(&path);
+        if skip_same {
+            if let Err(e) = &bytes {
+                // Mid-update (an editor's rename dance) or deleted: keep serving, and let the
+                // next event (the file coming back) reload. Not recorded as a failed reload.
+                tracing::warn!(path = %path.display(), error = %e, "config file unreadable: not reloaded");
+                return Err(ReloadError::Config(ConfigErrors::io(&path, e)));
+            }
+        }
         let hash = bytes.as_ref().ok().map(|b| fingerprint(b));
         if skip_same && hash.is_some() && hash == state.seen {
             return Err(ReloadError::Unchanged);
@@ -271,6 +279,16 @@ impl Reloader {
         let summary = config.summary();
         state.config = config;
         Ok(summary)
+    }
+
+    /// What a reload would change, without changing anything (the admin API's dry run):
+    /// the file is read and validated like a reload, then compared with the running config.
+    pub fn dry_run(&self) -> Result<ConfigDiff, ReloadError> {
+        let path = self.path.clone().ok_or(ReloadError::NoFile)?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| ReloadError::Config(ConfigErrors::io(&path, &e)))?;
+        let candidate = parse(&bytes, &path)?;
+        Ok(crate::config::diff(&self.lock().config, &candidate))
     }
 
     /// Stops accepting reloads (a reload in progress finishes first).

@@ -206,6 +206,11 @@ impl Handle {
         self.reloader.last_reload()
     }
 
+    /// Stops the file watcher, for embedders (and tests) that reload only through `reload()`.
+    pub fn stop_watching(&mut self) {
+        self.watcher = None;
+    }
+
     /// The reloader, for triggers that outlive a borrow of the handle (the admin server).
     pub fn reloader(&self) -> Arc<Reloader> {
         Arc::clone(&self.reloader)

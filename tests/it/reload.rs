@@ -44,10 +44,17 @@ fn replace_by_rename(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Starts the library with the config file at `path` (file watcher included).
-fn start(path: &Path) -> fulcrum::Handle {
+/// Starts the library with the config file at `path`, file watcher included.
+fn start_watching(path: &Path) -> fulcrum::Handle {
     let config = fulcrum::Config::from_file(path).unwrap();
     fulcrum::start(config).unwrap()
+}
+
+/// Starts the library with the config file at `path`; only the test's `reload()` reloads it.
+fn start(path: &Path) -> fulcrum::Handle {
+    let mut handle = start_watching(path);
+    handle.stop_watching();
+    handle
 }
 
 async fn reload(
@@ -168,6 +175,15 @@ async fn reload_adds_and_removes_listeners_and_keeps_the_others() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
     std::fs::write(&path, toml(&[("keep", keep), ("new", new)], &[a.addr])).unwrap();
+    // The dry run names the change and changes nothing.
+    let diff = reloader.dry_run().unwrap();
+    assert_eq!(diff.listeners.added, [format!("listener \"new\" ({new})")]);
+    assert_eq!(
+        diff.listeners.removed,
+        [format!("listener \"old\" ({old})")]
+    );
+    assert!(diff.backends.is_empty() && diff.routes.is_empty());
+    assert!(!accepts(new));
     reload(&reloader).await.unwrap();
     // Drained: the idle connection is closed by Fulcrum.
     let eof = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf)).await;
@@ -330,7 +346,7 @@ async fn rename_replace_and_symlink_swap_reload() {
     std::os::unix::fs::symlink("v1", dir.path().join("..data")).unwrap();
     let path: PathBuf = dir.path().join("f.toml");
     std::os::unix::fs::symlink("..data/f.toml", &path).unwrap();
-    let handle = start(&path);
+    let handle = start_watching(&path);
     let client = http1();
     assert_eq!(get(&client, addr, "/").await.backend(), "a");
 
@@ -559,7 +575,7 @@ async fn figures() {
     let one = toml(&[("web", addr)], &[a.addr]);
     let two = toml(&[("web", addr)], &[a.addr, b.addr]);
     let path = write_file(dir.path(), "f.toml", &one);
-    let handle = start(&path);
+    let handle = start_watching(&path);
     let reloader = handle.reloader();
 
     // 0. RSS (first, while the heap holds nothing of the load below) after 1,000 reloads vs after the first.
