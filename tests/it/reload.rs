@@ -725,3 +725,26 @@ async fn a_streaming_response_survives_reloads() {
     assert_eq!(r.body, expected);
     drop(handle);
 }
+
+#[test]
+fn systemd_watchdog_pings_at_half_the_interval() {
+    let addr = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "f.toml",
+        &toml(&[("web", addr)], &[free_addr()]),
+    );
+    let notify = Notify::bind(dir.path());
+    // WatchdogSec=400ms: a ping every 200 ms.
+    let _process = run_without_watch(&path, addr, &[notify.env(), ("WATCHDOG_USEC", "400000")]);
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        if notify.next() == "WATCHDOG=1\n" {
+            pings += 1;
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "3 pings took {took:?}");
+}
