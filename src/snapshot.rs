@@ -12,13 +12,20 @@ use crate::backend::{Backend, BackendState, Pool};
 use crate::balance::Balancer;
 use crate::clock;
 use crate::config::{Config, ListenerConfig};
+use crate::region::{PoolRegions, Regions};
 use crate::route::RouteTable;
+
+use ipnet::IpNet;
 
 /// Everything the workers need to serve requests, for one config generation.
 #[derive(Debug)]
 pub struct Snapshot {
     pub listeners: Vec<ListenerSnapshot>,
     pub pools: Vec<Pool>,
+    /// `[[region]]` and `[geo]`: client IP -> region, failover orders.
+    pub regions: Regions,
+    /// `[global] trusted_proxies`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Box<[IpNet]>,
 }
 
 /// The request-path view of one `[[listener]]`.
@@ -53,6 +60,11 @@ impl Snapshot {
             .enumerate()
             .map(|(i, p)| (p.name.as_str(), i))
             .collect();
+        let regions = Regions::build(&config.regions, &config.geo).unwrap_or_else(|e| {
+            // Validation opened the database; it changed since. Regions by CIDR still work.
+            tracing::error!("{e}; country lookups are off until the next reload");
+            Regions::build(&config.regions, &Default::default()).unwrap_or_default()
+        });
         let now = clock::now_ms();
         let pools: Vec<Pool> = config
             .pools
@@ -81,6 +93,7 @@ impl Snapshot {
                         )
                     })
                     .collect();
+                let pool_regions = PoolRegions::build(&backends, &pc.region_split, &regions);
                 Pool {
                     name: Arc::from(pc.name.as_str()),
                     balancer: Balancer::new(pc.balance, &backends),
@@ -96,6 +109,7 @@ impl Snapshot {
                     health: pc.health.clone().map(Arc::new),
                     passive: pc.passive,
                     budget: Default::default(),
+                    regions: pool_regions,
                 }
             })
             .collect();
@@ -105,7 +119,12 @@ impl Snapshot {
             .iter()
             .map(|lc| ListenerSnapshot::build(lc, &index))
             .collect();
-        Snapshot { listeners, pools }
+        Snapshot {
+            listeners,
+            pools,
+            regions,
+            trusted_proxies: config.global.trusted_proxies.clone().into_boxed_slice(),
+        }
     }
 }
 

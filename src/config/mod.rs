@@ -28,6 +28,29 @@ pub struct Config {
     pub global: Global,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
+    /// `[[region]]`, in file order (a region's index is its id in the snapshot).
+    pub regions: Vec<RegionConfig>,
+    /// `[geo]`.
+    pub geo: GeoConfig,
+}
+
+/// `[[region]]`: which clients belong to a region and where they go when it is down.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegionConfig {
+    pub name: String,
+    /// Client networks of this region (longest prefix wins across all regions).
+    pub cidrs: Vec<IpNet>,
+    /// ISO 3166-1 alpha-2 codes, upper-cased; used with `[geo] mmdb`.
+    pub countries: Vec<String>,
+    /// Other regions (validated: defined, not this one), nearest first.
+    pub failover: Vec<String>,
+}
+
+/// `[geo]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GeoConfig {
+    /// A MaxMind-format database (GeoLite2 Country or ip-location-db layout); validated readable.
+    pub mmdb: Option<PathBuf>,
 }
 
 /// `[global]`.
@@ -120,6 +143,8 @@ pub struct PoolConfig {
     pub health: Option<HealthConfig>,
     /// `[pool.passive]`; always on with its defaults unless `consecutive_failures = 0`.
     pub passive: PassiveConfig,
+    /// Clients of unknown region are spread over these regions by weight (names validated).
+    pub region_split: Vec<(String, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +210,7 @@ impl PoolConfig {
             fail_open: false,
             health: None,
             passive: PassiveConfig::default(),
+            region_split: Vec::new(),
         }
     }
 }

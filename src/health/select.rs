@@ -13,10 +13,19 @@
 //! from small to its full weight without touching the balancers' precomputed state.
 //!
 //! "Never the same backend twice in a row" is the `avoid` argument.
+//!
+//! Regions (DESIGN section 5) narrow each of tiers 1-3 before it widens: a client of a known
+//! region is tried on its own region's backends, then on each of its `failover` regions in
+//! order, then on any backend; a client of unknown region in a pool with `region_split` gets a
+//! region by weight (a region with no fresh backend drops out of the split), then any. So a
+//! fresh backend of a failover region wins over an ejected one of the client's own region, and
+//! the balancer still picks within the narrowed set through its `eligible` predicate. Regions
+//! are small integers (`region::RegionId`) resolved at snapshot build: no string compares here.
 
 use std::sync::atomic::Ordering;
 
 use crate::backend::{Backend, Pool};
+use crate::region::{RegionId, Regions};
 
 /// `(pool index, backend index)` in a snapshot.
 pub type Choice = (usize, usize);
@@ -24,11 +33,34 @@ pub type Choice = (usize, usize);
 /// Picks a backend for pool `first`, falling back to its backup chain and fail-open.
 #[inline]
 pub fn pick(pools: &[Pool], first: usize, avoid: Option<Choice>, now: u64) -> Option<Choice> {
+    pick_for(pools, first, avoid, now, None)
+}
+
+/// [`pick`] for a client of known region (`Some((snapshot's regions, id))`) or unknown.
+#[inline]
+pub fn pick_for(
+    pools: &[Pool],
+    first: usize,
+    avoid: Option<Choice>,
+    now: u64,
+    client: Option<(&Regions, RegionId)>,
+) -> Option<Choice> {
     let mut at = Some(first);
     for _ in 0..pools.len() {
         let Some(p) = at else { break };
         let pool = &pools[p];
-        if let Some(i) = pick_in(pool, p, avoid, now) {
+        let chosen;
+        let order: &[RegionId] = match client {
+            Some((regions, id)) => regions.order(id),
+            None => match &pool.regions.split {
+                Some(split) => {
+                    chosen = split.pick(|r| has_fresh(pool, r, now));
+                    chosen.as_slice()
+                }
+                None => &[],
+            },
+        };
+        if let Some(i) = pick_in(pool, p, avoid, now, order) {
             if p == first && pool.fail_open {
                 end_fail_open(pool);
             }
@@ -39,20 +71,57 @@ pub fn pick(pools: &[Pool], first: usize, avoid: Option<Choice>, now: u64) -> Op
     fail_open(&pools[first], first, avoid)
 }
 
+/// Whether region `r` has a backend that is available and not ejected (the split's test).
 #[inline]
-fn pick_in(pool: &Pool, p: usize, avoid: Option<Choice>, now: u64) -> Option<usize> {
+fn has_fresh(pool: &Pool, r: RegionId, now: u64) -> bool {
+    pool.backends
+        .iter()
+        .enumerate()
+        .any(|(i, b)| pool.regions.of(i) == r && b.state.is_available() && !b.state.is_ejected(now))
+}
+
+/// Tiers 1-3 in pool `p`, each narrowed by `order` (regions, nearest first) before any backend.
+#[inline]
+fn pick_in(
+    pool: &Pool,
+    p: usize,
+    avoid: Option<Choice>,
+    now: u64,
+    order: &[RegionId],
+) -> Option<usize> {
     let backends = &pool.backends;
     let usable = |i: usize| Some((p, i)) != avoid && backends[i].state.is_available();
     let fresh = |i: usize| usable(i) && !backends[i].state.is_ejected(now);
+    let in_region = |r: RegionId| move |i: usize| pool.regions.of(i) == r;
+    for &r in order {
+        let here = in_region(r);
+        if let Some(i) = pick_fresh(pool, now, |i| here(i) && fresh(i)) {
+            return Some(i);
+        }
+    }
+    if let Some(i) = pick_fresh(pool, now, fresh) {
+        return Some(i);
+    }
+    for &r in order {
+        let here = in_region(r);
+        if let Some(i) = pool.balancer.pick(backends, |i| here(i) && usable(i)) {
+            return Some(i);
+        }
+    }
+    pool.balancer.pick(backends, usable)
+}
+
+/// Tiers 1 and 2 among the backends `fresh` admits: slow start first, then without it.
+#[inline]
+fn pick_fresh(pool: &Pool, now: u64, fresh: impl Fn(usize) -> bool) -> Option<usize> {
+    let backends = &pool.backends;
     if pool.slow_start_ms > 0 {
         let ramped = |i: usize| fresh(i) && admitted(&backends[i], pool.slow_start_ms, now);
         if let Some(i) = pool.balancer.pick(backends, ramped) {
             return Some(i);
         }
     }
-    pool.balancer
-        .pick(backends, fresh)
-        .or_else(|| pool.balancer.pick(backends, usable))
+    pool.balancer.pick(backends, fresh)
 }
 
 /// Slow start: whether a backend still ramping up takes this pick.

@@ -29,10 +29,10 @@ use super::framing::FramingFlags;
 use super::headers;
 use crate::access_log::{self, Record};
 use crate::backend::{InflightGuard, Pool};
-use crate::clock;
 use crate::health::{passive, select};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
+use crate::{client_ip, clock};
 
 /// What a connection knows about itself, shared by its requests.
 #[derive(Debug)]
@@ -130,6 +130,8 @@ fn record_for(req: &Request<Incoming>, cx: &ConnContext, snapshot: &Snapshot) ->
         listener: Arc::clone(&snapshot.listeners[cx.listener].name),
         pool: None,
         backend: None,
+        client_region: None,
+        served_region: None,
         referer: req.headers().get(header::REFERER).cloned(),
         user_agent: req.headers().get(header::USER_AGENT).cloned(),
     }
@@ -186,6 +188,22 @@ async fn forward(
     } else {
         None
     };
+    // The client's address (believing `trusted_proxies` only) and region, before our own
+    // hop is appended to X-Forwarded-For.
+    let client = client_ip::resolve(
+        cx.peer.ip(),
+        &snapshot.trusted_proxies,
+        parts
+            .headers
+            .get_all(headers::X_FORWARDED_FOR)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    let client_region = snapshot.regions.lookup(client);
+    if let Some(record) = log.as_mut() {
+        record.client = client;
+        record.client_region = client_region.and_then(|id| snapshot.regions.name(id).cloned());
+    }
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
 
     // A copy to replay on another backend, kept only when a replay is safe and allowed.
@@ -202,7 +220,9 @@ async fn forward(
             tracing::debug!(pool = %pool.name, "retry budget exhausted");
             break;
         }
-        let Some((p, index)) = select::pick(&snapshot.pools, pool_index, last, now) else {
+        let region = client_region.map(|id| (&snapshot.regions, id));
+        let Some((p, index)) = select::pick_for(&snapshot.pools, pool_index, last, now, region)
+        else {
             break;
         };
         last = Some((p, index));
@@ -223,6 +243,9 @@ async fn forward(
                 }
                 if let Some(record) = log.as_mut() {
                     record.backend = Some(Arc::clone(&target.backends[index].label));
+                    record
+                        .served_region
+                        .clone_from(&target.backends[index].region);
                     record.status = resp.status().as_u16();
                 }
                 return Ok(respond(

@@ -18,9 +18,9 @@ fn unknown_keys_have_location() {
         e.starts_with("fulcrum.toml:10:1: pool: on_down: unknown key, expected one of `name`"),
         "{e}"
     );
-    let e = error(&with("\n[[region]]\nname = \"us-east\"\n"));
+    let e = error(&with("\n[[region]]\nname = \"us-east\"\nzone = 1\n"));
     assert!(
-        e.starts_with("fulcrum.toml:11:3: region: unknown key"),
+        e.starts_with("fulcrum.toml:13:1: region: zone: unknown key"),
         "{e}"
     );
     let e = error("[global]\nadmin = \"127.0.0.1:9901\"\n");

@@ -56,6 +56,8 @@ pub fn config(listener: ListenerConfig, pools: Vec<PoolConfig>) -> Config {
         },
         listeners: vec![listener],
         pools,
+        regions: Vec::new(),
+        geo: Default::default(),
     }
 }
 
