@@ -16,4 +16,5 @@ mod health;
 mod lifecycle;
 mod malformed;
 mod protocols;
+mod region;
 mod routing;

@@ -225,4 +225,8 @@ fn fulcrum_toml_has_the_documented_shape() {
         .map(|b| b.region.as_deref())
         .collect();
     assert_eq!(regions, [Some("us-east"), Some("us-west")]);
+    let defined: Vec<&str> = c.regions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(defined, ["us-east", "us-west"]);
+    assert_eq!(c.regions[0].failover, ["us-west"]);
+    assert_eq!(c.pools[0].region_split.len(), 2);
 }
