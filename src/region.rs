@@ -219,6 +219,8 @@ pub struct PoolRegions {
     pub backend: Box<[RegionId]>,
     /// `region_split`: for clients of unknown region.
     pub split: Option<RegionSplit>,
+    /// Some backend has a region: narrowing by the client's region can find something.
+    pub regional: bool,
 }
 
 /// Regions by weight, in a smooth order shared by all workers (one atomic cursor).
@@ -231,7 +233,7 @@ pub struct RegionSplit {
 impl PoolRegions {
     /// Resolves the backends' region names and the split against `regions`.
     pub fn build(backends: &[Backend], split: &[(String, u32)], regions: &Regions) -> Self {
-        let backend = backends
+        let backend: Box<[RegionId]> = backends
             .iter()
             .map(|b| {
                 b.region
@@ -248,7 +250,11 @@ impl PoolRegions {
             regions: ids.into_boxed_slice(),
             order: RoundRobin::with_weights(&weights),
         });
-        PoolRegions { backend, split }
+        PoolRegions {
+            regional: backend.iter().any(|&r| r != NO_REGION),
+            backend,
+            split,
+        }
     }
 
     /// The backend's region (`NO_REGION` when out of range or in none).

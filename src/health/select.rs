@@ -51,7 +51,8 @@ pub fn pick_for(
         let pool = &pools[p];
         let chosen;
         let order: &[RegionId] = match client {
-            Some((regions, id)) => regions.order(id),
+            Some((regions, id)) if pool.regions.regional => regions.order(id),
+            Some(_) => &[],
             None => match &pool.regions.split {
                 Some(split) => {
                     chosen = split.pick(|r| has_fresh(pool, r, now));
