@@ -30,6 +30,7 @@ mod error;
 pub mod health;
 pub mod http;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod region;
 pub mod route;
 pub mod server;

@@ -36,6 +36,8 @@ pub struct ListenerSnapshot {
     pub routes: RouteTable,
     pub max_connections: usize,
     pub max_request_body: u64,
+    /// Trusted peers start their connections with a PROXY v1/v2 header.
+    pub proxy_protocol: bool,
 }
 
 impl Snapshot {
@@ -138,6 +140,7 @@ impl ListenerSnapshot {
             routes: RouteTable::new(&lc.routes, lookup(&lc.pool), lookup),
             max_connections: lc.max_connections,
             max_request_body: lc.max_request_body,
+            proxy_protocol: lc.proxy_protocol,
         }
     }
 }

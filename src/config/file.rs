@@ -69,6 +69,7 @@ pub(super) struct RawListener {
     pub pool: Option<Str>,
     pub max_connections: Option<Int>,
     pub max_request_body: Option<Int>,
+    pub proxy_protocol: Option<Spanned<bool>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
 }

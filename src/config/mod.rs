@@ -94,6 +94,8 @@ pub struct ListenerConfig {
     pub max_request_body: u64,
     /// First match wins.
     pub routes: Vec<RouteConfig>,
+    /// Connections from `trusted_proxies` start with a PROXY v1/v2 header naming the client.
+    pub proxy_protocol: bool,
 }
 
 /// `[[listener.route]]`: every condition that is set must match.
@@ -226,6 +228,7 @@ impl ListenerConfig {
             max_connections: 100_000,
             max_request_body: 0,
             routes: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }

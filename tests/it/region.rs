@@ -2,7 +2,7 @@
 //! 127.0.0.0/8 is local on Linux) are served by their own region's backends, fail over to the
 //! next region when theirs is down and come back when it recovers; unknown clients are split by
 //! weight; `X-Forwarded-For` is believed from trusted proxies only; a country database maps a
-//! public address to its region.
+//! public address to its region; a PROXY header is believed from trusted peers only.
 //!
 //! The mmdb test needs `@ip-location-db/geo-whois-asn-country-mmdb` (CC0), fetched by `.ci/run`
 //! with `npm pack` into `target/test-data/geo-whois-asn-country.mmdb` (or set
@@ -18,10 +18,20 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::flip::FlipBackend;
 use crate::support::proxy::{config, listener, Config, Proxy};
+
+/// A TCP connection to `proxy` from `source` (any 127/8 address).
+async fn connect_from(source: &str, proxy: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(proxy).await.unwrap()
+}
 
 /// An HTTP/1.1 connection to the proxy from a chosen local address.
 struct Client {
@@ -31,11 +41,13 @@ struct Client {
 
 impl Client {
     async fn from(source: &str, proxy: SocketAddr) -> Client {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket
-            .bind(SocketAddr::new(source.parse().unwrap(), 0))
-            .unwrap();
-        let stream = socket.connect(proxy).await.unwrap();
+        Client::with_preamble(source, proxy, b"").await
+    }
+
+    /// Like [`from`](Self::from), writing `preamble` (a PROXY header) first.
+    async fn with_preamble(source: &str, proxy: SocketAddr, preamble: &[u8]) -> Client {
+        let mut stream = connect_from(source, proxy).await;
+        stream.write_all(preamble).await.unwrap();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
@@ -293,4 +305,51 @@ async fn country_database_maps_public_addresses_to_regions() {
             "de"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_header_names_the_client_from_trusted_peers() {
+    let east = FlipBackend::start("east").await;
+    let west = FlipBackend::start("west").await;
+    let mut c = two_regions(&[east.addr], &[west.addr]);
+    c.regions[1].cidrs.push("198.51.100.0/24".parse().unwrap());
+    c.global.trusted_proxies = vec!["127.9.0.0/16".parse().unwrap()];
+    c.listeners[0].proxy_protocol = true;
+    let proxy = Proxy::start(c);
+
+    // v1 from a trusted balancer: the client is 198.51.100.7 (us-west).
+    let v1 = b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 80\r\n";
+    let mut lb = Client::with_preamble("127.9.0.1", proxy.addr, v1).await;
+    assert_eq!(lb.get(&[]).await, (StatusCode::OK, "west".to_string()));
+    assert_eq!(lb.get(&[]).await, (StatusCode::OK, "west".to_string()));
+    // v2 likewise.
+    let v2 = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (
+            "198.51.100.8:4000".parse::<SocketAddr>().unwrap(),
+            "127.0.0.1:80".parse::<SocketAddr>().unwrap(),
+        ),
+    )
+    .build()
+    .unwrap();
+    let mut lb2 = Client::with_preamble("127.9.0.2", proxy.addr, &v2).await;
+    assert_eq!(lb2.get(&[]).await, (StatusCode::OK, "west".to_string()));
+
+    // An untrusted peer is not read: no header needed, and it is its own client (us-east).
+    let mut direct = Client::from("127.1.0.1", proxy.addr).await;
+    assert_eq!(direct.get(&[]).await, (StatusCode::OK, "east".to_string()));
+
+    // A trusted peer without a header is disconnected.
+    let mut bare = connect_from("127.9.0.3", proxy.addr).await;
+    bare.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), bare.read_to_end(&mut out)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "expected a close, got {read:?} {:?}",
+        String::from_utf8_lossy(&out)
+    );
 }

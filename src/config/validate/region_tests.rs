@@ -104,6 +104,19 @@ fn backend_region_is_a_free_label_without_regions() {
 }
 
 #[test]
+fn proxy_protocol_needs_trusted_proxies() {
+    let text = MINIMAL_PP.replace("[global]\ntrusted_proxies = [\"10.0.0.0/8\"]\n", "");
+    assert_eq!(
+        errors(&text),
+        ["fulcrum.toml:5:18: listener \"web\": proxy_protocol: PROXY headers are accepted from trusted_proxies only, and [global] trusted_proxies is empty"]
+    );
+    let c = parse(MINIMAL_PP).expect("valid");
+    assert!(c.listeners[0].proxy_protocol);
+}
+
+const MINIMAL_PP: &str = "[global]\ntrusted_proxies = [\"10.0.0.0/8\"]\n[[listener]]\nname = \"web\"\nbind = \"0.0.0.0:8080\"\npool = \"web\"\nproxy_protocol = true\n[[pool]]\nname = \"web\"\nbackends = [{ address = \"10.0.0.1:80\" }]\n";
+
+#[test]
 fn mmdb_must_open() {
     let e = errors(&with("\n[geo]\nmmdb = \"/nonexistent/x.mmdb\"\n"));
     assert_eq!(e.len(), 1);
