@@ -311,6 +311,94 @@ mod tests {
         assert_eq!(r.name(0).map(|n| &**n), Some("wide"));
     }
 
+    /// A tiny IPv4 MaxMind DB (format 2.0, 24-bit records) holding one network, built by hand
+    /// so the GeoLite2 layout is tested without a licensed file.
+    fn mmdb_with(prefix: u8, first_octet: u8, record: &[u8]) -> Vec<u8> {
+        let node_count = u32::from(prefix);
+        let data_pointer = node_count + 16;
+        let mut out = Vec::new();
+        for i in 0..prefix {
+            let bit = (first_octet >> (7 - i)) & 1;
+            let next = if i + 1 == prefix {
+                data_pointer
+            } else {
+                u32::from(i) + 1
+            };
+            let (left, right) = if bit == 0 {
+                (next, node_count)
+            } else {
+                (node_count, next)
+            };
+            out.extend_from_slice(&left.to_be_bytes()[1..]);
+            out.extend_from_slice(&right.to_be_bytes()[1..]);
+        }
+        out.extend_from_slice(&[0; 16]);
+        out.extend_from_slice(record);
+        out.extend_from_slice(b"\xAB\xCD\xEFMaxMind.com");
+        let s = |out: &mut Vec<u8>, t: &str| {
+            out.push(0x40 | t.len() as u8);
+            out.extend_from_slice(t.as_bytes());
+        };
+        let u16v = |out: &mut Vec<u8>, v: u16| {
+            out.push(0xA2);
+            out.extend_from_slice(&v.to_be_bytes());
+        };
+        out.push(0xE0 | 9);
+        s(&mut out, "node_count");
+        out.push(0xC4);
+        out.extend_from_slice(&node_count.to_be_bytes());
+        s(&mut out, "record_size");
+        u16v(&mut out, 24);
+        s(&mut out, "ip_version");
+        u16v(&mut out, 4);
+        s(&mut out, "database_type");
+        s(&mut out, "Test-Country");
+        s(&mut out, "languages");
+        out.extend_from_slice(&[0x00, 0x04]); // empty array
+        s(&mut out, "binary_format_major_version");
+        u16v(&mut out, 2);
+        s(&mut out, "binary_format_minor_version");
+        u16v(&mut out, 0);
+        s(&mut out, "build_epoch");
+        out.extend_from_slice(&[0x01, 0x02, 0x01]); // uint64 = 1
+        s(&mut out, "description");
+        out.push(0xE0); // empty map
+        out
+    }
+
+    fn country_regions() -> Vec<RegionConfig> {
+        let mut de = region("eu", &[], &[]);
+        de.countries = vec!["DE".into()];
+        let mut us = region("us", &["8.8.8.0/24"], &[]);
+        us.countries = vec!["US".into()];
+        vec![de, us]
+    }
+
+    #[test]
+    fn geolite2_and_ip_location_db_layouts() {
+        // GeoLite2: {"country": {"iso_code": "DE"}} for 8.0.0.0/8.
+        let mut geolite = vec![0xE1, 0x47];
+        geolite.extend_from_slice(b"country");
+        geolite.extend_from_slice(&[0xE1, 0x48]);
+        geolite.extend_from_slice(b"iso_code");
+        geolite.extend_from_slice(&[0x42]);
+        geolite.extend_from_slice(b"DE");
+        // ip-location-db: {"country_code": "de"} (lower case is accepted too).
+        let mut ild = vec![0xE1, 0x4C];
+        ild.extend_from_slice(b"country_code");
+        ild.extend_from_slice(&[0x42]);
+        ild.extend_from_slice(b"de");
+        for record in [geolite, ild] {
+            let reader = maxminddb::Reader::from_source(mmdb_with(8, 8, &record)).unwrap();
+            let r = Regions::with_reader(&country_regions(), Some(reader)).unwrap();
+            assert_eq!(r.country("8.1.2.3".parse().unwrap()), Some(*b"DE"));
+            assert_eq!(r.lookup("8.1.2.3".parse().unwrap()), Some(0));
+            // A region's CIDR wins over the database.
+            assert_eq!(r.lookup("8.8.8.8".parse().unwrap()), Some(1));
+            assert_eq!(r.lookup("9.0.0.1".parse().unwrap()), None);
+        }
+    }
+
     #[test]
     fn split_is_smooth_and_drops_unavailable_regions() {
         let split = RegionSplit {
