@@ -43,6 +43,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::RoundRobin;
 use crate::backend::Backend;
+use crate::config::HashKey;
 
 /// Entries per backend (and per unit of reduced weight) at least.
 const ENTRIES_PER_BACKEND: u64 = 100;
@@ -61,6 +62,8 @@ const SEED_PROBE: u64 = 0x6d61_676c_6576_0003;
 /// Maglev consistent hashing with a round-robin fallback for requests without a key.
 #[derive(Debug)]
 pub struct ConsistentHash {
+    /// What the proxy hashes from the request.
+    key: HashKey,
     /// Entry -> backend index, over all configured backends.
     table: Box<[u32]>,
     /// Entry -> where its keys go while its backend is unavailable, as of the last `rebuild`.
@@ -71,9 +74,10 @@ pub struct ConsistentHash {
 
 impl ConsistentHash {
     /// Builds the table for `pool`'s backends (their identity is `pool \0 address`).
-    pub fn new(pool: &str, backends: &[Backend]) -> Self {
+    pub fn new(pool: &str, key: HashKey, backends: &[Backend]) -> Self {
         let table = maglev_table(pool, backends).into_boxed_slice();
         ConsistentHash {
+            key,
             fallback: ArcSwap::from_pointee(table.clone()),
             table,
             round_robin: RoundRobin::new(backends),
@@ -139,6 +143,11 @@ impl ConsistentHash {
             })
             .collect();
         self.fallback.store(Arc::new(fallback));
+    }
+
+    /// What to hash from the request.
+    pub fn key(&self) -> &HashKey {
+        &self.key
     }
 
     /// Table size (a prime).

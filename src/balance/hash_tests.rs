@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::balance::test_support::backends;
+use crate::config::HashKey;
 
 const KEYS: u64 = 100_000;
 
@@ -26,11 +27,14 @@ fn shares(map: &[usize], n: usize) -> Vec<usize> {
 #[test]
 fn table_is_prime_and_at_least_100_per_backend() {
     let b = backends(&[1; 10]);
-    let ch = ConsistentHash::new("p", &b);
+    let ch = ConsistentHash::new("p", HashKey::ClientIp, &b);
     assert_eq!(ch.table_len(), 1009);
     let b = backends(&[2, 1]);
-    assert_eq!(ConsistentHash::new("p", &b).table_len(), 307);
-    assert!(ConsistentHash::new("p", &[])
+    assert_eq!(
+        ConsistentHash::new("p", HashKey::ClientIp, &b).table_len(),
+        307
+    );
+    assert!(ConsistentHash::new("p", HashKey::ClientIp, &[])
         .pick(&[], Some(1), |_| true)
         .is_none());
 }
@@ -38,7 +42,7 @@ fn table_is_prime_and_at_least_100_per_backend() {
 #[test]
 fn ten_equal_backends_are_balanced() {
     let b = backends(&[1; 10]);
-    let ch = ConsistentHash::new("web", &b);
+    let ch = ConsistentHash::new("web", HashKey::ClientIp, &b);
     let c = shares(&mapping(&ch, &b, |_| true), 10);
     let max = *c.iter().max().unwrap() as f64;
     let mean = KEYS as f64 / 10.0;
@@ -48,7 +52,7 @@ fn ten_equal_backends_are_balanced() {
 #[test]
 fn removing_one_moves_only_its_keys_and_adding_it_back_restores() {
     let b = backends(&[1; 10]);
-    let ch = ConsistentHash::new("web", &b);
+    let ch = ConsistentHash::new("web", HashKey::ClientIp, &b);
     let before = mapping(&ch, &b, |_| true);
     for gone in [0, 3, 9] {
         let after = mapping(&ch, &b, |i| i != gone);
@@ -79,7 +83,7 @@ fn removing_one_moves_only_its_keys_and_adding_it_back_restores() {
 #[test]
 fn weights_two_to_one() {
     let b = backends(&[2, 1]);
-    let ch = ConsistentHash::new("cache", &b);
+    let ch = ConsistentHash::new("cache", HashKey::ClientIp, &b);
     let c = shares(&mapping(&ch, &b, |_| true), 2);
     let ratio = c[0] as f64 / c[1] as f64;
     assert!((ratio - 2.0).abs() <= 0.10, "{c:?} ratio {ratio}");
@@ -88,12 +92,18 @@ fn weights_two_to_one() {
 #[test]
 fn same_config_same_table_different_pool_different_table() {
     let b = backends(&[1, 2, 3, 1]);
-    let (x, y) = (ConsistentHash::new("p", &b), ConsistentHash::new("p", &b));
+    let (x, y) = (
+        ConsistentHash::new("p", HashKey::ClientIp, &b),
+        ConsistentHash::new("p", HashKey::ClientIp, &b),
+    );
     assert_eq!(x.table, y.table);
-    assert_ne!(x.table, ConsistentHash::new("q", &b).table);
+    assert_ne!(
+        x.table,
+        ConsistentHash::new("q", HashKey::ClientIp, &b).table
+    );
     // Pinned: the hash and the table construction must not change between releases.
     let b = backends(&[1; 3]);
-    let ch = ConsistentHash::new("pin", &b);
+    let ch = ConsistentHash::new("pin", HashKey::ClientIp, &b);
     let first: Vec<usize> = (0..8)
         .map(|i: u64| {
             ch.pick(&b, Some(key_hash(&i.to_le_bytes())), |_| true)
@@ -109,7 +119,7 @@ const PINNED: [usize; 8] = [0, 0, 0, 1, 1, 1, 0, 1];
 #[test]
 fn no_key_goes_round_robin_and_nothing_eligible_is_none() {
     let b = backends(&[1, 1, 1]);
-    let ch = ConsistentHash::new("p", &b);
+    let ch = ConsistentHash::new("p", HashKey::ClientIp, &b);
     let seq: Vec<usize> = (0..6)
         .map(|_| ch.pick(&b, None, |_| true).unwrap())
         .collect();
@@ -149,7 +159,10 @@ impl Ring {
 fn ring_vs_maglev() {
     for n in [10usize, 100] {
         let b = backends(&vec![1; n]);
-        let (ch, ring) = (ConsistentHash::new("web", &b), Ring::new("web", &b));
+        let (ch, ring) = (
+            ConsistentHash::new("web", HashKey::ClientIp, &b),
+            Ring::new("web", &b),
+        );
         let hashes: Vec<u64> = keys().collect();
         let maglev_map: Vec<usize> = hashes
             .iter()

@@ -23,7 +23,7 @@ pub use round_robin::RoundRobin;
 pub use sticky::Sticky;
 
 use crate::backend::Backend;
-use crate::config::{BalanceKind, PoolConfig};
+use crate::config::{BalanceKind, HashKey, PoolConfig};
 
 /// What a request says about where it wants to go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,9 +50,11 @@ impl Balancer {
     /// Builds the balancer for a pool's backends (precomputes what it can, off the request path).
     pub fn for_pool(pool: &PoolConfig, backends: &[Backend]) -> Self {
         match pool.balance {
-            BalanceKind::ConsistentHash => {
-                Balancer::ConsistentHash(ConsistentHash::new(&pool.name, backends))
-            }
+            BalanceKind::ConsistentHash => Balancer::ConsistentHash(ConsistentHash::new(
+                &pool.name,
+                pool.hash_key.clone(),
+                backends,
+            )),
             BalanceKind::StickyCookie => {
                 Balancer::Sticky(Sticky::new(&pool.name, &pool.sticky_cookie, backends))
             }
@@ -68,7 +70,7 @@ impl Balancer {
             BalanceKind::LeastConn => Balancer::LeastConn(LeastConn::new(backends)),
             BalanceKind::RandomTwo => Balancer::RandomTwo(RandomTwo::new(backends)),
             BalanceKind::ConsistentHash => {
-                Balancer::ConsistentHash(ConsistentHash::new("", backends))
+                Balancer::ConsistentHash(ConsistentHash::new("", HashKey::ClientIp, backends))
             }
             BalanceKind::StickyCookie => {
                 Balancer::Sticky(Sticky::new("", "FULCRUM_STICKY", backends))

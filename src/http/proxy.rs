@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::affinity;
 use super::body::{BodyError, RequestBody, ResponseBody};
 use super::client::{self, PooledConn};
 use super::error::ProxyError;
@@ -181,6 +182,8 @@ async fn forward(
     } else {
         None
     };
+    // consistent_hash / sticky_cookie only; strips the sticky cookie before anything is copied.
+    let affinity = affinity::extract(&pool.balancer, &mut parts, cx.peer.ip());
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
 
     // A copy to replay on another backend, kept only when a replay is safe and allowed.
@@ -191,7 +194,7 @@ async fn forward(
     let mut last: Option<usize> = None;
     let mut error = ProxyError::NoBackend;
     for _attempt in 0..=pool.retries {
-        let Some(index) = pool.balancer.pick(&pool.backends, |i| {
+        let Some(index) = pool.balancer.pick_for(&pool.backends, affinity, |i| {
             Some(i) != last && pool.backends[i].state.is_available()
         }) else {
             break;
@@ -210,14 +213,10 @@ async fn forward(
                     record.backend = Some(Arc::clone(&pool.backends[index].label));
                     record.status = resp.status().as_u16();
                 }
-                return Ok(respond(
-                    resp,
-                    conn,
-                    inflight,
-                    client_upgrade,
-                    log.take(),
-                    started,
-                ));
+                let mut resp = respond(resp, conn, inflight, client_upgrade, log.take(), started);
+                let secure = cx.proto == "https";
+                affinity::set_cookie(&pool.balancer, affinity, index, secure, resp.headers_mut());
+                return Ok(resp);
             }
             Err((err, unsent)) => {
                 let retry = err.is_retryable(replayable) || unsent.is_some();

@@ -10,6 +10,7 @@ mod support;
 mod balance;
 mod cli;
 mod errors;
+mod hash;
 mod headers;
 mod lifecycle;
 mod malformed;
