@@ -9,8 +9,10 @@
 //! few percent of imbalance. What a ring does better is disruption on a membership change, which
 //! is why availability is *not* handled by rebuilding the table (below).
 //!
-//! **Table.** Size `M` is the smallest prime ≥ 100 × max(backends, sum of reduced weights), so
-//! every backend owns at least 100 entries and weights are honoured to within 1%. Each backend's
+//! **Table.** Size `M` is a prime ≥ 100 × max(backends, sum of reduced weights), taken from a
+//! fixed ladder of primes that roughly double (see [`table_size`]), so every backend owns at
+//! least 100 entries, weights are honoured to within 1%, and adding or removing a backend
+//! usually keeps `M` (a different `M` would remap nearly every key). Each backend's
 //! preference list is the permutation `(offset + j * skip) mod M`, with `offset` and `skip`
 //! derived from xxh3 of `pool name \0 address` (fixed seeds): the same config builds the same
 //! table on every machine, in every process, so instances agree on every key without sharing
@@ -194,6 +196,19 @@ fn next_prime(n: u64) -> u64 {
     (n.max(2)..).find(|&m| is_prime(m)).unwrap_or(n)
 }
 
+/// The table size for at least `min` entries: the first of the primes 101, next_prime(2 * 101),
+/// ... that is ≥ `min`. Sizes come from this fixed ladder, not "the smallest prime ≥ min",
+/// because a key's entry depends on the size: with sizes that follow the backend count exactly,
+/// adding or removing one backend would change the size and remap almost every key. On the
+/// ladder, the size (and so every key's entry) stays put until the pool doubles or halves.
+fn table_size(min: u64) -> u64 {
+    let mut m = 101;
+    while m < min {
+        m = next_prime(2 * m);
+    }
+    m
+}
+
 /// Weighted Maglev population: backends take turns, each claiming `weight` (reduced) entries per
 /// turn, each the next free entry along its own permutation.
 fn maglev_table(pool: &str, backends: &[Backend]) -> Vec<u32> {
@@ -218,7 +233,7 @@ fn maglev_table(pool: &str, backends: &[Backend]) -> Vec<u32> {
             .iter_mut()
             .for_each(|w| *w = (*w * units / sum).max(1));
     }
-    let m = next_prime(ENTRIES_PER_BACKEND * units.max(n));
+    let m = table_size(ENTRIES_PER_BACKEND * units.max(n));
     // (offset, skip) of each backend's permutation; skip in 1..m, so with m prime every
     // permutation visits every entry.
     let perms: Vec<(u64, u64)> = backends

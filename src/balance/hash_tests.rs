@@ -28,11 +28,18 @@ fn shares(map: &[usize], n: usize) -> Vec<usize> {
 fn table_is_prime_and_at_least_100_per_backend() {
     let b = backends(&[1; 10]);
     let ch = ConsistentHash::new("p", HashKey::ClientIp, &b);
-    assert_eq!(ch.table_len(), 1009);
+    assert_eq!(ch.table_len(), 1733);
+    assert!(is_prime(1733));
+    // One backend fewer: the same size, so keys keep their entries.
+    let nine = backends(&[1; 9]);
+    assert_eq!(
+        ConsistentHash::new("p", HashKey::ClientIp, &nine).table_len(),
+        1733
+    );
     let b = backends(&[2, 1]);
     assert_eq!(
         ConsistentHash::new("p", HashKey::ClientIp, &b).table_len(),
-        307
+        431
     );
     assert!(ConsistentHash::new("p", HashKey::ClientIp, &[])
         .pick(&[], Some(1), |_| true)
@@ -80,6 +87,36 @@ fn removing_one_moves_only_its_keys_and_adding_it_back_restores() {
     }
 }
 
+/// A reload that removes a backend builds a new table: Maglev moves that backend's keys and
+/// a few of the others' (not zero, unlike availability changes, which never rebuild the table).
+#[test]
+fn reload_without_a_backend_moves_few_other_keys() {
+    let b = backends(&[1; 10]);
+    let before = mapping(
+        &ConsistentHash::new("web", HashKey::ClientIp, &b),
+        &b,
+        |_| true,
+    );
+    let gone = 4;
+    let rest: Vec<Backend> = b
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != gone)
+        .map(|(_, x)| x.clone())
+        .collect();
+    let ch = ConsistentHash::new("web", HashKey::ClientIp, &rest);
+    let after = mapping(&ch, &rest, |_| true);
+    let addr_of = |map: &[usize], all: &[Backend], k: usize| all[map[k]].addr;
+    let collateral = (0..before.len())
+        .filter(|&k| before[k] != gone && addr_of(&before, &b, k) != addr_of(&after, &rest, k))
+        .count();
+    println!(
+        "reload removing 1 of 10: {:.2}% of the other keys moved",
+        collateral as f64 * 100.0 / KEYS as f64
+    );
+    assert!(collateral as f64 <= 0.03 * KEYS as f64, "{collateral}");
+}
+
 #[test]
 fn weights_two_to_one() {
     let b = backends(&[2, 1]);
@@ -114,7 +151,7 @@ fn same_config_same_table_different_pool_different_table() {
 }
 
 /// Recorded once; a change here remaps every key of every deployment.
-const PINNED: [usize; 8] = [0, 0, 0, 1, 1, 1, 0, 1];
+const PINNED: [usize; 8] = [0, 2, 0, 0, 0, 0, 1, 0];
 
 #[test]
 fn no_key_goes_round_robin_and_nothing_eligible_is_none() {

@@ -218,7 +218,9 @@ fn fulcrum_toml_has_the_documented_shape() {
     assert_eq!(c.listeners[0].bind, addr("0.0.0.0:8080"));
     assert_eq!(c.listeners[0].routes.len(), 2);
     let names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["web", "static"]);
+    assert_eq!(names, ["web", "static", "cache", "sessions"]);
+    assert_eq!(c.pools[2].balance, BalanceKind::ConsistentHash);
+    assert_eq!(c.pools[3].balance, BalanceKind::StickyCookie);
     let regions: Vec<Option<&str>> = c.pools[0]
         .backends
         .iter()
