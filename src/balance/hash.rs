@@ -275,5 +275,6 @@ fn identity(pool: &str, b: &Backend) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "hash_tests.rs"]
 mod tests;
