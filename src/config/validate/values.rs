@@ -98,7 +98,7 @@ pub(super) fn protocol(text: &str) -> Result<Protocol, Msg> {
     }
 }
 
-/// The balancing algorithm; the documented-but-unimplemented ones say so instead of "unknown".
+/// The balancing algorithm.
 pub(super) fn balance(text: &str) -> Result<BalanceKind, Msg> {
     match text {
         "round_robin" => Ok(BalanceKind::RoundRobin),
