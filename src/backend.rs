@@ -3,13 +3,32 @@
 //! `BackendState` holds only atomics: every worker reads and updates it without a lock. It is
 //! keyed by `(pool, address)` and carried from one snapshot to the next (see `snapshot.rs`), so a
 //! reload neither resets health nor loses in-flight counts.
+//!
+//! Health is written by two parties and read by the request path: the active checker (its own
+//! task on the control runtime) writes `healthy` and `up_since`; passive ejection
+//! (`health::passive`, called by the proxy after each attempt) writes the failure streak and
+//! `ejected_until`. Times are `clock::now_ms()` values. The last state change with its reason is
+//! kept for the admin API in `last_change`, a cold-path value the request path never reads.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
 
 use crate::balance::Balancer;
+use crate::config::{HealthConfig, PassiveConfig};
+use crate::http::budget::RetryBudget;
+
+/// A health state change and why, kept for status pages (cold path only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub at: SystemTime,
+    /// "up", "down", "ejected".
+    pub state: &'static str,
+    pub reason: String,
+}
 
 /// Shared, lock-free state of one backend.
 #[derive(Debug)]
@@ -20,6 +39,16 @@ pub struct BackendState {
     healthy: AtomicBool,
     /// Drained by the operator: no new work, in-flight work finishes.
     draining: AtomicBool,
+    /// Passive: failed attempts in a row.
+    pub(crate) failures: AtomicU32,
+    /// Passive: ejections since the last success after a return (the doubling exponent).
+    pub(crate) ejections: AtomicU32,
+    /// Passive: ejected while `now_ms() < ejected_until`; 0 = never ejected.
+    pub(crate) ejected_until: AtomicU64,
+    /// When the backend last came up (or was added by a reload); 0 = up from the start.
+    up_since: AtomicU64,
+    /// Last state change and its reason (cold path: logs and the admin API).
+    last_change: ArcSwapOption<StateChange>,
 }
 
 impl Default for BackendState {
@@ -28,6 +57,11 @@ impl Default for BackendState {
             inflight: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            up_since: AtomicU64::new(0),
+            last_change: ArcSwapOption::empty(),
         }
     }
 }
@@ -44,8 +78,63 @@ impl BackendState {
         self.inflight.load(Ordering::Relaxed)
     }
 
+    /// The active verdict alone (not draining, not ejection).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Passively ejected at `now` (a `clock::now_ms()` value).
+    #[inline]
+    pub fn is_ejected(&self, now: u64) -> bool {
+        now < self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// When the backend last returned to service (came up, was added, or its ejection ended);
+    /// 0 when it has been in service since the start. Slow start ramps from here.
+    #[inline]
+    pub fn in_service_since(&self) -> u64 {
+        self.up_since
+            .load(Ordering::Relaxed)
+            .max(self.ejected_until.load(Ordering::Relaxed))
+    }
+
+    /// Sets the active verdict; coming up at `now` starts its slow-start ramp and ends a
+    /// passive ejection (the checks just saw it recover: it returns as a fresh backend).
+    pub fn set_healthy_at(&self, up: bool, now: u64) {
+        if up && !self.healthy.load(Ordering::Relaxed) {
+            self.up_since.store(now, Ordering::Relaxed);
+            self.ejected_until.store(0, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejections.store(0, Ordering::Relaxed);
+        }
+        self.healthy.store(up, Ordering::Relaxed);
+    }
+
     pub fn set_healthy(&self, up: bool) {
         self.healthy.store(up, Ordering::Relaxed);
+    }
+
+    /// A backend added by a reload ramps like one that came back.
+    pub fn mark_added(&self, now: u64) {
+        self.up_since.store(now, Ordering::Relaxed);
+    }
+
+    /// Records a state change for status pages (cold path).
+    pub fn record_change(&self, state: &'static str, reason: String) {
+        self.last_change.store(Some(Arc::new(StateChange {
+            at: SystemTime::now(),
+            state,
+            reason,
+        })));
+    }
+
+    /// The last state change, if any (cold path).
+    pub fn last_change(&self) -> Option<Arc<StateChange>> {
+        self.last_change.load_full()
     }
 
     pub fn set_draining(&self, draining: bool) {
@@ -109,4 +198,16 @@ pub struct Pool {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Index of the pool that serves when none here is available.
+    pub backup: Option<usize>,
+    /// Ramp length in milliseconds; 0 = none.
+    pub slow_start_ms: u64,
+    pub fail_open: bool,
+    /// Fail-open is in effect (every backend down, nothing in the backup chain): for status.
+    pub fail_open_active: AtomicBool,
+    /// The active check, run by `health::checker` (never read on the request path).
+    pub health: Option<Arc<HealthConfig>>,
+    pub passive: PassiveConfig,
+    /// Caps retries to a share of this pool's requests.
+    pub budget: RetryBudget,
 }

@@ -22,9 +22,11 @@
 pub mod access_log;
 pub mod backend;
 pub mod balance;
+pub mod clock;
 pub mod config;
 pub mod demo;
 mod error;
+pub mod health;
 pub mod http;
 pub mod listener;
 pub mod route;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::error::Error;
+use crate::health::{self, checker::HealthTasks, status::PoolStatus};
 use crate::listener;
 use crate::snapshot::Snapshot;
 use crate::worker::{self, WorkerSocket};
@@ -43,6 +44,8 @@ pub struct Handle {
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     control: Option<tokio::runtime::Runtime>,
+    /// Active checks of the current snapshot (a reload replaces them).
+    health: HealthTasks,
 }
 
 /// How the request path is threaded; see `worker.rs`.
@@ -88,6 +91,8 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         shutdown_grace: config.global.shutdown_grace,
         active: bound.iter().map(|b| Arc::clone(&b.active)).collect(),
     });
+    // Active checks follow the snapshot; fresh backends are up until a check says otherwise.
+    let health = health::checker::spawn(&shared.snapshot.load(), control_thread.handle());
     let listeners: Vec<(String, SocketAddr)> =
         bound.iter().map(|b| (b.name.clone(), b.addr)).collect();
 
@@ -130,6 +135,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         shutdown,
         workers: handles,
         control: Some(control_thread),
+        health,
     })
 }
 
@@ -145,6 +151,16 @@ impl Handle {
     /// Open client connections.
     pub fn open_connections(&self) -> usize {
         self.shared.open_connections()
+    }
+
+    /// Health of every pool and backend (cold path: tests, the admin API).
+    pub fn status(&self) -> Vec<PoolStatus> {
+        health::status::of(&self.shared.snapshot.load())
+    }
+
+    /// Backends under active checks.
+    pub fn health_checks(&self) -> usize {
+        self.health.len()
     }
 
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns

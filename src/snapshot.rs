@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, BackendState, Pool};
 use crate::balance::Balancer;
+use crate::clock;
 use crate::config::{Config, ListenerConfig};
 use crate::route::RouteTable;
 
@@ -46,6 +47,13 @@ impl Snapshot {
             })
             .unwrap_or_default();
 
+        let index: HashMap<&str, usize> = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let now = clock::now_ms();
         let pools: Vec<Pool> = config
             .pools
             .iter()
@@ -54,10 +62,17 @@ impl Snapshot {
                     .backends
                     .iter()
                     .map(|bc| {
-                        let state = carried
-                            .get(&(pc.name.as_str(), bc.address))
-                            .map(|s| Arc::clone(s))
-                            .unwrap_or_default();
+                        let state = match carried.get(&(pc.name.as_str(), bc.address)) {
+                            Some(s) => Arc::clone(s),
+                            None => {
+                                let s = Arc::new(BackendState::default());
+                                // Added by a reload: ramp up like a returning backend.
+                                if previous.is_some() {
+                                    s.mark_added(now);
+                                }
+                                s
+                            }
+                        };
                         Backend::new(
                             bc.address,
                             bc.weight,
@@ -74,16 +89,17 @@ impl Snapshot {
                     connect_timeout: pc.connect_timeout,
                     request_timeout: pc.request_timeout,
                     idle_timeout: pc.idle_timeout,
+                    backup: pc.backup.as_deref().and_then(|b| index.get(b).copied()),
+                    slow_start_ms: u64::try_from(pc.slow_start.as_millis()).unwrap_or(u64::MAX),
+                    fail_open: pc.fail_open,
+                    fail_open_active: Default::default(),
+                    health: pc.health.clone().map(Arc::new),
+                    passive: pc.passive,
+                    budget: Default::default(),
                 }
             })
             .collect();
 
-        let index: HashMap<&str, usize> = config
-            .pools
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
-            .collect();
         let listeners = config
             .listeners
             .iter()

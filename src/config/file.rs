@@ -85,6 +85,35 @@ pub(super) struct RawPool {
     pub sticky_cookie: Option<Str>,
     /// Spanned as a whole so an empty list can be pointed at.
     pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    pub backup: Option<Str>,
+    pub slow_start: Option<Str>,
+    pub fail_open: Option<Spanned<bool>>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub passive: Option<Spanned<RawPassive>>,
+}
+
+/// `[pool.health]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub kind: Option<Str>,
+    pub path: Option<Str>,
+    pub expect_status: Option<Str>,
+    pub send: Option<Str>,
+    pub expect: Option<Str>,
+    pub port: Option<Int>,
+    pub interval: Option<Str>,
+    pub timeout: Option<Str>,
+    pub rise: Option<Int>,
+    pub fall: Option<Int>,
+}
+
+/// `[pool.passive]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPassive {
+    pub consecutive_failures: Option<Int>,
+    pub eject_for: Option<Str>,
 }
 
 /// One entry of `backends = [...]`.

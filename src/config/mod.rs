@@ -8,9 +8,11 @@
 
 mod error;
 mod file;
+mod health;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use health::{HealthConfig, HealthKind, PassiveConfig, StatusRanges, MAX_EJECTION};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -129,6 +131,16 @@ pub struct PoolConfig {
     /// `sticky_cookie` only: the cookie's name. Default `FULCRUM_STICKY`.
     pub sticky_cookie: String,
     pub backends: Vec<BackendConfig>,
+    /// Pool that serves when no backend here is available (validated: exists, no cycle).
+    pub backup: Option<String>,
+    /// A backend that comes back (or is added) ramps to its full share over this time.
+    pub slow_start: Duration,
+    /// Every backend down and nothing in the backup chain: use them all anyway.
+    pub fail_open: bool,
+    /// `[pool.health]`; `None`: backends are assumed up.
+    pub health: Option<HealthConfig>,
+    /// `[pool.passive]`; always on with its defaults unless `consecutive_failures = 0`.
+    pub passive: PassiveConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +203,11 @@ impl PoolConfig {
             hash_key: HashKey::ClientIp,
             sticky_cookie: "FULCRUM_STICKY".to_string(),
             backends,
+            backup: None,
+            slow_start: Duration::ZERO,
+            fail_open: false,
+            health: None,
+            passive: PassiveConfig::default(),
         }
     }
 }

@@ -9,12 +9,15 @@
 //! Serde is the exception: a TOML syntax error, an unknown key or a value of the wrong TOML type
 //! stops deserialization, so at most one such error is reported (see `file.rs`).
 
+mod health;
 mod listeners;
 mod pools;
 mod values;
 
 #[cfg(test)]
 mod error_tests;
+#[cfg(test)]
+mod health_tests;
 #[cfg(test)]
 mod tests;
 

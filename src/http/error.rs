@@ -66,7 +66,7 @@ impl ProxyError {
         }
     }
 
-    /// Whether the failure says something about the backend (for logs and, later, passive health).
+    /// Whether the failure says something about the backend (logs and passive ejection).
     pub fn is_backend_failure(&self) -> bool {
         matches!(
             self,

@@ -5,7 +5,9 @@
 //! with 400 and never reaches a backend, and a request whose body cannot be replayed is known
 //! before the first attempt. Retries go to another backend (never the same one twice in a row)
 //! when the connection failed, or when a replayable request (idempotent, no body) failed
-//! before any response byte.
+//! before any response byte, within the pool's retry budget. Which backend is eligible
+//! (health, ejection, slow start, backup pools, fail-open) is `health::select`'s call; each
+//! attempt's outcome is reported to `health::passive`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +30,8 @@ use super::framing::FramingFlags;
 use super::headers;
 use crate::access_log::{self, Record};
 use crate::backend::{InflightGuard, Pool};
+use crate::clock;
+use crate::health::{passive, select};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
 
@@ -153,11 +157,12 @@ async fn forward(
         return Err(ProxyError::BodyTooLarge);
     }
 
-    let pool = &snapshot.pools[listener.routes.pick(
+    let pool_index = listener.routes.pick(
         headers::request_host(&parts),
         parts.uri.path(),
         &parts.headers,
-    )];
+    );
+    let pool = &snapshot.pools[pool_index];
     if let Some(record) = log.as_mut() {
         record.pool = Some(Arc::clone(&pool.name));
     }
@@ -191,15 +196,21 @@ async fn forward(
     let replay = (replayable && pool.retries > 0).then(|| clone_parts(&parts));
     let mut request = Some(Request::from_parts(parts, body));
 
-    let mut last: Option<usize> = None;
+    pool.budget.record_request(clock::now_ms());
+    let mut last: Option<select::Choice> = None;
     let mut error = ProxyError::NoBackend;
-    for _attempt in 0..=pool.retries {
-        let Some(index) = pool.balancer.pick_for(&pool.backends, affinity, |i| {
-            Some(i) != last && pool.backends[i].state.is_available()
-        }) else {
+    for attempt in 0..=pool.retries {
+        let now = clock::now_ms();
+        if attempt > 0 && !pool.budget.try_retry(now) {
+            tracing::debug!(pool = %pool.name, "retry budget exhausted");
+            break;
+        }
+        let Some((p, index)) = select::pick(&snapshot.pools, pool_index, affinity, last, now)
+        else {
             break;
         };
-        last = Some(index);
+        last = Some((p, index));
+        let target = &snapshot.pools[p];
         let req = match request.take() {
             Some(req) => req,
             None => match &replay {
@@ -207,20 +218,36 @@ async fn forward(
                 None => break,
             },
         };
-        match send(pool, index, req).await {
+        match send(target, index, req).await {
             Ok((resp, conn, inflight)) => {
+                if resp.status().is_server_error() {
+                    passive::failure(target, index, clock::now_ms(), &resp.status());
+                } else {
+                    passive::success(&target.backends[index], now);
+                }
                 if let Some(record) = log.as_mut() {
-                    record.backend = Some(Arc::clone(&pool.backends[index].label));
+                    record.backend = Some(Arc::clone(&target.backends[index].label));
                     record.status = resp.status().as_u16();
                 }
                 let mut resp = respond(resp, conn, inflight, client_upgrade, log.take(), started);
-                let secure = cx.proto == "https";
-                affinity::set_cookie(&pool.balancer, affinity, index, secure, resp.headers_mut());
+                if p == pool_index {
+                    let secure = cx.proto == "https";
+                    affinity::set_cookie(
+                        &pool.balancer,
+                        affinity,
+                        index,
+                        secure,
+                        resp.headers_mut(),
+                    );
+                }
                 return Ok(resp);
             }
             Err((err, unsent)) => {
+                if err.is_backend_failure() {
+                    passive::failure(target, index, clock::now_ms(), &err);
+                }
                 let retry = err.is_retryable(replayable) || unsent.is_some();
-                tracing::debug!(pool = %pool.name, backend = %pool.backends[index].label, error = %err, retry, "attempt failed");
+                tracing::debug!(pool = %target.name, backend = %target.backends[index].label, error = %err, retry, "attempt failed");
                 request = unsent;
                 error = err;
                 if !retry {

@@ -13,9 +13,9 @@ fn syntax_error_has_location() {
 
 #[test]
 fn unknown_keys_have_location() {
-    let e = error(&format!("{MINIMAL}backup = \"origin\"\n"));
+    let e = error(&format!("{MINIMAL}on_down = \"close\"\n"));
     assert!(
-        e.starts_with("fulcrum.toml:10:1: pool: backup: unknown key, expected one of `name`"),
+        e.starts_with("fulcrum.toml:10:1: pool: on_down: unknown key, expected one of `name`"),
         "{e}"
     );
     let e = error(&with("\n[[region]]\nname = \"us-east\"\n"));

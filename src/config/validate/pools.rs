@@ -37,7 +37,52 @@ impl Cx<'_> {
             let pool = self.pool(p, &prefix, name.unwrap_or_default());
             pools.push(pool);
         }
+        self.backups(raw, &pools);
         pools
+    }
+
+    /// Every `backup` names another pool, and following them never comes back to a pool.
+    fn backups(&mut self, raw: &[Spanned<RawPool>], pools: &[PoolConfig]) {
+        let index: HashMap<&str, usize> = pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        for (i, (p, r)) in pools.iter().zip(raw).enumerate() {
+            let (Some(backup), Some(v)) = (&p.backup, &r.get_ref().backup) else {
+                continue;
+            };
+            let k = key(&label("pool", r.get_ref().name.as_ref(), i), "backup");
+            if *backup == p.name {
+                self.error(v.span(), &k, "must name another pool, not itself");
+                continue;
+            }
+            let Some(&first) = index.get(backup.as_str()) else {
+                self.error(v.span(), &k, format!("no pool named {backup:?}"));
+                continue;
+            };
+            // Walk the chain; it is a cycle when it reaches this pool again.
+            let mut at = Some(first);
+            for _ in 0..pools.len() {
+                match at {
+                    Some(j) if j == i => {
+                        self.error(
+                            v.span(),
+                            &k,
+                            format!("backup chain from {backup:?} loops back to this pool"),
+                        );
+                        break;
+                    }
+                    Some(j) => {
+                        at = pools[j]
+                            .backup
+                            .as_deref()
+                            .and_then(|b| index.get(b).copied())
+                    }
+                    None => break,
+                }
+            }
+        }
     }
 
     /// One `[[pool]]`; bad values fall back to defaults so the rest is still checked.
@@ -128,7 +173,27 @@ impl Cx<'_> {
                 Vec::new()
             }
         };
+        let backup = self
+            .maybe_str(r.backup.as_ref(), &key(prefix, "backup"), values::name)
+            .unwrap_or_default();
+        let slow_start = self.opt_str(
+            r.slow_start.as_ref(),
+            &key(prefix, "slow_start"),
+            d.slow_start,
+            values::duration,
+        );
+        let fail_open = r.fail_open.as_ref().is_some_and(|v| *v.get_ref());
+        let health = r.health.as_ref().map(|h| self.health(h, prefix));
+        let passive = r
+            .passive
+            .as_ref()
+            .map_or(d.passive, |v| self.passive(v.get_ref(), prefix));
         PoolConfig {
+            backup,
+            slow_start,
+            fail_open,
+            health,
+            passive,
             balance,
             retries,
             connect_timeout,

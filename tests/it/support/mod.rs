@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod flip;
 pub mod proxy;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,111 @@
+//! Active checks: one task per backend on the control runtime, following a snapshot.
+//!
+//! [`spawn`] takes a snapshot and starts a task for every backend of every pool with a
+//! `[pool.health]`; the returned [`HealthTasks`] aborts them when dropped, so a reload can start
+//! the new snapshot's set and drop the old one (the verdict lives in the carried-over
+//! `BackendState`, so nothing is lost). A task checks, counts with [`Thresholds`], writes the
+//! verdict into the backend's atomics on a change (the request path only reads them), logs it
+//! with its reason, and sleeps `interval` +-10% (jitter so checks of many backends spread out).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+
+use super::{probe, report, Thresholds};
+use crate::backend::BackendState;
+use crate::clock;
+use crate::config::HealthConfig;
+use crate::snapshot::Snapshot;
+
+/// The running checks of one snapshot; dropping it stops them.
+#[derive(Debug, Default)]
+pub struct HealthTasks(Vec<AbortHandle>);
+
+impl HealthTasks {
+    /// How many backends are being checked.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for HealthTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Starts one check task per backend of every pool with a health config.
+pub fn spawn(snapshot: &Snapshot, rt: &tokio::runtime::Handle) -> HealthTasks {
+    let mut tasks = Vec::new();
+    for pool in &snapshot.pools {
+        let Some(cfg) = &pool.health else { continue };
+        for b in &pool.backends {
+            let task = Checker {
+                pool: Arc::clone(&pool.name),
+                label: Arc::clone(&b.label),
+                addr: b.addr,
+                state: Arc::clone(&b.state),
+                cfg: Arc::clone(cfg),
+            };
+            tasks.push(rt.spawn(task.run()).abort_handle());
+        }
+    }
+    HealthTasks(tasks)
+}
+
+/// `interval` scaled by `factor`, where `factor` in `[0, 1)` maps to -10%..+10%.
+pub fn jittered(interval: Duration, factor: f64) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * factor.clamp(0.0, 1.0))
+}
+
+struct Checker {
+    pool: Arc<str>,
+    label: Arc<str>,
+    addr: SocketAddr,
+    state: Arc<BackendState>,
+    cfg: Arc<HealthConfig>,
+}
+
+impl Checker {
+    async fn run(self) {
+        let cfg = &*self.cfg;
+        let mut thresholds = Thresholds::new(cfg.rise, cfg.fall, self.state.is_healthy());
+        // Spread the first checks over a tenth of the interval.
+        tokio::time::sleep(cfg.interval.mul_f64(0.1 * fastrand::f64())).await;
+        loop {
+            let result = probe::check(self.addr, cfg).await;
+            if let Some(up) = thresholds.record(result.is_ok()) {
+                self.state.set_healthy_at(up, clock::now_ms());
+                let (state, reason) = match &result {
+                    Ok(()) => ("up", format!("{} checks passed", cfg.rise)),
+                    Err(e) => ("down", format!("{} checks failed: {e}", cfg.fall)),
+                };
+                report(&self.pool, &self.label, &self.state, state, reason);
+            }
+            tokio::time::sleep(jittered(cfg.interval, fastrand::f64())).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::jittered;
+
+    #[test]
+    fn jitter_is_ten_percent_either_way() {
+        let i = Duration::from_secs(2);
+        assert_eq!(jittered(i, 0.0), Duration::from_millis(1800));
+        assert_eq!(jittered(i, 0.5), Duration::from_secs(2));
+        assert!(jittered(i, 0.999_999) <= Duration::from_millis(2200));
+    }
+}

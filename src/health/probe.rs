@@ -1,0 +1,132 @@
+//! One active check of one backend: http GET, tcp connect, or tcp send/expect.
+//!
+//! Every check opens a fresh connection (a pooled one would test the pool, not the backend) and
+//! the whole exchange is bounded by the check's `timeout`. The error says what failed in words
+//! fit for the state-change log line (`connect refused`, `status 500`, ...).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, Request};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::{HealthConfig, HealthKind};
+
+/// Largest reply a tcp `expect` check reads before giving up.
+const MAX_REPLY: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("connect refused")]
+    Refused,
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("http: {0}")]
+    Http(#[source] hyper::Error),
+    #[error("bad request for the check: {0}")]
+    Request(#[source] http::Error),
+    #[error("status {0}")]
+    Status(u16),
+    #[error("i/o: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("reply does not contain {0:?}")]
+    Mismatch(String),
+    #[error("reply does not contain {0:?} within {1:?}")]
+    MismatchTimeout(String, std::time::Duration),
+}
+
+/// The address a check goes to: the backend's, or its side `port`.
+pub fn target(backend: SocketAddr, cfg: &HealthConfig) -> SocketAddr {
+    match cfg.port {
+        0 => backend,
+        port => SocketAddr::new(backend.ip(), port),
+    }
+}
+
+/// Runs one check of `backend` within the check's timeout.
+pub async fn check(backend: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
+    let addr = target(backend, cfg);
+    let run = async {
+        match cfg.kind {
+            HealthKind::Http => http_check(addr, cfg).await,
+            HealthKind::Tcp => tcp_check(addr, cfg).await,
+        }
+    };
+    tokio::time::timeout(cfg.timeout, run)
+        .await
+        .unwrap_or(Err(ProbeError::Timeout(cfg.timeout)))
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
+    TcpStream::connect(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => ProbeError::Refused,
+        _ => ProbeError::Connect(e),
+    })
+}
+
+/// `GET path` with `Host:` the checked address; healthy when the status is in `expect_status`.
+async fn http_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
+    let stream = connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(ProbeError::Http)?;
+    // Drives the connection; ends when the sender is dropped or the peer closes.
+    let driver = tokio::spawn(conn);
+    let req = Request::get(cfg.path.as_str())
+        .header(header::HOST, addr.to_string())
+        .header(header::USER_AGENT, "fulcrum-health")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(ProbeError::Request)?;
+    let result = sender.send_request(req).await;
+    driver.abort();
+    let status = result.map_err(ProbeError::Http)?.status().as_u16();
+    if cfg.expect_status.contains(status) {
+        Ok(())
+    } else {
+        Err(ProbeError::Status(status))
+    }
+}
+
+/// A connect; with `send`, the bytes are written; with `expect`, the reply must contain it.
+async fn tcp_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
+    let mut stream = connect(addr).await?;
+    if !cfg.send.is_empty() {
+        stream
+            .write_all(cfg.send.as_bytes())
+            .await
+            .map_err(ProbeError::Io)?;
+    }
+    if cfg.expect.is_empty() {
+        return Ok(());
+    }
+    let needle = cfg.expect.as_bytes();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    // A server that answers and keeps the connection open (Redis) is judged by what it sent
+    // before the deadline; the outer timeout is a little later and covers the silent case.
+    let deadline = tokio::time::Instant::now() + cfg.timeout.mul_f64(0.95);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(read) => read.map_err(ProbeError::Io)?,
+            Err(_) if reply.is_empty() => return Err(ProbeError::Timeout(cfg.timeout)),
+            Err(_) => return Err(ProbeError::MismatchTimeout(cfg.expect.clone(), cfg.timeout)),
+        };
+        if n == 0 {
+            return Err(ProbeError::Mismatch(cfg.expect.clone()));
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if reply.windows(needle.len()).any(|w| w == needle) {
+            return Ok(());
+        }
+        if reply.len() > MAX_REPLY {
+            return Err(ProbeError::Mismatch(cfg.expect.clone()));
+        }
+    }
+}
