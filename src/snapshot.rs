@@ -83,7 +83,7 @@ impl Snapshot {
                     .collect();
                 Pool {
                     name: Arc::from(pc.name.as_str()),
-                    balancer: Balancer::new(pc.balance, &backends),
+                    balancer: Balancer::for_pool(pc, &backends),
                     backends,
                     retries: pc.retries,
                     connect_timeout: pc.connect_timeout,

@@ -12,23 +12,36 @@
 //! `1 - elapsed / slow_start` (admitted at least 5% of the time), so its share ramps linearly
 //! from small to its full weight without touching the balancers' precomputed state.
 //!
-//! "Never the same backend twice in a row" is the `avoid` argument.
+//! "Never the same backend twice in a row" is the `avoid` argument. `affinity` (consistent hash,
+//! sticky cookie) is followed in every tier; a sticky backend index only in the first pool,
+//! whose backend it names.
 
 use std::sync::atomic::Ordering;
 
 use crate::backend::{Backend, Pool};
+use crate::balance::Affinity;
 
 /// `(pool index, backend index)` in a snapshot.
 pub type Choice = (usize, usize);
 
 /// Picks a backend for pool `first`, falling back to its backup chain and fail-open.
 #[inline]
-pub fn pick(pools: &[Pool], first: usize, avoid: Option<Choice>, now: u64) -> Option<Choice> {
+pub fn pick(
+    pools: &[Pool],
+    first: usize,
+    affinity: Affinity,
+    avoid: Option<Choice>,
+    now: u64,
+) -> Option<Choice> {
     let mut at = Some(first);
     for _ in 0..pools.len() {
         let Some(p) = at else { break };
         let pool = &pools[p];
-        if let Some(i) = pick_in(pool, p, avoid, now) {
+        let affinity = match affinity {
+            Affinity::Backend(_) if p != first => Affinity::None,
+            a => a,
+        };
+        if let Some(i) = pick_in(pool, p, affinity, avoid, now) {
             if p == first && pool.fail_open {
                 end_fail_open(pool);
             }
@@ -36,23 +49,29 @@ pub fn pick(pools: &[Pool], first: usize, avoid: Option<Choice>, now: u64) -> Op
         }
         at = pool.backup;
     }
-    fail_open(&pools[first], first, avoid)
+    fail_open(&pools[first], first, affinity, avoid)
 }
 
 #[inline]
-fn pick_in(pool: &Pool, p: usize, avoid: Option<Choice>, now: u64) -> Option<usize> {
+fn pick_in(
+    pool: &Pool,
+    p: usize,
+    affinity: Affinity,
+    avoid: Option<Choice>,
+    now: u64,
+) -> Option<usize> {
     let backends = &pool.backends;
     let usable = |i: usize| Some((p, i)) != avoid && backends[i].state.is_available();
     let fresh = |i: usize| usable(i) && !backends[i].state.is_ejected(now);
     if pool.slow_start_ms > 0 {
         let ramped = |i: usize| fresh(i) && admitted(&backends[i], pool.slow_start_ms, now);
-        if let Some(i) = pool.balancer.pick(backends, ramped) {
+        if let Some(i) = pool.balancer.pick_for(backends, affinity, ramped) {
             return Some(i);
         }
     }
     pool.balancer
-        .pick(backends, fresh)
-        .or_else(|| pool.balancer.pick(backends, usable))
+        .pick_for(backends, affinity, fresh)
+        .or_else(|| pool.balancer.pick_for(backends, affinity, usable))
 }
 
 /// Slow start: whether a backend still ramping up takes this pick.
@@ -67,11 +86,11 @@ fn admitted(backend: &Backend, slow_start_ms: u64, now: u64) -> bool {
 }
 
 #[cold]
-fn fail_open(pool: &Pool, p: usize, avoid: Option<Choice>) -> Option<Choice> {
+fn fail_open(pool: &Pool, p: usize, affinity: Affinity, avoid: Option<Choice>) -> Option<Choice> {
     if !pool.fail_open {
         return None;
     }
-    let i = pool.balancer.pick(&pool.backends, |i| {
+    let i = pool.balancer.pick_for(&pool.backends, affinity, |i| {
         Some((p, i)) != avoid && !pool.backends[i].state.is_draining()
     })?;
     if !pool.fail_open_active.swap(true, Ordering::Relaxed) {

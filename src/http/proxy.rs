@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::affinity;
 use super::body::{BodyError, RequestBody, ResponseBody};
 use super::client::{self, PooledConn};
 use super::error::ProxyError;
@@ -186,6 +187,8 @@ async fn forward(
     } else {
         None
     };
+    // consistent_hash / sticky_cookie only; strips the sticky cookie before anything is copied.
+    let affinity = affinity::extract(&pool.balancer, &mut parts, cx.peer.ip());
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
 
     // A copy to replay on another backend, kept only when a replay is safe and allowed.
@@ -202,7 +205,8 @@ async fn forward(
             tracing::debug!(pool = %pool.name, "retry budget exhausted");
             break;
         }
-        let Some((p, index)) = select::pick(&snapshot.pools, pool_index, last, now) else {
+        let Some((p, index)) = select::pick(&snapshot.pools, pool_index, affinity, last, now)
+        else {
             break;
         };
         last = Some((p, index));
@@ -225,14 +229,18 @@ async fn forward(
                     record.backend = Some(Arc::clone(&target.backends[index].label));
                     record.status = resp.status().as_u16();
                 }
-                return Ok(respond(
-                    resp,
-                    conn,
-                    inflight,
-                    client_upgrade,
-                    log.take(),
-                    started,
-                ));
+                let mut resp = respond(resp, conn, inflight, client_upgrade, log.take(), started);
+                if p == pool_index {
+                    let secure = cx.proto == "https";
+                    affinity::set_cookie(
+                        &pool.balancer,
+                        affinity,
+                        index,
+                        secure,
+                        resp.headers_mut(),
+                    );
+                }
+                return Ok(resp);
             }
             Err((err, unsent)) => {
                 if err.is_backend_failure() {
