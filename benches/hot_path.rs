@@ -7,8 +7,9 @@
 //! measured over a 20-route table for a request matching late in the table and one that matches
 //! nothing (the worst case: every route is tried before the default pool). Regions: a client
 //! address looked up in a 10,000-prefix CIDR table (random prefixes /12 to /28 over 10 regions;
-//! the share of sample addresses that hit is printed) and in the country database (`target/test-data/geo-whois-asn-country.mmdb`
-//! from `.ci/fetch-test-data`, or `FULCRUM_TEST_MMDB`; skipped with a message when absent).
+//! the share of sample addresses that hit is printed) and in the country database
+//! (`target/test-data/geo-whois-asn-country.mmdb` from `.ci/fetch-test-data`, or
+//! `FULCRUM_TEST_MMDB`; skipped with a message when absent).
 //!
 //! `cargo bench --bench hot_path` (add `-- --quick` for a fast run).
 
@@ -22,7 +23,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue};
 
 use fulcrum::backend::{Backend, BackendState, InflightGuard};
-use fulcrum::balance::Balancer;
+use fulcrum::balance::{key_hash, Affinity, Balancer};
 use fulcrum::config::{BalanceKind, GeoConfig, HeaderMatch, RegionConfig, RouteConfig};
 use fulcrum::region::Regions;
 use fulcrum::route::RouteTable;
@@ -69,6 +70,40 @@ fn balancers(c: &mut Criterion) {
                 b.iter(|| {
                     let backends = black_box(&backends);
                     balancer.pick(backends, |i| backends[i].state.is_available())
+                })
+            });
+        }
+    }
+    // consistent_hash: the key hash (a 16-byte user id, as the proxy computes it from a header)
+    // plus the pick; keys rotate over 1024 users so the table is read at scattered entries.
+    // "down" measures keys whose backend is unavailable (the fallback path).
+    let users: Vec<Vec<u8>> = (0..1024)
+        .map(|i| format!("user-{i:011}").into_bytes())
+        .collect();
+    for n in [3, 100] {
+        let (backends, _guards) = pool(n);
+        let balancer = Balancer::new(BalanceKind::ConsistentHash, &backends);
+        let mut next = 0usize;
+        group.bench_with_input(BenchmarkId::new("consistent_hash", n), &n, |b, _| {
+            b.iter(|| {
+                next = (next + 1) & 1023;
+                let backends = black_box(&backends);
+                let key = Affinity::Hash(key_hash(black_box(&users[next])));
+                balancer.pick_for(backends, key, |i| backends[i].state.is_available())
+            })
+        });
+        let down: Vec<Affinity> = users
+            .iter()
+            .map(|u| Affinity::Hash(key_hash(u)))
+            .filter(|&k| balancer.pick_for(&backends, k, |_| true) == Some(n / 2))
+            .collect();
+        if !down.is_empty() && n > 2 {
+            let mut next = 0usize;
+            group.bench_with_input(BenchmarkId::new("consistent_hash_down", n), &n, |b, _| {
+                b.iter(|| {
+                    next = (next + 1) % down.len();
+                    let backends = black_box(&backends);
+                    balancer.pick_for(backends, down[next], |i| backends[i].state.is_available())
                 })
             });
         }

@@ -98,7 +98,7 @@ impl Snapshot {
                 let pool_regions = PoolRegions::build(&backends, &pc.region_split, &regions);
                 Pool {
                     name: Arc::from(pc.name.as_str()),
-                    balancer: Balancer::new(pc.balance, &backends),
+                    balancer: Balancer::for_pool(pc, &backends),
                     backends,
                     retries: pc.retries,
                     connect_timeout: pc.connect_timeout,

@@ -102,6 +102,8 @@ pub(super) struct RawPool {
     pub connect_timeout: Option<Str>,
     pub request_timeout: Option<Str>,
     pub idle_timeout: Option<Str>,
+    pub hash_key: Option<Str>,
+    pub sticky_cookie: Option<Str>,
     /// Spanned as a whole so an empty list can be pointed at.
     pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     pub backup: Option<Str>,

@@ -120,6 +120,23 @@ pub enum BalanceKind {
     RoundRobin,
     LeastConn,
     RandomTwo,
+    /// Same key, same backend, on every instance (`hash_key` says which key).
+    ConsistentHash,
+    /// A cookie names the backend (`sticky_cookie` says which cookie).
+    StickyCookie,
+}
+
+/// `hash_key` of a `consistent_hash` pool: what part of the request is hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address (the TCP peer).
+    ClientIp,
+    /// `header:NAME`: the value of that request header (the first one, when repeated).
+    Header(http::HeaderName),
+    /// `cookie:NAME`: the value of that cookie.
+    Cookie(String),
+    /// The request path, without the query.
+    Path,
 }
 
 /// `[[pool]]`.
@@ -134,6 +151,10 @@ pub struct PoolConfig {
     pub request_timeout: Duration,
     /// Pooled upstream connections idle longer than this are closed.
     pub idle_timeout: Duration,
+    /// `consistent_hash` only: the request's key. Default `ClientIp`.
+    pub hash_key: HashKey,
+    /// `sticky_cookie` only: the cookie's name. Default `FULCRUM_STICKY`.
+    pub sticky_cookie: String,
     pub backends: Vec<BackendConfig>,
     /// Pool that serves when no backend here is available (validated: exists, no cycle).
     pub backup: Option<String>,
@@ -206,6 +227,8 @@ impl PoolConfig {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            hash_key: HashKey::ClientIp,
+            sticky_cookie: "FULCRUM_STICKY".to_string(),
             backends,
             backup: None,
             slow_start: Duration::ZERO,

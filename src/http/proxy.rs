@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::affinity;
 use super::body::{BodyError, RequestBody, ResponseBody};
 use super::client::{self, PooledConn};
 use super::error::ProxyError;
@@ -89,32 +90,25 @@ impl Finish {
     }
 }
 
-/// Serves one request; never fails (errors become responses). It is hyper's service future
-/// itself, without a wrapper, so the (large) future is not moved once more per request.
-pub async fn handle(
-    req: Request<Incoming>,
-    cx: Arc<ConnContext>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let cx = &*cx;
-    let started = Instant::now();
-    let snapshot = cx.shared.snapshot.load_full();
-    let mut log = access_log::enabled().then(|| record_for(&req, cx, &snapshot));
-    Ok(match forward(req, cx, &snapshot, started, &mut log).await {
-        Ok(resp) => resp,
-        Err(err) => {
-            if err.is_backend_failure() {
-                tracing::debug!(listener = %snapshot.listeners[cx.listener].name, error = %err, "request failed");
-            }
-            let resp = err.to_response();
-            if let Some(mut record) = log {
-                record.status = resp.status().as_u16();
-                record.duration = started.elapsed();
-                record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
-                access_log::emit(record);
-            }
-            resp
-        }
-    })
+/// The response for a failed request, logged.
+fn reject(
+    err: ProxyError,
+    log: Option<Record>,
+    started: Instant,
+    snapshot: &Snapshot,
+    cx: &ConnContext,
+) -> Response<ResponseBody> {
+    if err.is_backend_failure() {
+        tracing::debug!(listener = %snapshot.listeners[cx.listener].name, error = %err, "request failed");
+    }
+    let resp = err.to_response();
+    if let Some(mut record) = log {
+        record.status = resp.status().as_u16();
+        record.duration = started.elapsed();
+        record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        access_log::emit(record);
+    }
+    resp
 }
 
 fn record_for(req: &Request<Incoming>, cx: &ConnContext, snapshot: &Snapshot) -> Record {
@@ -137,25 +131,38 @@ fn record_for(req: &Request<Incoming>, cx: &ConnContext, snapshot: &Snapshot) ->
     }
 }
 
-async fn forward(
+/// Serves one request; never fails (errors become responses). It is hyper's service future
+/// itself, one future for the whole request: a nested `async fn` would be moved into its caller
+/// (kilobytes per request), so failures leave through the `reject!` macro instead.
+pub async fn handle(
     req: Request<Incoming>,
-    cx: &ConnContext,
-    snapshot: &Snapshot,
-    started: Instant,
-    log: &mut Option<Record>,
-) -> Result<Response<ResponseBody>, ProxyError> {
+    cx: Arc<ConnContext>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let cx = &*cx;
+    let started = Instant::now();
+    let snapshot = cx.shared.snapshot.load_full();
+    let snapshot = &*snapshot;
+    let mut log = access_log::enabled().then(|| record_for(&req, cx, snapshot));
+    macro_rules! reject {
+        ($err:expr) => {
+            return Ok(reject($err, log.take(), started, snapshot, cx))
+        };
+    }
+
     if cx.next_request_is_ambiguous(req.version()) {
         // hyper dropped the evidence; `check_request` covers what it leaves visible.
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
+        reject!(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding"
         ));
     }
     let listener = &snapshot.listeners[cx.listener];
     let (mut parts, body) = req.into_parts();
-    headers::check_request(&parts)?;
+    if let Err(err) = headers::check_request(&parts) {
+        reject!(err);
+    }
     let limit = listener.max_request_body;
     if limit > 0 && headers::content_length(&parts.headers).is_some_and(|len| len > limit) {
-        return Err(ProxyError::BodyTooLarge);
+        reject!(ProxyError::BodyTooLarge);
     }
 
     let pool_index = listener.routes.pick(
@@ -175,10 +182,11 @@ async fn forward(
         let mut body = body;
         match body.frame().await {
             None => RequestBody::empty(),
-            Some(Err(_)) => return Err(ProxyError::BadRequest("malformed request body")),
-            Some(Ok(first)) => {
-                RequestBody::streaming(first, body, limit).map_err(|_| ProxyError::BodyTooLarge)?
-            }
+            Some(Err(_)) => reject!(ProxyError::BadRequest("malformed request body")),
+            Some(Ok(first)) => match RequestBody::streaming(first, body, limit) {
+                Ok(body) => body,
+                Err(_) => reject!(ProxyError::BodyTooLarge),
+            },
         }
     };
     let prefetched = !body.is_end_stream();
@@ -204,6 +212,9 @@ async fn forward(
         record.client = client;
         record.client_region = client_region.and_then(|id| snapshot.regions.name(id).cloned());
     }
+    // consistent_hash / sticky_cookie only (`client_ip` keys hash the resolved client); strips
+    // the sticky cookie before anything is copied.
+    let affinity = affinity::extract(&pool.balancer, &mut parts, client);
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
 
     // A copy to replay on another backend, kept only when a replay is safe and allowed.
@@ -221,7 +232,8 @@ async fn forward(
             break;
         }
         let region = client_region.map(|id| (&snapshot.regions, id));
-        let Some((p, index)) = select::pick_for(&snapshot.pools, pool_index, last, now, region)
+        let Some((p, index)) =
+            select::pick(&snapshot.pools, pool_index, affinity, last, now, region)
         else {
             break;
         };
@@ -248,14 +260,18 @@ async fn forward(
                         .clone_from(&target.backends[index].region);
                     record.status = resp.status().as_u16();
                 }
-                return Ok(respond(
-                    resp,
-                    conn,
-                    inflight,
-                    client_upgrade,
-                    log.take(),
-                    started,
-                ));
+                let mut resp = respond(resp, conn, inflight, client_upgrade, log.take(), started);
+                if p == pool_index {
+                    let secure = cx.proto == "https";
+                    affinity::set_cookie(
+                        &pool.balancer,
+                        affinity,
+                        index,
+                        secure,
+                        resp.headers_mut(),
+                    );
+                }
+                return Ok(resp);
             }
             Err((err, unsent)) => {
                 if err.is_backend_failure() {
@@ -271,7 +287,7 @@ async fn forward(
             }
         }
     }
-    Err(error)
+    reject!(error)
 }
 
 type Sent = (Response<Incoming>, PooledConn, InflightGuard);

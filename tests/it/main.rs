@@ -11,6 +11,7 @@ mod balance;
 mod cli;
 mod errors;
 mod failover;
+mod hash;
 mod headers;
 mod health;
 mod lifecycle;
