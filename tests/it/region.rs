@@ -198,7 +198,7 @@ async fn clients_use_their_region_fail_over_and_return() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_clients_are_split_by_weight() {
-    let east = FlipBackend::start("east").await;
+    let mut east = FlipBackend::start("east").await;
     let west = FlipBackend::start("west").await;
     let mut c = two_regions(&[east.addr], &[west.addr]);
     c.pools[0].region_split = vec![("us-east".into(), 70), ("us-west".into(), 30)];
@@ -216,6 +216,13 @@ async fn unknown_clients_are_split_by_weight() {
         (680..=720).contains(&east_count),
         "{east_count} of 1000 to us-east"
     );
+
+    // us-east down: it drops out of the split, its share goes to us-west, nothing fails.
+    east.kill();
+    for _ in 0..100 {
+        let (s, b) = client.get(&[]).await;
+        assert_eq!((s.as_u16(), b.as_str()), (200, "west"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
