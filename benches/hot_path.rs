@@ -5,12 +5,17 @@
 //! `O(n)` scans such as least connections start to show), with the `eligible` predicate the proxy
 //! uses (health + drain flags read from the shared atomics) and some load in flight. Routes are
 //! measured over a 20-route table for a request matching late in the table and one that matches
-//! nothing (the worst case: every route is tried before the default pool).
+//! nothing (the worst case: every route is tried before the default pool). Regions: a client
+//! address looked up in a 10,000-prefix CIDR table (random prefixes /12 to /28 over 10 regions;
+//! the share of sample addresses that hit is printed) and in the country database
+//! (`target/test-data/geo-whois-asn-country.mmdb` from `.ci/fetch-test-data`, or
+//! `FULCRUM_TEST_MMDB`; skipped with a message when absent).
 //!
 //! `cargo bench --bench hot_path` (add `-- --quick` for a fast run).
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +23,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue};
 
 use fulcrum::backend::{Backend, BackendState, InflightGuard};
-use fulcrum::balance::Balancer;
-use fulcrum::config::{BalanceKind, HeaderMatch, RouteConfig};
+use fulcrum::balance::{key_hash, Affinity, Balancer};
+use fulcrum::config::{BalanceKind, GeoConfig, HeaderMatch, RegionConfig, RouteConfig};
+use fulcrum::region::Regions;
 use fulcrum::route::RouteTable;
 
 /// `n` backends with weights 1..=3 and a few requests in flight on some of them; one is down so
@@ -64,6 +70,40 @@ fn balancers(c: &mut Criterion) {
                 b.iter(|| {
                     let backends = black_box(&backends);
                     balancer.pick(backends, |i| backends[i].state.is_available())
+                })
+            });
+        }
+    }
+    // consistent_hash: the key hash (a 16-byte user id, as the proxy computes it from a header)
+    // plus the pick; keys rotate over 1024 users so the table is read at scattered entries.
+    // "down" measures keys whose backend is unavailable (the fallback path).
+    let users: Vec<Vec<u8>> = (0..1024)
+        .map(|i| format!("user-{i:011}").into_bytes())
+        .collect();
+    for n in [3, 100] {
+        let (backends, _guards) = pool(n);
+        let balancer = Balancer::new(BalanceKind::ConsistentHash, &backends);
+        let mut next = 0usize;
+        group.bench_with_input(BenchmarkId::new("consistent_hash", n), &n, |b, _| {
+            b.iter(|| {
+                next = (next + 1) & 1023;
+                let backends = black_box(&backends);
+                let key = Affinity::Hash(key_hash(black_box(&users[next])));
+                balancer.pick_for(backends, key, |i| backends[i].state.is_available())
+            })
+        });
+        let down: Vec<Affinity> = users
+            .iter()
+            .map(|u| Affinity::Hash(key_hash(u)))
+            .filter(|&k| balancer.pick_for(&backends, k, |_| true) == Some(n / 2))
+            .collect();
+        if !down.is_empty() && n > 2 {
+            let mut next = 0usize;
+            group.bench_with_input(BenchmarkId::new("consistent_hash_down", n), &n, |b, _| {
+                b.iter(|| {
+                    next = (next + 1) % down.len();
+                    let backends = black_box(&backends);
+                    balancer.pick_for(backends, down[next], |i| backends[i].state.is_available())
                 })
             });
         }
@@ -153,11 +193,89 @@ fn routes(c: &mut Criterion) {
     group.finish();
 }
 
+/// 1,024 random IPv4 addresses, cycled through by the lookups.
+fn addresses(rng: &mut fastrand::Rng) -> Vec<IpAddr> {
+    (0..1024)
+        .map(|_| IpAddr::V4(Ipv4Addr::from(rng.u32(..))))
+        .collect()
+}
+
+fn regions(c: &mut Criterion) {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut configs: Vec<RegionConfig> = (0..10)
+        .map(|i| RegionConfig {
+            name: format!("r{i}"),
+            ..Default::default()
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 10_000 {
+        let len = rng.u8(12..=28);
+        let net = ipnet::Ipv4Net::new(Ipv4Addr::from(rng.u32(..)), len)
+            .expect("prefix length <= 32")
+            .trunc();
+        if seen.insert(net) {
+            configs[rng.usize(..10)].cidrs.push(net.into());
+        }
+    }
+    let table = Regions::build(&configs, &GeoConfig::default()).expect("table");
+    let ips = addresses(&mut rng);
+    let hits = ips.iter().filter(|ip| table.lookup(**ip).is_some()).count();
+    eprintln!("region CIDR table: 10000 prefixes, {hits}/1024 sample addresses match");
+    let mut group = c.benchmark_group("region");
+    let mut i = 0;
+    group.bench_function("cidr_lookup/10000_prefixes", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            black_box(table.lookup(black_box(ips[i])))
+        })
+    });
+
+    let mmdb = std::env::var_os("FULCRUM_TEST_MMDB").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/test-data/geo-whois-asn-country.mmdb")
+        },
+        PathBuf::from,
+    );
+    if !mmdb.is_file() {
+        eprintln!(
+            "SKIPPED region/mmdb_lookup: no database at {} (run .ci/fetch-test-data)",
+            mmdb.display()
+        );
+        group.finish();
+        return;
+    }
+    let geo = GeoConfig { mmdb: Some(mmdb) };
+    let countries = [
+        ("us", ["US", "CA"]),
+        ("eu", ["DE", "FR"]),
+        ("ap", ["JP", "AU"]),
+    ];
+    let configs: Vec<RegionConfig> = countries
+        .iter()
+        .map(|(name, cs)| RegionConfig {
+            name: (*name).into(),
+            countries: cs.iter().map(|c| (*c).into()).collect(),
+            ..Default::default()
+        })
+        .collect();
+    let db = Regions::build(&configs, &geo).expect("database opens");
+    let mut i = 0;
+    group.bench_function("mmdb_lookup/country_to_region", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            black_box(db.lookup(black_box(ips[i])))
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = balancers, routes
+    targets = balancers, routes, regions
 }
 criterion_main!(benches);

@@ -34,6 +34,10 @@ pub struct Record {
     pub listener: Arc<str>,
     pub pool: Option<Arc<str>>,
     pub backend: Option<Arc<str>>,
+    /// The client's region (`[[region]]`), when known.
+    pub client_region: Option<Arc<str>>,
+    /// The region of the backend that served the request, when it has one.
+    pub served_region: Option<Arc<str>>,
     pub referer: Option<HeaderValue>,
     pub user_agent: Option<HeaderValue>,
 }
@@ -126,8 +130,8 @@ async fn write_lines(
     let _ = out.flush();
 }
 
-/// NCSA combined format, plus the pool, backend and duration:
-/// `1.2.3.4 - - [23/Nov/2026:20:10:00 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl/8" web 10.0.0.1:80 0.002`
+/// NCSA combined format, plus the pool, backend, duration, client region and served region:
+/// `1.2.3.4 - - [23/Nov/2026:20:10:00 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl/8" web 10.0.0.1:80 0.002 us-east us-west`
 pub fn format_combined(r: &Record, out: &mut String) {
     use std::fmt::Write as _;
     let quoted = |v: &Option<HeaderValue>| {
@@ -138,7 +142,7 @@ pub fn format_combined(r: &Record, out: &mut String) {
     };
     let _ = writeln!(
         out,
-        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {} {} {:.3}",
+        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {} {} {:.3} {} {}",
         r.client.to_canonical(),
         clf_time(r.time),
         r.method,
@@ -152,6 +156,8 @@ pub fn format_combined(r: &Record, out: &mut String) {
         r.pool.as_deref().unwrap_or("-"),
         r.backend.as_deref().unwrap_or("-"),
         r.duration.as_secs_f64(),
+        r.client_region.as_deref().unwrap_or("-"),
+        r.served_region.as_deref().unwrap_or("-"),
     );
 }
 
@@ -192,6 +198,8 @@ mod tests {
             listener: Arc::from("web"),
             pool: Some(Arc::from("app")),
             backend: Some(Arc::from("10.0.0.1:80")),
+            client_region: Some(Arc::from("us-east")),
+            served_region: None,
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl/8")),
         };
@@ -199,7 +207,7 @@ mod tests {
         format_combined(&r, &mut line);
         assert_eq!(
             line,
-            "127.0.0.1 - - [23/Nov/2026:20:10:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \"curl/8\" web app 10.0.0.1:80 0.002\n"
+            "127.0.0.1 - - [23/Nov/2026:20:10:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \"curl/8\" web app 10.0.0.1:80 0.002 us-east -\n"
         );
     }
 }

@@ -20,6 +20,7 @@ use arc_swap::ArcSwapOption;
 use crate::balance::Balancer;
 use crate::config::{HealthConfig, PassiveConfig};
 use crate::http::budget::RetryBudget;
+use crate::region::PoolRegions;
 
 /// A health state change and why, kept for status pages (cold path only).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,4 +211,6 @@ pub struct Pool {
     pub passive: PassiveConfig,
     /// Caps retries to a share of this pool's requests.
     pub budget: RetryBudget,
+    /// Each backend's region id and the `region_split`, resolved at snapshot build.
+    pub regions: PoolRegions,
 }

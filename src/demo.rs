@@ -91,6 +91,8 @@ pub fn config(bind: SocketAddr, backends: &[SocketAddr]) -> Config {
         },
         listeners: vec![ListenerConfig::http("demo", bind, "demo")],
         pools: vec![PoolConfig::new("demo", backends)],
+        regions: Vec::new(),
+        geo: Default::default(),
     }
 }
 

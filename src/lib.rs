@@ -22,6 +22,7 @@
 pub mod access_log;
 pub mod backend;
 pub mod balance;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod demo;
@@ -29,6 +30,8 @@ mod error;
 pub mod health;
 pub mod http;
 pub mod listener;
+pub mod proxy_protocol;
+pub mod region;
 pub mod reload;
 pub mod route;
 pub mod server;

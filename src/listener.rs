@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::http::{self, ConnContext, FramingFlags};
+use crate::proxy_protocol;
 use crate::server::Shared;
 use crate::worker::WorkerSocket;
 
@@ -162,17 +163,23 @@ async fn accept(
             listener: Arc::clone(&active),
             shared: Arc::clone(&shared),
         };
-        let cx = Arc::new(ConnContext {
-            shared: Arc::clone(&shared),
-            listener: index,
-            peer,
-            proto: "http",
-            framing: Arc::new(FramingFlags::new()),
-            requests: AtomicU32::new(0),
-        });
+        let shared = Arc::clone(&shared);
         let builder = Arc::clone(&builder);
         let shutdown = conn_stop.clone();
         tokio::spawn(async move {
+            let mut stream = stream;
+            // `proxy_protocol = true`: a trusted peer's PROXY header names the client.
+            let Some(peer) = proxy_protocol::client(&mut stream, peer, index, &shared).await else {
+                return;
+            };
+            let cx = Arc::new(ConnContext {
+                shared,
+                listener: index,
+                peer,
+                proto: "http",
+                framing: Arc::new(FramingFlags::new()),
+                requests: AtomicU32::new(0),
+            });
             http::serve(&builder, stream, cx, shutdown).await;
             drop(guard);
         });

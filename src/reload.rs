@@ -174,10 +174,12 @@ impl Reloader {
             }
         }
         let hash = bytes.as_ref().ok().map(|b| fingerprint(b));
-        if skip_same && hash.is_some() && hash == state.seen {
+        // What the watcher compares: the config's bytes and the other files' size and mtime.
+        let seen = hash.map(|h| with_named_files(h, &path, &state.config));
+        if skip_same && seen.is_some() && seen == state.seen {
             return Err(ReloadError::Unchanged);
         }
-        state.seen = hash;
+        state.seen = seen;
         systemd::reloading();
         let applied = bytes
             .map_err(|e| ReloadError::Config(ConfigErrors::io(&path, &e)))
@@ -329,6 +331,24 @@ impl Reloader {
     pub(crate) fn control(&self) -> &tokio::runtime::Handle {
         &self.control
     }
+}
+
+/// `hash` combined with the size and mtime of every other file the config names (a GeoIP
+/// database is large; its metadata is enough to notice a replacement).
+fn with_named_files(hash: u64, path: &Path, config: &Config) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    hash.hash(&mut h);
+    for file in config
+        .watched_files()
+        .iter()
+        .filter(|f| f.as_path() != path)
+    {
+        let meta = std::fs::metadata(file).ok();
+        meta.as_ref().map(|m| m.len()).hash(&mut h);
+        meta.and_then(|m| m.modified().ok()).hash(&mut h);
+    }
+    h.finish()
 }
 
 fn parse(bytes: &[u8], path: &Path) -> Result<Config, ReloadError> {

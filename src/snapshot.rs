@@ -16,13 +16,20 @@ use crate::backend::{Backend, BackendState, Pool};
 use crate::balance::Balancer;
 use crate::clock;
 use crate::config::{Config, ListenerConfig};
+use crate::region::{PoolRegions, Regions};
 use crate::route::RouteTable;
+
+use ipnet::IpNet;
 
 /// Everything the workers need to serve requests, for one config generation.
 #[derive(Debug)]
 pub struct Snapshot {
     pub listeners: Vec<ListenerSnapshot>,
     pub pools: Vec<Pool>,
+    /// `[[region]]` and `[geo]`: client IP -> region, failover orders.
+    pub regions: Regions,
+    /// `[global] trusted_proxies`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Box<[IpNet]>,
     /// Slot -> position in `listeners` (`NO_LISTENER` for a slot whose listener was removed).
     slots: Vec<u32>,
 }
@@ -39,6 +46,8 @@ pub struct ListenerSnapshot {
     pub routes: RouteTable,
     pub max_connections: usize,
     pub max_request_body: u64,
+    /// Trusted peers start their connections with a PROXY v1/v2 header.
+    pub proxy_protocol: bool,
 }
 
 impl Snapshot {
@@ -63,6 +72,11 @@ impl Snapshot {
             .enumerate()
             .map(|(i, p)| (p.name.as_str(), i))
             .collect();
+        let regions = Regions::build(&config.regions, &config.geo).unwrap_or_else(|e| {
+            // Validation opened the database; it changed since. Regions by CIDR still work.
+            tracing::error!("{e}; country lookups are off until the next reload");
+            Regions::build(&config.regions, &Default::default()).unwrap_or_default()
+        });
         let now = clock::now_ms();
         let pools: Vec<Pool> = config
             .pools
@@ -91,9 +105,10 @@ impl Snapshot {
                         )
                     })
                     .collect();
+                let pool_regions = PoolRegions::build(&backends, &pc.region_split, &regions);
                 Pool {
                     name: Arc::from(pc.name.as_str()),
-                    balancer: Balancer::new(pc.balance, &backends),
+                    balancer: Balancer::for_pool(pc, &backends),
                     backends,
                     retries: pc.retries,
                     connect_timeout: pc.connect_timeout,
@@ -106,6 +121,7 @@ impl Snapshot {
                     health: pc.health.clone().map(Arc::new),
                     passive: pc.passive,
                     budget: Default::default(),
+                    regions: pool_regions,
                 }
             })
             .collect();
@@ -136,6 +152,8 @@ impl Snapshot {
         Snapshot {
             listeners,
             pools,
+            regions,
+            trusted_proxies: config.global.trusted_proxies.clone().into_boxed_slice(),
             slots,
         }
     }
@@ -158,6 +176,7 @@ impl ListenerSnapshot {
             routes: RouteTable::new(&lc.routes, lookup(&lc.pool), lookup),
             max_connections: lc.max_connections,
             max_request_body: lc.max_request_body,
+            proxy_protocol: lc.proxy_protocol,
         }
     }
 }
@@ -181,6 +200,8 @@ mod tests {
                 .map(|(n, b)| ListenerConfig::http(*n, b.parse().expect("addr"), "p"))
                 .collect(),
             pools: vec![PoolConfig::new("p", vec![backend])],
+            regions: Vec::new(),
+            geo: Default::default(),
         }
     }
 

@@ -46,9 +46,24 @@ impl RoundRobin {
         }
     }
 
+    /// The same smooth cycle over plain weights (e.g. a pool's `region_split`).
+    pub fn with_weights(weights: &[u32]) -> Self {
+        let weights: Vec<u64> = weights.iter().map(|&w| u64::from(w.max(1))).collect();
+        RoundRobin {
+            sequence: smooth_sequence(&reduce_weights(&weights)).into_boxed_slice(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
     /// The next eligible backend in the cycle; `None` when none is eligible.
     #[inline]
     pub fn pick(&self, backends: &[Backend], eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        self.pick_among(backends.len(), eligible)
+    }
+
+    /// The next eligible index below `count` in the cycle; `None` when none is eligible.
+    #[inline]
+    pub fn pick_among(&self, count: usize, eligible: impl Fn(usize) -> bool) -> Option<usize> {
         let len = self.sequence.len();
         if len == 0 {
             return None;
@@ -59,7 +74,7 @@ impl RoundRobin {
             let slot = (start + step) % len;
             let index = self.sequence[slot] as usize;
             // The bound check only guards against a slice other than the one built with.
-            if index < backends.len() && eligible(index) {
+            if index < count && eligible(index) {
                 if step > 0 {
                     // Consume the skipped tickets too, so their share is not absorbed by the
                     // entry that follows them. Monotonic: never rewinds a concurrent pick.

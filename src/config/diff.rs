@@ -29,6 +29,8 @@ impl Changes {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ConfigDiff {
     pub global: Vec<String>,
+    /// `[[region]]` by name, and `[geo]` (as a change of `geo`).
+    pub regions: Changes,
     pub listeners: Changes,
     pub routes: Changes,
     pub pools: Changes,
@@ -40,6 +42,7 @@ pub struct ConfigDiff {
 impl ConfigDiff {
     pub fn is_empty(&self) -> bool {
         self.global.is_empty()
+            && self.regions.is_empty()
             && self.listeners.is_empty()
             && self.routes.is_empty()
             && self.pools.is_empty()
@@ -53,6 +56,24 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     if old.global != new.global {
         d.global
             .push("[global] changed (takes effect at the next restart)".into());
+    }
+
+    for r in &new.regions {
+        match old.regions.iter().find(|o| o.name == r.name) {
+            None => d.regions.added.push(format!("region \"{}\"", r.name)),
+            Some(o) if o != r => d.regions.changed.push(format!("region \"{}\"", r.name)),
+            Some(_) => {}
+        }
+    }
+    for o in &old.regions {
+        if !new.regions.iter().any(|r| r.name == o.name) {
+            d.regions.removed.push(format!("region \"{}\"", o.name));
+        }
+    }
+    if old.geo != new.geo {
+        d.regions
+            .changed
+            .push(format!("geo: {:?} -> {:?}", old.geo.mmdb, new.geo.mmdb));
     }
 
     let same_listener =
@@ -143,7 +164,23 @@ macro_rules! fields {
 }
 
 fn listener_fields(o: &ListenerConfig, l: &ListenerConfig) -> Vec<String> {
-    fields!(o, l, protocol, pool, max_connections, max_request_body)
+    let mut v = fields!(
+        o,
+        l,
+        protocol,
+        pool,
+        max_connections,
+        max_request_body,
+        proxy_protocol
+    );
+    let routes = |c: &ListenerConfig| ListenerConfig {
+        routes: Vec::new(),
+        ..c.clone()
+    };
+    if v.is_empty() && routes(o) != routes(l) {
+        v.push("settings changed".into());
+    }
+    v
 }
 
 fn pool_fields(o: &PoolConfig, p: &PoolConfig) -> Vec<String> {
@@ -158,10 +195,21 @@ fn pool_fields(o: &PoolConfig, p: &PoolConfig) -> Vec<String> {
         backup,
         slow_start,
         fail_open,
-        passive
+        passive,
+        hash_key,
+        sticky_cookie,
+        region_split
     );
     if o.health != p.health {
         v.push("health changed".into());
+    }
+    // Keys added later that this list does not name yet still show up.
+    let settings = |c: &PoolConfig| PoolConfig {
+        backends: Vec::new(),
+        ..c.clone()
+    };
+    if v.is_empty() && settings(o) != settings(p) {
+        v.push("settings changed".into());
     }
     v
 }
@@ -223,7 +271,13 @@ impl fmt::Display for ConfigDiff {
         for g in &self.global {
             writeln!(f, "~ {g}")?;
         }
-        for c in [&self.listeners, &self.routes, &self.pools, &self.backends] {
+        for c in [
+            &self.regions,
+            &self.listeners,
+            &self.routes,
+            &self.pools,
+            &self.backends,
+        ] {
             for a in &c.added {
                 writeln!(f, "+ {a}")?;
             }
@@ -342,5 +396,18 @@ backends = [{ address = "10.0.1.1:80" }]
             text.contains("draining: pool \"q\": backend 10.0.1.1:80\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn regions_and_pool_settings_are_named() {
+        let new = format!(
+            "{}\n[[region]]\nname = \"eu\"\ncidrs = [\"10.9.0.0/16\"]\n",
+            OLD.replace("name = \"q\"\n", "name = \"q\"\nretries = 5\n")
+        );
+        let d = diff(&parse(OLD), &parse(&new));
+        assert_eq!(d.regions.added, ["region \"eu\""]);
+        assert_eq!(d.pools.changed, ["pool \"q\": retries 2 -> 5"]);
+        assert!(d.backends.is_empty() && d.listeners.is_empty());
+        assert!(d.to_string().contains("+ region \"eu\"\n"));
     }
 }

@@ -26,6 +26,26 @@ pub(super) struct RawFile {
     pub listener: Vec<Spanned<RawListener>>,
     #[serde(default)]
     pub pool: Vec<Spanned<RawPool>>,
+    #[serde(default)]
+    pub region: Vec<Spanned<RawRegion>>,
+    pub geo: Option<Spanned<RawGeo>>,
+}
+
+/// `[[region]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegion {
+    pub name: Option<Str>,
+    pub cidrs: Option<Vec<Str>>,
+    pub countries: Option<Vec<Str>>,
+    pub failover: Option<Vec<Str>>,
+}
+
+/// `[geo]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGeo {
+    pub mmdb: Option<Str>,
 }
 
 /// `[global]`.
@@ -49,6 +69,7 @@ pub(super) struct RawListener {
     pub pool: Option<Str>,
     pub max_connections: Option<Int>,
     pub max_request_body: Option<Int>,
+    pub proxy_protocol: Option<Spanned<bool>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
 }
@@ -81,6 +102,8 @@ pub(super) struct RawPool {
     pub connect_timeout: Option<Str>,
     pub request_timeout: Option<Str>,
     pub idle_timeout: Option<Str>,
+    pub hash_key: Option<Str>,
+    pub sticky_cookie: Option<Str>,
     /// Spanned as a whole so an empty list can be pointed at.
     pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     pub backup: Option<Str>,
@@ -88,6 +111,8 @@ pub(super) struct RawPool {
     pub fail_open: Option<Spanned<bool>>,
     pub health: Option<Spanned<RawHealth>>,
     pub passive: Option<Spanned<RawPassive>>,
+    /// `{ us-east = 70, us-west = 30 }`, in file order.
+    pub region_split: Option<Spanned<std::collections::BTreeMap<Str, Int>>>,
 }
 
 /// `[pool.health]`.

@@ -30,6 +30,29 @@ pub struct Config {
     pub global: Global,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
+    /// `[[region]]`, in file order (a region's index is its id in the snapshot).
+    pub regions: Vec<RegionConfig>,
+    /// `[geo]`.
+    pub geo: GeoConfig,
+}
+
+/// `[[region]]`: which clients belong to a region and where they go when it is down.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegionConfig {
+    pub name: String,
+    /// Client networks of this region (longest prefix wins across all regions).
+    pub cidrs: Vec<IpNet>,
+    /// ISO 3166-1 alpha-2 codes, upper-cased; used with `[geo] mmdb`.
+    pub countries: Vec<String>,
+    /// Other regions (validated: defined, not this one), nearest first.
+    pub failover: Vec<String>,
+}
+
+/// `[geo]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GeoConfig {
+    /// A MaxMind-format database (GeoLite2 Country or ip-location-db layout); validated readable.
+    pub mmdb: Option<PathBuf>,
 }
 
 /// `[global]`.
@@ -73,6 +96,8 @@ pub struct ListenerConfig {
     pub max_request_body: u64,
     /// First match wins.
     pub routes: Vec<RouteConfig>,
+    /// Connections from `trusted_proxies` start with a PROXY v1/v2 header naming the client.
+    pub proxy_protocol: bool,
 }
 
 /// `[[listener.route]]`: every condition that is set must match.
@@ -97,6 +122,23 @@ pub enum BalanceKind {
     RoundRobin,
     LeastConn,
     RandomTwo,
+    /// Same key, same backend, on every instance (`hash_key` says which key).
+    ConsistentHash,
+    /// A cookie names the backend (`sticky_cookie` says which cookie).
+    StickyCookie,
+}
+
+/// `hash_key` of a `consistent_hash` pool: what part of the request is hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address (the TCP peer).
+    ClientIp,
+    /// `header:NAME`: the value of that request header (the first one, when repeated).
+    Header(http::HeaderName),
+    /// `cookie:NAME`: the value of that cookie.
+    Cookie(String),
+    /// The request path, without the query.
+    Path,
 }
 
 /// `[[pool]]`.
@@ -111,6 +153,10 @@ pub struct PoolConfig {
     pub request_timeout: Duration,
     /// Pooled upstream connections idle longer than this are closed.
     pub idle_timeout: Duration,
+    /// `consistent_hash` only: the request's key. Default `ClientIp`.
+    pub hash_key: HashKey,
+    /// `sticky_cookie` only: the cookie's name. Default `FULCRUM_STICKY`.
+    pub sticky_cookie: String,
     pub backends: Vec<BackendConfig>,
     /// Pool that serves when no backend here is available (validated: exists, no cycle).
     pub backup: Option<String>,
@@ -122,6 +168,8 @@ pub struct PoolConfig {
     pub health: Option<HealthConfig>,
     /// `[pool.passive]`; always on with its defaults unless `consecutive_failures = 0`.
     pub passive: PassiveConfig,
+    /// Clients of unknown region are spread over these regions by weight (names validated).
+    pub region_split: Vec<(String, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,10 +193,14 @@ impl Config {
         validate::validate(text, path)
     }
 
-    /// Files whose change should trigger a reload: the config itself, and (once those features
-    /// exist) the certificates and databases it names.
+    /// Files whose change should trigger a reload: the config itself and the files it names
+    /// (`[geo] mmdb`; certificates once TLS exists).
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        self.source.iter().cloned().collect()
+        self.source
+            .iter()
+            .chain(self.geo.mmdb.as_ref())
+            .cloned()
+            .collect()
     }
 
     /// One line for `fulcrum check`: `2 listeners, 3 pools, 7 backends, 4 routes`.
@@ -187,12 +239,15 @@ impl PoolConfig {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            hash_key: HashKey::ClientIp,
+            sticky_cookie: "FULCRUM_STICKY".to_string(),
             backends,
             backup: None,
             slow_start: Duration::ZERO,
             fail_open: false,
             health: None,
             passive: PassiveConfig::default(),
+            region_split: Vec::new(),
         }
     }
 }
@@ -208,6 +263,7 @@ impl ListenerConfig {
             max_connections: 100_000,
             max_request_body: 0,
             routes: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }

@@ -12,12 +12,15 @@
 mod health;
 mod listeners;
 mod pools;
+mod regions;
 mod values;
 
 #[cfg(test)]
 mod error_tests;
 #[cfg(test)]
 mod health_tests;
+#[cfg(test)]
+mod region_tests;
 #[cfg(test)]
 mod tests;
 
@@ -43,13 +46,33 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
                 .as_ref()
                 .map(|g| cx.global(g.get_ref()))
                 .unwrap_or_default();
-            let pools = cx.pools(&raw.pool);
+            let mut pools = cx.pools(&raw.pool);
+            let regions = cx.regions(&raw.region);
+            cx.region_refs(&raw.pool, &mut pools, &regions);
+            let geo = cx.geo(raw.geo.as_ref(), path);
             let listeners = cx.listeners(&raw.listener, &pools);
+            for (i, l) in raw.listener.iter().enumerate() {
+                if let Some(v) = &l.get_ref().proxy_protocol {
+                    if *v.get_ref() && global.trusted_proxies.is_empty() {
+                        let k = key(
+                            &label("listener", l.get_ref().name.as_ref(), i),
+                            "proxy_protocol",
+                        );
+                        cx.error(
+                            v.span(),
+                            &k,
+                            "PROXY headers are accepted from trusted_proxies only, and [global] trusted_proxies is empty",
+                        );
+                    }
+                }
+            }
             Config {
                 source: Some(path.to_path_buf()),
                 global,
                 listeners,
                 pools,
+                regions,
+                geo,
             }
         }
         Err(e) => {

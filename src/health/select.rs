@@ -12,23 +12,60 @@
 //! `1 - elapsed / slow_start` (admitted at least 5% of the time), so its share ramps linearly
 //! from small to its full weight without touching the balancers' precomputed state.
 //!
-//! "Never the same backend twice in a row" is the `avoid` argument.
+//! "Never the same backend twice in a row" is the `avoid` argument. `affinity` (consistent hash,
+//! sticky cookie) is followed in every tier; a sticky backend index only in the first pool,
+//! whose backend it names.
+//!
+//! Regions (DESIGN section 5) narrow each of tiers 1-3 before it widens: a client of a known
+//! region is tried on its own region's backends, then on each of its `failover` regions in
+//! order, then on any backend; a client of unknown region in a pool with `region_split` gets a
+//! region by weight (a region with no fresh backend drops out of the split), then any. So a
+//! fresh backend of a failover region wins over an ejected one of the client's own region, and
+//! the balancer (and the affinity) still picks within the narrowed set through its `eligible`
+//! predicate. Regions are small integers (`region::RegionId`) resolved at snapshot build: no
+//! string compares here.
 
 use std::sync::atomic::Ordering;
 
 use crate::backend::{Backend, Pool};
+use crate::balance::Affinity;
+use crate::region::{RegionId, Regions};
 
 /// `(pool index, backend index)` in a snapshot.
 pub type Choice = (usize, usize);
 
-/// Picks a backend for pool `first`, falling back to its backup chain and fail-open.
+/// Picks a backend for pool `first`, falling back to its backup chain and fail-open. `client`:
+/// the client's region with the snapshot's regions, `None` when unknown.
 #[inline]
-pub fn pick(pools: &[Pool], first: usize, avoid: Option<Choice>, now: u64) -> Option<Choice> {
+pub fn pick(
+    pools: &[Pool],
+    first: usize,
+    affinity: Affinity,
+    avoid: Option<Choice>,
+    now: u64,
+    client: Option<(&Regions, RegionId)>,
+) -> Option<Choice> {
     let mut at = Some(first);
     for _ in 0..pools.len() {
         let Some(p) = at else { break };
         let pool = &pools[p];
-        if let Some(i) = pick_in(pool, p, avoid, now) {
+        let affinity = match affinity {
+            Affinity::Backend(_) if p != first => Affinity::None,
+            a => a,
+        };
+        let chosen;
+        let order: &[RegionId] = match client {
+            Some((regions, id)) if pool.regions.regional => regions.order(id),
+            Some(_) => &[],
+            None => match &pool.regions.split {
+                Some(split) => {
+                    chosen = split.pick(|r| has_fresh(pool, r, now));
+                    chosen.as_slice()
+                }
+                None => &[],
+            },
+        };
+        if let Some(i) = pick_in(pool, p, affinity, avoid, now, order) {
             if p == first && pool.fail_open {
                 end_fail_open(pool);
             }
@@ -36,23 +73,69 @@ pub fn pick(pools: &[Pool], first: usize, avoid: Option<Choice>, now: u64) -> Op
         }
         at = pool.backup;
     }
-    fail_open(&pools[first], first, avoid)
+    fail_open(&pools[first], first, affinity, avoid)
 }
 
+/// Whether region `r` has a backend that is available and not ejected (the split's test).
 #[inline]
-fn pick_in(pool: &Pool, p: usize, avoid: Option<Choice>, now: u64) -> Option<usize> {
+fn has_fresh(pool: &Pool, r: RegionId, now: u64) -> bool {
+    pool.backends
+        .iter()
+        .enumerate()
+        .any(|(i, b)| pool.regions.of(i) == r && b.state.is_available() && !b.state.is_ejected(now))
+}
+
+/// Tiers 1-3 in pool `p`, each narrowed by `order` (regions, nearest first) before any backend.
+#[inline]
+fn pick_in(
+    pool: &Pool,
+    p: usize,
+    affinity: Affinity,
+    avoid: Option<Choice>,
+    now: u64,
+    order: &[RegionId],
+) -> Option<usize> {
     let backends = &pool.backends;
     let usable = |i: usize| Some((p, i)) != avoid && backends[i].state.is_available();
     let fresh = |i: usize| usable(i) && !backends[i].state.is_ejected(now);
-    if pool.slow_start_ms > 0 {
-        let ramped = |i: usize| fresh(i) && admitted(&backends[i], pool.slow_start_ms, now);
-        if let Some(i) = pool.balancer.pick(backends, ramped) {
+    let in_region = |r: RegionId| move |i: usize| pool.regions.of(i) == r;
+    for &r in order {
+        let here = in_region(r);
+        if let Some(i) = pick_fresh(pool, affinity, now, |i| here(i) && fresh(i)) {
             return Some(i);
         }
     }
-    pool.balancer
-        .pick(backends, fresh)
-        .or_else(|| pool.balancer.pick(backends, usable))
+    if let Some(i) = pick_fresh(pool, affinity, now, fresh) {
+        return Some(i);
+    }
+    for &r in order {
+        let here = in_region(r);
+        if let Some(i) = pool
+            .balancer
+            .pick_for(backends, affinity, |i| here(i) && usable(i))
+        {
+            return Some(i);
+        }
+    }
+    pool.balancer.pick_for(backends, affinity, usable)
+}
+
+/// Tiers 1 and 2 among the backends `fresh` admits: slow start first, then without it.
+#[inline]
+fn pick_fresh(
+    pool: &Pool,
+    affinity: Affinity,
+    now: u64,
+    fresh: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let backends = &pool.backends;
+    if pool.slow_start_ms > 0 {
+        let ramped = |i: usize| fresh(i) && admitted(&backends[i], pool.slow_start_ms, now);
+        if let Some(i) = pool.balancer.pick_for(backends, affinity, ramped) {
+            return Some(i);
+        }
+    }
+    pool.balancer.pick_for(backends, affinity, fresh)
 }
 
 /// Slow start: whether a backend still ramping up takes this pick.
@@ -67,11 +150,11 @@ fn admitted(backend: &Backend, slow_start_ms: u64, now: u64) -> bool {
 }
 
 #[cold]
-fn fail_open(pool: &Pool, p: usize, avoid: Option<Choice>) -> Option<Choice> {
+fn fail_open(pool: &Pool, p: usize, affinity: Affinity, avoid: Option<Choice>) -> Option<Choice> {
     if !pool.fail_open {
         return None;
     }
-    let i = pool.balancer.pick(&pool.backends, |i| {
+    let i = pool.balancer.pick_for(&pool.backends, affinity, |i| {
         Some((p, i)) != avoid && !pool.backends[i].state.is_draining()
     })?;
     if !pool.fail_open_active.swap(true, Ordering::Relaxed) {

@@ -26,7 +26,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("keep-alive"),
 ];
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
@@ -106,17 +106,32 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers: the fixed list and those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    // Most messages carry no hop-by-hop header, or only `Connection`: one pass over the names
+    // (standard names compare as enum tags) spares the removals' hash lookups.
+    if !headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k == PROXY_CONNECTION)
+    {
+        return;
+    }
+    // Headers the `Connection` header names; its usual tokens are in the fixed list (or are
+    // `close`), so this collects nothing and allocates nothing in the common case.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -185,27 +200,41 @@ pub fn prepare_upstream(
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    use std::fmt::Write as _;
     let client = client.to_canonical();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client.to_string(),
-    };
-    // Several X-Forwarded-For lines collapse into the one list they mean.
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, v);
+    // Several X-Forwarded-For lines mean one list, in order: joined, then the client appended.
+    let mut value = String::with_capacity(64);
+    for prior in headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        let prior = prior.trim();
+        if !prior.is_empty() {
+            value.push_str(prior);
+            value.push_str(", ");
+        }
     }
+    let _ = write!(value, "{client}");
+    set_owned(headers, X_FORWARDED_FOR, value);
 }
 
 fn append_value(headers: &mut HeaderMap, name: HeaderName, value: &'static str) {
     match headers.get(&name).and_then(|v| v.to_str().ok()) {
         Some(prior) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{prior}, {value}")) {
-                headers.insert(name, v);
-            }
+            let joined = format!("{prior}, {value}");
+            set_owned(headers, name, joined);
         }
         None => {
             headers.insert(name, HeaderValue::from_static(value));
         }
+    }
+}
+
+/// Sets a header from a `String` without copying it again.
+fn set_owned(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        headers.insert(name, v);
     }
 }
 
@@ -254,6 +283,22 @@ mod tests {
         assert_eq!(p.headers["x-forwarded-host"], "a.example");
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["via"], "1.1 fulcrum");
+    }
+
+    #[test]
+    fn several_forwarded_for_lines_are_one_list() {
+        let mut p = parts(
+            Request::get("/")
+                .header("host", "h")
+                .header("x-forwarded-for", "1.1.1.1, 2.2.2.2")
+                .header("x-forwarded-for", "3.3.3.3"),
+        );
+        prepare_upstream(&mut p, "10.0.0.9".parse().unwrap(), "http", false, false);
+        assert_eq!(p.headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            p.headers["x-forwarded-for"],
+            "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Serving one client connection: HTTP/1.1 and h2c (prior knowledge) on the same socket,
 //! upgrades passed through, graceful close on shutdown.
 
+mod affinity;
 mod body;
 pub mod budget;
 mod client;

@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::affinity;
 use super::body::{BodyError, RequestBody, ResponseBody};
 use super::client::{self, PooledConn};
 use super::error::ProxyError;
@@ -29,10 +30,10 @@ use super::framing::FramingFlags;
 use super::headers;
 use crate::access_log::{self, Record};
 use crate::backend::{InflightGuard, Pool};
-use crate::clock;
 use crate::health::{passive, select};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
+use crate::{client_ip, clock};
 
 /// What a connection knows about itself, shared by its requests.
 #[derive(Debug)]
@@ -89,33 +90,26 @@ impl Finish {
     }
 }
 
-/// Serves one request; never fails (errors become responses). It is hyper's service future
-/// itself, without a wrapper, so the (large) future is not moved once more per request.
-pub async fn handle(
-    req: Request<Incoming>,
-    cx: Arc<ConnContext>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let cx = &*cx;
-    let started = Instant::now();
-    let snapshot = cx.shared.snapshot.load_full();
-    let mut log = access_log::enabled().then(|| record_for(&req, cx, &snapshot));
-    Ok(match forward(req, cx, &snapshot, started, &mut log).await {
-        Ok(resp) => resp,
-        Err(err) => {
-            if err.is_backend_failure() {
-                let listener = snapshot.listener(cx.listener).map_or("-", |l| &*l.name);
-                tracing::debug!(listener, error = %err, "request failed");
-            }
-            let resp = err.to_response();
-            if let Some(mut record) = log {
-                record.status = resp.status().as_u16();
-                record.duration = started.elapsed();
-                record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
-                access_log::emit(record);
-            }
-            resp
-        }
-    })
+/// The response for a failed request, logged.
+fn reject(
+    err: ProxyError,
+    log: Option<Record>,
+    started: Instant,
+    snapshot: &Snapshot,
+    cx: &ConnContext,
+) -> Response<ResponseBody> {
+    if err.is_backend_failure() {
+        let listener = snapshot.listener(cx.listener).map_or("-", |l| &*l.name);
+        tracing::debug!(listener, error = %err, "request failed");
+    }
+    let resp = err.to_response();
+    if let Some(mut record) = log {
+        record.status = resp.status().as_u16();
+        record.duration = started.elapsed();
+        record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        access_log::emit(record);
+    }
+    resp
 }
 
 fn record_for(req: &Request<Incoming>, cx: &ConnContext, snapshot: &Snapshot) -> Record {
@@ -133,33 +127,48 @@ fn record_for(req: &Request<Incoming>, cx: &ConnContext, snapshot: &Snapshot) ->
             .map_or_else(|| Arc::from("-"), |l| Arc::clone(&l.name)),
         pool: None,
         backend: None,
+        client_region: None,
+        served_region: None,
         referer: req.headers().get(header::REFERER).cloned(),
         user_agent: req.headers().get(header::USER_AGENT).cloned(),
     }
 }
 
-async fn forward(
+/// Serves one request; never fails (errors become responses). It is hyper's service future
+/// itself, one future for the whole request: a nested `async fn` would be moved into its caller
+/// (kilobytes per request), so failures leave through the `reject!` macro instead.
+pub async fn handle(
     req: Request<Incoming>,
-    cx: &ConnContext,
-    snapshot: &Snapshot,
-    started: Instant,
-    log: &mut Option<Record>,
-) -> Result<Response<ResponseBody>, ProxyError> {
+    cx: Arc<ConnContext>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let cx = &*cx;
+    let started = Instant::now();
+    let snapshot = cx.shared.snapshot.load_full();
+    let snapshot = &*snapshot;
+    let mut log = access_log::enabled().then(|| record_for(&req, cx, snapshot));
+    macro_rules! reject {
+        ($err:expr) => {
+            return Ok(reject($err, log.take(), started, snapshot, cx))
+        };
+    }
+
     if cx.next_request_is_ambiguous(req.version()) {
         // hyper dropped the evidence; `check_request` covers what it leaves visible.
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
+        reject!(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding"
         ));
     }
     // `None`: a reload removed this listener; its connections drain (see `listener.rs`).
     let Some(listener) = snapshot.listener(cx.listener) else {
-        return Err(ProxyError::NoBackend);
+        reject!(ProxyError::NoBackend);
     };
     let (mut parts, body) = req.into_parts();
-    headers::check_request(&parts)?;
+    if let Err(err) = headers::check_request(&parts) {
+        reject!(err);
+    }
     let limit = listener.max_request_body;
     if limit > 0 && headers::content_length(&parts.headers).is_some_and(|len| len > limit) {
-        return Err(ProxyError::BodyTooLarge);
+        reject!(ProxyError::BodyTooLarge);
     }
 
     let pool_index = listener.routes.pick(
@@ -179,10 +188,11 @@ async fn forward(
         let mut body = body;
         match body.frame().await {
             None => RequestBody::empty(),
-            Some(Err(_)) => return Err(ProxyError::BadRequest("malformed request body")),
-            Some(Ok(first)) => {
-                RequestBody::streaming(first, body, limit).map_err(|_| ProxyError::BodyTooLarge)?
-            }
+            Some(Err(_)) => reject!(ProxyError::BadRequest("malformed request body")),
+            Some(Ok(first)) => match RequestBody::streaming(first, body, limit) {
+                Ok(body) => body,
+                Err(_) => reject!(ProxyError::BodyTooLarge),
+            },
         }
     };
     let prefetched = !body.is_end_stream();
@@ -192,6 +202,25 @@ async fn forward(
     } else {
         None
     };
+    // The client's address (believing `trusted_proxies` only) and region, before our own
+    // hop is appended to X-Forwarded-For.
+    let client = client_ip::resolve(
+        cx.peer.ip(),
+        &snapshot.trusted_proxies,
+        parts
+            .headers
+            .get_all(headers::X_FORWARDED_FOR)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    let client_region = snapshot.regions.lookup(client);
+    if let Some(record) = log.as_mut() {
+        record.client = client;
+        record.client_region = client_region.and_then(|id| snapshot.regions.name(id).cloned());
+    }
+    // consistent_hash / sticky_cookie only (`client_ip` keys hash the resolved client); strips
+    // the sticky cookie before anything is copied.
+    let affinity = affinity::extract(&pool.balancer, &mut parts, client);
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
 
     // A copy to replay on another backend, kept only when a replay is safe and allowed.
@@ -208,7 +237,10 @@ async fn forward(
             tracing::debug!(pool = %pool.name, "retry budget exhausted");
             break;
         }
-        let Some((p, index)) = select::pick(&snapshot.pools, pool_index, last, now) else {
+        let region = client_region.map(|id| (&snapshot.regions, id));
+        let Some((p, index)) =
+            select::pick(&snapshot.pools, pool_index, affinity, last, now, region)
+        else {
             break;
         };
         last = Some((p, index));
@@ -229,16 +261,23 @@ async fn forward(
                 }
                 if let Some(record) = log.as_mut() {
                     record.backend = Some(Arc::clone(&target.backends[index].label));
+                    record
+                        .served_region
+                        .clone_from(&target.backends[index].region);
                     record.status = resp.status().as_u16();
                 }
-                return Ok(respond(
-                    resp,
-                    conn,
-                    inflight,
-                    client_upgrade,
-                    log.take(),
-                    started,
-                ));
+                let mut resp = respond(resp, conn, inflight, client_upgrade, log.take(), started);
+                if p == pool_index {
+                    let secure = cx.proto == "https";
+                    affinity::set_cookie(
+                        &pool.balancer,
+                        affinity,
+                        index,
+                        secure,
+                        resp.headers_mut(),
+                    );
+                }
+                return Ok(resp);
             }
             Err((err, unsent)) => {
                 if err.is_backend_failure() {
@@ -254,7 +293,7 @@ async fn forward(
             }
         }
     }
-    Err(error)
+    reject!(error)
 }
 
 type Sent = (Response<Incoming>, PooledConn, InflightGuard);

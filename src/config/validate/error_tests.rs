@@ -18,9 +18,9 @@ fn unknown_keys_have_location() {
         e.starts_with("fulcrum.toml:10:1: pool: on_down: unknown key, expected one of `name`"),
         "{e}"
     );
-    let e = error(&with("\n[[region]]\nname = \"us-east\"\n"));
+    let e = error(&with("\n[[region]]\nname = \"us-east\"\nzone = 1\n"));
     assert!(
-        e.starts_with("fulcrum.toml:11:3: region: unknown key"),
+        e.starts_with("fulcrum.toml:13:1: region: zone: unknown key"),
         "{e}"
     );
     let e = error("[global]\nadmin = \"127.0.0.1:9901\"\n");
@@ -120,7 +120,8 @@ pool = "web"
 
 [[pool]]
 name = "web"
-balance = "consistent_hash"
+balance = "maglev"
+hash_key = "header:"
 retries = -1
 connect_timeout = "1 parsec"
 request_timeout = "0s"
@@ -135,16 +136,17 @@ backends = [
     assert_eq!(
         errors(text),
         [
-            "fulcrum.toml:8:11: pool \"web\": balance: \"consistent_hash\" is not supported yet",
-            "fulcrum.toml:9:11: pool \"web\": retries: must be >= 0",
-            "fulcrum.toml:10:19: pool \"web\": connect_timeout: must be a duration such as \"250ms\", \"2s\" or \"1m\", got \"1 parsec\" (unknown time unit \"parsec\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations))",
-            "fulcrum.toml:11:19: pool \"web\": request_timeout: must be > 0",
-            "fulcrum.toml:12:16: pool \"web\": idle_timeout: must be a duration such as \"250ms\", \"2s\" or \"1m\", got \"\"",
-            "fulcrum.toml:14:39: pool \"web\": backend \"10.0.0.1:80\": weight: must be > 0",
-            "fulcrum.toml:15:15: pool \"web\": backend \"10.0.0.2\": address: must be an address such as \"10.0.0.1:8080\" or \"[::1]:8080\", got \"10.0.0.2\"",
-            "fulcrum.toml:15:36: pool \"web\": backend \"10.0.0.2\": region: must not be empty",
-            "fulcrum.toml:16:15: pool \"web\": backend \"10.0.0.3:0\": address: port must not be 0",
-            "fulcrum.toml:17:3: pool \"web\": backend #4: address: missing (required)",
+            "fulcrum.toml:8:11: pool \"web\": balance: must be \"round_robin\", \"least_conn\", \"random_two\", \"consistent_hash\" or \"sticky_cookie\", got \"maglev\"",
+            "fulcrum.toml:9:12: pool \"web\": hash_key: header: must name a valid HTTP header, got \"\"",
+            "fulcrum.toml:10:11: pool \"web\": retries: must be >= 0",
+            "fulcrum.toml:11:19: pool \"web\": connect_timeout: must be a duration such as \"250ms\", \"2s\" or \"1m\", got \"1 parsec\" (unknown time unit \"parsec\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations))",
+            "fulcrum.toml:12:19: pool \"web\": request_timeout: must be > 0",
+            "fulcrum.toml:13:16: pool \"web\": idle_timeout: must be a duration such as \"250ms\", \"2s\" or \"1m\", got \"\"",
+            "fulcrum.toml:15:39: pool \"web\": backend \"10.0.0.1:80\": weight: must be > 0",
+            "fulcrum.toml:16:15: pool \"web\": backend \"10.0.0.2\": address: must be an address such as \"10.0.0.1:8080\" or \"[::1]:8080\", got \"10.0.0.2\"",
+            "fulcrum.toml:16:36: pool \"web\": backend \"10.0.0.2\": region: must not be empty",
+            "fulcrum.toml:17:15: pool \"web\": backend \"10.0.0.3:0\": address: port must not be 0",
+            "fulcrum.toml:18:3: pool \"web\": backend #4: address: missing (required)",
         ]
     );
 }
@@ -268,4 +270,34 @@ fn several_errors_are_all_reported_in_file_order() {
 fn columns_count_characters_not_bytes() {
     let e = error("[global]\n# é\naccess_log = \"stdout\" # ünïcode\nworkers = \"ü\"\n");
     assert!(e.starts_with("fulcrum.toml:4:11: global: workers"), "{e}");
+}
+
+#[test]
+fn hash_and_sticky_key_errors() {
+    let pool = |extra: &str| {
+        format!(
+            "[[listener]]\nname = \"web\"\nbind = \"0.0.0.0:80\"\npool = \"web\"\n\n[[pool]]\nname = \"web\"\n{extra}\nbackends = [{{ address = \"10.0.0.1:80\" }}]\n"
+        )
+    };
+    assert_eq!(
+        error(&pool("balance = \"consistent_hash\"\nhash_key = \"query\"")),
+        "fulcrum.toml:9:12: pool \"web\": hash_key: must be \"client_ip\", \"header:NAME\", \"cookie:NAME\" or \"path\", got \"query\""
+    );
+    assert_eq!(
+        error(&pool("balance = \"consistent_hash\"\nhash_key = \"cookie:a b\"")),
+        "fulcrum.toml:9:12: pool \"web\": hash_key: must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got \"a b\""
+    );
+    assert_eq!(
+        error(&pool("balance = \"sticky_cookie\"\nsticky_cookie = \"a;b\"")),
+        "fulcrum.toml:9:17: pool \"web\": sticky_cookie: must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got \"a;b\""
+    );
+    // A key the chosen balancer ignores (round robin by default).
+    assert_eq!(
+        error(&pool("hash_key = \"path\"")),
+        "fulcrum.toml:8:12: pool \"web\": hash_key: only used with balance = \"consistent_hash\""
+    );
+    assert_eq!(
+        error(&pool("balance = \"consistent_hash\"\nsticky_cookie = \"SID\"")),
+        "fulcrum.toml:9:17: pool \"web\": sticky_cookie: only used with balance = \"sticky_cookie\""
+    );
 }

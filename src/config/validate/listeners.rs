@@ -90,6 +90,7 @@ impl Cx<'_> {
                     max_connections,
                     max_request_body,
                     routes,
+                    proxy_protocol: r.proxy_protocol.as_ref().is_some_and(|v| *v.get_ref()),
                 });
             }
         }

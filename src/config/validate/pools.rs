@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::{key, label, values, Cx};
 use crate::config::file::{RawBackend, RawPool, Str};
-use crate::config::{BackendConfig, PoolConfig};
+use crate::config::{BackendConfig, BalanceKind, PoolConfig};
 
 impl Cx<'_> {
     /// Every `[[pool]]`, with unique names.
@@ -122,6 +122,38 @@ impl Cx<'_> {
             "idle_timeout",
             d.idle_timeout,
         );
+        let hash_key = self.opt_str(
+            r.hash_key.as_ref(),
+            &key(prefix, "hash_key"),
+            d.hash_key,
+            values::hash_key,
+        );
+        let sticky_cookie = self.opt_str(
+            r.sticky_cookie.as_ref(),
+            &key(prefix, "sticky_cookie"),
+            d.sticky_cookie,
+            values::cookie_name,
+        );
+        // A key the balancer ignores is a mistake worth reporting (a typo in `balance`); not
+        // when `balance` itself is bad, which is reported already.
+        let balance_ok = r
+            .balance
+            .as_ref()
+            .is_none_or(|b| values::balance(b.get_ref()).is_ok());
+        for (v, field, kind) in [
+            (&r.hash_key, "hash_key", BalanceKind::ConsistentHash),
+            (&r.sticky_cookie, "sticky_cookie", BalanceKind::StickyCookie),
+        ] {
+            if let Some(v) = v.as_ref().filter(|_| balance_ok && balance != kind) {
+                let needs = if kind == BalanceKind::ConsistentHash {
+                    "consistent_hash"
+                } else {
+                    "sticky_cookie"
+                };
+                let message = format!("only used with balance = {needs:?}");
+                self.error(v.span(), &key(prefix, field), message);
+            }
+        }
         let backends = match &r.backends {
             Some(list) if list.get_ref().is_empty() => {
                 self.error(
@@ -167,6 +199,8 @@ impl Cx<'_> {
             connect_timeout,
             request_timeout,
             idle_timeout,
+            hash_key,
+            sticky_cookie,
             backends,
             ..d
         }

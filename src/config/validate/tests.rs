@@ -218,11 +218,54 @@ fn fulcrum_toml_has_the_documented_shape() {
     assert_eq!(c.listeners[0].bind, addr("0.0.0.0:8080"));
     assert_eq!(c.listeners[0].routes.len(), 2);
     let names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["web", "static"]);
+    assert_eq!(names, ["web", "static", "cache", "sessions"]);
+    assert_eq!(c.pools[2].balance, BalanceKind::ConsistentHash);
+    assert_eq!(c.pools[3].balance, BalanceKind::StickyCookie);
     let regions: Vec<Option<&str>> = c.pools[0]
         .backends
         .iter()
         .map(|b| b.region.as_deref())
         .collect();
     assert_eq!(regions, [Some("us-east"), Some("us-west")]);
+    let defined: Vec<&str> = c.regions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(defined, ["us-east", "us-west"]);
+    assert_eq!(c.regions[0].failover, ["us-west"]);
+    assert_eq!(c.pools[0].region_split.len(), 2);
+}
+
+#[test]
+fn hash_and_sticky_keys() {
+    use crate::config::HashKey;
+    let pool = |extra: &str| {
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"0.0.0.0:80\"\npool = \"web\"\n\n[[pool]]\nname = \"web\"\n{extra}\nbackends = [{{ address = \"10.0.0.1:80\" }}]\n"
+        );
+        parse(&text).expect("valid").pools.remove(0)
+    };
+    let p = pool("balance = \"consistent_hash\"");
+    assert_eq!(
+        (p.balance, p.hash_key),
+        (BalanceKind::ConsistentHash, HashKey::ClientIp)
+    );
+    for (key, want) in [
+        ("path", HashKey::Path),
+        ("client_ip", HashKey::ClientIp),
+        (
+            "header:X-User-Id",
+            HashKey::Header(http::HeaderName::from_static("x-user-id")),
+        ),
+        ("cookie:session", HashKey::Cookie("session".into())),
+    ] {
+        let p = pool(&format!(
+            "balance = \"consistent_hash\"\nhash_key = \"{key}\""
+        ));
+        assert_eq!(p.hash_key, want);
+    }
+    let p = pool("balance = \"sticky_cookie\"");
+    assert_eq!(
+        (p.balance, p.sticky_cookie.as_str()),
+        (BalanceKind::StickyCookie, "FULCRUM_STICKY")
+    );
+    let p = pool("balance = \"sticky_cookie\"\nsticky_cookie = \"SRV\"");
+    assert_eq!(p.sticky_cookie, "SRV");
 }

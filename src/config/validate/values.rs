@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::{AccessLogTarget, BalanceKind, Protocol};
+use crate::config::{AccessLogTarget, BalanceKind, HashKey, Protocol};
 
 /// A message for the user; the caller adds file, line, column and key.
 pub(super) type Msg = String;
@@ -98,17 +98,45 @@ pub(super) fn protocol(text: &str) -> Result<Protocol, Msg> {
     }
 }
 
-/// The balancing algorithm; the documented-but-unimplemented ones say so instead of "unknown".
+/// The balancing algorithm.
 pub(super) fn balance(text: &str) -> Result<BalanceKind, Msg> {
     match text {
         "round_robin" => Ok(BalanceKind::RoundRobin),
         "least_conn" => Ok(BalanceKind::LeastConn),
         "random_two" => Ok(BalanceKind::RandomTwo),
-        "consistent_hash" | "sticky_cookie" => Err(format!("{text:?} is not supported yet")),
+        "consistent_hash" => Ok(BalanceKind::ConsistentHash),
+        "sticky_cookie" => Ok(BalanceKind::StickyCookie),
         other => Err(format!(
-            "must be \"round_robin\", \"least_conn\" or \"random_two\", got {other:?}"
+            "must be \"round_robin\", \"least_conn\", \"random_two\", \"consistent_hash\" or \"sticky_cookie\", got {other:?}"
         )),
     }
+}
+
+/// `hash_key`: `"client_ip"`, `"header:NAME"`, `"cookie:NAME"` or `"path"`.
+pub(super) fn hash_key(text: &str) -> Result<HashKey, Msg> {
+    let usage = || {
+        format!("must be \"client_ip\", \"header:NAME\", \"cookie:NAME\" or \"path\", got {text:?}")
+    };
+    match text.split_once(':') {
+        None if text == "client_ip" => Ok(HashKey::ClientIp),
+        None if text == "path" => Ok(HashKey::Path),
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .map(HashKey::Header)
+            .map_err(|_| format!("header: must name a valid HTTP header, got {name:?}")),
+        Some(("cookie", name)) => cookie_name(name).map(HashKey::Cookie),
+        _ => Err(usage()),
+    }
+}
+
+/// A cookie name: an RFC 6265 token (visible ASCII except separators), non-empty.
+pub(super) fn cookie_name(text: &str) -> Result<String, Msg> {
+    let separator = |b: u8| b"()<>@,;:\\\"/[]?={} \t".contains(&b);
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic() && !separator(b)) {
+        return Err(format!(
+            "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {text:?}"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// A route host: exact (`example.com`) or a leading wildcard (`*.example.com`), lower-cased

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use fulcrum::config::{AccessLogTarget, BackendConfig, Config, Global, ListenerConfig, PoolConfig};
+pub use fulcrum::config::Config;
+use fulcrum::config::{AccessLogTarget, BackendConfig, Global, ListenerConfig, PoolConfig};
 
 use super::wait_until_blocking;
 
@@ -56,6 +57,8 @@ pub fn config(listener: ListenerConfig, pools: Vec<PoolConfig>) -> Config {
         },
         listeners: vec![listener],
         pools,
+        regions: Vec::new(),
+        geo: Default::default(),
     }
 }
 

@@ -1,0 +1,362 @@
+//! Regions: clients on different loopback addresses (127.1.0.1, 127.2.0.1, ...; the whole
+//! 127.0.0.0/8 is local on Linux) are served by their own region's backends, fail over to the
+//! next region when theirs is down and come back when it recovers; unknown clients are split by
+//! weight; `X-Forwarded-For` is believed from trusted proxies only; a country database maps a
+//! public address to its region; a PROXY header is believed from trusted peers only.
+//!
+//! The mmdb test needs `@ip-location-db/geo-whois-asn-country-mmdb` (CC0), fetched by `.ci/run`
+//! with `npm pack` into `target/test-data/geo-whois-asn-country.mmdb` (or set
+//! `FULCRUM_TEST_MMDB`). When the file is absent the test is skipped with a loud message.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fulcrum::config::{BackendConfig, GeoConfig, PassiveConfig, PoolConfig, RegionConfig};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::support::flip::FlipBackend;
+use crate::support::proxy::{config, listener, Config, Proxy};
+
+/// A TCP connection to `proxy` from `source` (any 127/8 address).
+async fn connect_from(source: &str, proxy: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(proxy).await.unwrap()
+}
+
+/// An HTTP/1.1 connection to the proxy from a chosen local address.
+struct Client {
+    sender: SendRequest<Full<Bytes>>,
+    proxy: SocketAddr,
+}
+
+impl Client {
+    async fn from(source: &str, proxy: SocketAddr) -> Client {
+        Client::with_preamble(source, proxy, b"").await
+    }
+
+    /// Like [`from`](Self::from), writing `preamble` (a PROXY header) first.
+    async fn with_preamble(source: &str, proxy: SocketAddr, preamble: &[u8]) -> Client {
+        let mut stream = connect_from(source, proxy).await;
+        stream.write_all(preamble).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Client { sender, proxy }
+    }
+
+    /// GET / with extra headers: (status, x-backend).
+    async fn get(&mut self, headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut req = Request::get("/").header("host", self.proxy.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::default()).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), async {
+            self.sender.ready().await?;
+            let resp = self.sender.send_request(req).await?;
+            let status = resp.status();
+            let backend = resp
+                .headers()
+                .get("x-backend")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            resp.into_body().collect().await?;
+            Ok::<_, hyper::Error>((status, backend))
+        })
+        .await
+        .expect("exchange took too long");
+        resp.unwrap_or_else(|e| (StatusCode::BAD_GATEWAY, format!("client error: {e}")))
+    }
+}
+
+fn in_region(addr: SocketAddr, region: &str) -> BackendConfig {
+    BackendConfig {
+        address: addr,
+        weight: 1,
+        region: Some(region.into()),
+    }
+}
+
+fn region(name: &str, cidrs: &[&str], failover: &[&str]) -> RegionConfig {
+    RegionConfig {
+        name: name.into(),
+        cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        countries: Vec::new(),
+        failover: failover.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+/// A pool `p` over east/west backends, regions us-east = 127.1/16 and us-west = 127.2/16,
+/// each failing over to the other.
+fn two_regions(east: &[SocketAddr], west: &[SocketAddr]) -> Config {
+    let backends = east
+        .iter()
+        .map(|a| in_region(*a, "us-east"))
+        .chain(west.iter().map(|a| in_region(*a, "us-west")))
+        .collect();
+    let mut pool = PoolConfig::new("p", backends);
+    pool.passive = PassiveConfig {
+        consecutive_failures: 1,
+        eject_for: Duration::from_millis(300),
+    };
+    let mut c = config(listener("p"), vec![pool]);
+    c.regions = vec![
+        region("us-east", &["127.1.0.0/16"], &["us-west"]),
+        region("us-west", &["127.2.0.0/16"], &["us-east"]),
+    ];
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_use_their_region_fail_over_and_return() {
+    let mut east = [
+        FlipBackend::start("east-1").await,
+        FlipBackend::start("east-2").await,
+    ];
+    let west = [
+        FlipBackend::start("west-1").await,
+        FlipBackend::start("west-2").await,
+    ];
+    let addrs = |bs: &[FlipBackend]| bs.iter().map(|b| b.addr).collect::<Vec<_>>();
+    let proxy = Proxy::start(two_regions(&addrs(&east), &addrs(&west)));
+    let mut ce = Client::from("127.1.0.1", proxy.addr).await;
+    let mut cw = Client::from("127.2.0.1", proxy.addr).await;
+    for _ in 0..20 {
+        let (s, b) = ce.get(&[]).await;
+        assert!(s == 200 && b.starts_with("east-"), "{s} {b}");
+        let (s, b) = cw.get(&[]).await;
+        assert!(s == 200 && b.starts_with("west-"), "{s} {b}");
+    }
+
+    // The whole of us-east goes down: its clients move to us-west, no request fails.
+    for b in &mut east {
+        b.kill();
+    }
+    let killed = Instant::now();
+    let mut moved = None;
+    let mut failed = Vec::new();
+    let mut served = 0;
+    while killed.elapsed() < Duration::from_millis(1500) {
+        let (s, b) = ce.get(&[]).await;
+        if s != 200 {
+            failed.push(format!("{s} {b}"));
+        } else {
+            assert!(
+                b.starts_with("west-"),
+                "served by {b} while us-east is down"
+            );
+            moved.get_or_insert(killed.elapsed());
+            served += 1;
+        }
+        let (s, b) = cw.get(&[]).await;
+        assert!(s == 200 && b.starts_with("west-"), "{s} {b}");
+    }
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    let moved = moved.expect("us-east clients were never served");
+    eprintln!(
+        "region failover: us-east clients served by us-west {:.1} ms after the kill ({served} requests, 0 failed)",
+        moved.as_secs_f64() * 1000.0
+    );
+
+    // Back on the same ports: once the ejections expire its clients return.
+    for b in &mut east {
+        b.restart().await;
+    }
+    let restarted = Instant::now();
+    loop {
+        let (s, b) = ce.get(&[]).await;
+        assert_eq!(s, 200, "{b}");
+        if b.starts_with("east-") {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "us-east clients never returned"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "region recovery: us-east clients back {:.0} ms after the restart",
+        restarted.elapsed().as_secs_f64() * 1000.0
+    );
+    for _ in 0..20 {
+        let (s, b) = ce.get(&[]).await;
+        assert!(s == 200 && b.starts_with("east-"), "{s} {b}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_clients_are_split_by_weight() {
+    let mut east = FlipBackend::start("east").await;
+    let west = FlipBackend::start("west").await;
+    let mut c = two_regions(&[east.addr], &[west.addr]);
+    c.pools[0].region_split = vec![("us-east".into(), 70), ("us-west".into(), 30)];
+    let proxy = Proxy::start(c);
+    // 127.0.0.1 is in no region.
+    let mut client = Client::from("127.0.0.1", proxy.addr).await;
+    let mut east_count = 0;
+    for _ in 0..1000 {
+        let (s, b) = client.get(&[]).await;
+        assert_eq!(s, 200, "{b}");
+        east_count += usize::from(b == "east");
+    }
+    eprintln!("region split 70/30 over 1000 requests: {east_count} east");
+    assert!(
+        (680..=720).contains(&east_count),
+        "{east_count} of 1000 to us-east"
+    );
+
+    // us-east down: it drops out of the split, its share goes to us-west, nothing fails.
+    east.kill();
+    for _ in 0..100 {
+        let (s, b) = client.get(&[]).await;
+        assert_eq!((s.as_u16(), b.as_str()), (200, "west"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_believed_from_trusted_proxies_only() {
+    let east = FlipBackend::start("east").await;
+    let west = FlipBackend::start("west").await;
+    let mut c = two_regions(&[east.addr], &[west.addr]);
+    c.regions[0].cidrs.push("203.0.113.0/24".parse().unwrap());
+    c.regions[1].cidrs.push("198.51.100.0/24".parse().unwrap());
+    c.global.trusted_proxies = vec!["127.9.0.0/16".parse().unwrap()];
+    let proxy = Proxy::start(c);
+
+    // Untrusted peer in us-east forging a us-west address: ignored.
+    let mut forger = Client::from("127.1.0.1", proxy.addr).await;
+    let (s, b) = forger.get(&[("x-forwarded-for", "198.51.100.7")]).await;
+    assert_eq!((s.as_u16(), b.as_str()), (200, "east"));
+
+    // Trusted proxy: the right-most untrusted entry counts, the forged left one does not.
+    let mut lb = Client::from("127.9.0.1", proxy.addr).await;
+    let (s, b) = lb
+        .get(&[("x-forwarded-for", "203.0.113.9, 198.51.100.7")])
+        .await;
+    assert_eq!((s.as_u16(), b.as_str()), (200, "west"));
+    let (s, b) = lb
+        .get(&[("x-forwarded-for", "198.51.100.7, 203.0.113.9, 127.9.0.2")])
+        .await;
+    assert_eq!((s.as_u16(), b.as_str()), (200, "east"));
+}
+
+/// The test database: `FULCRUM_TEST_MMDB`, else `target/test-data/geo-whois-asn-country.mmdb`.
+fn test_mmdb() -> Option<PathBuf> {
+    let path = std::env::var_os("FULCRUM_TEST_MMDB").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/test-data/geo-whois-asn-country.mmdb")
+        },
+        PathBuf::from,
+    );
+    if path.is_file() {
+        return Some(path);
+    }
+    eprintln!(
+        "\n\n!!!!! SKIPPED: no country database at {}.\n!!!!! Fetch it with: .ci/fetch-test-data (npm pack @ip-location-db/geo-whois-asn-country-mmdb)\n\n",
+        path.display()
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn country_database_maps_public_addresses_to_regions() {
+    let Some(mmdb) = test_mmdb() else { return };
+    let mut us_region = region("us", &[], &[]);
+    us_region.countries = vec!["US".into()];
+    let mut de_region = region("de", &[], &[]);
+    de_region.countries = vec!["DE".into()];
+    let regions = vec![us_region, de_region];
+    let geo = GeoConfig {
+        mmdb: Some(mmdb.clone()),
+    };
+
+    // The library lookup: Google DNS is US, heise.de is DE (ip-location-db layout).
+    let table = fulcrum::region::Regions::build(&regions, &geo).unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(table.country(ip("8.8.8.8")), Some(*b"US"));
+    assert_eq!(table.lookup(ip("8.8.8.8")), Some(0));
+    assert_eq!(table.lookup(ip("193.99.144.80")), Some(1));
+    assert_eq!(table.lookup(ip("2001:4860:4860::8888")), Some(0));
+    assert_eq!(table.lookup(ip("127.0.0.1")), None);
+
+    // End to end: a trusted proxy says the client is 8.8.8.8 -> served by the us backend.
+    let us = FlipBackend::start("us").await;
+    let de = FlipBackend::start("de").await;
+    let pool = PoolConfig::new(
+        "p",
+        vec![in_region(us.addr, "us"), in_region(de.addr, "de")],
+    );
+    let mut c = config(listener("p"), vec![pool]);
+    c.regions = regions;
+    c.geo = geo;
+    c.global.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let proxy = Proxy::start(c);
+    let mut lb = Client::from("127.0.0.1", proxy.addr).await;
+    for _ in 0..5 {
+        assert_eq!(lb.get(&[("x-forwarded-for", "8.8.8.8")]).await.1, "us");
+        assert_eq!(
+            lb.get(&[("x-forwarded-for", "193.99.144.80")]).await.1,
+            "de"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_header_names_the_client_from_trusted_peers() {
+    let east = FlipBackend::start("east").await;
+    let west = FlipBackend::start("west").await;
+    let mut c = two_regions(&[east.addr], &[west.addr]);
+    c.regions[1].cidrs.push("198.51.100.0/24".parse().unwrap());
+    c.global.trusted_proxies = vec!["127.9.0.0/16".parse().unwrap()];
+    c.listeners[0].proxy_protocol = true;
+    let proxy = Proxy::start(c);
+
+    // v1 from a trusted balancer: the client is 198.51.100.7 (us-west).
+    let v1 = b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 80\r\n";
+    let mut lb = Client::with_preamble("127.9.0.1", proxy.addr, v1).await;
+    assert_eq!(lb.get(&[]).await, (StatusCode::OK, "west".to_string()));
+    assert_eq!(lb.get(&[]).await, (StatusCode::OK, "west".to_string()));
+    // v2 likewise.
+    let v2 = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (
+            "198.51.100.8:4000".parse::<SocketAddr>().unwrap(),
+            "127.0.0.1:80".parse::<SocketAddr>().unwrap(),
+        ),
+    )
+    .build()
+    .unwrap();
+    let mut lb2 = Client::with_preamble("127.9.0.2", proxy.addr, &v2).await;
+    assert_eq!(lb2.get(&[]).await, (StatusCode::OK, "west".to_string()));
+
+    // An untrusted peer is not read: no header needed, and it is its own client (us-east).
+    let mut direct = Client::from("127.1.0.1", proxy.addr).await;
+    assert_eq!(direct.get(&[]).await, (StatusCode::OK, "east".to_string()));
+
+    // A trusted peer without a header is disconnected.
+    let mut bare = connect_from("127.9.0.3", proxy.addr).await;
+    bare.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), bare.read_to_end(&mut out)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "expected a close, got {read:?} {:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
