@@ -68,7 +68,26 @@ pub struct Global {
     /// A client that has not sent its whole request header block within this time is closed
     /// (nginx `client_header_timeout`, HAProxy `timeout http-request`). Default 10 s.
     pub client_header_timeout: Duration,
+    /// Admin API, status page and `/metrics`. The file's default is `127.0.0.1:9901`; configs
+    /// built in code have none unless they set it.
+    pub admin: Option<SocketAddr>,
+    /// Bearer token for the admin API, read at start; required when `admin` is not loopback.
+    pub admin_token_file: Option<PathBuf>,
+    pub access_log_format: AccessLogFormat,
 }
+
+/// `access_log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// Apache/nginx "combined" plus Fulcrum's fields.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The admin address a config file gets when it does not name one.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {
@@ -225,6 +244,9 @@ impl Default for Global {
             shutdown_grace: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
             client_header_timeout: Duration::from_secs(10),
+            admin: None,
+            admin_token_file: None,
+            access_log_format: AccessLogFormat::Combined,
         }
     }
 }

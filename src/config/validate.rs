@@ -26,10 +26,10 @@ mod tests;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::file::{self, Int, RawGlobal, Str};
-use super::{Config, ConfigError, ConfigErrors, Global};
+use super::{Config, ConfigError, ConfigErrors, Global, DEFAULT_ADMIN};
 use values::Msg;
 
 /// Parses and validates `text`; `path` names the file in every message.
@@ -45,7 +45,10 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
                 .global
                 .as_ref()
                 .map(|g| cx.global(g.get_ref()))
-                .unwrap_or_default();
+                .unwrap_or_else(|| Global {
+                    admin: DEFAULT_ADMIN.parse().ok(),
+                    ..Global::default()
+                });
             let mut pools = cx.pools(&raw.pool);
             let regions = cx.regions(&raw.region);
             cx.region_refs(&raw.pool, &mut pools, &regions);
@@ -227,7 +230,7 @@ impl Cx<'_> {
                 )
             })
             .collect();
-        Global {
+        let global = Global {
             workers: self.opt_int(
                 g.workers.as_ref(),
                 "global: workers",
@@ -253,7 +256,36 @@ impl Cx<'_> {
                 d.client_header_timeout,
                 values::positive_duration,
             ),
+            admin: self.opt_str(
+                g.admin.as_ref(),
+                "global: admin",
+                DEFAULT_ADMIN.parse().ok(),
+                values::admin,
+            ),
+            admin_token_file: self.opt_str(
+                g.admin_token_file.as_ref(),
+                "global: admin_token_file",
+                None,
+                |t| Ok((!t.is_empty()).then(|| PathBuf::from(t))),
+            ),
+            access_log_format: self.opt_str(
+                g.access_log_format.as_ref(),
+                "global: access_log_format",
+                d.access_log_format,
+                values::access_log_format,
+            ),
+        };
+        if let (Some(addr), None) = (global.admin, &global.admin_token_file) {
+            if !addr.ip().is_loopback() {
+                let span = g.admin.as_ref().map_or(0..0, |a| a.span());
+                self.error(
+                    span,
+                    "global: admin",
+                    format!("{addr} is not loopback: set admin_token_file (a bearer token) or bind 127.0.0.1"),
+                );
+            }
         }
+        global
     }
 
     /// Records `value` as seen at `span`; reports a duplicate (with the first one's line).

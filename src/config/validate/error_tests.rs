@@ -23,9 +23,9 @@ fn unknown_keys_have_location() {
         e.starts_with("fulcrum.toml:13:1: region: zone: unknown key"),
         "{e}"
     );
-    let e = error("[global]\nadmin = \"127.0.0.1:9901\"\n");
+    let e = error("[global]\nadmins = \"127.0.0.1:9901\"\n");
     assert!(
-        e.starts_with("fulcrum.toml:2:1: global: admin: unknown key"),
+        e.starts_with("fulcrum.toml:2:1: global: admins: unknown key"),
         "{e}"
     );
     let e =
@@ -66,6 +66,18 @@ fn bad_values_name_their_key() {
         (
             "[global]\nworkers = -1\n",
             "2:11: global: workers: must be >= 0",
+        ),
+        (
+            "[global]\nadmin = \"0.0.0.0:9901\"\n",
+            "2:9: global: admin: 0.0.0.0:9901 is not loopback: set admin_token_file",
+        ),
+        (
+            "[global]\nadmin = \"nowhere\"\n",
+            "2:9: global: admin: must be \"ip:port\"",
+        ),
+        (
+            "[global]\naccess_log_format = \"xml\"\n",
+            "2:21: global: access_log_format: must be \"combined\" or \"json\"",
         ),
         (
             "[global]\naccess_log = \"\"\n",

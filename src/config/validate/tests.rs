@@ -52,7 +52,11 @@ pub(super) fn with(extra: &str) -> String {
 #[test]
 fn minimal_gets_documented_defaults() {
     let c = parse(MINIMAL).expect("valid");
-    assert_eq!(c.global, Global::default());
+    let file_defaults = Global {
+        admin: Some(addr("127.0.0.1:9901")),
+        ..Global::default()
+    };
+    assert_eq!(c.global, file_defaults);
     assert_eq!(c.source, Some(PathBuf::from("fulcrum.toml")));
     let backend = BackendConfig {
         address: addr("10.0.0.1:80"),
@@ -268,4 +272,19 @@ fn hash_and_sticky_keys() {
     );
     let p = pool("balance = \"sticky_cookie\"\nsticky_cookie = \"SRV\"");
     assert_eq!(p.sticky_cookie, "SRV");
+}
+
+#[test]
+fn admin_defaults_and_off() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(c.global.admin, Some("127.0.0.1:9901".parse().expect("addr")));
+    let c = parse(&format!("[global]\nadmin = \"\"\naccess_log_format = \"json\"\n{MINIMAL}"))
+        .expect("valid");
+    assert_eq!(c.global.admin, None);
+    assert_eq!(c.global.access_log_format, crate::config::AccessLogFormat::Json);
+    let c = parse(&format!(
+        "[global]\nadmin = \"0.0.0.0:9901\"\nadmin_token_file = \"/etc/fulcrum/token\"\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert!(c.global.admin_token_file.is_some());
 }

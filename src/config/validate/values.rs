@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::{AccessLogTarget, BalanceKind, HashKey, Protocol};
+use crate::config::{AccessLogFormat, AccessLogTarget, BalanceKind, HashKey, Protocol};
 
 /// A message for the user; the caller adds file, line, column and key.
 pub(super) type Msg = String;
@@ -86,6 +86,25 @@ pub(super) fn access_log(text: &str) -> Result<AccessLogTarget, Msg> {
         "off" => Ok(AccessLogTarget::Off),
         "" => Err("must be \"stdout\", \"off\" or a file path, got \"\"".into()),
         path => Ok(AccessLogTarget::File(PathBuf::from(path))),
+    }
+}
+
+/// An `ip:port` for the admin server, or `""` for none.
+pub(super) fn admin(text: &str) -> Result<Option<SocketAddr>, Msg> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("must be \"ip:port\" or \"\" (off), got {text:?}"))
+}
+
+/// `"combined"` or `"json"`.
+pub(super) fn access_log_format(text: &str) -> Result<AccessLogFormat, Msg> {
+    match text {
+        "combined" => Ok(AccessLogFormat::Combined),
+        "json" => Ok(AccessLogFormat::Json),
+        other => Err(format!("must be \"combined\" or \"json\", got {other:?}")),
     }
 }
 
