@@ -31,6 +31,15 @@ pub struct StateChange {
     pub reason: String,
 }
 
+/// The outcome of the last active check (cold path only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub at: SystemTime,
+    pub ok: bool,
+    pub latency: Duration,
+    pub error: Option<String>,
+}
+
 /// Shared, lock-free state of one backend.
 #[derive(Debug)]
 pub struct BackendState {
@@ -50,6 +59,8 @@ pub struct BackendState {
     up_since: AtomicU64,
     /// Last state change and its reason (cold path: logs and the admin API).
     last_change: ArcSwapOption<StateChange>,
+    /// Last active check (cold path: the admin API).
+    last_check: ArcSwapOption<CheckResult>,
 }
 
 impl Default for BackendState {
@@ -63,6 +74,7 @@ impl Default for BackendState {
             ejected_until: AtomicU64::new(0),
             up_since: AtomicU64::new(0),
             last_change: ArcSwapOption::empty(),
+            last_check: ArcSwapOption::empty(),
         }
     }
 }
@@ -136,6 +148,16 @@ impl BackendState {
     /// The last state change, if any (cold path).
     pub fn last_change(&self) -> Option<Arc<StateChange>> {
         self.last_change.load_full()
+    }
+
+    /// Records an active check's outcome (cold path).
+    pub fn record_check(&self, result: CheckResult) {
+        self.last_check.store(Some(Arc::new(result)));
+    }
+
+    /// The last active check, if any ran (cold path).
+    pub fn last_check(&self) -> Option<Arc<CheckResult>> {
+        self.last_check.load_full()
     }
 
     pub fn set_draining(&self, draining: bool) {

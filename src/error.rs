@@ -17,6 +17,8 @@ pub enum Error {
     },
     #[error("cannot start a runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("{0}")]
+    Admin(#[from] crate::admin::AdminError),
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] std::io::Error),
 }

@@ -20,6 +20,7 @@
 //! stops accepting, lets in-flight requests finish within `shutdown_grace` and returns.
 
 pub mod access_log;
+pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod client_ip;
@@ -30,6 +31,7 @@ mod error;
 pub mod health;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod proxy_protocol;
 pub mod region;
 pub mod reload;

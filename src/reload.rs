@@ -80,6 +80,8 @@ pub(crate) struct LiveListener {
     pub addr: SocketAddr,
     /// `true` stops its accept loops; its connections drain.
     pub retire: watch::Sender<bool>,
+    /// Its open connections (kept by the accept loops), for the admin API and metrics.
+    pub active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -209,6 +211,10 @@ impl Reloader {
             );
             systemd::reloaded("config reload failed; old config still serving");
         }
+        crate::metrics::get()
+            .reloads
+            .with_label_values(&[if result.ok { "ok" } else { "error" }])
+            .inc();
         state.last = Some(result.clone());
         match applied {
             Ok(_) => Ok(result),
@@ -262,6 +268,7 @@ impl Reloader {
                 name: bound.name,
                 addr: bound.addr,
                 retire,
+                active: bound.active,
             });
         }
         state.listeners.retain(|live| {
@@ -310,6 +317,18 @@ impl Reloader {
             .iter()
             .find(|l| l.name == name)
             .map(|l| l.addr)
+    }
+
+    /// Every live listener: name, bound address, open connections (cold path).
+    pub fn listeners(&self) -> Vec<(String, SocketAddr, usize)> {
+        self.lock()
+            .listeners
+            .iter()
+            .map(|l| {
+                let open = l.active.load(std::sync::atomic::Ordering::Relaxed);
+                (l.name.clone(), l.addr, open)
+            })
+            .collect()
     }
 
     /// Backends under active checks.

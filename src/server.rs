@@ -54,6 +54,8 @@ pub struct Handle {
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     control: Option<tokio::runtime::Runtime>,
+    /// Where the admin server listens (`None`: disabled, or its address was taken).
+    admin: Option<SocketAddr>,
 }
 
 /// How the request path is threaded; see `worker.rs`.
@@ -93,6 +95,14 @@ pub fn start(config: Config) -> Result<Handle, Error> {
     let access_log = AccessLog::start(&config.global.access_log, control_thread.handle())
         .map_err(Error::AccessLog)?;
 
+    // Read before anything runs: a missing token file is a start error, not a warning.
+    let admin_token = config
+        .global
+        .admin_token_file
+        .as_deref()
+        .map(crate::admin::read_token)
+        .transpose()?;
+    let admin_bind = config.global.admin;
     let snapshot = Snapshot::build(&config, None);
     let shared = Arc::new(Shared {
         client_header_timeout: config.global.client_header_timeout,
@@ -123,6 +133,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
             name: b.name,
             addr: b.addr,
             retire,
+            active: Arc::clone(&b.active),
         });
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -151,6 +162,24 @@ pub fn start(config: Config) -> Result<Handle, Error> {
                 tracing::warn!(path = %path.display(), error = %e, "cannot watch the config file: reload with SIGHUP");
                 None
             }
+        },
+    };
+    let admin = match admin_bind {
+        None => None,
+        Some(addr) => match crate::admin::start(
+            addr,
+            admin_token,
+            Arc::clone(&shared),
+            Arc::clone(&reloader),
+            control_thread.handle(),
+        ) {
+            Ok(bound) => Some(bound),
+            // Traffic matters more than the admin page: serve without it, loudly.
+            Err(e @ crate::admin::AdminError::Bind { .. }) => {
+                tracing::error!("{e}; serving without the admin API");
+                None
+            }
+            Err(e) => return Err(e.into()),
         },
     };
     if let Some(every) = systemd::watchdog_interval() {
@@ -185,6 +214,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         shutdown,
         workers: handles,
         control: Some(control_thread),
+        admin,
     })
 }
 
@@ -192,6 +222,11 @@ impl Handle {
     /// The bound address of a listener (the real port when the config said `:0`).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.reloader.listener_addr(name)
+    }
+
+    /// Where the admin API listens, if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Reloads the config file now (the admin API's trigger). Blocking: from async code, call

@@ -16,6 +16,7 @@ use crate::backend::{Backend, BackendState, Pool};
 use crate::balance::Balancer;
 use crate::clock;
 use crate::config::{Config, ListenerConfig};
+use crate::metrics::{ListenerMetrics, RegionMetrics};
 use crate::region::{PoolRegions, Regions};
 use crate::route::RouteTable;
 
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub regions: Regions,
     /// `[global] trusted_proxies`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Box<[IpNet]>,
+    /// `fulcrum_region_requests_total` handles.
+    pub region_metrics: RegionMetrics,
     /// Slot -> position in `listeners` (`NO_LISTENER` for a slot whose listener was removed).
     slots: Vec<u32>,
 }
@@ -48,6 +51,8 @@ pub struct ListenerSnapshot {
     pub max_request_body: u64,
     /// Trusted peers start their connections with a PROXY v1/v2 header.
     pub proxy_protocol: bool,
+    /// Request-path metric handles, per pool of the snapshot.
+    pub metrics: ListenerMetrics,
 }
 
 impl Snapshot {
@@ -142,7 +147,7 @@ impl Snapshot {
                     next_slot += 1;
                     next_slot - 1
                 });
-                ListenerSnapshot::build(lc, slot, &index)
+                ListenerSnapshot::build(lc, slot, &index, &pools)
             })
             .collect();
         let mut slots = vec![NO_LISTENER; next_slot];
@@ -152,6 +157,7 @@ impl Snapshot {
         Snapshot {
             listeners,
             pools,
+            region_metrics: RegionMetrics::build(&regions),
             regions,
             trusted_proxies: config.global.trusted_proxies.clone().into_boxed_slice(),
             slots,
@@ -166,12 +172,19 @@ impl Snapshot {
 }
 
 impl ListenerSnapshot {
-    fn build(lc: &ListenerConfig, slot: usize, pools: &HashMap<&str, usize>) -> Self {
+    fn build(
+        lc: &ListenerConfig,
+        slot: usize,
+        pools: &HashMap<&str, usize>,
+        built: &[Pool],
+    ) -> Self {
+        let name: Arc<str> = Arc::from(lc.name.as_str());
         // Validation guarantees every pool name exists; 0 is never reached for a valid config.
         let lookup = |name: &str| pools.get(name).copied().unwrap_or(0);
         ListenerSnapshot {
             slot,
-            name: Arc::from(lc.name.as_str()),
+            metrics: ListenerMetrics::build(&name, built),
+            name,
             bind: lc.bind,
             routes: RouteTable::new(&lc.routes, lookup(&lc.pool), lookup),
             max_connections: lc.max_connections,

@@ -81,7 +81,22 @@ impl Checker {
         // Spread the first checks over a tenth of the interval.
         tokio::time::sleep(cfg.interval.mul_f64(0.1 * fastrand::f64())).await;
         loop {
+            let started = std::time::Instant::now();
             let result = probe::check(self.addr, cfg).await;
+            self.state.record_check(crate::backend::CheckResult {
+                at: std::time::SystemTime::now(),
+                ok: result.is_ok(),
+                latency: started.elapsed(),
+                error: result.as_ref().err().map(ToString::to_string),
+            });
+            crate::metrics::get()
+                .health_checks
+                .with_label_values(&[
+                    &*self.pool,
+                    &*self.label,
+                    if result.is_ok() { "ok" } else { "fail" },
+                ])
+                .inc();
             if let Some(up) = thresholds.record(result.is_ok()) {
                 self.state.set_healthy_at(up, clock::now_ms());
                 let (state, reason) = match &result {

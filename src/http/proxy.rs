@@ -31,6 +31,7 @@ use super::headers;
 use crate::access_log::{self, Record};
 use crate::backend::{InflightGuard, Pool};
 use crate::health::{passive, select};
+use crate::metrics::PoolMetrics;
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::{client_ip, clock};
@@ -72,6 +73,9 @@ pub struct Finish {
     _inflight: InflightGuard,
     log: Option<Record>,
     started: Instant,
+    /// The serving pool's metric handles (of this listener) and the backend's index.
+    metrics: Option<(Arc<PoolMetrics>, usize)>,
+    status: u16,
 }
 
 impl Finish {
@@ -81,6 +85,9 @@ impl Finish {
             if clean {
                 conn.release();
             }
+        }
+        if let Some((m, backend)) = self.metrics.take() {
+            m.record(Some(backend), self.status, self.started.elapsed());
         }
         if let Some(mut record) = self.log.take() {
             record.bytes = bytes;
@@ -97,12 +104,24 @@ fn reject(
     started: Instant,
     snapshot: &Snapshot,
     cx: &ConnContext,
+    pool: Option<usize>,
 ) -> Response<ResponseBody> {
     if err.is_backend_failure() {
         let listener = snapshot.listener(cx.listener).map_or("-", |l| &*l.name);
         tracing::debug!(listener, error = %err, "request failed");
     }
     let resp = err.to_response();
+    if let Some(l) = snapshot.listener(cx.listener) {
+        let code = resp.status().as_u16();
+        match pool.and_then(|p| l.metrics.pool(p)) {
+            Some(m) => m.record(None, code, started.elapsed()),
+            None => {
+                if let Some(u) = &l.metrics.unrouted {
+                    u.inc(code);
+                }
+            }
+        }
+    }
     if let Some(mut record) = log {
         record.status = resp.status().as_u16();
         record.duration = started.elapsed();
@@ -146,9 +165,11 @@ pub async fn handle(
     let snapshot = cx.shared.snapshot.load_full();
     let snapshot = &*snapshot;
     let mut log = access_log::enabled().then(|| record_for(&req, cx, snapshot));
+    // The pool chosen, for the metrics of a refused request.
+    let mut routed: Option<usize> = None;
     macro_rules! reject {
         ($err:expr) => {
-            return Ok(reject($err, log.take(), started, snapshot, cx))
+            return Ok(reject($err, log.take(), started, snapshot, cx, routed))
         };
     }
 
@@ -177,6 +198,7 @@ pub async fn handle(
         &parts.headers,
     );
     let pool = &snapshot.pools[pool_index];
+    routed = Some(pool_index);
     if let Some(record) = log.as_mut() {
         record.pool = Some(Arc::clone(&pool.name));
     }
@@ -266,7 +288,18 @@ pub async fn handle(
                         .clone_from(&target.backends[index].region);
                     record.status = resp.status().as_u16();
                 }
-                let mut resp = respond(resp, conn, inflight, client_upgrade, log.take(), started);
+                snapshot
+                    .region_metrics
+                    .inc(client_region, target.regions.of(index));
+                let metrics = listener.metrics.pool(p).map(|m| (Arc::clone(m), index));
+                let mut resp = respond(
+                    resp,
+                    conn,
+                    inflight,
+                    client_upgrade,
+                    log.take(),
+                    (started, metrics),
+                );
                 if p == pool_index {
                     let secure = cx.proto == "https";
                     affinity::set_cookie(
@@ -363,7 +396,7 @@ fn respond(
     inflight: InflightGuard,
     client_upgrade: Option<OnUpgrade>,
     log: Option<Record>,
-    started: Instant,
+    (started, metrics): (Instant, Option<(Arc<PoolMetrics>, usize)>),
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -373,6 +406,8 @@ fn respond(
         _inflight: inflight,
         log,
         started,
+        metrics,
+        status: parts.status.as_u16(),
     };
     if switching {
         if let (Some(client), Some(upstream)) =

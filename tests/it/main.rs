@@ -7,6 +7,7 @@
 
 mod support;
 
+mod admin;
 mod balance;
 mod cli;
 mod errors;

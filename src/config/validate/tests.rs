@@ -277,11 +277,19 @@ fn hash_and_sticky_keys() {
 #[test]
 fn admin_defaults_and_off() {
     let c = parse(MINIMAL).expect("valid");
-    assert_eq!(c.global.admin, Some("127.0.0.1:9901".parse().expect("addr")));
-    let c = parse(&format!("[global]\nadmin = \"\"\naccess_log_format = \"json\"\n{MINIMAL}"))
-        .expect("valid");
+    assert_eq!(
+        c.global.admin,
+        Some("127.0.0.1:9901".parse().expect("addr"))
+    );
+    let c = parse(&format!(
+        "[global]\nadmin = \"\"\naccess_log_format = \"json\"\n{MINIMAL}"
+    ))
+    .expect("valid");
     assert_eq!(c.global.admin, None);
-    assert_eq!(c.global.access_log_format, crate::config::AccessLogFormat::Json);
+    assert_eq!(
+        c.global.access_log_format,
+        crate::config::AccessLogFormat::Json
+    );
     let c = parse(&format!(
         "[global]\nadmin = \"0.0.0.0:9901\"\nadmin_token_file = \"/etc/fulcrum/token\"\n{MINIMAL}"
     ))

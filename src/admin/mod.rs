@@ -1,0 +1,282 @@
+//! The admin server: status page, status JSON, Prometheus metrics, reload and drain/enable.
+//!
+//! Why here and like this: everything an operator does must stay off the request path, so the
+//! server runs on the control runtime and reads the same `Snapshot` the workers read (one
+//! `ArcSwap` load) instead of asking them anything. Drain/enable flip the backend's shared
+//! atomic; the workers see it on their next pick. Routing is one `match` on method and path.
+//! A bearer token (`admin_token_file`, read at start, compared in constant time) guards every
+//! endpoint except the static page itself, which carries no data and asks for the token.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::reload::{ReloadError, Reloader, Trigger};
+use crate::server::Shared;
+
+mod status;
+
+const PAGE: &str = include_str!("status.html");
+
+/// Why the admin server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin: cannot read admin_token_file {path}: {source}")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin: admin_token_file {0} is empty")]
+    EmptyToken(String),
+    #[error("admin: {0} is not loopback and no admin_token_file is set")]
+    Unprotected(SocketAddr),
+    #[error("admin: cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every admin request reads.
+#[derive(Debug)]
+pub struct Admin {
+    shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
+    token: Option<Vec<u8>>,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+/// Reads the token file: the token is its first line, trimmed.
+pub fn read_token(path: &Path) -> Result<Vec<u8>, AdminError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AdminError::Token {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(AdminError::EmptyToken(path.display().to_string()));
+    }
+    Ok(token.as_bytes().to_vec())
+}
+
+/// Binds `addr` and serves the admin API on `control`; returns the bound address.
+pub fn start(
+    addr: SocketAddr,
+    token: Option<Vec<u8>>,
+    shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
+    control: &tokio::runtime::Handle,
+) -> Result<SocketAddr, AdminError> {
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(AdminError::Unprotected(addr));
+    }
+    let bind_err = |source| AdminError::Bind { addr, source };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    std_listener.set_nonblocking(true).map_err(bind_err)?;
+    let bound = std_listener.local_addr().map_err(bind_err)?;
+    let admin = Arc::new(Admin {
+        shared,
+        reloader,
+        token,
+        started: Instant::now(),
+        started_at: SystemTime::now(),
+    });
+    let _guard = control.enter();
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?;
+    control.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let admin = Arc::clone(&admin);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let admin = Arc::clone(&admin);
+                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    tracing::info!(%bound, "admin API and status page at http://{bound}/");
+    Ok(bound)
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Reply {
+    reply(status, "application/json", value.to_string())
+}
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    json_reply(
+        status,
+        &json!({ "error": message, "status": status.as_u16() }),
+    )
+}
+
+impl Admin {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(given.as_bytes().ct_eq(token))
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Reply {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = req.method().clone();
+        // The page itself holds no data; everything else needs the token.
+        let page = path == "/" && method == Method::GET;
+        if !page && !self.authorized(&req) {
+            let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+        let get = method == Method::GET;
+        let post = method == Method::POST;
+        match (segments.as_slice(), get, post) {
+            ([""], true, _) => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+            (["metrics"], true, _) => self.metrics(),
+            (["api", "v1", "status"], true, _) => json_reply(StatusCode::OK, &status::of(&self)),
+            (["api", "v1", "reload"], _, true) => self.reload(query.contains("dry_run=true")).await,
+            (
+                ["api", "v1", "pools", pool, "backends", backend, action @ ("drain" | "enable")],
+                _,
+                true,
+            ) => self.set_draining(pool, backend, *action == "drain"),
+            ([""] | ["metrics"] | ["api", "v1", "status"], false, _)
+            | (["api", "v1", "reload"], _, false)
+            | (["api", "v1", "pools", _, "backends", _, "drain" | "enable"], _, false) => {
+                let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+                let allow = if path.starts_with("/api/v1/") && !path.ends_with("/status") {
+                    "POST"
+                } else {
+                    "GET"
+                };
+                resp.headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+                resp
+            }
+            _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    fn metrics(&self) -> Reply {
+        let snapshot = self.shared.snapshot.load();
+        let listeners: Vec<(String, usize)> = self
+            .reloader
+            .listeners()
+            .into_iter()
+            .map(|(name, _, open)| (name, open))
+            .collect();
+        match crate::metrics::encode(&snapshot, &listeners) {
+            Ok(text) => reply(StatusCode::OK, "text/plain; version=0.0.4", text),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    }
+
+    async fn reload(&self, dry_run: bool) -> Reply {
+        let reloader = Arc::clone(&self.reloader);
+        let outcome = tokio::task::spawn_blocking(move || {
+            if dry_run {
+                reloader.dry_run().map(|diff| {
+                    let lines: Vec<String> = diff.to_string().lines().map(String::from).collect();
+                    json!({ "ok": true, "dry_run": true, "changes": lines })
+                })
+            } else {
+                reloader
+                    .reload(Trigger::Api)
+                    .map(|r| json!({ "ok": true, "result": status::reload_json(&r) }))
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(body)) => json_reply(StatusCode::OK, &body),
+            Ok(Err(e)) => {
+                let status = match e {
+                    ReloadError::Config(_) | ReloadError::Bind { .. } => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
+                    ReloadError::NoFile | ReloadError::ShuttingDown => StatusCode::CONFLICT,
+                    ReloadError::Unchanged => StatusCode::OK,
+                };
+                let lines: Vec<String> = e.to_string().lines().map(String::from).collect();
+                json_reply(
+                    status,
+                    &json!({ "ok": false, "error": e.to_string(), "errors": lines }),
+                )
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    }
+
+    fn set_draining(&self, pool: &str, backend: &str, drain: bool) -> Reply {
+        let snapshot = self.shared.snapshot.load();
+        let Some(p) = snapshot.pools.iter().find(|p| &*p.name == pool) else {
+            return error(StatusCode::NOT_FOUND, "no such pool");
+        };
+        let Some(b) = p.backends.iter().find(|b| &*b.label == backend) else {
+            return error(StatusCode::NOT_FOUND, "no such backend in this pool");
+        };
+        b.state.set_draining(drain);
+        let (state, reason) = if drain {
+            ("draining", "drained through the admin API")
+        } else {
+            ("up", "enabled through the admin API")
+        };
+        b.state.record_change(state, reason.to_string());
+        tracing::info!(pool, backend, state, "{reason}");
+        json_reply(
+            StatusCode::OK,
+            &json!({ "ok": true, "pool": pool, "backend": backend, "draining": drain }),
+        )
+    }
+}
+
+/// Seconds since the epoch, for JSON.
+fn epoch(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

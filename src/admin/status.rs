@@ -1,0 +1,114 @@
+//! `GET /api/v1/status`: the JSON an operator (and the status page) reads. Built from the
+//! current snapshot and the reloader on demand (cold path); field names are documented in the
+//! README.
+
+use serde_json::{json, Value};
+
+use super::{epoch, Admin};
+use crate::clock;
+use crate::reload::ReloadResult;
+use crate::snapshot::Snapshot;
+
+/// The whole status document.
+pub fn of(admin: &Admin) -> Value {
+    let snapshot = admin.shared.snapshot.load();
+    let listeners: Vec<Value> = admin
+        .reloader
+        .listeners()
+        .into_iter()
+        .map(|(name, addr, open)| json!({ "name": name, "bind": addr.to_string(), "connections": open }))
+        .collect();
+    let regions: Vec<Value> = (0..)
+        .map_while(|id| snapshot.regions.name(id).map(|n| (id, n)))
+        .map(|(id, name)| {
+            let failover: Vec<&str> = snapshot
+                .regions
+                .order(id)
+                .iter()
+                .skip(1)
+                .filter_map(|f| snapshot.regions.name(*f).map(|n| &**n))
+                .collect();
+            json!({ "name": &**name, "failover": failover })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": epoch(admin.started_at),
+        "uptime_seconds": admin.started.elapsed().as_secs_f64(),
+        "listeners": listeners,
+        "pools": pools(&snapshot),
+        "regions": regions,
+        "last_reload": admin.reloader.last_reload().as_ref().map(reload_json),
+    })
+}
+
+/// One reload outcome.
+pub fn reload_json(r: &ReloadResult) -> Value {
+    json!({
+        "at": epoch(r.at),
+        "trigger": format!("{:?}", r.trigger).to_lowercase(),
+        "ok": r.ok,
+        "message": r.message,
+        "hash": r.hash.map(|h| format!("{h:016x}")),
+        "took_ms": r.took.as_secs_f64() * 1000.0,
+    })
+}
+
+fn pools(snapshot: &Snapshot) -> Vec<Value> {
+    let now = clock::now_ms();
+    snapshot
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(pi, p)| {
+            let backends: Vec<Value> = p
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(bi, b)| {
+                    let s = &b.state;
+                    let state = if s.is_draining() {
+                        "draining"
+                    } else if !s.is_healthy() {
+                        "down"
+                    } else if s.is_ejected(now) {
+                        "ejected"
+                    } else {
+                        "up"
+                    };
+                    let (requests, errors) = snapshot
+                        .listeners
+                        .iter()
+                        .filter_map(|l| l.metrics.pool(pi)?.backends.get(bi))
+                        .map(|c| c.totals())
+                        .fold((0, 0), |(a, e), (r, x)| (a + r, e + x));
+                    let change = s.last_change();
+                    let check = s.last_check();
+                    json!({
+                        "address": &*b.label,
+                        "state": state,
+                        "why": change.as_ref().map(|c| c.reason.clone()),
+                        "since": change.as_ref().map(|c| epoch(c.at)),
+                        "region": b.region.as_deref(),
+                        "weight": b.weight,
+                        "inflight": s.inflight(),
+                        "requests": requests,
+                        "errors": errors,
+                        "last_check": check.as_ref().map(|c| json!({
+                            "at": epoch(c.at),
+                            "ok": c.ok,
+                            "latency_ms": c.latency.as_secs_f64() * 1000.0,
+                            "error": c.error,
+                        })),
+                    })
+                })
+                .collect();
+            json!({
+                "name": &*p.name,
+                "health_check": p.health.is_some(),
+                "fail_open_active": p.fail_open_active.load(std::sync::atomic::Ordering::Relaxed),
+                "backends": backends,
+            })
+        })
+        .collect()
+}

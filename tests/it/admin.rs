@@ -1,0 +1,343 @@
+//! The admin API: metrics move with traffic and pass `promtool`, drain/enable, the token,
+//! JSON errors, reload through the API, and the status page in headless Chromium.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+
+use crate::support::backend::BackendBuilder;
+use crate::support::client::{http1, send, HttpClient, Reply};
+use crate::support::proxy::{any_port, config, listener, pool, write_file, Config, Proxy};
+use crate::support::wait_until;
+
+/// A quiet config with the admin server on 127.0.0.1:0.
+fn with_admin(mut c: Config) -> Config {
+    c.global.admin = Some(any_port());
+    c
+}
+
+fn admin_of(proxy: &Proxy) -> SocketAddr {
+    proxy.handle.as_ref().unwrap().admin_addr().unwrap()
+}
+
+async fn call(client: &HttpClient, method: Method, url: String, token: Option<&str>) -> Reply {
+    let mut req = Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    send(client, req.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+async fn get(client: &HttpClient, url: String) -> Reply {
+    call(client, Method::GET, url, None).await
+}
+
+fn json(reply: &Reply) -> Value {
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
+}
+
+/// The value of the sample of `name` whose labels include every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn promtool_check(text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "metrics.txt", text);
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("promtool not found: install Debian's prometheus package (.ci/run does)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic_and_pass_promtool() {
+    let a = BackendBuilder::new("a").start().await;
+    let b = BackendBuilder::new("b").start().await;
+    let proxy = Proxy::start(with_admin(config(
+        listener("metrics-pool"),
+        vec![pool("metrics-pool", &[a.addr, b.addr])],
+    )));
+    let admin = admin_of(&proxy);
+    let client = http1();
+    for _ in 0..10 {
+        let r = get(&client, format!("http://{}/x", proxy.addr)).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let metrics = get(&client, format!("http://{admin}/metrics")).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.body;
+    let per_backend = |addr: SocketAddr| {
+        sample(
+            &text,
+            "fulcrum_requests_total",
+            &[
+                ("pool", "metrics-pool"),
+                ("backend", &addr.to_string()),
+                ("code", "200"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(per_backend(a.addr), 5.0, "{text}");
+    assert_eq!(per_backend(b.addr), 5.0, "{text}");
+    let count = sample(
+        &text,
+        "fulcrum_request_duration_seconds_count",
+        &[("listener", "web"), ("pool", "metrics-pool")],
+    );
+    assert!(count.is_some_and(|c| c >= 10.0), "{text}");
+    let up = sample(
+        &text,
+        "fulcrum_backend_up",
+        &[("pool", "metrics-pool"), ("backend", &a.addr.to_string())],
+    );
+    assert_eq!(up, Some(1.0), "{text}");
+    for name in [
+        "fulcrum_backend_inflight",
+        "fulcrum_connections_active",
+        "fulcrum_config_reloads_total",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    // More traffic: the counter moves.
+    for _ in 0..4 {
+        get(&client, format!("http://{}/y", proxy.addr)).await;
+    }
+    let text = get(&client, format!("http://{admin}/metrics")).await.body;
+    let total: f64 = [a.addr, b.addr]
+        .iter()
+        .filter_map(|addr| {
+            sample(
+                &text,
+                "fulcrum_requests_total",
+                &[("backend", &addr.to_string()), ("code", "200")],
+            )
+        })
+        .sum();
+    assert_eq!(total, 14.0, "{text}");
+    promtool_check(&text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_in_flight_finish_and_enable_restores() {
+    let slow = Duration::from_millis(600);
+    let a = BackendBuilder::new("a").delay(slow).start().await;
+    let b = BackendBuilder::new("b").delay(slow).start().await;
+    let proxy = Proxy::start(with_admin(config(
+        listener("drain-pool"),
+        vec![pool("drain-pool", &[a.addr, b.addr])],
+    )));
+    let admin = admin_of(&proxy);
+    let client = http1();
+    let url = format!("http://{}/", proxy.addr);
+    let first = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { get(&client, url).await }
+    });
+    assert!(wait_until(Duration::from_secs(5), || a.count() + b.count() == 1).await);
+    let (busy, other) = if a.count() == 1 { (&a, &b) } else { (&b, &a) };
+    let action = |what: &str| {
+        format!(
+            "http://{admin}/api/v1/pools/drain-pool/backends/{}/{what}",
+            busy.addr
+        )
+    };
+    let r = call(&client, Method::POST, action("drain"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let status = json(&get(&client, format!("http://{admin}/api/v1/status")).await);
+    let backends = status["pools"][0]["backends"].as_array().unwrap().clone();
+    let drained = backends
+        .iter()
+        .find(|b| b["address"] == busy.addr.to_string())
+        .unwrap();
+    assert_eq!(drained["state"], "draining", "{status}");
+    assert_eq!(drained["inflight"], 1, "{status}");
+
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { get(&client, url).await })
+        })
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap().backend(), other.name);
+    }
+    let first = first.await.unwrap();
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.backend(), busy.name, "the in-flight request finished");
+    assert_eq!(busy.count(), 1);
+
+    let r = call(&client, Method::POST, action("enable"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { get(&client, url).await })
+        })
+        .collect();
+    for r in burst {
+        r.await.unwrap();
+    }
+    assert!(busy.count() > 1, "enable restores the backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_is_enforced_and_errors_are_json() {
+    let a = BackendBuilder::new("a").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_file(dir.path(), "token", "s3cret\n");
+    let mut c = with_admin(config(listener("p"), vec![pool("p", &[a.addr])]));
+    c.global.admin_token_file = Some(token);
+    let proxy = Proxy::start(c);
+    let admin = admin_of(&proxy);
+    let client = http1();
+    let status = format!("http://{admin}/api/v1/status");
+
+    let r = get(&client, status.clone()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(json(&r)["error"].is_string());
+    let r = call(&client, Method::GET, status.clone(), Some("wrong")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = call(
+        &client,
+        Method::GET,
+        format!("http://{admin}/metrics"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = call(&client, Method::GET, status.clone(), Some("s3cret")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let body = json(&r);
+    assert_eq!(body["pools"][0]["backends"][0]["state"], "up");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    // The page itself carries no data.
+    let r = get(&client, format!("http://{admin}/")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("<html"));
+
+    let t = Some("s3cret");
+    let r = call(&client, Method::GET, format!("http://{admin}/nope"), t).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&r)["status"], 404);
+    let r = call(
+        &client,
+        Method::GET,
+        format!("http://{admin}/api/v1/reload"),
+        t,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(json(&r)["status"], 405);
+    let r = call(
+        &client,
+        Method::DELETE,
+        format!("http://{admin}/metrics"),
+        t,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let drain = format!("http://{admin}/api/v1/pools/p/backends/10.9.9.9:1/drain");
+    let r = call(&client, Method::POST, drain, t).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(json(&r)["error"].as_str().unwrap().contains("backend"));
+}
+
+#[test]
+fn a_public_admin_address_needs_a_token() {
+    let mut c = config(
+        listener("p"),
+        vec![pool("p", &["127.0.0.1:9".parse().unwrap()])],
+    );
+    c.global.admin = Some("0.0.0.0:0".parse().unwrap());
+    let err = fulcrum::start(c).unwrap_err().to_string();
+    assert!(err.contains("not loopback"), "{err}");
+}
+
+fn file_config(dir: &Path, backend: SocketAddr, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[global]\naccess_log = \"off\"\nworkers = 1\nadmin = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\n\
+         [[pool]]\nname = \"p\"\n{extra}backends = [{{ address = \"{backend}\" }}]\n"
+    );
+    write_file(dir, "fulcrum.toml", &text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_through_the_api_reports_errors_as_json() {
+    let a = BackendBuilder::new("a").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_config(dir.path(), a.addr, "");
+    let mut handle = fulcrum::start(fulcrum::Config::from_file(&path).unwrap()).unwrap();
+    handle.stop_watching();
+    let admin = handle.admin_addr().unwrap();
+    let client = http1();
+    let reload = format!("http://{admin}/api/v1/reload");
+
+    file_config(dir.path(), a.addr, "retries = 1\n");
+    let r = call(
+        &client,
+        Method::POST,
+        format!("{reload}?dry_run=true"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let body = json(&r);
+    assert!(body["changes"].to_string().contains("retries"), "{body}");
+
+    let r = call(&client, Method::POST, reload.clone(), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(json(&r)["result"]["ok"], true);
+
+    file_config(dir.path(), a.addr, "retries = -1\n");
+    let r = call(&client, Method::POST, reload.clone(), None).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let body = json(&r);
+    assert_eq!(body["ok"], false);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("fulcrum.toml:13:") && error.contains("retries"),
+        "{error}"
+    );
+
+    let status = json(&get(&client, format!("http://{admin}/api/v1/status")).await);
+    assert_eq!(status["last_reload"]["ok"], false, "{status}");
+    assert!(status["last_reload"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("retries"));
+    let metrics = get(&client, format!("http://{admin}/metrics")).await.body;
+    assert!(
+        sample(
+            &metrics,
+            "fulcrum_config_reloads_total",
+            &[("result", "error")]
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{metrics}"
+    );
+    drop(handle);
+}
