@@ -341,3 +341,83 @@ async fn reload_through_the_api_reports_errors_as_json() {
     );
     drop(handle);
 }
+
+/// Headless Chromium loads the status page of a running Fulcrum; every backend of the config
+/// shows with its state. The screenshot lands in `target/status.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_headless_chromium_shows_every_backend() {
+    let a = BackendBuilder::new("a").start().await;
+    let b = BackendBuilder::new("b").start().await;
+    let c = BackendBuilder::new("c").start().await;
+    let proxy = Proxy::start(with_admin(config(
+        listener("web"),
+        vec![pool("web", &[a.addr, b.addr]), pool("api", &[c.addr])],
+    )));
+    let admin = admin_of(&proxy);
+    let client = http1();
+    for _ in 0..6 {
+        get(&client, format!("http://{}/", proxy.addr)).await;
+    }
+    let drain = format!("http://{admin}/api/v1/pools/web/backends/{}/drain", b.addr);
+    assert_eq!(
+        call(&client, Method::POST, drain, None).await.status,
+        StatusCode::OK
+    );
+
+    let profile = tempfile::tempdir().unwrap();
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
+    let url = format!("http://{admin}/");
+    let chromium = |extra: &[String]| {
+        let mut cmd = std::process::Command::new("chromium");
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(&url);
+        cmd
+    };
+    let dump = tokio::task::spawn_blocking({
+        let mut cmd = chromium(&["--dump-dom".to_string()]);
+        move || cmd.output()
+    })
+    .await
+    .unwrap()
+    .expect("chromium not found: install Debian's chromium package (.ci/run does)");
+    let dom = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    for (addr, state) in [(a.addr, "up"), (b.addr, "draining"), (c.addr, "up")] {
+        let row = format!("data-backend=\"{addr}\" data-state=\"{state}\"");
+        assert!(dom.contains(&row), "{row} not in the page:\n{dom}");
+    }
+    assert!(dom.contains(">web<") || dom.contains(">web<span"), "{dom}");
+
+    let shot = tokio::task::spawn_blocking({
+        let mut cmd = chromium(&[
+            format!("--screenshot={target}/status.png"),
+            "--window-size=1280,720".to_string(),
+        ]);
+        move || cmd.output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    assert!(Path::new(target).join("status.png").exists());
+}
