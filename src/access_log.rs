@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderValue, Method, Uri, Version};
 use tokio::sync::mpsc;
 
-use crate::config::AccessLogTarget;
+use crate::config::{AccessLogFormat, AccessLogTarget};
 
 /// Records waiting for the writer at most; past that they are dropped (and counted).
 const CHANNEL_CAPACITY: usize = 65_536;
@@ -57,6 +57,7 @@ impl AccessLog {
     /// Opens the target and spawns the writer on `control`; `None` when the log is off.
     pub fn start(
         target: &AccessLogTarget,
+        format: AccessLogFormat,
         control: &tokio::runtime::Handle,
     ) -> std::io::Result<Option<AccessLog>> {
         let out: Box<dyn Write + Send> = match target {
@@ -71,7 +72,7 @@ impl AccessLog {
         };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let dropped = Arc::new(AtomicU64::new(0));
-        control.spawn(write_lines(rx, out, Arc::clone(&dropped)));
+        control.spawn(write_lines(rx, out, format, Arc::clone(&dropped)));
         Ok(Some(AccessLog { tx, dropped }))
     }
 
@@ -103,6 +104,7 @@ pub fn emit(record: Record) {
 async fn write_lines(
     mut rx: mpsc::Receiver<Record>,
     out: Box<dyn Write + Send>,
+    format: AccessLogFormat,
     dropped: Arc<AtomicU64>,
 ) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
@@ -113,7 +115,10 @@ async fn write_lines(
         // Drain what is queued, then flush once.
         while let Some(record) = next {
             line.clear();
-            format_combined(&record, &mut line);
+            match format {
+                AccessLogFormat::Combined => format_combined(&record, &mut line),
+                AccessLogFormat::Json => format_json(&record, &mut line),
+            }
             let _ = out.write_all(line.as_bytes());
             next = rx.try_recv().ok();
         }
@@ -161,6 +166,34 @@ pub fn format_combined(r: &Record, out: &mut String) {
     );
 }
 
+/// One JSON object per line, the same fields as `format_combined` under stable names; absent
+/// values are `null`. `time` is RFC 3339 (UTC, milliseconds).
+pub fn format_json(r: &Record, out: &mut String) {
+    let header = |v: &Option<HeaderValue>| {
+        v.as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let value = serde_json::json!({
+        "time": humantime::format_rfc3339_millis(r.time).to_string(),
+        "client": r.client.to_canonical().to_string(),
+        "method": r.method.as_str(),
+        "uri": r.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        "version": format!("{:?}", r.version),
+        "status": r.status,
+        "bytes": r.bytes,
+        "duration_ms": r.duration.as_secs_f64() * 1000.0,
+        "referer": header(&r.referer),
+        "user_agent": header(&r.user_agent),
+        "listener": &*r.listener,
+        "pool": r.pool.as_deref(),
+        "backend": r.backend.as_deref(),
+        "client_region": r.client_region.as_deref(),
+        "served_region": r.served_region.as_deref(),
+    });
+    out.push_str(&value.to_string());
+    out.push('\n');
+}
+
 /// `23/Nov/2026:20:10:00 +0000`, from the RFC 3339 form humantime writes.
 fn clf_time(t: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
@@ -203,6 +236,20 @@ mod tests {
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl/8")),
         };
+        let mut line = String::new();
+        format_json(&r, &mut line);
+        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+        assert!(
+            line.ends_with("}\n") && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        assert_eq!(v["time"], "2026-11-23T20:10:00.000Z");
+        assert_eq!(v["uri"], "/a?b=1");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["backend"], "10.0.0.1:80");
+        assert_eq!(v["served_region"], serde_json::Value::Null);
+        assert_eq!(v["user_agent"], "curl/8");
+        assert_eq!(v["duration_ms"], 2.0);
         let mut line = String::new();
         format_combined(&r, &mut line);
         assert_eq!(

@@ -92,8 +92,12 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let access_log = AccessLog::start(&config.global.access_log, control_thread.handle())
-        .map_err(Error::AccessLog)?;
+    let access_log = AccessLog::start(
+        &config.global.access_log,
+        config.global.access_log_format,
+        control_thread.handle(),
+    )
+    .map_err(Error::AccessLog)?;
 
     // Read before anything runs: a missing token file is a start error, not a warning.
     let admin_token = config
