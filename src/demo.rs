@@ -1,5 +1,8 @@
 //! `fulcrum demo`: a complete setup with no config file and no other program. Four demo
-//! backends run in-process (two per region), and a balancer listens on 127.0.0.1:8080.
+//! backends run in-process (two per region), and a balancer listens on 127.0.0.1:8080, with
+//! the status page on 127.0.0.1:9901. A light synthetic load comes from a client in each
+//! region (127.1.0.1 is us-east, 127.2.0.1 us-west), so the page is alive from the first
+//! second; draining a backend from the page shows regional failover.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +14,15 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::config::{AccessLogTarget, BackendConfig, Config, Global, ListenerConfig, PoolConfig};
+use crate::config::{
+    AccessLogTarget, BackendConfig, Config, Global, ListenerConfig, PoolConfig, RegionConfig,
+};
+
+/// The demo clients: source address and the region its CIDR maps to.
+pub const CLIENTS: [(&str, &str, &str); 2] = [
+    ("127.1.0.1", "127.1.0.0/16", "us-east"),
+    ("127.2.0.1", "127.2.0.0/16", "us-west"),
+];
 
 /// The demo backends: name and region.
 pub const BACKENDS: [(&str, &str); 4] = [
@@ -24,7 +35,42 @@ pub const BACKENDS: [(&str, &str); 4] = [
 /// The running demo backends; they stop when this is dropped.
 pub struct DemoBackends {
     pub addrs: Vec<SocketAddr>,
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl DemoBackends {
+    /// Sends a few requests a second to `target` from each demo client, forever (until the
+    /// backends' runtime stops). Failures are ignored: the status page shows them.
+    pub fn drive_load(&self, target: SocketAddr) {
+        for (source, _, _) in CLIENTS {
+            let Ok(ip) = source.parse::<std::net::IpAddr>() else {
+                continue;
+            };
+            self.runtime.spawn(async move {
+                let mut n: u64 = 0;
+                loop {
+                    n += 1;
+                    let _ = one_request(SocketAddr::new(ip, 0), target, n).await;
+                    let pause = 150 + fastrand::u64(0..200);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+            });
+        }
+    }
+}
+
+/// One `Connection: close` request from `source`, read to the end.
+async fn one_request(source: SocketAddr, target: SocketAddr, n: u64) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(source)?;
+    let mut stream = tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await??;
+    let path = ["/", "/products", "/cart", "/api/items"][usize::try_from(n % 4).unwrap_or(0)];
+    let head = format!("GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink)).await??;
+    Ok(())
 }
 
 /// Starts the demo backends on 127.0.0.1 ports chosen by the system.
@@ -42,7 +88,7 @@ pub fn start_backends() -> std::io::Result<DemoBackends> {
     }
     Ok(DemoBackends {
         addrs,
-        _runtime: runtime,
+        runtime: runtime,
     })
 }
 
@@ -72,7 +118,7 @@ async fn serve_backend(listener: TcpListener, name: &'static str, region: &'stat
 }
 
 /// The demo's config: one listener on `bind`, one round-robin pool over the demo backends.
-pub fn config(bind: SocketAddr, backends: &[SocketAddr]) -> Config {
+pub fn config(bind: SocketAddr, admin: Option<SocketAddr>, backends: &[SocketAddr]) -> Config {
     let backends = backends
         .iter()
         .zip(BACKENDS)
@@ -85,25 +131,46 @@ pub fn config(bind: SocketAddr, backends: &[SocketAddr]) -> Config {
     Config {
         source: None,
         global: Global {
-            access_log: AccessLogTarget::Stdout,
+            // The synthetic load would drown the terminal; the status page shows the traffic.
+            access_log: AccessLogTarget::Off,
             shutdown_grace: Duration::from_secs(5),
+            admin,
             ..Global::default()
         },
         listeners: vec![ListenerConfig::http("demo", bind, "demo")],
         pools: vec![PoolConfig::new("demo", backends)],
-        regions: Vec::new(),
+        regions: CLIENTS
+            .iter()
+            .zip(CLIENTS.iter().rev())
+            .map(|((_, cidr, name), (_, _, other))| RegionConfig {
+                name: name.to_string(),
+                cidrs: cidr.parse().into_iter().collect(),
+                countries: Vec::new(),
+                failover: vec![other.to_string()],
+            })
+            .collect(),
         geo: Default::default(),
     }
 }
 
 /// What the demo prints at start.
-pub fn banner(addr: SocketAddr) -> String {
+pub fn banner(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
+    let page = admin.map_or_else(
+        || "(the admin address was taken: no status page)\n".to_string(),
+        |a| {
+            format!(
+                "Status page: http://{a}/   (metrics: http://{a}/metrics)\n\
+                 Synthetic clients in us-east (127.1.0.1) and us-west (127.2.0.1) send a few requests a second;\n\
+                 drain both us-east backends on the page to watch us-east clients fail over to us-west.\n"
+            )
+        },
+    );
     format!(
-        "Fulcrum demo: a balancer on http://{addr}/ in front of 4 demo backends (2 in us-east, 2 in us-west).\n\
+        "Fulcrum demo: a balancer on http://{addr}/ in front of 4 demo backends (2 in us-east, 2 in us-west).\n{page}\
          Try:\n  \
            curl http://{addr}/                  # round robin: run it a few times\n  \
            curl -s --http2-prior-knowledge http://{addr}/   # h2c\n  \
            for i in $(seq 8); do curl -s http://{addr}/; done\n\
-         Access log below. Ctrl-C stops.\n"
+         Ctrl-C stops.\n"
     )
 }

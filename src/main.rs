@@ -43,6 +43,9 @@ enum Command {
         /// Where the demo balancer listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the status page and admin API listen.
+        #[arg(long, default_value = fulcrum::config::DEFAULT_ADMIN)]
+        admin: SocketAddr,
     },
 }
 
@@ -55,7 +58,7 @@ fn main() -> ExitCode {
             diff_against,
         } => return check(&config, diff_against.as_deref()),
         Command::Run { config } => run(&config),
-        Command::Demo { listen } => demo(listen),
+        Command::Demo { listen, admin } => demo(listen, admin),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,12 +126,13 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let backends = fulcrum::demo::start_backends().context("cannot start the demo backends")?;
-    let handle = fulcrum::start(fulcrum::demo::config(listen, &backends.addrs))
+    let handle = fulcrum::start(fulcrum::demo::config(listen, Some(admin), &backends.addrs))
         .context("cannot start the demo balancer")?;
     let addr = handle.listener_addr("demo").unwrap_or(listen);
-    println!("{}", fulcrum::demo::banner(addr));
+    println!("{}", fulcrum::demo::banner(addr, handle.admin_addr()));
+    backends.drive_load(addr);
     handle.run_until_signal()?;
     drop(backends);
     Ok(())
