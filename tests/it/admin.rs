@@ -312,6 +312,28 @@ async fn reload_through_the_api_reports_errors_as_json() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(json(&r)["result"]["ok"], true);
 
+    // Series of a backend a reload removed leave the output.
+    let web = handle.listener_addr("web").unwrap();
+    assert_eq!(
+        get(&client, format!("http://{web}/")).await.status,
+        StatusCode::OK
+    );
+    let metrics = get(&client, format!("http://{admin}/metrics")).await.body;
+    assert!(
+        metrics.contains(&format!("backend=\"{}\"", a.addr)),
+        "{metrics}"
+    );
+    let b = BackendBuilder::new("b").start().await;
+    file_config(dir.path(), b.addr, "");
+    let r = call(&client, Method::POST, reload.clone(), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let metrics = get(&client, format!("http://{admin}/metrics")).await.body;
+    assert!(!metrics.contains(&format!("{}", a.addr)), "{metrics}");
+    assert!(
+        metrics.contains(&format!("backend=\"{}\"", b.addr)),
+        "{metrics}"
+    );
+
     file_config(dir.path(), a.addr, "retries = -1\n");
     let r = call(&client, Method::POST, reload.clone(), None).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
