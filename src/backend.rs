@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 
 use crate::balance::Balancer;
-use crate::config::{HealthConfig, PassiveConfig};
+use crate::config::{HealthConfig, OnDown, PassiveConfig};
 use crate::http::budget::RetryBudget;
 use crate::region::PoolRegions;
 
@@ -213,4 +213,8 @@ pub struct Pool {
     pub budget: RetryBudget,
     /// Each backend's region id and the `region_split`, resolved at snapshot build.
     pub regions: PoolRegions,
+    /// tcp: a PROXY v2 header naming the client starts every backend connection.
+    pub send_proxy: bool,
+    /// tcp: open connections of a backend that goes down are closed.
+    pub on_down: OnDown,
 }

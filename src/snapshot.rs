@@ -15,9 +15,10 @@ use std::sync::Arc;
 use crate::backend::{Backend, BackendState, Pool};
 use crate::balance::Balancer;
 use crate::clock;
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, Protocol};
 use crate::region::{PoolRegions, Regions};
 use crate::route::RouteTable;
+use crate::tcp::TcpBytes;
 
 use ipnet::IpNet;
 
@@ -48,6 +49,10 @@ pub struct ListenerSnapshot {
     pub max_request_body: u64,
     /// Trusted peers start their connections with a PROXY v1/v2 header.
     pub proxy_protocol: bool,
+    /// `http` (served by `crate::http`) or `tcp` (forwarded by `crate::tcp`).
+    pub protocol: Protocol,
+    /// tcp: bytes forwarded each way; carried with the slot across rebuilds.
+    pub bytes: Arc<TcpBytes>,
 }
 
 impl Snapshot {
@@ -122,6 +127,8 @@ impl Snapshot {
                     passive: pc.passive,
                     budget: Default::default(),
                     regions: pool_regions,
+                    send_proxy: pc.send_proxy,
+                    on_down: pc.on_down,
                 }
             })
             .collect();
@@ -138,11 +145,15 @@ impl Snapshot {
                         .find(|l| *l.name == *lc.name && l.bind == lc.bind)
                         .map(|l| l.slot)
                 });
+                let bytes = kept
+                    .and_then(|slot| previous.and_then(|p| p.listener(slot)))
+                    .map(|l| Arc::clone(&l.bytes))
+                    .unwrap_or_default();
                 let slot = kept.unwrap_or_else(|| {
                     next_slot += 1;
                     next_slot - 1
                 });
-                ListenerSnapshot::build(lc, slot, &index)
+                ListenerSnapshot::build(lc, slot, &index, bytes)
             })
             .collect();
         let mut slots = vec![NO_LISTENER; next_slot];
@@ -166,7 +177,12 @@ impl Snapshot {
 }
 
 impl ListenerSnapshot {
-    fn build(lc: &ListenerConfig, slot: usize, pools: &HashMap<&str, usize>) -> Self {
+    fn build(
+        lc: &ListenerConfig,
+        slot: usize,
+        pools: &HashMap<&str, usize>,
+        bytes: Arc<TcpBytes>,
+    ) -> Self {
         // Validation guarantees every pool name exists; 0 is never reached for a valid config.
         let lookup = |name: &str| pools.get(name).copied().unwrap_or(0);
         ListenerSnapshot {
@@ -177,6 +193,8 @@ impl ListenerSnapshot {
             max_connections: lc.max_connections,
             max_request_body: lc.max_request_body,
             proxy_protocol: lc.proxy_protocol,
+            protocol: lc.protocol,
+            bytes,
         }
     }
 }

@@ -113,6 +113,8 @@ pub(super) struct RawPool {
     pub passive: Option<Spanned<RawPassive>>,
     /// `{ us-east = 70, us-west = 30 }`, in file order.
     pub region_split: Option<Spanned<std::collections::BTreeMap<Str, Int>>>,
+    pub send_proxy: Option<Spanned<bool>>,
+    pub on_down: Option<Str>,
 }
 
 /// `[pool.health]`.

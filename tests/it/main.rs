@@ -20,3 +20,4 @@ mod protocols;
 mod region;
 mod reload;
 mod routing;
+mod tcp;
