@@ -17,6 +17,7 @@ mod health;
 mod lifecycle;
 mod malformed;
 mod protocols;
+mod redis;
 mod region;
 mod reload;
 mod routing;

@@ -4,6 +4,7 @@ pub mod backend;
 pub mod client;
 pub mod flip;
 pub mod proxy;
+pub mod redis;
 pub mod tcp;
 
 use std::time::{Duration, Instant};
