@@ -14,7 +14,9 @@ mod validate;
 
 pub use diff::{diff, ConfigDiff};
 pub use error::{ConfigError, ConfigErrors};
-pub use health::{HealthConfig, HealthKind, PassiveConfig, StatusRanges, MAX_EJECTION};
+pub use health::{
+    HealthConfig, HealthKind, PassiveConfig, PgRole, PostgresCheck, StatusRanges, MAX_EJECTION,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
