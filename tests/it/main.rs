@@ -16,6 +16,7 @@ mod headers;
 mod health;
 mod lifecycle;
 mod malformed;
+mod postgres;
 mod protocols;
 mod redis;
 mod region;

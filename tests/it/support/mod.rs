@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod client;
 pub mod flip;
+pub mod postgres;
 pub mod proxy;
 pub mod redis;
 pub mod tcp;
