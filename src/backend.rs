@@ -214,3 +214,13 @@ pub struct Pool {
     /// Each backend's region id and the `region_split`, resolved at snapshot build.
     pub regions: PoolRegions,
 }
+
+impl Pool {
+    /// Health or drain state of a backend changed: lets the balancer precompute what it can
+    /// for the new membership (consistent hashing's fallback table), off the request path.
+    pub fn membership_changed(&self) {
+        if let Balancer::ConsistentHash(hash) = &self.balancer {
+            hash.rebuild(&self.backends, |i| self.backends[i].state.is_available());
+        }
+    }
+}
