@@ -218,3 +218,13 @@ pub struct Pool {
     /// tcp: open connections of a backend that goes down are closed.
     pub on_down: OnDown,
 }
+
+impl Pool {
+    /// Health or drain state of a backend changed: lets the balancer precompute what it can
+    /// for the new membership (consistent hashing's fallback table), off the request path.
+    pub fn membership_changed(&self) {
+        if let Balancer::ConsistentHash(hash) = &self.balancer {
+            hash.rebuild(&self.backends, |i| self.backends[i].state.is_available());
+        }
+    }
+}

@@ -160,6 +160,10 @@ impl Snapshot {
         for (pos, l) in listeners.iter().enumerate() {
             slots[l.slot] = u32::try_from(pos).unwrap_or(NO_LISTENER);
         }
+        // Carried state may already have backends down or draining.
+        for pool in &pools {
+            pool.membership_changed();
+        }
         Snapshot {
             listeners,
             pools,

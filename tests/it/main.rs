@@ -4,6 +4,8 @@
 //! Run with limited parallelism: `cargo test --test it -- --test-threads=2`.
 
 #![allow(clippy::unwrap_used)]
+// Test backends record requests behind a Mutex: test code, not the request path.
+#![allow(clippy::disallowed_types)]
 
 mod support;
 
