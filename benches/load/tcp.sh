@@ -8,7 +8,8 @@
 # with one worker / thread (workers = 1, nbthread 1); CPU seconds are utime + stime of the
 # proxy process over the run, from /proc.
 #
-# Requires: haproxy. Knobs: TOTAL_MIB [1024], CONNS [64], FULCRUM [target/release/fulcrum],
+# Requires: haproxy, bc. Knobs: TOTAL_MIB [1024], CONNS [64], ports SINK_PORT [19501],
+# FULCRUM_PORT [19502], HAPROXY_PORT [19503], FULCRUM [target/release/fulcrum],
 # BENCH [target/release/examples/tcp_bench] (built with cargo build --release if missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -19,7 +20,7 @@ FULCRUM=${FULCRUM:-target/release/fulcrum}
 BENCH=${BENCH:-target/release/examples/tcp_bench}
 [[ -x $FULCRUM && -x $BENCH ]] || cargo build --release --bin fulcrum --example tcp_bench
 
-SINK_PORT=19001 FULCRUM_PORT=19002 HAPROXY_PORT=19003
+SINK_PORT=${SINK_PORT:-19501} FULCRUM_PORT=${FULCRUM_PORT:-19502} HAPROXY_PORT=${HAPROXY_PORT:-19503}
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
