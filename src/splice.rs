@@ -135,3 +135,64 @@ mod linux {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::Flow;
+
+    /// A connected loopback pair.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (b, _) = l.accept().await.expect("accept");
+        (a, b)
+    }
+
+    /// Both paths: 1 MiB in at one pair, out at the other, counted, ended by the EOF.
+    #[tokio::test]
+    async fn both_paths_move_everything_until_eof() {
+        for splice in [false, true] {
+            let (mut writer, from) = pair().await;
+            let (to, mut reader) = pair().await;
+            let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+            let expected = data.clone();
+            let feed = tokio::spawn(async move {
+                writer.write_all(&data).await.expect("write");
+                writer.shutdown().await.expect("shutdown");
+            });
+            let drain = tokio::spawn(async move {
+                let mut got = Vec::new();
+                reader.read_to_end(&mut got).await.expect("read");
+                got
+            });
+            let (bytes, last) = (AtomicU64::new(0), AtomicU64::new(0));
+            let flow = Flow {
+                bytes: &bytes,
+                last_active: &last,
+            };
+            let moved = if splice {
+                #[cfg(target_os = "linux")]
+                let moved = super::linux::splice_pump(&from, &to, &flow).await;
+                #[cfg(not(target_os = "linux"))]
+                let moved = super::copy_pump(&from, &to, &flow).await;
+                moved
+            } else {
+                super::copy_pump(&from, &to, &flow).await
+            }
+            .expect("pump");
+            drop(to);
+            feed.await.expect("feed");
+            assert_eq!(moved, 1 << 20);
+            assert_eq!(bytes.load(Ordering::Relaxed), 1 << 20);
+            assert!(last.load(Ordering::Relaxed) > 0);
+            assert_eq!(drain.await.expect("drain"), expected, "splice = {splice}");
+        }
+    }
+}

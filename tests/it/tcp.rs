@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fulcrum::config::{HealthConfig, ListenerConfig, OnDown, PoolConfig};
+use fulcrum::config::{BalanceKind, HealthConfig, ListenerConfig, OnDown, PoolConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::support::proxy::{any_port, config, pool, refused_addr, Config, Proxy};
-use crate::support::tcp::{echo, proxy_reader};
+use crate::support::tcp::{connect_named, echo, named, proxy_reader};
 
 /// A proxy with one tcp listener over `p`.
 fn tcp_proxy(p: PoolConfig) -> Proxy {
@@ -202,6 +202,48 @@ async fn on_down_close_ends_open_connections() {
         .expect("closed once the backend is down")
         .unwrap_or(0);
     assert_eq!(n, 0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn least_conn_counts_open_connections() {
+    let (a, b) = (named("a").await, named("b").await);
+    let mut p = pool("p", &[a.addr, b.addr]);
+    p.balance = BalanceKind::LeastConn;
+    let proxy = tcp_proxy(p);
+    // Each new connection goes to the backend with fewer open ones: they alternate while all
+    // stay open, and a closed one frees its backend for the next.
+    let (first, s1) = connect_named(proxy.addr).await;
+    let (second, _s2) = connect_named(proxy.addr).await;
+    assert_ne!(first, second);
+    let (third, _s3) = connect_named(proxy.addr).await;
+    let (fourth, _s4) = connect_named(proxy.addr).await;
+    assert_ne!(third, fourth);
+    drop(s1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (fifth, _s5) = connect_named(proxy.addr).await;
+    assert_eq!(
+        fifth, first,
+        "the backend whose connection closed has fewer open"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn consistent_hash_keeps_a_client_on_one_backend() {
+    let backends = [named("a").await, named("b").await, named("c").await];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let mut p = pool("p", &addrs);
+    p.balance = BalanceKind::ConsistentHash;
+    let proxy = tcp_proxy(p);
+    let (first, _) = connect_named(proxy.addr).await;
+    for _ in 0..8 {
+        assert_eq!(
+            connect_named(proxy.addr).await.0,
+            first,
+            "same client IP, same backend"
+        );
+    }
     proxy.shutdown().await;
 }
 

@@ -72,3 +72,38 @@ pub async fn proxy_reader() -> (TcpBackend, mpsc::UnboundedReceiver<Option<Socke
     });
     (TcpBackend { addr, task }, rx)
 }
+
+/// Sends `name` and a newline on every connection, then echoes; `name` tells the test which
+/// backend a connection reached.
+pub async fn named(name: &'static str) -> TcpBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if stream
+                    .write_all(format!("{name}\n").as_bytes())
+                    .await
+                    .is_ok()
+                {
+                    echo_one(stream).await;
+                }
+            });
+        }
+    });
+    TcpBackend { addr, task }
+}
+
+/// Connects to `addr` and reads the backend's name line; the stream stays open.
+pub async fn connect_named(addr: SocketAddr) -> (String, TcpStream) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut name = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+        name.push(byte[0]);
+    }
+    (String::from_utf8(name).unwrap(), s)
+}
