@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 
 use crate::balance::Balancer;
-use crate::config::{HealthConfig, PassiveConfig};
+use crate::config::{HealthConfig, OnDown, PassiveConfig};
 use crate::http::budget::RetryBudget;
 use crate::region::PoolRegions;
 
@@ -235,4 +235,18 @@ pub struct Pool {
     pub budget: RetryBudget,
     /// Each backend's region id and the `region_split`, resolved at snapshot build.
     pub regions: PoolRegions,
+    /// tcp: a PROXY v2 header naming the client starts every backend connection.
+    pub send_proxy: bool,
+    /// tcp: open connections of a backend that goes down are closed.
+    pub on_down: OnDown,
+}
+
+impl Pool {
+    /// Health or drain state of a backend changed: lets the balancer precompute what it can
+    /// for the new membership (consistent hashing's fallback table), off the request path.
+    pub fn membership_changed(&self) {
+        if let Balancer::ConsistentHash(hash) = &self.balancer {
+            hash.rebuild(&self.backends, |i| self.backends[i].state.is_available());
+        }
+    }
 }

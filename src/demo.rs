@@ -88,7 +88,7 @@ pub fn start_backends() -> std::io::Result<DemoBackends> {
     }
     Ok(DemoBackends {
         addrs,
-        runtime: runtime,
+        runtime,
     })
 }
 

@@ -15,6 +15,10 @@
 //! worker's pooled connection (`http::client`), a connect failure moves it to another backend,
 //! and the response streams back; the access log records it when its last byte has gone.
 //!
+//! # One TCP connection
+//! `listener` accepts on a `protocol = "tcp"` listener -> `tcp` picks a backend through the same
+//! `health::select` (next backend on a connect failure) -> `splice` moves bytes both ways.
+//!
 //! # Start and stop
 //! `start(Config) -> Handle` binds every listener before anything runs; `Handle::shutdown`
 //! stops accepting, lets in-flight requests finish within `shutdown_grace` and returns.
@@ -38,7 +42,9 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod splice;
 pub mod systemd;
+pub mod tcp;
 pub mod watch;
 pub mod worker;
 

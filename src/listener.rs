@@ -9,6 +9,9 @@
 //! removes one by setting its `retired` flag: its accept loops stop (closing only that
 //! listener's sockets) and its connections finish their in-flight request, then close. Sockets
 //! of listeners a reload keeps are never touched.
+//!
+//! The loop serves both protocols: each accepted connection goes to `http` or `tcp` by its
+//! listener's `protocol` in the current snapshot.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,9 +22,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::Protocol as ListenerProtocol;
 use crate::http::{self, ConnContext, FramingFlags};
 use crate::proxy_protocol;
 use crate::server::Shared;
+use crate::tcp;
 use crate::worker::WorkerSocket;
 
 /// Pending connections the kernel queues per socket.
@@ -147,11 +152,13 @@ async fn accept(
                 continue;
             }
         };
-        let limit = shared
+        let (limit, protocol) = shared
             .snapshot
             .load()
             .listener(index)
-            .map_or(usize::MAX, |l| l.max_connections);
+            .map_or((usize::MAX, ListenerProtocol::Http), |l| {
+                (l.max_connections, l.protocol)
+            });
         if active.fetch_add(1, Ordering::Relaxed) >= limit {
             active.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, limit, "max_connections reached: connection closed");
@@ -172,6 +179,13 @@ async fn accept(
             let Some(peer) = proxy_protocol::client(&mut stream, peer, index, &shared).await else {
                 return;
             };
+            if protocol == ListenerProtocol::Tcp {
+                // Bytes both ways until either side is done; a retired listener's tcp
+                // connections run to their end (or shutdown_grace).
+                tcp::serve(stream, peer, index, shared).await;
+                drop(guard);
+                return;
+            }
             let cx = Arc::new(ConnContext {
                 shared,
                 listener: index,

@@ -352,6 +352,23 @@ pub fn encode(
             .with_label_values(&[name])
             .set(i64::try_from(*open).unwrap_or(i64::MAX));
     }
+    // TCP byte counts live with the listener (carried across reloads, monotonic): the
+    // counter catches up with them at scrape time.
+    for l in &snapshot.listeners {
+        if l.protocol != crate::config::Protocol::Tcp {
+            continue;
+        }
+        for (direction, value) in [
+            ("upstream", &l.bytes.upstream),
+            ("downstream", &l.bytes.downstream),
+        ] {
+            let c = m.tcp_bytes.with_label_values(&[&*l.name, direction]);
+            let now = value.load(std::sync::atomic::Ordering::Relaxed);
+            if now > c.get() {
+                c.inc_by(now - c.get());
+            }
+        }
+    }
     let mut families = m.registry.gather();
     for f in &mut families {
         if f.name() == "fulcrum_requests_total" || f.name() == "fulcrum_health_checks_total" {

@@ -11,6 +11,9 @@
 //! Reloads are serialized by one `Mutex` on this cold path; the request path never sees it.
 //! Once shutdown has begun, reloads are ignored.
 
+// The reload Mutex is a cold path (a few reloads a day), never the request path.
+#![allow(clippy::disallowed_types)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

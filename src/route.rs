@@ -73,6 +73,12 @@ impl RouteTable {
         }
     }
 
+    /// The listener's own pool (what a tcp listener, which has no routes, always uses).
+    #[inline]
+    pub fn default_pool(&self) -> usize {
+        self.default_pool
+    }
+
     /// The pool index for a request. `host` is the request's host (from `Host` or the URI
     /// authority), possibly with a port and in any case.
     pub fn pick(&self, host: Option<&str>, path: &str, headers: &HeaderMap) -> usize {

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use crate::backend::{Backend, BackendState, Pool};
 use crate::balance::Balancer;
 use crate::clock;
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, Protocol};
 use crate::metrics::{ListenerMetrics, RegionMetrics};
 use crate::region::{PoolRegions, Regions};
 use crate::route::RouteTable;
+use crate::tcp::TcpBytes;
 
 use ipnet::IpNet;
 
@@ -51,6 +52,10 @@ pub struct ListenerSnapshot {
     pub max_request_body: u64,
     /// Trusted peers start their connections with a PROXY v1/v2 header.
     pub proxy_protocol: bool,
+    /// `http` (served by `crate::http`) or `tcp` (forwarded by `crate::tcp`).
+    pub protocol: Protocol,
+    /// tcp: bytes forwarded each way; carried with the slot across rebuilds.
+    pub bytes: Arc<TcpBytes>,
     /// Request-path metric handles, per pool of the snapshot.
     pub metrics: ListenerMetrics,
 }
@@ -127,6 +132,8 @@ impl Snapshot {
                     passive: pc.passive,
                     budget: Default::default(),
                     regions: pool_regions,
+                    send_proxy: pc.send_proxy,
+                    on_down: pc.on_down,
                 }
             })
             .collect();
@@ -143,16 +150,24 @@ impl Snapshot {
                         .find(|l| *l.name == *lc.name && l.bind == lc.bind)
                         .map(|l| l.slot)
                 });
+                let bytes = kept
+                    .and_then(|slot| previous.and_then(|p| p.listener(slot)))
+                    .map(|l| Arc::clone(&l.bytes))
+                    .unwrap_or_default();
                 let slot = kept.unwrap_or_else(|| {
                     next_slot += 1;
                     next_slot - 1
                 });
-                ListenerSnapshot::build(lc, slot, &index, &pools)
+                ListenerSnapshot::build(lc, slot, &index, bytes, &pools)
             })
             .collect();
         let mut slots = vec![NO_LISTENER; next_slot];
         for (pos, l) in listeners.iter().enumerate() {
             slots[l.slot] = u32::try_from(pos).unwrap_or(NO_LISTENER);
+        }
+        // Carried state may already have backends down or draining.
+        for pool in &pools {
+            pool.membership_changed();
         }
         Snapshot {
             listeners,
@@ -176,6 +191,7 @@ impl ListenerSnapshot {
         lc: &ListenerConfig,
         slot: usize,
         pools: &HashMap<&str, usize>,
+        bytes: Arc<TcpBytes>,
         built: &[Pool],
     ) -> Self {
         let name: Arc<str> = Arc::from(lc.name.as_str());
@@ -190,6 +206,8 @@ impl ListenerSnapshot {
             max_connections: lc.max_connections,
             max_request_body: lc.max_request_body,
             proxy_protocol: lc.proxy_protocol,
+            protocol: lc.protocol,
+            bytes,
         }
     }
 }

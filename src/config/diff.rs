@@ -198,7 +198,9 @@ fn pool_fields(o: &PoolConfig, p: &PoolConfig) -> Vec<String> {
         passive,
         hash_key,
         sticky_cookie,
-        region_split
+        region_split,
+        send_proxy,
+        on_down
     );
     if o.health != p.health {
         v.push("health changed".into());

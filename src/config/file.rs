@@ -116,6 +116,8 @@ pub(super) struct RawPool {
     pub passive: Option<Spanned<RawPassive>>,
     /// `{ us-east = 70, us-west = 30 }`, in file order.
     pub region_split: Option<Spanned<std::collections::BTreeMap<Str, Int>>>,
+    pub send_proxy: Option<Spanned<bool>>,
+    pub on_down: Option<Str>,
 }
 
 /// `[pool.health]`.
@@ -127,6 +129,11 @@ pub(super) struct RawHealth {
     pub expect_status: Option<Str>,
     pub send: Option<Str>,
     pub expect: Option<Str>,
+    pub role: Option<Str>,
+    pub user: Option<Str>,
+    pub database: Option<Str>,
+    pub password_file: Option<Str>,
+    pub max_lag: Option<Str>,
     pub port: Option<Int>,
     pub interval: Option<Str>,
     pub timeout: Option<Str>,

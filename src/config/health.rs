@@ -18,6 +18,8 @@ pub struct HealthConfig {
     pub send: String,
     /// tcp: substring the reply must contain (empty: a connect is enough).
     pub expect: String,
+    /// postgres: the role login, database, role wanted and replica lag allowed.
+    pub postgres: Option<PostgresCheck>,
     /// Side port to check instead of the backend's; 0 = the backend's own port.
     pub port: u16,
     pub interval: Duration,
@@ -32,6 +34,30 @@ pub struct HealthConfig {
 pub enum HealthKind {
     Http,
     Tcp,
+    /// Log in with tokio-postgres (no TLS) and compare `pg_is_in_recovery()` with the role.
+    Postgres,
+}
+
+/// `kind = "postgres"`: who logs in where, and which role the node must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresCheck {
+    pub role: PgRole,
+    pub user: String,
+    /// Empty: the server's default (the user's name).
+    pub database: String,
+    /// Read at every check (a rotated password is picked up); trailing newline dropped.
+    pub password_file: Option<std::path::PathBuf>,
+    /// replica: down when replay lags more than this; `None`: lag is not checked.
+    pub max_lag: Option<Duration>,
+}
+
+/// The role a `postgres` check wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgRole {
+    /// Not in recovery: takes writes.
+    Primary,
+    /// In recovery: a streaming (or archive) replica.
+    Replica,
 }
 
 impl HealthConfig {
@@ -43,6 +69,7 @@ impl HealthConfig {
             expect_status: StatusRanges::default(),
             send: String::new(),
             expect: String::new(),
+            postgres: None,
             port: 0,
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(1),

@@ -14,7 +14,9 @@ mod validate;
 
 pub use diff::{diff, ConfigDiff};
 pub use error::{ConfigError, ConfigErrors};
-pub use health::{HealthConfig, HealthKind, PassiveConfig, StatusRanges, MAX_EJECTION};
+pub use health::{
+    HealthConfig, HealthKind, PassiveConfig, PgRole, PostgresCheck, StatusRanges, MAX_EJECTION,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +101,18 @@ pub enum AccessLogTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http,
+    /// Layer 4: bytes forwarded both ways to one backend per connection (`crate::tcp`).
+    Tcp,
+}
+
+/// `on_down` of a tcp pool: what happens to open connections of a backend that goes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDown {
+    /// They continue (the backend may still serve them).
+    #[default]
+    Keep,
+    /// They are closed, so clients reconnect to a backend that is up (e.g. a new primary).
+    Close,
 }
 
 /// `[[listener]]`.
@@ -189,6 +203,10 @@ pub struct PoolConfig {
     pub passive: PassiveConfig,
     /// Clients of unknown region are spread over these regions by weight (names validated).
     pub region_split: Vec<(String, u32)>,
+    /// tcp pools: a PROXY v2 header naming the client starts every backend connection.
+    pub send_proxy: bool,
+    /// tcp pools: close open connections of a backend once it is down for this pool.
+    pub on_down: OnDown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +288,8 @@ impl PoolConfig {
             health: None,
             passive: PassiveConfig::default(),
             region_split: Vec::new(),
+            send_proxy: false,
+            on_down: OnDown::Keep,
         }
     }
 }
@@ -286,6 +306,14 @@ impl ListenerConfig {
             max_request_body: 0,
             routes: Vec::new(),
             proxy_protocol: false,
+        }
+    }
+
+    /// A TCP listener with the documented defaults, for configs built in code.
+    pub fn tcp(name: impl Into<String>, bind: SocketAddr, pool: impl Into<String>) -> Self {
+        ListenerConfig {
+            protocol: Protocol::Tcp,
+            ..ListenerConfig::http(name, bind, pool)
         }
     }
 }

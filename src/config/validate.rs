@@ -37,6 +37,7 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
     let mut cx = Cx {
         text,
         file: path.display().to_string(),
+        path,
         errors: Vec::new(),
     };
     let config = match file::parse(text) {
@@ -94,6 +95,8 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
 struct Cx<'a> {
     text: &'a str,
     file: String,
+    /// The config file, for paths relative to its folder.
+    path: &'a Path,
     errors: Vec<ConfigError>,
 }
 

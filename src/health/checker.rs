@@ -43,9 +43,9 @@ impl Drop for HealthTasks {
 }
 
 /// Starts one check task per backend of every pool with a health config.
-pub fn spawn(snapshot: &Snapshot, rt: &tokio::runtime::Handle) -> HealthTasks {
+pub fn spawn(snapshot: &Arc<Snapshot>, rt: &tokio::runtime::Handle) -> HealthTasks {
     let mut tasks = Vec::new();
-    for pool in &snapshot.pools {
+    for (pool_index, pool) in snapshot.pools.iter().enumerate() {
         let Some(cfg) = &pool.health else { continue };
         for b in &pool.backends {
             let task = Checker {
@@ -54,6 +54,8 @@ pub fn spawn(snapshot: &Snapshot, rt: &tokio::runtime::Handle) -> HealthTasks {
                 addr: b.addr,
                 state: Arc::clone(&b.state),
                 cfg: Arc::clone(cfg),
+                snapshot: Arc::clone(snapshot),
+                pool_index,
             };
             tasks.push(rt.spawn(task.run()).abort_handle());
         }
@@ -72,6 +74,9 @@ struct Checker {
     addr: SocketAddr,
     state: Arc<BackendState>,
     cfg: Arc<HealthConfig>,
+    /// The snapshot this check belongs to, to tell the pool's balancer about a change.
+    snapshot: Arc<Snapshot>,
+    pool_index: usize,
 }
 
 impl Checker {
@@ -99,6 +104,7 @@ impl Checker {
                 .inc();
             if let Some(up) = thresholds.record(result.is_ok()) {
                 self.state.set_healthy_at(up, clock::now_ms());
+                self.snapshot.pools[self.pool_index].membership_changed();
                 let (state, reason) = match &result {
                     Ok(()) => ("up", format!("{} checks passed", cfg.rise)),
                     Err(e) => ("down", format!("{} checks failed: {e}", cfg.fall)),

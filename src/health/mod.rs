@@ -11,7 +11,7 @@
 //! outage of `rise x interval`. A dead backend is instead found by the first checks (`fall x
 //! interval`) and, before that, by connect failures that retries and passive ejection absorb.
 //!
-//! - `probe.rs`: one check (http, tcp, tcp send/expect).
+//! - `probe.rs`: one check (http, tcp, tcp send/expect, postgres role and replica lag).
 //! - `checker.rs`: one task per backend on the control runtime.
 //! - `passive.rs`: ejection from real traffic, called by the proxy.
 //! - `select.rs`: the eligibility tiers, backup pools and fail-open used by the proxy.

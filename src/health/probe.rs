@@ -1,4 +1,5 @@
-//! One active check of one backend: http GET, tcp connect, or tcp send/expect.
+//! One active check of one backend: http GET, tcp connect, tcp send/expect, or a postgres login
+//! that compares the node's role (`pg_is_in_recovery()`) and, for replicas, its replay lag.
 //!
 //! Every check opens a fresh connection (a pooled one would test the pool, not the backend) and
 //! the whole exchange is bounded by the check's `timeout`. The error says what failed in words
@@ -38,6 +39,16 @@ pub enum ProbeError {
     Mismatch(String),
     #[error("reply does not contain {0:?} within {1:?}")]
     MismatchTimeout(String, std::time::Duration),
+    #[error("postgres: {0}")]
+    Postgres(#[source] tokio_postgres::Error),
+    #[error("cannot read password_file {0}: {1}")]
+    PasswordFile(std::path::PathBuf, #[source] std::io::Error),
+    #[error("role is {0}, want {1}")]
+    Role(&'static str, &'static str),
+    #[error("replica lags {0:.1} s behind (max_lag {1:?})")]
+    Lag(f64, std::time::Duration),
+    #[error("replica replay is {0} bytes behind and no transaction was replayed yet")]
+    LagBytes(f64),
 }
 
 /// The address a check goes to: the backend's, or its side `port`.
@@ -55,6 +66,7 @@ pub async fn check(backend: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeE
         match cfg.kind {
             HealthKind::Http => http_check(addr, cfg).await,
             HealthKind::Tcp => tcp_check(addr, cfg).await,
+            HealthKind::Postgres => postgres_check(addr, cfg).await,
         }
     };
     tokio::time::timeout(cfg.timeout, run)
@@ -128,5 +140,60 @@ async fn tcp_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeErro
         if reply.len() > MAX_REPLY {
             return Err(ProbeError::Mismatch(cfg.expect.clone()));
         }
+    }
+}
+
+/// Role and lag in one round trip. The lag is 0 when everything received is replayed (an idle
+/// primary sends nothing, so the last replay time alone would grow forever); otherwise the age
+/// of the last replayed transaction, and the bytes behind for when none was replayed yet.
+const PG_ROLE_QUERY: &str = "SELECT pg_is_in_recovery(), \
+    CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
+         ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END, \
+    COALESCE(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::float8";
+
+/// Logs in (no TLS) and checks the role; a replica with `max_lag` also its replay lag.
+async fn postgres_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
+    use crate::config::PgRole;
+    let Some(pg) = &cfg.postgres else {
+        return Err(ProbeError::Role("unknown", "a configured role"));
+    };
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(&pg.user)
+        .application_name("fulcrum-health")
+        .connect_timeout(cfg.timeout);
+    if !pg.database.is_empty() {
+        config.dbname(&pg.database);
+    }
+    if let Some(path) = &pg.password_file {
+        // A few bytes, on the control runtime: a blocking read is fine here.
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ProbeError::PasswordFile(path.clone(), e))?;
+        config.password(text.trim_end_matches(['\r', '\n']));
+    }
+    let stream = connect(addr).await?;
+    let (client, connection) = config
+        .connect_raw(stream, tokio_postgres::NoTls)
+        .await
+        .map_err(ProbeError::Postgres)?;
+    let driver = tokio::spawn(connection);
+    let row = client.query_one(PG_ROLE_QUERY, &[]).await;
+    driver.abort();
+    let row = row.map_err(ProbeError::Postgres)?;
+    let in_recovery: bool = row.try_get(0).map_err(ProbeError::Postgres)?;
+    let lag_s: Option<f64> = row.try_get(1).map_err(ProbeError::Postgres)?;
+    let behind: f64 = row.try_get(2).map_err(ProbeError::Postgres)?;
+    let role = if in_recovery { "replica" } else { "primary" };
+    match (pg.role, in_recovery) {
+        (PgRole::Primary, false) => Ok(()),
+        (PgRole::Primary, true) => Err(ProbeError::Role(role, "primary")),
+        (PgRole::Replica, false) => Err(ProbeError::Role(role, "replica")),
+        (PgRole::Replica, true) => match (pg.max_lag, lag_s) {
+            (None, _) => Ok(()),
+            (Some(max), Some(lag)) if lag > max.as_secs_f64() => Err(ProbeError::Lag(lag, max)),
+            (Some(_), Some(_)) => Ok(()),
+            (Some(_), None) if behind > 0.0 => Err(ProbeError::LagBytes(behind)),
+            (Some(_), None) => Ok(()),
+        },
     }
 }

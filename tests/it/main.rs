@@ -4,6 +4,8 @@
 //! Run with limited parallelism: `cargo test --test it -- --test-threads=2`.
 
 #![allow(clippy::unwrap_used)]
+// Test backends record requests behind a Mutex: test code, not the request path.
+#![allow(clippy::disallowed_types)]
 
 mod support;
 
@@ -17,7 +19,10 @@ mod headers;
 mod health;
 mod lifecycle;
 mod malformed;
+mod postgres;
 mod protocols;
+mod redis;
 mod region;
 mod reload;
 mod routing;
+mod tcp;

@@ -13,9 +13,9 @@ fn syntax_error_has_location() {
 
 #[test]
 fn unknown_keys_have_location() {
-    let e = error(&format!("{MINIMAL}on_down = \"close\"\n"));
+    let e = error(&format!("{MINIMAL}retry_on = \"5xx\"\n"));
     assert!(
-        e.starts_with("fulcrum.toml:10:1: pool: on_down: unknown key, expected one of `name`"),
+        e.starts_with("fulcrum.toml:10:1: pool: retry_on: unknown key, expected one of `name`"),
         "{e}"
     );
     let e = error(&with("\n[[region]]\nname = \"us-east\"\nzone = 1\n"));
@@ -103,7 +103,7 @@ fn listener_value_errors() {
     let text = r#"[[listener]]
 name = "web"
 bind = "localhost:80"
-protocol = "tcp"
+protocol = "udp"
 pool = "web"
 max_connections = 0
 max_request_body = -5
@@ -116,7 +116,7 @@ backends = [{ address = "10.0.0.1:80" }]
         errors(text),
         [
             "fulcrum.toml:3:8: listener \"web\": bind: must be an address such as \"10.0.0.1:8080\" or \"[::1]:8080\", got \"localhost:80\"",
-            "fulcrum.toml:4:12: listener \"web\": protocol: \"tcp\" is not supported yet",
+            "fulcrum.toml:4:12: listener \"web\": protocol: must be \"http\" or \"tcp\", got \"udp\"",
             "fulcrum.toml:6:19: listener \"web\": max_connections: must be > 0",
             "fulcrum.toml:7:20: listener \"web\": max_request_body: must be >= 0",
         ]

@@ -4,9 +4,10 @@
 
 use toml::Spanned;
 
+use super::regions::resolve;
 use super::{key, values, Cx};
 use crate::config::file::{RawHealth, RawPassive};
-use crate::config::{HealthConfig, HealthKind, PassiveConfig, StatusRanges};
+use crate::config::{HealthConfig, HealthKind, PassiveConfig, PgRole, PostgresCheck, StatusRanges};
 
 impl Cx<'_> {
     /// A pool's `[pool.health]`; bad values fall back to defaults so the rest is still checked.
@@ -17,7 +18,7 @@ impl Cx<'_> {
         let kind = self.opt_str(r.kind.as_ref(), &k("kind"), HealthKind::Http, health_kind);
         let d = match kind {
             HealthKind::Http => HealthConfig::http(),
-            HealthKind::Tcp => HealthConfig::tcp(),
+            HealthKind::Tcp | HealthKind::Postgres => HealthConfig::tcp(),
         };
         let path = self.opt_str(
             r.path.as_ref(),
@@ -49,6 +50,7 @@ impl Cx<'_> {
                 }
             }
         }
+        let postgres = self.postgres_keys(r, kind, &prefix);
         let port = self.opt_int(r.port.as_ref(), &k("port"), d.port, values::non_negative);
         let interval = self.opt_str(
             r.interval.as_ref(),
@@ -70,12 +72,105 @@ impl Cx<'_> {
             expect_status,
             send,
             expect,
+            postgres,
             port,
             interval,
             timeout,
             rise,
             fall,
         }
+    }
+
+    /// `role`, `user`, `database`, `password_file`, `max_lag`: required / allowed for
+    /// `kind = "postgres"` only.
+    fn postgres_keys(
+        &mut self,
+        r: &RawHealth,
+        kind: HealthKind,
+        prefix: &str,
+    ) -> Option<PostgresCheck> {
+        let k = |field: &str| key(prefix, field);
+        let keys = [
+            ("role", &r.role),
+            ("user", &r.user),
+            ("database", &r.database),
+            ("password_file", &r.password_file),
+            ("max_lag", &r.max_lag),
+        ];
+        if kind != HealthKind::Postgres {
+            for (field, v) in keys {
+                if let Some(v) = v {
+                    self.error(v.span(), &k(field), "only for kind = \"postgres\"");
+                }
+            }
+            return None;
+        }
+        let table = 0..0;
+        let role = match &r.role {
+            Some(v) => self.req_str(Some(v), table.clone(), &k("role"), pg_role),
+            None => {
+                let span = r.kind.as_ref().map_or(table.clone(), Spanned::span);
+                self.error(
+                    span,
+                    &k("role"),
+                    "missing (required for kind = \"postgres\"): \"primary\" or \"replica\"",
+                );
+                None
+            }
+        };
+        let user = match &r.user {
+            Some(v) => self.req_str(Some(v), table.clone(), &k("user"), non_empty),
+            None => {
+                let span = r.kind.as_ref().map_or(table.clone(), Spanned::span);
+                self.error(
+                    span,
+                    &k("user"),
+                    "missing (required for kind = \"postgres\")",
+                );
+                None
+            }
+        };
+        let database = self.opt_str(r.database.as_ref(), &k("database"), String::new(), |s| {
+            Ok(s.into())
+        });
+        let password_file = match &r.password_file {
+            Some(v) if !v.get_ref().is_empty() => {
+                let path = resolve(self.path, v.get_ref());
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => Some(path),
+                    Ok(_) => {
+                        self.error(
+                            v.span(),
+                            &k("password_file"),
+                            format!("{} is not a file", path.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.error(
+                            v.span(),
+                            &k("password_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let max_lag = self
+            .maybe_str(r.max_lag.as_ref(), &k("max_lag"), values::positive_duration)
+            .unwrap_or_default();
+        if let (Some(PgRole::Primary), Some(v)) = (role, &r.max_lag) {
+            self.error(v.span(), &k("max_lag"), "only for role = \"replica\"");
+        }
+        Some(PostgresCheck {
+            role: role?,
+            user: user?,
+            database,
+            password_file,
+            max_lag,
+        })
     }
 
     /// A pool's `[pool.passive]`.
@@ -99,12 +194,31 @@ impl Cx<'_> {
     }
 }
 
-/// `"http"` | `"tcp"`; `"postgres"` is documented but comes later, so it says so.
+/// `"http"` | `"tcp"` | `"postgres"`.
 fn health_kind(text: &str) -> Result<HealthKind, values::Msg> {
     match text {
         "http" => Ok(HealthKind::Http),
         "tcp" => Ok(HealthKind::Tcp),
-        "postgres" => Err("\"postgres\" is not supported yet".into()),
-        other => Err(format!("must be \"http\" or \"tcp\", got {other:?}")),
+        "postgres" => Ok(HealthKind::Postgres),
+        other => Err(format!(
+            "must be \"http\", \"tcp\" or \"postgres\", got {other:?}"
+        )),
+    }
+}
+
+/// `"primary"` | `"replica"`.
+fn pg_role(text: &str) -> Result<PgRole, values::Msg> {
+    match text {
+        "primary" => Ok(PgRole::Primary),
+        "replica" => Ok(PgRole::Replica),
+        other => Err(format!("must be \"primary\" or \"replica\", got {other:?}")),
+    }
+}
+
+fn non_empty(text: &str) -> Result<String, values::Msg> {
+    if text.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(text.into())
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::tests::{errors, parse, with, MINIMAL};
-use crate::config::{HealthConfig, HealthKind, PassiveConfig};
+use crate::config::{HealthConfig, HealthKind, PassiveConfig, PgRole};
 
 #[test]
 fn defaults_without_health_keys() {
@@ -76,7 +76,7 @@ fn health_errors_name_their_keys() {
         r#"backup = "web"
 slow_start = "soon"
 [pool.health]
-kind = "postgres"
+kind = "postgrs"
 path = "healthz"
 expect_status = "500-200"
 rise = 0
@@ -93,7 +93,7 @@ eject_for = "0s"
     let expected = [
         "10:10: pool \"web\": backup: must name another pool, not itself",
         "11:14: pool \"web\": slow_start: must be a duration",
-        "13:8: pool \"web\": health: kind: \"postgres\" is not supported yet",
+        "13:8: pool \"web\": health: kind: must be \"http\", \"tcp\" or \"postgres\", got \"postgrs\"",
         "14:8: pool \"web\": health: path: must start with \"/\"",
         "15:17: pool \"web\": health: expect_status: range \"500-200\" is empty",
         "16:8: pool \"web\": health: rise: must be > 0",
@@ -131,6 +131,69 @@ fn backup_must_exist_and_not_loop() {
     );
     assert!(
         errs[1].contains("pool \"b\": backup: backup chain from \"web\" loops back"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn postgres_keys_read_as_written() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "secret\n").expect("write");
+    let text = with(&format!(
+        "[pool.health]\nkind = \"postgres\"\nrole = \"replica\"\nuser = \"fulcrum\"\ndatabase = \"app\"\npassword_file = {:?}\nmax_lag = \"10s\"\n",
+        pw.display().to_string()
+    ));
+    let c = parse(&text).expect("valid");
+    let h = c.pools[0].health.as_ref().expect("health");
+    assert_eq!(h.kind, HealthKind::Postgres);
+    let pg = h.postgres.as_ref().expect("postgres keys");
+    assert_eq!(pg.role, PgRole::Replica);
+    assert_eq!((pg.user.as_str(), pg.database.as_str()), ("fulcrum", "app"));
+    assert_eq!(pg.password_file.as_deref(), Some(pw.as_path()));
+    assert_eq!(pg.max_lag, Some(Duration::from_secs(10)));
+}
+
+#[test]
+fn postgres_key_errors_name_their_keys() {
+    let errs = errors(&with(
+        "[pool.health]\nkind = \"postgres\"\nmax_lag = \"soon\"\npassword_file = \"/nonexistent/pw\"\n",
+    ));
+    let expected = [
+        "11:8: pool \"web\": health: role: missing (required for kind = \"postgres\")",
+        "11:8: pool \"web\": health: user: missing",
+        "12:11: pool \"web\": health: max_lag: must be a duration",
+        "13:17: pool \"web\": health: password_file: cannot read /nonexistent/pw",
+    ];
+    assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    for (e, want) in errs.iter().zip(expected) {
+        assert!(
+            e.starts_with(&format!("fulcrum.toml:{want}")),
+            "{e} vs {want}"
+        );
+    }
+    let errs = errors(&with(
+        "[pool.health]\nkind = \"postgres\"\nrole = \"leader\"\nuser = \"u\"\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(
+            "fulcrum.toml:12:8: pool \"web\": health: role: must be \"primary\" or \"replica\""
+        ),
+        "{errs:#?}"
+    );
+    let errs = errors(&with(
+        "[pool.health]\nkind = \"postgres\"\nrole = \"primary\"\nuser = \"u\"\nmax_lag = \"1s\"\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("max_lag: only for role = \"replica\""),
+        "{errs:#?}"
+    );
+    let errs = errors(&with("[pool.health]\nkind = \"tcp\"\nrole = \"primary\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("health: role: only for kind = \"postgres\""),
         "{errs:#?}"
     );
 }

@@ -12,7 +12,9 @@ use toml::Spanned;
 
 use super::{key, label, values, Cx};
 use crate::config::file::{RawListener, RawRoute, Str};
-use crate::config::{HeaderMatch, ListenerConfig, PoolConfig, Protocol, RouteConfig};
+use crate::config::{
+    BalanceKind, HashKey, HeaderMatch, ListenerConfig, PoolConfig, Protocol, RouteConfig,
+};
 
 impl Cx<'_> {
     /// Every `[[listener]]`: unique names and binds, known pools; at least one must exist.
@@ -73,6 +75,9 @@ impl Cx<'_> {
                 0,
                 values::non_negative,
             );
+            if protocol == Protocol::Tcp {
+                self.tcp_listener(r, &prefix, pool.as_deref(), pools);
+            }
             let routes = r
                 .route
                 .iter()
@@ -95,6 +100,44 @@ impl Cx<'_> {
             }
         }
         out
+    }
+
+    /// A `protocol = "tcp"` listener: no HTTP-only keys, and a pool whose balancer needs nothing
+    /// but the connection (no sticky cookie; `consistent_hash` only by `client_ip`).
+    fn tcp_listener(
+        &mut self,
+        r: &RawListener,
+        prefix: &str,
+        pool: Option<&str>,
+        pools: &[PoolConfig],
+    ) {
+        let only_http = "only for protocol = \"http\"";
+        if let Some(route) = r.route.first() {
+            self.error(route.span(), &key(prefix, "route"), only_http);
+        }
+        if let Some(v) = &r.max_request_body {
+            self.error(v.span(), &key(prefix, "max_request_body"), only_http);
+        }
+        let (Some(name), Some(v)) = (pool, &r.pool) else {
+            return;
+        };
+        let Some(p) = pools.iter().find(|p| p.name == name) else {
+            return;
+        };
+        let problem = match (&p.balance, &p.hash_key) {
+            (BalanceKind::StickyCookie, _) => Some("balance = \"sticky_cookie\" needs HTTP"),
+            (BalanceKind::ConsistentHash, k) if *k != HashKey::ClientIp => {
+                Some("a tcp listener's consistent_hash pool must use hash_key = \"client_ip\"")
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            self.error(
+                v.span(),
+                &key(prefix, "pool"),
+                format!("pool {name:?}: {problem}"),
+            );
+        }
     }
 
     /// One `[[listener.route]]`: at least one condition, and a pool that exists.

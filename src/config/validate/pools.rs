@@ -183,12 +183,21 @@ impl Cx<'_> {
             values::duration,
         );
         let fail_open = r.fail_open.as_ref().is_some_and(|v| *v.get_ref());
+        let send_proxy = r.send_proxy.as_ref().is_some_and(|v| *v.get_ref());
+        let on_down = self.opt_str(
+            r.on_down.as_ref(),
+            &key(prefix, "on_down"),
+            d.on_down,
+            values::on_down,
+        );
         let health = r.health.as_ref().map(|h| self.health(h, prefix));
         let passive = r
             .passive
             .as_ref()
             .map_or(d.passive, |v| self.passive(v.get_ref(), prefix));
         PoolConfig {
+            send_proxy,
+            on_down,
             backup,
             slow_start,
             fail_open,

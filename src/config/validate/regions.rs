@@ -183,7 +183,7 @@ fn country(text: &str) -> Result<String, values::Msg> {
 }
 
 /// `path` as written, or relative to the config file's folder.
-fn resolve(config: &Path, path: &str) -> PathBuf {
+pub(super) fn resolve(config: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
         return p.to_path_buf();

@@ -222,9 +222,29 @@ fn fulcrum_toml_has_the_documented_shape() {
     assert_eq!(c.listeners[0].bind, addr("0.0.0.0:8080"));
     assert_eq!(c.listeners[0].routes.len(), 2);
     let names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["web", "static", "cache", "sessions"]);
+    assert_eq!(
+        names,
+        [
+            "web",
+            "static",
+            "cache",
+            "sessions",
+            "redis-primary",
+            "redis-replicas"
+        ]
+    );
     assert_eq!(c.pools[2].balance, BalanceKind::ConsistentHash);
     assert_eq!(c.pools[3].balance, BalanceKind::StickyCookie);
+    // The Redis read/write split: two tcp listeners, reads backed by the primary pool.
+    let tcp: Vec<&str> = c
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == crate::config::Protocol::Tcp)
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(tcp, ["redis-write", "redis-read"]);
+    assert_eq!(c.pools[5].backup.as_deref(), Some("redis-primary"));
+    assert_eq!(c.pools[4].on_down, crate::config::OnDown::Close);
     let regions: Vec<Option<&str>> = c.pools[0]
         .backends
         .iter()

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::{AccessLogFormat, AccessLogTarget, BalanceKind, HashKey, Protocol};
+use crate::config::{AccessLogFormat, AccessLogTarget, BalanceKind, HashKey, OnDown, Protocol};
 
 /// A message for the user; the caller adds file, line, column and key.
 pub(super) type Msg = String;
@@ -112,8 +112,8 @@ pub(super) fn access_log_format(text: &str) -> Result<AccessLogFormat, Msg> {
 pub(super) fn protocol(text: &str) -> Result<Protocol, Msg> {
     match text {
         "http" => Ok(Protocol::Http),
-        "tcp" => Err("\"tcp\" is not supported yet".into()),
-        other => Err(format!("must be \"http\", got {other:?}")),
+        "tcp" => Ok(Protocol::Tcp),
+        other => Err(format!("must be \"http\" or \"tcp\", got {other:?}")),
     }
 }
 
@@ -227,4 +227,13 @@ pub(super) fn name(text: &str) -> Result<String, Msg> {
         ));
     }
     Ok(text.to_string())
+}
+
+/// `on_down` of a tcp pool.
+pub(super) fn on_down(text: &str) -> Result<OnDown, Msg> {
+    match text {
+        "keep" => Ok(OnDown::Keep),
+        "close" => Ok(OnDown::Close),
+        other => Err(format!("must be \"keep\" or \"close\", got {other:?}")),
+    }
 }

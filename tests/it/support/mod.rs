@@ -3,7 +3,10 @@
 pub mod backend;
 pub mod client;
 pub mod flip;
+pub mod postgres;
 pub mod proxy;
+pub mod redis;
+pub mod tcp;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,277 @@
+//! `protocol = "tcp"` listeners: one client connection, one backend connection, bytes both ways.
+//!
+//! DESIGN section 2, "One TCP connection": the accept loop hands the connection here; the
+//! backend is chosen by the same `health::select::pick` as HTTP (regions, backup pools,
+//! fail-open, every balancer; `consistent_hash` hashes the client IP, validated), connected
+//! within `connect_timeout`, and on failure another backend is tried, up to `retries` more.
+//! The backend's in-flight guard is held for the connection's life, so `least_conn` balances
+//! open connections.
+//!
+//! Forwarding (`crate::splice`) runs both directions in this one task. A client's FIN becomes
+//! a shutdown of the backend's write side (and the other way round) while the other direction
+//! keeps flowing; the connection ends when both directions are done or either fails. A
+//! watchdog closes it after `idle_timeout` without a byte either way, and, for a pool with
+//! `on_down = "close"`, once its backend is down for that pool (checked on the same tick, a
+//! plain atomic load: clients reconnect and reach a backend that is up, e.g. a new primary).
+//!
+//! `send_proxy = true` starts the backend connection with a PROXY v2 header naming the client
+//! (as resolved by the listener's own `proxy_protocol`) and the address it connected to.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::backend::{BackendState, InflightGuard};
+use crate::balance::{key_hash, Affinity, Balancer};
+use crate::clock;
+use crate::config::OnDown;
+use crate::health::{passive, select};
+use crate::server::Shared;
+use crate::splice::{self, Flow};
+
+/// Bytes forwarded by one tcp listener, per direction (for `fulcrum_tcp_bytes_total`).
+#[derive(Debug, Default)]
+pub struct TcpBytes {
+    /// Client -> backend.
+    pub upstream: AtomicU64,
+    /// Backend -> client.
+    pub downstream: AtomicU64,
+}
+
+/// Why a forwarded connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpError {
+    #[error("listener removed")]
+    NoListener,
+    #[error("no backend available")]
+    NoBackend,
+    #[error("connect to {0} failed: {1}")]
+    Connect(SocketAddr, #[source] io::Error),
+    #[error("connect to {0} timed out after {1:?}")]
+    ConnectTimeout(SocketAddr, Duration),
+    #[error("PROXY header: {0}")]
+    ProxyHeader(#[source] io::Error),
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+    #[error("backend {0} went down (on_down = \"close\")")]
+    BackendDown(SocketAddr),
+    #[error("i/o: {0}")]
+    Io(#[source] io::Error),
+}
+
+/// A connected backend and what the connection needs of its pool.
+struct Upstream {
+    stream: TcpStream,
+    addr: SocketAddr,
+    state: Arc<BackendState>,
+    _inflight: InflightGuard,
+    idle_timeout: Duration,
+    on_down: OnDown,
+}
+
+/// Serves one accepted connection of tcp listener `slot`; `peer` is the client (after the
+/// listener's PROXY header, if any).
+pub async fn serve(client: TcpStream, peer: SocketAddr, slot: usize, shared: Arc<Shared>) {
+    let bytes = {
+        let snapshot = shared.snapshot.load();
+        match snapshot.listener(slot) {
+            Some(l) => Arc::clone(&l.bytes),
+            None => return,
+        }
+    };
+    match proxy(client, peer, slot, &shared, &bytes).await {
+        Ok(()) => {}
+        Err(e @ (TcpError::NoBackend | TcpError::Connect(..) | TcpError::ConnectTimeout(..))) => {
+            tracing::warn!(%peer, error = %e, "tcp connection refused")
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "tcp connection closed"),
+    }
+}
+
+async fn proxy(
+    client: TcpStream,
+    peer: SocketAddr,
+    slot: usize,
+    shared: &Shared,
+    bytes: &TcpBytes,
+) -> Result<(), TcpError> {
+    let mut upstream = connect(peer, slot, shared).await?;
+    if let Some(header) = upstream.proxy_header.take() {
+        upstream
+            .up
+            .stream
+            .write_all(&header)
+            .await
+            .map_err(TcpError::ProxyHeader)?;
+    }
+    forward(&client, upstream.up, bytes).await
+}
+
+struct Connected {
+    up: Upstream,
+    proxy_header: Option<Vec<u8>>,
+}
+
+/// Picks and connects a backend, trying others after a failure (up to the pool's `retries`).
+async fn connect(peer: SocketAddr, slot: usize, shared: &Shared) -> Result<Connected, TcpError> {
+    let snapshot = shared.snapshot.load_full();
+    let listener = snapshot.listener(slot).ok_or(TcpError::NoListener)?;
+    let first = listener.routes.default_pool();
+    let pool = &snapshot.pools[first];
+    let affinity = match &pool.balancer {
+        Balancer::ConsistentHash(_) => Affinity::Hash(ip_hash(peer.ip())),
+        _ => Affinity::None,
+    };
+    let region = snapshot.regions.lookup(peer.ip());
+    let mut last = None;
+    let mut error = TcpError::NoBackend;
+    for _ in 0..=pool.retries {
+        let now = clock::now_ms();
+        let client = region.map(|id| (&snapshot.regions, id));
+        let Some((p, i)) = select::pick(&snapshot.pools, first, affinity, last, now, client) else {
+            break;
+        };
+        last = Some((p, i));
+        let target = &snapshot.pools[p];
+        let backend = &target.backends[i];
+        let inflight = backend.state.acquire();
+        let attempt =
+            tokio::time::timeout(target.connect_timeout, TcpStream::connect(backend.addr));
+        match attempt.await {
+            Ok(Ok(stream)) => {
+                passive::success(backend, now);
+                let _ = stream.set_nodelay(true);
+                let proxy_header = if target.send_proxy {
+                    let local = stream.local_addr().map_err(TcpError::Io)?;
+                    Some(proxy_v2(peer, local).map_err(TcpError::ProxyHeader)?)
+                } else {
+                    None
+                };
+                return Ok(Connected {
+                    up: Upstream {
+                        stream,
+                        addr: backend.addr,
+                        state: Arc::clone(&backend.state),
+                        _inflight: inflight,
+                        idle_timeout: target.idle_timeout,
+                        on_down: target.on_down,
+                    },
+                    proxy_header,
+                });
+            }
+            Ok(Err(e)) => {
+                passive::failure(target, i, clock::now_ms(), &e);
+                tracing::debug!(pool = %target.name, backend = %backend.label, error = %e, "tcp connect failed");
+                error = TcpError::Connect(backend.addr, e);
+            }
+            Err(_) => {
+                let what = "connect timed out";
+                passive::failure(target, i, clock::now_ms(), &what);
+                error = TcpError::ConnectTimeout(backend.addr, target.connect_timeout);
+            }
+        }
+    }
+    Err(error)
+}
+
+/// The `client_ip` hash key, as HTTP computes it (same client, same backend on both).
+fn ip_hash(ip: IpAddr) -> u64 {
+    match ip.to_canonical() {
+        IpAddr::V4(ip) => key_hash(&ip.octets()),
+        IpAddr::V6(ip) => key_hash(&ip.octets()),
+    }
+}
+
+/// A PROXY v2 header: `client` connected to us, we connect from `local`. Mixed families are
+/// written as IPv6 (an IPv4 address mapped).
+pub fn proxy_v2(client: SocketAddr, local: SocketAddr) -> io::Result<Vec<u8>> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    let v6 = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        v6 => v6,
+    };
+    let (src, dst) = match (client, local) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
+            (client, local)
+        }
+        _ => (v6(client), v6(local)),
+    };
+    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst)).build()
+}
+
+/// Forwards both ways until both directions reach EOF, either fails, the connection is idle
+/// for `idle_timeout`, or (with `on_down = "close"`) the backend goes down.
+async fn forward(client: &TcpStream, up: Upstream, bytes: &TcpBytes) -> Result<(), TcpError> {
+    let backend = &up.stream;
+    let last_active = AtomicU64::new(clock::now_ms());
+    let to_backend = Flow {
+        bytes: &bytes.upstream,
+        last_active: &last_active,
+    };
+    let to_client = Flow {
+        bytes: &bytes.downstream,
+        last_active: &last_active,
+    };
+    let outbound = async {
+        splice::pump(client, backend, &to_backend).await?;
+        half_close(backend)
+    };
+    let inbound = async {
+        splice::pump(backend, client, &to_client).await?;
+        half_close(client)
+    };
+    let both = async { tokio::try_join!(outbound, inbound).map(|_| ()) };
+    tokio::select! {
+        r = both => r.map_err(TcpError::Io),
+        e = watchdog(&up, &last_active) => Err(e),
+    }
+}
+
+/// Passes an EOF on: no more bytes will be written to `stream`.
+fn half_close(stream: &TcpStream) -> io::Result<()> {
+    match socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write) {
+        // The peer is gone already: nothing left to tell it.
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        r => r,
+    }
+}
+
+/// Ends with the reason once the connection has been silent for `idle_timeout`, or its backend
+/// is down under `on_down = "close"`. Ticks at a quarter of the idle timeout, at most 1 s.
+async fn watchdog(up: &Upstream, last_active: &AtomicU64) -> TcpError {
+    let idle_ms = u64::try_from(up.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    let tick = (up.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if up.on_down == OnDown::Close && !up.state.is_healthy() {
+            return TcpError::BackendDown(up.addr);
+        }
+        let silent = clock::now_ms().saturating_sub(last_active.load(Ordering::Relaxed));
+        if silent >= idle_ms {
+            return TcpError::Idle(up.idle_timeout);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxy_v2;
+
+    #[test]
+    fn proxy_v2_header_names_the_client() {
+        let client = "203.0.113.7:5555".parse().expect("addr");
+        let local = "127.0.0.1:40000".parse().expect("addr");
+        let header = proxy_v2(client, local).expect("header");
+        let parsed = crate::proxy_protocol::source(&header).expect("parses");
+        assert_eq!(parsed, Some(client));
+        let mixed = proxy_v2(client, "[::1]:1".parse().expect("addr")).expect("mixed");
+        assert!(mixed.len() > header.len(), "written as IPv6");
+    }
+}

@@ -1,0 +1,138 @@
+//! Read/write split in front of a real Redis primary and replica: a "write" tcp listener to
+//! every node checked for `role:master`, a "read" listener to every node checked for
+//! `role:slave` with the write pool as its backup. Follows a promotion, and a lost replica.
+
+use std::time::{Duration, Instant};
+
+use fulcrum::config::{HealthConfig, ListenerConfig, OnDown, PoolConfig};
+
+use crate::support::proxy::{any_port, config, pool};
+use crate::support::redis::{command, Redis};
+use crate::support::wait_until;
+
+const INTERVAL: Duration = Duration::from_millis(200);
+const FALL: u32 = 2;
+
+fn role_pool(name: &str, nodes: &[&Redis], role: &str) -> PoolConfig {
+    let addrs: Vec<_> = nodes.iter().map(|r| r.addr).collect();
+    let mut p = pool(name, &addrs);
+    let mut health = HealthConfig::tcp();
+    health.send = "INFO replication\r\n".into();
+    health.expect = format!("role:{role}");
+    health.interval = INTERVAL;
+    health.timeout = Duration::from_millis(150);
+    health.fall = FALL;
+    health.rise = 1;
+    p.health = Some(health);
+    p.on_down = OnDown::Close;
+    p
+}
+
+/// Polls `cmd` on `addr` until the reply is `want`; returns how long it took.
+async fn until_reply(
+    addr: std::net::SocketAddr,
+    cmd: &str,
+    want: &str,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < within {
+        last = command(addr, cmd).await;
+        if last == want {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{cmd} on {addr}: still {last:?} after {within:?}, want {want:?}");
+}
+
+/// Waits until `replica` has completed its sync with the primary.
+async fn wait_linked(replica: &Redis) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if command(replica.addr, "INFO replication")
+            .await
+            .contains("master_link_status:up")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replica {} never linked", replica.addr);
+}
+
+#[tokio::test]
+async fn write_follows_the_primary_and_reads_fall_back_to_it() {
+    let primary = Redis::start(None);
+    let mut replica = Redis::start(Some(primary.addr));
+    wait_linked(&replica).await;
+
+    let mut cfg = config(
+        ListenerConfig::tcp("write", any_port(), "write"),
+        vec![
+            role_pool("write", &[&primary, &replica], "master"),
+            role_pool("read", &[&primary, &replica], "slave"),
+        ],
+    );
+    cfg.pools[1].backup = Some("write".into());
+    cfg.listeners
+        .push(ListenerConfig::tcp("read", any_port(), "read"));
+    let handle = fulcrum::start(cfg).unwrap();
+    let write = handle.listener_addr("write").unwrap();
+    let read = handle.listener_addr("read").unwrap();
+
+    // Fresh backends start up; the checks settle each pool to its role within fall x interval.
+    let settle = INTERVAL * (FALL + 1) + Duration::from_secs(1);
+    let settled = |h: &fulcrum::Handle| {
+        let s = h.status();
+        let up = |pool: usize, i: usize| s[pool].backends[i].healthy;
+        up(0, 0) && !up(0, 1) && !up(1, 0) && up(1, 1)
+    };
+    assert!(
+        wait_until(settle + Duration::from_secs(2), || settled(&handle)).await,
+        "roles: {:?}",
+        handle.status()
+    );
+
+    // Writes reach the primary, reads the replica (which has the write once replicated).
+    for i in 0..4 {
+        assert_eq!(command(write, &format!("SET k{i} v{i}")).await, "+OK");
+    }
+    until_reply(read, "GET k3", "v3", Duration::from_secs(3)).await;
+    assert!(
+        command(read, "SET x 1").await.starts_with("-READONLY"),
+        "reads go to the replica"
+    );
+
+    // Promotion: the replica becomes primary, the old primary its replica.
+    assert_eq!(command(replica.addr, "REPLICAOF NO ONE").await, "+OK");
+    let p = replica.addr.port().to_string();
+    assert_eq!(
+        command(primary.addr, &format!("REPLICAOF 127.0.0.1 {p}")).await,
+        "+OK"
+    );
+    let promoted = Instant::now();
+    let limit = INTERVAL * FALL + Duration::from_secs(1);
+    until_reply(write, "SET after failover", "+OK", limit * 2).await;
+    let took = promoted.elapsed();
+    assert!(
+        took <= limit,
+        "write port reached the new primary after {took:?} (limit {limit:?})"
+    );
+    assert_eq!(
+        command(replica.addr, "GET after").await,
+        "failover",
+        "on the new primary"
+    );
+
+    // The only replica (the old primary) stops: reads go to the primary through the backup.
+    let mut old = primary;
+    old.stop();
+    let stopped = Instant::now();
+    until_reply(read, "GET after", "failover", limit * 2).await;
+    let took = stopped.elapsed();
+    assert!(took <= limit, "reads reached the primary after {took:?}");
+    replica.stop();
+    drop(handle);
+}
