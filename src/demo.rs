@@ -86,10 +86,7 @@ pub fn start_backends() -> std::io::Result<DemoBackends> {
         addrs.push(listener.local_addr()?);
         runtime.spawn(serve_backend(listener, name, region));
     }
-    Ok(DemoBackends {
-        addrs,
-        runtime,
-    })
+    Ok(DemoBackends { addrs, runtime })
 }
 
 async fn serve_backend(listener: TcpListener, name: &'static str, region: &'static str) {

@@ -443,3 +443,38 @@ async fn status_page_in_headless_chromium_shows_every_backend() {
     );
     assert!(Path::new(target).join("status.png").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_bytes_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = crate::support::tcp::echo().await;
+    let proxy = Proxy::start(with_admin(config(
+        fulcrum::config::ListenerConfig::tcp("admin-tcp", any_port(), "tcp-pool"),
+        vec![pool("tcp-pool", &[backend.addr])],
+    )));
+    let admin = admin_of(&proxy);
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&[7u8; 1000]).await.unwrap();
+    let mut back = [0u8; 1000];
+    s.read_exact(&mut back).await.unwrap();
+    drop(s);
+    let client = http1();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = get(&client, format!("http://{admin}/metrics")).await.body;
+        let bytes = |direction| {
+            sample(
+                &text,
+                "fulcrum_tcp_bytes_total",
+                &[("listener", "admin-tcp"), ("direction", direction)],
+            )
+            .unwrap_or(0.0)
+        };
+        if bytes("upstream") >= 1000.0 && bytes("downstream") >= 1000.0 {
+            promtool_check(&text);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
