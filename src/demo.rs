@@ -5,6 +5,8 @@
 //! second; draining a backend from the page shows regional failover.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +33,39 @@ pub const BACKENDS: [(&str, &str); 4] = [
     ("west-1", "us-west"),
     ("west-2", "us-west"),
 ];
+
+/// One demo backend the status page can kill and revive (`fulcrum demo` only).
+#[derive(Debug)]
+pub struct DemoSwitch {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub alive: Arc<AtomicBool>,
+}
+
+/// The demo backends of this process; empty unless `fulcrum demo` started them. A process-wide
+/// value on purpose: the admin server finds it without the config knowing about the demo.
+static SWITCHES: OnceLock<Vec<DemoSwitch>> = OnceLock::new();
+
+/// The demo backends' switches (empty outside the demo).
+pub fn switches() -> &'static [DemoSwitch] {
+    SWITCHES.get().map_or(&[], Vec::as_slice)
+}
+
+/// Kills (`alive = false`) or revives a demo backend by name; false when there is none.
+/// A killed backend closes every connection without answering, like a crashed server.
+pub fn set_alive(name: &str, alive: bool) -> bool {
+    let Some(switch) = switches().iter().find(|s| s.name == name) else {
+        return false;
+    };
+    switch.alive.store(alive, Ordering::Relaxed);
+    tracing::info!(
+        backend = name,
+        alive,
+        "demo backend {}",
+        if alive { "revived" } else { "killed" }
+    );
+    true
+}
 
 /// The running demo backends; they stop when this is dropped.
 pub struct DemoBackends {
@@ -81,31 +116,57 @@ pub fn start_backends() -> std::io::Result<DemoBackends> {
         .enable_all()
         .build()?;
     let mut addrs = Vec::new();
+    let mut switches = Vec::new();
     for (name, region) in BACKENDS {
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
-        addrs.push(listener.local_addr()?);
-        runtime.spawn(serve_backend(listener, name, region));
+        let addr = listener.local_addr()?;
+        let alive = Arc::new(AtomicBool::new(true));
+        addrs.push(addr);
+        switches.push(DemoSwitch {
+            name,
+            addr,
+            alive: Arc::clone(&alive),
+        });
+        runtime.spawn(serve_backend(listener, name, region, alive));
     }
+    // The first demo of the process owns the switches (tests may start more than one).
+    let _ = SWITCHES.set(switches);
     Ok(DemoBackends { addrs, runtime })
 }
 
-async fn serve_backend(listener: TcpListener, name: &'static str, region: &'static str) {
+async fn serve_backend(
+    listener: TcpListener,
+    name: &'static str,
+    region: &'static str,
+    alive: Arc<AtomicBool>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        if !alive.load(Ordering::Relaxed) {
+            continue; // killed: the connection is closed unanswered
+        }
+        let alive = Arc::clone(&alive);
         tokio::spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                let text = format!(
-                    "hello from {name} ({region}): {} {}\n",
-                    req.method(),
-                    req.uri().path()
-                );
-                let mut resp = Response::new(Full::new(Bytes::from(text)));
-                resp.headers_mut()
-                    .insert("x-backend", http::HeaderValue::from_static(name));
-                Ok::<_, std::convert::Infallible>(resp)
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let alive = alive.load(Ordering::Relaxed);
+                async move {
+                    if !alive {
+                        // A service error makes hyper drop the connection without a response.
+                        return Err(std::io::Error::other("demo backend killed"));
+                    }
+                    let text = format!(
+                        "hello from {name} ({region}): {} {}\n",
+                        req.method(),
+                        req.uri().path()
+                    );
+                    let mut resp = Response::new(Full::new(Bytes::from(text)));
+                    resp.headers_mut()
+                        .insert("x-backend", http::HeaderValue::from_static(name));
+                    Ok::<_, std::io::Error>(resp)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)

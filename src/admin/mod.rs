@@ -186,6 +186,19 @@ impl Admin {
                 _,
                 true,
             ) => self.set_draining(pool, backend, *action == "drain"),
+            (["api", "v1", "demo", "backends", name, action @ ("kill" | "revive")], _, true) => {
+                if crate::demo::set_alive(name, *action == "revive") {
+                    json_reply(
+                        StatusCode::OK,
+                        &json!({ "ok": true, "backend": name, "alive": *action == "revive" }),
+                    )
+                } else {
+                    error(
+                        StatusCode::NOT_FOUND,
+                        "no such demo backend (only `fulcrum demo` has them)",
+                    )
+                }
+            }
             ([""] | ["metrics"] | ["api", "v1", "status"], false, _)
             | (["api", "v1", "reload"], _, false)
             | (["api", "v1", "pools", _, "backends", _, "drain" | "enable"], _, false) => {
@@ -261,6 +274,7 @@ impl Admin {
             return error(StatusCode::NOT_FOUND, "no such backend in this pool");
         };
         b.state.set_draining(drain);
+        p.membership_changed();
         let (state, reason) = if drain {
             ("draining", "drained through the admin API")
         } else {

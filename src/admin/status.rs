@@ -39,6 +39,10 @@ pub fn of(admin: &Admin) -> Value {
         "pools": pools(&snapshot),
         "regions": regions,
         "last_reload": admin.reloader.last_reload().as_ref().map(reload_json),
+        "demo": crate::demo::switches()
+            .iter()
+            .map(|d| json!({ "name": d.name, "address": d.addr.to_string(), "alive": d.alive.load(std::sync::atomic::Ordering::Relaxed) }))
+            .collect::<Vec<Value>>(),
     })
 }
 

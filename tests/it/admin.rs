@@ -478,3 +478,55 @@ async fn tcp_bytes_are_counted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn demo_backend_killed_and_revived_from_the_admin_api() {
+    // The demo's own pieces, in process: its backends (their own runtime, so started and
+    // dropped outside the test's), its config (admin on :0).
+    let demo = fulcrum::demo::start_backends().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(demo_kill_and_revive(&demo.addrs));
+    drop(rt);
+    drop(demo);
+}
+
+async fn demo_kill_and_revive(addrs: &[SocketAddr]) {
+    let mut cfg = fulcrum::demo::config(any_port(), Some(any_port()), addrs);
+    cfg.global.access_log = fulcrum::config::AccessLogTarget::Off;
+    // A short ejection, so the revived backend is back in rotation quickly.
+    cfg.pools[0].passive.eject_for = Duration::from_millis(200);
+    let proxy = Proxy::start(cfg);
+    let admin = admin_of(&proxy);
+    let client = http1();
+    let served_by = |r: &Reply| r.body.split_whitespace().nth(2).unwrap_or("").to_string();
+
+    // The page's data names the demo backends.
+    let status = json(&get(&client, format!("http://{admin}/api/v1/status")).await);
+    assert_eq!(status["demo"].as_array().map(Vec::len), Some(4), "{status}");
+
+    let kill = format!("http://{admin}/api/v1/demo/backends/east-1/kill");
+    assert_eq!(call(&client, Method::POST, kill, None).await.status, 200);
+    // Killed: every request still succeeds (retried elsewhere, then ejected), none from east-1.
+    for _ in 0..40 {
+        let r = crate::support::client::get(&client, proxy.addr, "/").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_ne!(served_by(&r), "east-1", "a killed backend answered");
+    }
+    let revive = format!("http://{admin}/api/v1/demo/backends/east-1/revive");
+    assert_eq!(call(&client, Method::POST, revive, None).await.status, 200);
+    // Back in rotation once its (short) ejection ends: traffic until it answers, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = false;
+    while !seen && std::time::Instant::now() < deadline {
+        let r = crate::support::client::get(&client, proxy.addr, "/").await;
+        assert_eq!(r.status, 200);
+        seen = served_by(&r) == "east-1";
+    }
+    assert!(seen, "east-1 never came back after revive");
+    let unknown = format!("http://{admin}/api/v1/demo/backends/nope/kill");
+    assert_eq!(call(&client, Method::POST, unknown, None).await.status, 404);
+}
