@@ -1,20 +1,14 @@
 //! `crate::Error`: what `start` and the CLI can fail with, wrapping the module errors.
 
-use std::net::SocketAddr;
-
 use crate::config::ConfigErrors;
+use crate::listener::BindError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
-    #[error("listener \"{listener}\": cannot bind {addr}: {source}")]
-    Bind {
-        listener: String,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("cannot start a runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("{0}")]

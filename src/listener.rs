@@ -43,7 +43,25 @@ pub struct BoundListener {
 }
 
 /// Binds `count` sockets to `bind` with SO_REUSEPORT (the first resolves a `:0` port).
-pub fn bind(name: &str, bind: SocketAddr, count: usize) -> io::Result<BoundListener> {
+/// A listener could not be bound (start or reload).
+#[derive(Debug, thiserror::Error)]
+#[error("listener \"{listener}\": cannot bind {addr}: {source}")]
+pub struct BindError {
+    pub listener: String,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+pub fn bind(name: &str, bind: SocketAddr, count: usize) -> Result<BoundListener, BindError> {
+    bind_all(name, bind, count).map_err(|source| BindError {
+        listener: name.to_string(),
+        addr: bind,
+        source,
+    })
+}
+
+fn bind_all(name: &str, bind: SocketAddr, count: usize) -> io::Result<BoundListener> {
     let first = bind_one(bind)?;
     let addr = first.local_addr()?;
     let mut sockets = vec![first];

@@ -65,13 +65,8 @@ pub enum ReloadError {
     NoFile,
     #[error("{0}")]
     Config(ConfigErrors),
-    #[error("listener \"{listener}\": cannot bind {addr}: {source}")]
-    Bind {
-        listener: String,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] listener::BindError),
 }
 
 /// A listener whose sockets the workers hold.
@@ -236,14 +231,7 @@ impl Reloader {
             if state.listeners.iter().any(|live| live.slot == l.slot) {
                 continue;
             }
-            let bound =
-                listener::bind(&l.name, l.bind, self.sockets_per_listener).map_err(|source| {
-                    ReloadError::Bind {
-                        listener: l.name.to_string(),
-                        addr: l.bind,
-                        source,
-                    }
-                })?;
+            let bound = listener::bind(&l.name, l.bind, self.sockets_per_listener)?;
             added.push((l.slot, bound));
         }
 

@@ -75,13 +75,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
 
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let b = listener::bind(&l.name, l.bind, sockets_per_listener).map_err(|source| {
-            Error::Bind {
-                listener: l.name.clone(),
-                addr: l.bind,
-                source,
-            }
-        })?;
+        let b = listener::bind(&l.name, l.bind, sockets_per_listener)?;
         bound.push(b);
     }
 

@@ -249,7 +249,7 @@ impl Admin {
             Ok(Ok(body)) => json_reply(StatusCode::OK, &body),
             Ok(Err(e)) => {
                 let status = match e {
-                    ReloadError::Config(_) | ReloadError::Bind { .. } => {
+                    ReloadError::Config(_) | ReloadError::Bind(_) => {
                         StatusCode::UNPROCESSABLE_ENTITY
                     }
                     ReloadError::NoFile | ReloadError::ShuttingDown => StatusCode::CONFLICT,
