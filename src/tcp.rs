@@ -32,6 +32,7 @@ use crate::clock;
 use crate::config::OnDown;
 use crate::health::{passive, select};
 use crate::server::Shared;
+use crate::snapshot::Snapshot;
 use crate::splice::{self, Flow};
 
 /// Bytes forwarded by one tcp listener, per direction (for `fulcrum_tcp_bytes_total`).
@@ -77,14 +78,25 @@ struct Upstream {
 /// Serves one accepted connection of tcp listener `slot`; `peer` is the client (after the
 /// listener's PROXY header, if any).
 pub async fn serve(client: TcpStream, peer: SocketAddr, slot: usize, shared: Arc<Shared>) {
-    let bytes = {
-        let snapshot = shared.snapshot.load();
-        match snapshot.listener(slot) {
-            Some(l) => Arc::clone(&l.bytes),
-            None => return,
-        }
+    // One snapshot load per connection, held only until the backend is connected: a
+    // long-lived connection must not keep old snapshots alive across reloads.
+    let (bytes, connected) = {
+        let snapshot = shared.snapshot.load_full();
+        let Some(bytes) = snapshot.listener(slot).map(|l| Arc::clone(&l.bytes)) else {
+            return;
+        };
+        let connected = connect(peer, slot, &snapshot).await;
+        (bytes, connected)
     };
-    match proxy(client, peer, slot, &shared, &bytes).await {
+    let result = match connected {
+        Ok(upstream) => proxy(client, upstream, &bytes).await,
+        Err(e) => Err(e),
+    };
+    report(peer, result);
+}
+
+fn report(peer: SocketAddr, result: Result<(), TcpError>) {
+    match result {
         Ok(()) => {}
         Err(e @ (TcpError::NoBackend | TcpError::Connect(..) | TcpError::ConnectTimeout(..))) => {
             tracing::warn!(%peer, error = %e, "tcp connection refused")
@@ -95,12 +107,9 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, slot: usize, shared: Arc
 
 async fn proxy(
     client: TcpStream,
-    peer: SocketAddr,
-    slot: usize,
-    shared: &Shared,
+    mut upstream: Connected,
     bytes: &TcpBytes,
 ) -> Result<(), TcpError> {
-    let mut upstream = connect(peer, slot, shared).await?;
     if let Some(header) = upstream.proxy_header.take() {
         upstream
             .up
@@ -118,8 +127,11 @@ struct Connected {
 }
 
 /// Picks and connects a backend, trying others after a failure (up to the pool's `retries`).
-async fn connect(peer: SocketAddr, slot: usize, shared: &Shared) -> Result<Connected, TcpError> {
-    let snapshot = shared.snapshot.load_full();
+async fn connect(
+    peer: SocketAddr,
+    slot: usize,
+    snapshot: &Snapshot,
+) -> Result<Connected, TcpError> {
     let listener = snapshot.listener(slot).ok_or(TcpError::NoListener)?;
     let first = listener.routes.default_pool();
     let pool = &snapshot.pools[first];
