@@ -221,6 +221,10 @@ pub struct PoolRegions {
     pub split: Option<RegionSplit>,
     /// Some backend has a region: narrowing by the client's region can find something.
     pub regional: bool,
+    /// Per region id, a round-robin cycle over that region's backends. One cycle shared by all
+    /// regions would hand a region's backends unequal shares whenever picks for other regions
+    /// interleave (the skipped entries' turns fall to whichever backend follows them).
+    cycles: Box<[Option<RoundRobin>]>,
 }
 
 /// Regions by weight, in a smooth order shared by all workers (one atomic cursor).
@@ -250,11 +254,35 @@ impl PoolRegions {
             regions: ids.into_boxed_slice(),
             order: RoundRobin::with_weights(&weights),
         });
+        let top = backend
+            .iter()
+            .filter(|&&r| r != NO_REGION)
+            .map(|&r| usize::from(r) + 1)
+            .max()
+            .unwrap_or(0);
+        let cycles = (0..top)
+            .map(|r| {
+                let members: Vec<(usize, u32)> = backend
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &id)| usize::from(id) == r)
+                    .map(|(i, _)| (i, backends[i].weight))
+                    .collect();
+                (!members.is_empty()).then(|| RoundRobin::over(&members))
+            })
+            .collect();
         PoolRegions {
             regional: backend.iter().any(|&r| r != NO_REGION),
             backend,
             split,
+            cycles,
         }
+    }
+
+    /// Region `r`'s own round-robin cycle, if it has backends.
+    #[inline]
+    pub fn cycle(&self, r: RegionId) -> Option<&RoundRobin> {
+        self.cycles.get(usize::from(r))?.as_ref()
     }
 
     /// The backend's region (`NO_REGION` when out of range or in none).

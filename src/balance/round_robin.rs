@@ -55,6 +55,21 @@ impl RoundRobin {
         }
     }
 
+    /// The smooth cycle over a subset of a pool's backends, `(index, weight)` each; the cycle
+    /// holds the pool's indexes (a region's own cycle, see `region::PoolRegions`).
+    pub fn over(members: &[(usize, u32)]) -> Self {
+        let weights: Vec<u64> = members.iter().map(|&(_, w)| u64::from(w.max(1))).collect();
+        let sequence = smooth_sequence(&reduce_weights(&weights))
+            .into_iter()
+            .filter_map(|k| members.get(k as usize))
+            .filter_map(|&(index, _)| u32::try_from(index).ok())
+            .collect();
+        RoundRobin {
+            sequence,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
     /// The next eligible backend in the cycle; `None` when none is eligible.
     #[inline]
     pub fn pick(&self, backends: &[Backend], eligible: impl Fn(usize) -> bool) -> Option<usize> {

@@ -28,7 +28,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::backend::{Backend, Pool};
-use crate::balance::Affinity;
+use crate::balance::{Affinity, Balancer};
 use crate::region::{RegionId, Regions};
 
 /// `(pool index, backend index)` in a snapshot.
@@ -101,29 +101,46 @@ fn pick_in(
     let in_region = |r: RegionId| move |i: usize| pool.regions.of(i) == r;
     for &r in order {
         let here = in_region(r);
-        if let Some(i) = pick_fresh(pool, affinity, now, |i| here(i) && fresh(i)) {
+        if let Some(i) = pick_fresh(pool, Some(r), affinity, now, |i| here(i) && fresh(i)) {
             return Some(i);
         }
     }
-    if let Some(i) = pick_fresh(pool, affinity, now, fresh) {
+    if let Some(i) = pick_fresh(pool, None, affinity, now, fresh) {
         return Some(i);
     }
     for &r in order {
         let here = in_region(r);
-        if let Some(i) = pool
-            .balancer
-            .pick_for(backends, affinity, |i| here(i) && usable(i))
-        {
+        if let Some(i) = pick_one(pool, Some(r), affinity, |i| here(i) && usable(i)) {
             return Some(i);
         }
     }
     pool.balancer.pick_for(backends, affinity, usable)
 }
 
+/// The balancer's pick among the backends `eligible` admits; narrowed to `region`, a
+/// round-robin pool walks that region's own cycle (`region::PoolRegions::cycle`).
+#[inline]
+fn pick_one(
+    pool: &Pool,
+    region: Option<RegionId>,
+    affinity: Affinity,
+    eligible: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    if let (Balancer::RoundRobin(_), Affinity::None, Some(cycle)) = (
+        &pool.balancer,
+        affinity,
+        region.and_then(|r| pool.regions.cycle(r)),
+    ) {
+        return cycle.pick_among(pool.backends.len(), eligible);
+    }
+    pool.balancer.pick_for(&pool.backends, affinity, eligible)
+}
+
 /// Tiers 1 and 2 among the backends `fresh` admits: slow start first, then without it.
 #[inline]
 fn pick_fresh(
     pool: &Pool,
+    region: Option<RegionId>,
     affinity: Affinity,
     now: u64,
     fresh: impl Fn(usize) -> bool,
@@ -131,11 +148,11 @@ fn pick_fresh(
     let backends = &pool.backends;
     if pool.slow_start_ms > 0 {
         let ramped = |i: usize| fresh(i) && admitted(&backends[i], pool.slow_start_ms, now);
-        if let Some(i) = pool.balancer.pick_for(backends, affinity, ramped) {
+        if let Some(i) = pick_one(pool, region, affinity, ramped) {
             return Some(i);
         }
     }
-    pool.balancer.pick_for(backends, affinity, fresh)
+    pick_one(pool, region, affinity, fresh)
 }
 
 /// Slow start: whether a backend still ramping up takes this pick.

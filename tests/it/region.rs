@@ -360,3 +360,32 @@ async fn proxy_protocol_header_names_the_client_from_trusted_peers() {
         String::from_utf8_lossy(&out)
     );
 }
+
+/// Round robin within a region stays even when picks for other regions interleave (one cycle
+/// shared by all regions gave the first backend of each region three turns in four).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_is_even_within_each_region_when_regions_interleave() {
+    let east = [
+        FlipBackend::start("east-1").await,
+        FlipBackend::start("east-2").await,
+    ];
+    let west = [
+        FlipBackend::start("west-1").await,
+        FlipBackend::start("west-2").await,
+    ];
+    let addrs = |bs: &[FlipBackend]| bs.iter().map(|b| b.addr).collect::<Vec<_>>();
+    let proxy = Proxy::start(two_regions(&addrs(&east), &addrs(&west)));
+    let mut ce = Client::from("127.1.0.1", proxy.addr).await;
+    let mut cw = Client::from("127.2.0.1", proxy.addr).await;
+    let mut counts = std::collections::HashMap::<String, u32>::new();
+    for _ in 0..40 {
+        for client in [&mut ce, &mut cw] {
+            let (s, b) = client.get(&[]).await;
+            assert_eq!(s, 200, "{b}");
+            *counts.entry(b).or_default() += 1;
+        }
+    }
+    for name in ["east-1", "east-2", "west-1", "west-2"] {
+        assert_eq!(counts.get(name), Some(&20), "{counts:?}");
+    }
+}
