@@ -250,11 +250,14 @@ pub async fn handle(
     let replay = (replayable && pool.retries > 0).then(|| clone_parts(&parts));
     let mut request = Some(Request::from_parts(parts, body));
 
-    pool.budget.record_request(clock::now_ms());
+    let mut now = clock::now_ms();
+    pool.budget.record_request(now);
     let mut last: Option<select::Choice> = None;
     let mut error = ProxyError::NoBackend;
     for attempt in 0..=pool.retries {
-        let now = clock::now_ms();
+        if attempt > 0 {
+            now = clock::now_ms();
+        }
         if attempt > 0 && !pool.budget.try_retry(now) {
             tracing::debug!(pool = %pool.name, "retry budget exhausted");
             break;

@@ -118,9 +118,9 @@ fn two_regions(east: &[SocketAddr], west: &[SocketAddr]) -> Config {
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_use_their_region_fail_over_and_return() {
-    let mut east = [
+/// Two backends per region behind `two_regions`, started.
+async fn two_regions_running() -> ([FlipBackend; 2], [FlipBackend; 2], Proxy) {
+    let east = [
         FlipBackend::start("east-1").await,
         FlipBackend::start("east-2").await,
     ];
@@ -130,6 +130,12 @@ async fn clients_use_their_region_fail_over_and_return() {
     ];
     let addrs = |bs: &[FlipBackend]| bs.iter().map(|b| b.addr).collect::<Vec<_>>();
     let proxy = Proxy::start(two_regions(&addrs(&east), &addrs(&west)));
+    (east, west, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_use_their_region_fail_over_and_return() {
+    let (mut east, _west, proxy) = two_regions_running().await;
     let mut ce = Client::from("127.1.0.1", proxy.addr).await;
     let mut cw = Client::from("127.2.0.1", proxy.addr).await;
     for _ in 0..20 {
@@ -365,16 +371,7 @@ async fn proxy_protocol_header_names_the_client_from_trusted_peers() {
 /// shared by all regions gave the first backend of each region three turns in four).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_even_within_each_region_when_regions_interleave() {
-    let east = [
-        FlipBackend::start("east-1").await,
-        FlipBackend::start("east-2").await,
-    ];
-    let west = [
-        FlipBackend::start("west-1").await,
-        FlipBackend::start("west-2").await,
-    ];
-    let addrs = |bs: &[FlipBackend]| bs.iter().map(|b| b.addr).collect::<Vec<_>>();
-    let proxy = Proxy::start(two_regions(&addrs(&east), &addrs(&west)));
+    let (_east, _west, proxy) = two_regions_running().await;
     let mut ce = Client::from("127.1.0.1", proxy.addr).await;
     let mut cw = Client::from("127.2.0.1", proxy.addr).await;
     let mut counts = std::collections::HashMap::<String, u32>::new();
