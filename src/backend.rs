@@ -1,7 +1,8 @@
-//! Pools and backends as the request path sees them, and the per-backend shared state.
+//! One backend as the request path sees it, and its shared state. A leaf: it imports nothing
+//! of the crate, so balancers, regions and pools can all build on it.
 //!
 //! `BackendState` holds only atomics: every worker reads and updates it without a lock. It is
-//! keyed by `(pool, address)` and carried from one snapshot to the next (see `snapshot.rs`), so a
+//! keyed by `(pool, address)` and carried from one snapshot to the next (`snapshot.rs`), so a
 //! reload neither resets health nor loses in-flight counts.
 //!
 //! Health is written by two parties and read by the request path: the active checker (its own
@@ -17,10 +18,6 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
-use crate::balance::Balancer;
-use crate::config::{HealthConfig, OnDown, PassiveConfig};
-use crate::http::budget::RetryBudget;
-use crate::region::PoolRegions;
 
 /// A health state change and why, kept for status pages (cold path only).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,46 +204,6 @@ impl Backend {
             region,
             label: Arc::from(addr.to_string()),
             state,
-        }
-    }
-}
-
-/// A pool as the request path uses it.
-#[derive(Debug)]
-pub struct Pool {
-    pub name: Arc<str>,
-    pub backends: Vec<Backend>,
-    pub balancer: Balancer,
-    pub retries: u32,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub idle_timeout: Duration,
-    /// Index of the pool that serves when none here is available.
-    pub backup: Option<usize>,
-    /// Ramp length in milliseconds; 0 = none.
-    pub slow_start_ms: u64,
-    pub fail_open: bool,
-    /// Fail-open is in effect (every backend down, nothing in the backup chain): for status.
-    pub fail_open_active: AtomicBool,
-    /// The active check, run by `health::checker` (never read on the request path).
-    pub health: Option<Arc<HealthConfig>>,
-    pub passive: PassiveConfig,
-    /// Caps retries to a share of this pool's requests.
-    pub budget: RetryBudget,
-    /// Each backend's region id and the `region_split`, resolved at snapshot build.
-    pub regions: PoolRegions,
-    /// tcp: a PROXY v2 header naming the client starts every backend connection.
-    pub send_proxy: bool,
-    /// tcp: open connections of a backend that goes down are closed.
-    pub on_down: OnDown,
-}
-
-impl Pool {
-    /// Health or drain state of a backend changed: lets the balancer precompute what it can
-    /// for the new membership (consistent hashing's fallback table), off the request path.
-    pub fn membership_changed(&self) {
-        if let Balancer::ConsistentHash(hash) = &self.balancer {
-            hash.rebuild(&self.backends, |i| self.backends[i].state.is_available());
         }
     }
 }

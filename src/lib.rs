@@ -17,7 +17,7 @@
 //!
 //! # One TCP connection
 //! `listener` accepts on a `protocol = "tcp"` listener -> `tcp` picks a backend through the same
-//! `health::select` (next backend on a connect failure) -> `splice` moves bytes both ways.
+//! `select` (next backend on a connect failure) -> `splice` moves bytes both ways.
 //!
 //! # Start and stop
 //! `start(Config) -> Handle` binds every listener before anything runs; `Handle::shutdown`
@@ -27,6 +27,7 @@ pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod budget;
 pub mod client_ip;
 pub mod clock;
 pub mod config;
@@ -36,10 +37,12 @@ pub mod health;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod pool;
 pub mod proxy_protocol;
 pub mod region;
 pub mod reload;
 pub mod route;
+pub mod select;
 pub mod server;
 pub mod snapshot;
 pub mod splice;

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use crate::config::Protocol as ListenerProtocol;
 use crate::http::{self, ConnContext, FramingFlags};
 use crate::proxy_protocol;
-use crate::server::Shared;
+use crate::snapshot::Live;
 use crate::tcp;
 use crate::worker::WorkerSocket;
 
@@ -94,7 +94,7 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Decrements the listener's and the process's open-connection counts when the connection ends.
 struct ActiveGuard {
     listener: Arc<AtomicUsize>,
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
 }
 
 impl Drop for ActiveGuard {
@@ -108,7 +108,7 @@ impl Drop for ActiveGuard {
 /// connection is served by its own task, and is told to finish and close when the loop ends.
 pub async fn accept_loop(
     socket: WorkerSocket,
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let WorkerSocket {
@@ -136,7 +136,7 @@ async fn accept(
     socket: std::net::TcpListener,
     index: usize,
     active: Arc<AtomicUsize>,
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     shutdown: &mut watch::Receiver<bool>,
     retired: &mut watch::Receiver<bool>,
     conn_stop: watch::Receiver<bool>,

@@ -14,6 +14,7 @@
 //! `FULCRUM_METRICS=off` (undocumented, for measuring the cost) builds no handles.
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::backend::Pool;
+use crate::pool::Pool;
 use crate::region::{RegionId, Regions};
 use crate::snapshot::Snapshot;
 
@@ -275,6 +276,15 @@ impl ListenerMetrics {
     pub fn pool(&self, index: usize) -> Option<&Arc<PoolMetrics>> {
         self.pools.get(index)
     }
+}
+
+/// Bytes forwarded by one tcp listener, per direction (for `fulcrum_tcp_bytes_total`).
+#[derive(Debug, Default)]
+pub struct TcpBytes {
+    /// Client -> backend.
+    pub upstream: AtomicU64,
+    /// Backend -> client.
+    pub downstream: AtomicU64,
 }
 
 /// `fulcrum_region_requests_total`: a (client region + unknown) x (served region + unknown)

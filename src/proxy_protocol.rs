@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::client_ip;
-use crate::server::Shared;
+use crate::snapshot::Live;
 
 /// v2's binary signature.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -51,7 +51,7 @@ pub async fn client(
     stream: &mut TcpStream,
     peer: SocketAddr,
     index: usize,
-    shared: &Shared,
+    shared: &Live,
 ) -> Option<SocketAddr> {
     let trusted = {
         let snapshot = shared.snapshot.load();

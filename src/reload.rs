@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::config::{Config, ConfigDiff, ConfigErrors};
 use crate::health::checker::{self, HealthTasks};
 use crate::listener;
-use crate::server::Shared;
+use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
 use crate::systemd;
 use crate::worker::{SocketSender, WorkerSocket};
@@ -96,7 +96,7 @@ struct State {
 /// Owns everything a reload changes; shared by the `Handle` and the triggers.
 #[derive(Debug)]
 pub struct Reloader {
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     path: Option<PathBuf>,
     sockets_per_listener: usize,
     workers: Vec<SocketSender>,
@@ -111,7 +111,7 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 
 impl Reloader {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Live>,
         config: Config,
         listeners: Vec<LiveListener>,
         sockets_per_listener: usize,

@@ -6,12 +6,10 @@
 //! shutdown begins.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
@@ -20,33 +18,15 @@ use crate::error::Error;
 use crate::health::{self, status::PoolStatus};
 use crate::listener;
 use crate::reload::{LiveListener, ReloadError, ReloadResult, Reloader, Trigger};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Live, Snapshot};
 use crate::systemd;
 use crate::watch::ConfigWatcher;
 use crate::worker::{self, WorkerSocket};
 
-/// What every worker shares: the current snapshot and process-wide settings.
-#[derive(Debug)]
-pub struct Shared {
-    /// The one shared value of the request path: read with one load per request.
-    pub snapshot: ArcSwap<Snapshot>,
-    pub client_header_timeout: Duration,
-    pub shutdown_grace: Duration,
-    /// Open client connections, all listeners together (kept by the accept loops).
-    pub(crate) open: AtomicUsize,
-}
-
-impl Shared {
-    /// Open client connections, all listeners together.
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-}
-
 /// A running Fulcrum. Dropping it shuts it down without waiting.
 #[derive(Debug)]
 pub struct Handle {
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     /// Listeners, health checks and the last reload result; the one `reload()`.
     reloader: Arc<Reloader>,
     /// Watches the config file's directory; `None` without a file (or when watching failed).
@@ -102,12 +82,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         .transpose()?;
     let admin_bind = config.global.admin;
     let snapshot = Snapshot::build(&config, None);
-    let shared = Arc::new(Shared {
-        client_header_timeout: config.global.client_header_timeout,
-        shutdown_grace: config.global.shutdown_grace,
-        open: AtomicUsize::new(0),
-        snapshot: ArcSwap::from_pointee(snapshot),
-    });
+    let shared = Arc::new(Live::new(snapshot, &config.global));
     let listeners: Vec<(String, SocketAddr)> =
         bound.iter().map(|b| (b.name.clone(), b.addr)).collect();
 

@@ -1,4 +1,5 @@
-//! `Config` -> immutable `Snapshot`: what the request path reads, through one `ArcSwap` load.
+//! `Config` -> immutable `Snapshot`: what the request path reads, through one `ArcSwap` load
+//! of `Live::snapshot` (the one such value of the process, with its counters beside it).
 //!
 //! A snapshot is never mutated. Building one compiles routes and balancers off the request path;
 //! per-backend state (`BackendState`) is looked up in the previous snapshot by `(pool, address)`
@@ -10,18 +11,50 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::backend::{Backend, BackendState, Pool};
+use crate::backend::{Backend, BackendState};
+use crate::pool::Pool;
 use crate::balance::Balancer;
 use crate::clock;
-use crate::config::{Config, ListenerConfig, Protocol};
-use crate::metrics::{ListenerMetrics, RegionMetrics};
+use crate::config::{Config, Global, ListenerConfig, Protocol};
+use crate::metrics::{ListenerMetrics, RegionMetrics, TcpBytes};
 use crate::region::{PoolRegions, Regions};
 use crate::route::RouteTable;
-use crate::tcp::TcpBytes;
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
+
+/// What the data path shares while Fulcrum runs: the live snapshot behind its one `ArcSwap`,
+/// the process-wide settings read on the data path, and the open-connection count.
+#[derive(Debug)]
+pub struct Live {
+    /// The one shared value of the request path: read with one load per request.
+    pub snapshot: ArcSwap<Snapshot>,
+    pub client_header_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// Open client connections, all listeners together (kept by the accept loops).
+    pub(crate) open: AtomicUsize,
+}
+
+impl Live {
+    /// The first snapshot of a run, with `[global]`'s data-path settings.
+    pub fn new(first: Snapshot, global: &Global) -> Live {
+        Live {
+            snapshot: ArcSwap::from_pointee(first),
+            client_header_timeout: global.client_header_timeout,
+            shutdown_grace: global.shutdown_grace,
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// Open client connections, all listeners together.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
 
 /// Everything the workers need to serve requests, for one config generation.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! `protocol = "tcp"` listeners: one client connection, one backend connection, bytes both ways.
 //!
 //! DESIGN section 2, "One TCP connection": the accept loop hands the connection here; the
-//! backend is chosen by the same `health::select::pick` as HTTP (regions, backup pools,
+//! backend is chosen by the same `select::pick` as HTTP (regions, backup pools,
 //! fail-open, every balancer; `consistent_hash` hashes the client IP, validated), connected
 //! within `connect_timeout`, and on failure another backend is tried, up to `retries` more.
 //! The backend's in-flight guard is held for the connection's life, so `least_conn` balances
@@ -30,19 +30,12 @@ use crate::backend::{BackendState, InflightGuard};
 use crate::balance::{key_hash, Affinity, Balancer};
 use crate::clock;
 use crate::config::OnDown;
-use crate::health::{passive, select};
-use crate::server::Shared;
+use crate::health::passive;
+use crate::metrics::TcpBytes;
+use crate::select;
+use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
 use crate::splice::{self, Flow};
-
-/// Bytes forwarded by one tcp listener, per direction (for `fulcrum_tcp_bytes_total`).
-#[derive(Debug, Default)]
-pub struct TcpBytes {
-    /// Client -> backend.
-    pub upstream: AtomicU64,
-    /// Backend -> client.
-    pub downstream: AtomicU64,
-}
 
 /// Why a forwarded connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +70,7 @@ struct Upstream {
 
 /// Serves one accepted connection of tcp listener `slot`; `peer` is the client (after the
 /// listener's PROXY header, if any).
-pub async fn serve(client: TcpStream, peer: SocketAddr, slot: usize, shared: Arc<Shared>) {
+pub async fn serve(client: TcpStream, peer: SocketAddr, slot: usize, shared: Arc<Live>) {
     // One snapshot load per connection, held only until the backend is connected: a
     // long-lived connection must not keep old snapshots alive across reloads.
     let (bytes, connected) = {

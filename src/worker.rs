@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
 use crate::listener;
-use crate::server::Shared;
+use crate::snapshot::Live;
 
 /// One socket of one listener, handed to a worker.
 pub struct WorkerSocket {
@@ -38,7 +38,7 @@ pub fn spawn(
     id: usize,
     sockets: Vec<WorkerSocket>,
     added: mpsc::UnboundedReceiver<WorkerSocket>,
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     access_log: Option<AccessLog>,
     shutdown: watch::Receiver<bool>,
     shared_threads: Option<usize>,
@@ -79,7 +79,7 @@ pub fn spawn(
 async fn run(
     sockets: Vec<WorkerSocket>,
     mut added: mpsc::UnboundedReceiver<WorkerSocket>,
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let grace = shared.shutdown_grace;
@@ -114,7 +114,7 @@ async fn run(
 }
 
 /// Waits until no connection of this process is open, or `grace` has passed.
-async fn wait_for_connections(shared: &Shared, grace: Duration) {
+async fn wait_for_connections(shared: &Live, grace: Duration) {
     let deadline = tokio::time::Instant::now() + grace;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     while shared.open_connections() > 0 && tokio::time::Instant::now() < deadline {

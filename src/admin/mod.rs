@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use crate::reload::{ReloadError, Reloader, Trigger};
-use crate::server::Shared;
+use crate::snapshot::Live;
 
 mod status;
 
@@ -53,7 +53,7 @@ pub enum AdminError {
 /// What every admin request reads.
 #[derive(Debug)]
 pub struct Admin {
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     reloader: Arc<Reloader>,
     token: Option<Vec<u8>>,
     started: Instant,
@@ -77,7 +77,7 @@ pub fn read_token(path: &Path) -> Result<Vec<u8>, AdminError> {
 pub fn start(
     addr: SocketAddr,
     token: Option<Vec<u8>>,
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     reloader: Arc<Reloader>,
     control: &tokio::runtime::Handle,
 ) -> Result<SocketAddr, AdminError> {

@@ -1,4 +1,5 @@
-//! Backend health: active checks, passive ejection, and which backends may take work.
+//! Backend health: active checks and passive ejection (which backend then takes the work is
+//! `crate::select`'s call).
 //!
 //! Health is in two parts (pingora's shape): atomics in `BackendState` that the request path
 //! reads, and the bookkeeping that decides them, owned by whoever observes the backend. This
@@ -14,13 +15,11 @@
 //! - `probe.rs`: one check (http, tcp, tcp send/expect, postgres role and replica lag).
 //! - `checker.rs`: one task per backend on the control runtime.
 //! - `passive.rs`: ejection from real traffic, called by the proxy.
-//! - `select.rs`: the eligibility tiers, backup pools and fail-open used by the proxy.
-//! - `status.rs`: a read-only view for tests and the admin API.
+//! - `status.rs`: a read-only view for `Handle::status` and the admin API.
 
 pub mod checker;
 pub mod passive;
 pub mod probe;
-pub mod select;
 pub mod status;
 
 use crate::backend::BackendState;

@@ -18,7 +18,8 @@ use std::fmt::Display;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::backend::{Backend, Pool};
+use crate::backend::Backend;
+use crate::pool::Pool;
 use crate::config::MAX_EJECTION;
 
 /// The length of the `ejections`-th ejection in a row (0-based): `eject_for * 2^n`, capped.

@@ -1,4 +1,4 @@
-//! A read-only view of pool and backend health, for tests now and the admin API later.
+//! A read-only view of pool and backend health, for `Handle::status` and the admin API.
 //! Built on demand from a snapshot (cold path); the request path never calls it.
 
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 
 mod affinity;
 mod body;
-pub mod budget;
+
 mod client;
 mod error;
 mod framing;

@@ -6,7 +6,7 @@
 //! before the first attempt. Retries go to another backend (never the same one twice in a row)
 //! when the connection failed, or when a replayable request (idempotent, no body) failed
 //! before any response byte, within the pool's retry budget. Which backend is eligible
-//! (health, ejection, slow start, backup pools, fail-open) is `health::select`'s call; each
+//! (health, ejection, slow start, backup pools, fail-open) is `select`'s call; each
 //! attempt's outcome is reported to `health::passive`.
 
 use std::convert::Infallible;
@@ -29,17 +29,19 @@ use super::error::ProxyError;
 use super::framing::FramingFlags;
 use super::headers;
 use crate::access_log::{self, Record};
-use crate::backend::{InflightGuard, Pool};
-use crate::health::{passive, select};
+use crate::backend::InflightGuard;
+use crate::pool::Pool;
+use crate::health::passive;
+use crate::select;
 use crate::metrics::PoolMetrics;
-use crate::server::Shared;
+use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
 use crate::{client_ip, clock};
 
 /// What a connection knows about itself, shared by its requests.
 #[derive(Debug)]
 pub struct ConnContext {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Live>,
     /// Slot of the listener in the snapshot (`Snapshot::listener`), stable across reloads.
     pub listener: usize,
     pub peer: SocketAddr,

@@ -27,7 +27,8 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::backend::{Backend, Pool};
+use crate::backend::Backend;
+use crate::pool::Pool;
 use crate::balance::{Affinity, Balancer};
 use crate::region::{RegionId, Regions};
 

@@ -1,0 +1,55 @@
+//! A pool as the request path uses it: its backends, the balancer over them, each backend's
+//! region, the retry budget and the pool's timeouts and policies, compiled once per snapshot.
+//!
+//! Why its own file: the backend is a leaf that balancers and regions build on, and a pool is
+//! built from all three; keeping `Pool` here keeps `backend.rs` free of upward imports.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::balance::Balancer;
+use crate::budget::RetryBudget;
+use crate::config::{HealthConfig, OnDown, PassiveConfig};
+use crate::region::PoolRegions;
+
+/// A pool as the request path uses it.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: Arc<str>,
+    pub backends: Vec<Backend>,
+    pub balancer: Balancer,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Index of the pool that serves when none here is available.
+    pub backup: Option<usize>,
+    /// Ramp length in milliseconds; 0 = none.
+    pub slow_start_ms: u64,
+    pub fail_open: bool,
+    /// Fail-open is in effect (every backend down, nothing in the backup chain): for status.
+    pub fail_open_active: AtomicBool,
+    /// The active check, run by `health::checker` (never read on the request path).
+    pub health: Option<Arc<HealthConfig>>,
+    pub passive: PassiveConfig,
+    /// Caps retries to a share of this pool's requests.
+    pub budget: RetryBudget,
+    /// Each backend's region id and the `region_split`, resolved at snapshot build.
+    pub regions: PoolRegions,
+    /// tcp: a PROXY v2 header naming the client starts every backend connection.
+    pub send_proxy: bool,
+    /// tcp: open connections of a backend that goes down are closed.
+    pub on_down: OnDown,
+}
+
+impl Pool {
+    /// Health or drain state of a backend changed: lets the balancer precompute what it can
+    /// for the new membership (consistent hashing's fallback table), off the request path.
+    pub fn membership_changed(&self) {
+        if let Balancer::ConsistentHash(hash) = &self.balancer {
+            hash.rebuild(&self.backends, |i| self.backends[i].state.is_available());
+        }
+    }
+}
