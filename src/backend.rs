@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
-
 /// A health state change and why, kept for status pages (cold path only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {

@@ -5,10 +5,11 @@
 //! spreads new connections over the workers' sockets. `max_connections` is one shared
 //! counter per listener; a connection over the limit is closed at once (counted in the log).
 //!
-//! A reload adds listeners by binding new sockets and handing them to the running workers, and
-//! removes one by setting its `retired` flag: its accept loops stop (closing only that
-//! listener's sockets) and its connections finish their in-flight request, then close. Sockets
-//! of listeners a reload keeps are never touched.
+//! [`Sockets`] is the one registry of listening sockets: at start and at every reload it binds
+//! a listener's sockets and deals them to the workers over their channels, and it retires a
+//! listener a reload removed by setting its `retired` flag: its accept loops stop (closing only
+//! that listener's sockets) and its connections finish their in-flight request, then close.
+//! Sockets of listeners a reload keeps are never touched.
 //!
 //! The loop serves both protocols: each accepted connection goes to `http` or `tcp` by its
 //! listener's `protocol` in the current snapshot.
@@ -20,17 +21,30 @@ use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Protocol as ListenerProtocol;
 use crate::http::{self, ConnContext, FramingFlags};
 use crate::proxy_protocol;
 use crate::snapshot::Live;
 use crate::tcp;
-use crate::worker::WorkerSocket;
 
 /// Pending connections the kernel queues per socket.
 const BACKLOG: i32 = 4096;
+
+/// One socket of one listener, handed to a worker.
+#[derive(Debug)]
+pub struct WorkerSocket {
+    /// The listener's slot in the snapshot (`Snapshot::listener`).
+    pub slot: usize,
+    pub socket: std::net::TcpListener,
+    pub active: Arc<AtomicUsize>,
+    /// Set when a reload removes the listener: stop accepting, drain.
+    pub retired: watch::Receiver<bool>,
+}
+
+/// Where a worker receives its sockets, at start and whenever a reload adds a listener.
+pub type SocketReceiver = mpsc::UnboundedReceiver<WorkerSocket>;
 
 /// A bound `[[listener]]`: its resolved address and one socket per worker.
 #[derive(Debug)]
@@ -42,10 +56,110 @@ pub struct BoundListener {
     pub active: Arc<AtomicUsize>,
 }
 
-/// Binds `count` sockets to `bind` with SO_REUSEPORT (the first resolves a `:0` port).
+/// A listener whose sockets the workers hold.
+#[derive(Debug)]
+struct LiveListener {
+    slot: usize,
+    name: String,
+    /// Where it actually listens (the real port for a `:0` bind).
+    addr: SocketAddr,
+    /// `true` stops its accept loops; its connections drain.
+    retire: watch::Sender<bool>,
+    /// Its open connections (kept by the accept loops), for the admin API and metrics.
+    active: Arc<AtomicUsize>,
+}
+
+/// Every listening socket of the process, and the workers' channels they are dealt over.
+///
+/// Why one registry: start and reload (and, later, a binary upgrade) must hand sockets to
+/// workers the same way, worker `w` taking socket `w` of every listener; two copies of that
+/// dealing drift apart.
+#[derive(Debug)]
+pub struct Sockets {
+    workers: Vec<mpsc::UnboundedSender<WorkerSocket>>,
+    live: Vec<LiveListener>,
+}
+
+impl Sockets {
+    /// A registry for `workers` workers (one socket of every listener each), and the
+    /// receiving end of each worker's channel.
+    pub fn new(workers: usize) -> (Sockets, Vec<SocketReceiver>) {
+        let (senders, receivers) = (0..workers.max(1))
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
+        let sockets = Sockets {
+            workers: senders,
+            live: Vec::new(),
+        };
+        (sockets, receivers)
+    }
+
+    /// Binds the sockets of one listener; nothing is handed out yet.
+    pub fn bind(&self, name: &str, addr: SocketAddr) -> Result<BoundListener, BindError> {
+        bind(name, addr, self.workers.len())
+    }
+
+    /// Whether the listener in `slot` has its sockets with the workers.
+    pub fn is_live(&self, slot: usize) -> bool {
+        self.live.iter().any(|l| l.slot == slot)
+    }
+
+    /// Deals a bound listener's sockets to the workers (socket `i` to worker `i`); from now on
+    /// it accepts as listener `slot` of the snapshot.
+    pub fn deal(&mut self, slot: usize, bound: BoundListener) {
+        let (retire, retired) = watch::channel(false);
+        for (w, socket) in bound.sockets.into_iter().enumerate() {
+            let sent = self.workers.get(w).map(|tx| {
+                tx.send(WorkerSocket {
+                    slot,
+                    socket,
+                    active: Arc::clone(&bound.active),
+                    retired: retired.clone(),
+                })
+            });
+            if !matches!(sent, Some(Ok(()))) {
+                tracing::warn!(listener = %bound.name, worker = w, "worker gone: socket not handed over");
+            }
+        }
+        self.live.push(LiveListener {
+            slot,
+            name: bound.name,
+            addr: bound.addr,
+            retire,
+            active: bound.active,
+        });
+    }
+
+    /// Retires every listener whose slot `keep` rejects: its accept loops stop, its
+    /// connections drain.
+    pub fn retire_unless(&mut self, keep: impl Fn(usize) -> bool) {
+        self.live.retain(|l| {
+            let kept = keep(l.slot);
+            if !kept {
+                l.retire.send_replace(true);
+                tracing::info!(listener = %l.name, addr = %l.addr, "listener removed: draining");
+            }
+            kept
+        });
+    }
+
+    /// Where listener `name` listens.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.live.iter().find(|l| l.name == name).map(|l| l.addr)
+    }
+
+    /// Every live listener: name, bound address, open connections.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr, usize)> {
+        self.live
+            .iter()
+            .map(|l| (l.name.clone(), l.addr, l.active.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
 /// A listener could not be bound (start or reload).
 #[derive(Debug, thiserror::Error)]
-#[error("listener \"{listener}\": cannot bind {addr}: {source}")]
+#[error("listener \"{listener}\": cannot bind {addr}")]
 pub struct BindError {
     pub listener: String,
     pub addr: SocketAddr,
@@ -53,7 +167,8 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-pub fn bind(name: &str, bind: SocketAddr, count: usize) -> Result<BoundListener, BindError> {
+/// Binds `count` sockets to `bind` with SO_REUSEPORT (the first resolves a `:0` port).
+fn bind(name: &str, bind: SocketAddr, count: usize) -> Result<BoundListener, BindError> {
     bind_all(name, bind, count).map_err(|source| BindError {
         listener: name.to_string(),
         addr: bind,

@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN section 6), in one process-wide registry.
+//! Prometheus metrics: every name and request-path handle, in one process-wide registry.
 //!
 //! Why this shape: the request path must never look a label set up by string, take a lock, or
 //! allocate for metrics. Every handle it touches is resolved when a `Snapshot` is built
@@ -9,26 +9,23 @@
 //! labels, handles rebuilt by a reload keep counting where the old ones stopped.
 //!
 //! Gauges (`backend_up`, `backend_inflight`, `connections_active`) are not kept on the request
-//! path at all: they are computed from the current snapshot at scrape time. Series of backends
-//! a reload removed are left out of the output (`encode` filters by the current snapshot).
+//! path at all: `admin::scrape` computes them from the current snapshot at scrape time, and
+//! leaves out the series of backends a reload removed. This file holds names and handles only.
 //! `FULCRUM_METRICS=off` (undocumented, for measuring the cost) builds no handles.
 
-use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 use crate::pool::Pool;
 use crate::region::{RegionId, Regions};
-use crate::snapshot::Snapshot;
 
-/// Every metric of DESIGN section 6.
+/// Every metric Fulcrum exports (the names are public contract).
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
@@ -329,78 +326,4 @@ impl RegionMetrics {
             .inc();
         }
     }
-}
-
-/// The Prometheus text of the current state: gauges computed from `snapshot`, series of
-/// backends it no longer has left out. `listeners`: (name, open connections).
-pub fn encode(
-    snapshot: &Snapshot,
-    listeners: &[(String, usize)],
-) -> Result<String, prometheus::Error> {
-    let m = get();
-    let now = crate::clock::now_ms();
-    m.backend_up.reset();
-    m.backend_inflight.reset();
-    m.connections_active.reset();
-    let mut live: HashSet<(&str, &str)> = HashSet::new();
-    for p in &snapshot.pools {
-        live.insert((&p.name, ""));
-        for b in &p.backends {
-            live.insert((&p.name, &b.label));
-            let up = b.state.is_available() && !b.state.is_ejected(now);
-            m.backend_up
-                .with_label_values(&[&*p.name, &*b.label])
-                .set(i64::from(up));
-            m.backend_inflight
-                .with_label_values(&[&*p.name, &*b.label])
-                .set(i64::from(b.state.inflight()));
-        }
-    }
-    live.insert(("", ""));
-    for (name, open) in listeners {
-        m.connections_active
-            .with_label_values(&[name])
-            .set(i64::try_from(*open).unwrap_or(i64::MAX));
-    }
-    // TCP byte counts live with the listener (carried across reloads, monotonic): the
-    // counter catches up with them at scrape time.
-    for l in &snapshot.listeners {
-        if l.protocol != crate::config::Protocol::Tcp {
-            continue;
-        }
-        for (direction, value) in [
-            ("upstream", &l.bytes.upstream),
-            ("downstream", &l.bytes.downstream),
-        ] {
-            let c = m.tcp_bytes.with_label_values(&[&*l.name, direction]);
-            let now = value.load(std::sync::atomic::Ordering::Relaxed);
-            if now > c.get() {
-                c.inc_by(now - c.get());
-            }
-        }
-    }
-    let mut families = m.registry.gather();
-    for f in &mut families {
-        if f.name() == "fulcrum_requests_total" || f.name() == "fulcrum_health_checks_total" {
-            let keep: Vec<_> = f
-                .take_metric()
-                .into_iter()
-                .filter(|metric| {
-                    let label = |n: &str| {
-                        metric
-                            .get_label()
-                            .iter()
-                            .find(|l| l.name() == n)
-                            .map_or("", |l| l.value())
-                    };
-                    live.contains(&(label("pool"), label("backend")))
-                })
-                .collect();
-            f.set_metric(keep);
-        }
-    }
-    families.retain(|f| !f.get_metric().is_empty());
-    let mut out = Vec::with_capacity(16 * 1024);
-    TextEncoder::new().encode(&families, &mut out)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
 }

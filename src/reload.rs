@@ -19,15 +19,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
-
 use crate::config::{Config, ConfigDiff, ConfigErrors};
 use crate::health::checker::{self, HealthTasks};
-use crate::listener;
+use crate::listener::{BindError, Sockets};
 use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
 use crate::systemd;
-use crate::worker::{SocketSender, WorkerSocket};
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,27 +63,15 @@ pub enum ReloadError {
     #[error("{0}")]
     Config(ConfigErrors),
     #[error(transparent)]
-    Bind(#[from] listener::BindError),
-}
-
-/// A listener whose sockets the workers hold.
-#[derive(Debug)]
-pub(crate) struct LiveListener {
-    pub slot: usize,
-    pub name: String,
-    /// Where it actually listens (the real port for a `:0` bind).
-    pub addr: SocketAddr,
-    /// `true` stops its accept loops; its connections drain.
-    pub retire: watch::Sender<bool>,
-    /// Its open connections (kept by the accept loops), for the admin API and metrics.
-    pub active: Arc<std::sync::atomic::AtomicUsize>,
+    Bind(#[from] BindError),
 }
 
 #[derive(Debug)]
 struct State {
     stopping: bool,
     config: Config,
-    listeners: Vec<LiveListener>,
+    /// The listening sockets, dealt to the workers.
+    sockets: Sockets,
     health: HealthTasks,
     /// Hash of the file last read (applied or not): the watcher skips unchanged content.
     seen: Option<u64>,
@@ -98,8 +83,6 @@ struct State {
 pub struct Reloader {
     shared: Arc<Live>,
     path: Option<PathBuf>,
-    sockets_per_listener: usize,
-    workers: Vec<SocketSender>,
     control: tokio::runtime::Handle,
     state: Mutex<State>,
 }
@@ -113,9 +96,7 @@ impl Reloader {
     pub(crate) fn new(
         shared: Arc<Live>,
         config: Config,
-        listeners: Vec<LiveListener>,
-        sockets_per_listener: usize,
-        workers: Vec<SocketSender>,
+        sockets: Sockets,
         control: tokio::runtime::Handle,
     ) -> Reloader {
         let health = checker::spawn(&shared.snapshot.load(), &control);
@@ -123,13 +104,11 @@ impl Reloader {
         Reloader {
             shared,
             path,
-            sockets_per_listener,
-            workers,
             control,
             state: Mutex::new(State {
                 stopping: false,
                 config,
-                listeners,
+                sockets,
                 health,
                 // Unknown: the file may have changed since it was parsed, so the watcher's
                 // first event always reloads.
@@ -228,48 +207,21 @@ impl Reloader {
         // Bind every added listener before anything changes: a bind error fails the reload.
         let mut added = Vec::new();
         for l in &next.listeners {
-            if state.listeners.iter().any(|live| live.slot == l.slot) {
-                continue;
+            if !state.sockets.is_live(l.slot) {
+                added.push((l.slot, state.sockets.bind(&l.name, l.bind)?));
             }
-            let bound = listener::bind(&l.name, l.bind, self.sockets_per_listener)?;
-            added.push((l.slot, bound));
         }
 
         let next = Arc::new(next);
         self.shared.snapshot.store(Arc::clone(&next));
 
         for (slot, bound) in added {
-            let (retire, retired) = watch::channel(false);
-            for (w, socket) in bound.sockets.into_iter().enumerate() {
-                let sent = self.workers.get(w).map(|tx| {
-                    tx.send(WorkerSocket {
-                        slot,
-                        socket,
-                        active: Arc::clone(&bound.active),
-                        retired: retired.clone(),
-                    })
-                });
-                if !matches!(sent, Some(Ok(()))) {
-                    tracing::warn!(listener = %bound.name, worker = w, "worker gone: socket not handed over");
-                }
-            }
             tracing::info!(listener = %bound.name, addr = %bound.addr, "listener added");
-            state.listeners.push(LiveListener {
-                slot,
-                name: bound.name,
-                addr: bound.addr,
-                retire,
-                active: bound.active,
-            });
+            state.sockets.deal(slot, bound);
         }
-        state.listeners.retain(|live| {
-            let keep = next.listener(live.slot).is_some();
-            if !keep {
-                live.retire.send_replace(true);
-                tracing::info!(listener = %live.name, addr = %live.addr, "listener removed: draining");
-            }
-            keep
-        });
+        state
+            .sockets
+            .retire_unless(|slot| next.listener(slot).is_some());
 
         // The verdicts live in the carried BackendState; the old checks stop when dropped.
         state.health = checker::spawn(&next, &self.control);
@@ -303,23 +255,12 @@ impl Reloader {
 
     /// Where listener `name` listens now.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.lock()
-            .listeners
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.addr)
+        self.lock().sockets.addr(name)
     }
 
     /// Every live listener: name, bound address, open connections (cold path).
     pub fn listeners(&self) -> Vec<(String, SocketAddr, usize)> {
-        self.lock()
-            .listeners
-            .iter()
-            .map(|l| {
-                let open = l.active.load(std::sync::atomic::Ordering::Relaxed);
-                (l.name.clone(), l.addr, open)
-            })
-            .collect()
+        self.lock().sockets.listeners()
     }
 
     /// Backends under active checks.

@@ -28,8 +28,8 @@
 use std::sync::atomic::Ordering;
 
 use crate::backend::Backend;
-use crate::pool::Pool;
 use crate::balance::{Affinity, Balancer};
+use crate::pool::Pool;
 use crate::region::{RegionId, Regions};
 
 /// `(pool index, backend index)` in a snapshot.

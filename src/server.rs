@@ -16,12 +16,12 @@ use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::error::Error;
 use crate::health::{self, status::PoolStatus};
-use crate::listener;
-use crate::reload::{LiveListener, ReloadError, ReloadResult, Reloader, Trigger};
+use crate::listener::Sockets;
+use crate::reload::{ReloadError, ReloadResult, Reloader, Trigger};
 use crate::snapshot::{Live, Snapshot};
 use crate::systemd;
 use crate::watch::ConfigWatcher;
-use crate::worker::{self, WorkerSocket};
+use crate::worker;
 
 /// A running Fulcrum. Dropping it shuts it down without waiting.
 #[derive(Debug)]
@@ -51,12 +51,14 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         n => n,
     };
     let shared_rt = shared_runtime();
-    let sockets_per_listener = if shared_rt { 1 } else { workers };
+    // Worker threads: one per core, or one multi-thread runtime on a shared runtime.
+    let worker_threads = if shared_rt { 1 } else { workers };
 
+    // Every listener is bound before anything runs: a bind error stops the start cleanly.
+    let (mut sockets, receivers) = Sockets::new(worker_threads);
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let b = listener::bind(&l.name, l.bind, sockets_per_listener)?;
-        bound.push(b);
+        bound.push(sockets.bind(&l.name, l.bind)?);
     }
 
     // The control runtime: everything off the request path (the access-log writer for now).
@@ -85,41 +87,16 @@ pub fn start(config: Config) -> Result<Handle, Error> {
     let shared = Arc::new(Live::new(snapshot, &config.global));
     let listeners: Vec<(String, SocketAddr)> =
         bound.iter().map(|b| (b.name.clone(), b.addr)).collect();
-
-    // Deal the sockets out: worker w gets socket w of every listener. A fresh snapshot's
-    // slots are the listeners' positions.
-    let mut per_worker: Vec<Vec<WorkerSocket>> =
-        (0..sockets_per_listener).map(|_| Vec::new()).collect();
-    let mut live = Vec::with_capacity(bound.len());
+    // A fresh snapshot's slots are the listeners' positions.
     for (slot, b) in bound.into_iter().enumerate() {
-        let (retire, retired) = watch::channel(false);
-        for (w, socket) in b.sockets.into_iter().enumerate() {
-            per_worker[w].push(WorkerSocket {
-                slot,
-                socket,
-                active: Arc::clone(&b.active),
-                retired: retired.clone(),
-            });
-        }
-        live.push(LiveListener {
-            slot,
-            name: b.name,
-            addr: b.addr,
-            retire,
-            active: Arc::clone(&b.active),
-        });
+        sockets.deal(slot, b);
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..per_worker.len())
-        .map(|_| tokio::sync::mpsc::unbounded_channel())
-        .unzip();
     // Active checks follow the snapshot; fresh backends are up until a check says otherwise.
     let reloader = Arc::new(Reloader::new(
         Arc::clone(&shared),
         config,
-        live,
-        sockets_per_listener,
-        senders,
+        sockets,
         control_thread.handle().clone(),
     ));
     // Watching starts before the first connection is accepted, so a client that saw Fulcrum
@@ -160,11 +137,10 @@ pub fn start(config: Config) -> Result<Handle, Error> {
     }
 
     let shared_threads = shared_rt.then_some(workers);
-    let mut handles = Vec::with_capacity(per_worker.len());
-    for (id, (sockets, rx)) in per_worker.into_iter().zip(receivers).enumerate() {
+    let mut handles = Vec::with_capacity(receivers.len());
+    for (id, rx) in receivers.into_iter().enumerate() {
         let h = worker::spawn(
             id,
-            sockets,
             rx,
             Arc::clone(&shared),
             access_log.clone(),

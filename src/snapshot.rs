@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, BackendState};
-use crate::pool::Pool;
 use crate::balance::Balancer;
 use crate::clock;
 use crate::config::{Config, Global, ListenerConfig, Protocol};
 use crate::metrics::{ListenerMetrics, RegionMetrics, TcpBytes};
+use crate::pool::Pool;
 use crate::region::{PoolRegions, Regions};
 use crate::route::RouteTable;
 

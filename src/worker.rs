@@ -2,42 +2,29 @@
 //! its own upstream connection pool, so nothing on the request path crosses threads except the
 //! shared atomics of backend state.
 //!
-//! `FULCRUM_RUNTIME=shared` runs the same accept loops on one multi-thread runtime instead; it
-//! exists to measure the two models against each other (README, performance).
+//! `Threading::Shared` (the binary's `FULCRUM_RUNTIME=shared`) runs the same accept loops on one
+//! multi-thread runtime instead; it exists to measure the two models against each other
+//! (README, performance).
 //!
-//! A worker also takes new listening sockets while it runs (a reload that adds a listener sends
-//! one per worker over its channel), so added listeners accept on every worker.
+//! A worker receives its listening sockets over its channel from `listener::Sockets`, at start
+//! and whenever a reload adds a listener, so every listener accepts on every worker.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
-use crate::listener;
+use crate::listener::{self, SocketReceiver, WorkerSocket};
 use crate::snapshot::Live;
 
-/// One socket of one listener, handed to a worker.
-pub struct WorkerSocket {
-    /// The listener's slot in the snapshot (`Snapshot::listener`).
-    pub slot: usize,
-    pub socket: std::net::TcpListener,
-    pub active: Arc<AtomicUsize>,
-    /// Set by a reload that removes the listener: stop accepting, drain.
-    pub retired: watch::Receiver<bool>,
-}
-
-/// Sockets a reload hands to a running worker.
-pub type SocketSender = mpsc::UnboundedSender<WorkerSocket>;
-
-/// Starts worker `id` on its own thread; it returns once shut down and drained. `shared_threads`:
+/// Starts worker `id` on its own thread, accepting on the sockets it receives; it returns once
+/// shut down and drained. `shared_threads`:
 /// `Some(n)` runs it on one multi-thread runtime of `n` threads instead of a current-thread one.
 pub fn spawn(
     id: usize,
-    sockets: Vec<WorkerSocket>,
-    added: mpsc::UnboundedReceiver<WorkerSocket>,
+    sockets: SocketReceiver,
     shared: Arc<Live>,
     access_log: Option<AccessLog>,
     shutdown: watch::Receiver<bool>,
@@ -72,16 +59,11 @@ pub fn spawn(
             if let Some(log) = access_log {
                 log.install();
             }
-            runtime.block_on(run(sockets, added, shared, shutdown));
+            runtime.block_on(run(sockets, shared, shutdown));
         })
 }
 
-async fn run(
-    sockets: Vec<WorkerSocket>,
-    mut added: mpsc::UnboundedReceiver<WorkerSocket>,
-    shared: Arc<Live>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn run(mut sockets: SocketReceiver, shared: Arc<Live>, mut shutdown: watch::Receiver<bool>) {
     let grace = shared.shutdown_grace;
     let (drained_tx, mut drained) = watch::channel(());
     let loops_shutdown = shutdown.clone();
@@ -94,13 +76,10 @@ async fn run(
             drop(drained_tx);
         });
     };
-    for s in sockets {
-        start(s);
-    }
     let mut open = true;
     loop {
         tokio::select! {
-            s = added.recv(), if open => match s {
+            s = sockets.recv(), if open => match s {
                 Some(s) => start(s),
                 None => open = false,
             },

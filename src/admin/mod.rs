@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::snapshot::Live;
 
+mod scrape;
 mod status;
 
 const PAGE: &str = include_str!("status.html");
@@ -224,7 +225,7 @@ impl Admin {
             .into_iter()
             .map(|(name, _, open)| (name, open))
             .collect();
-        match crate::metrics::encode(&snapshot, &listeners) {
+        match scrape::encode(&snapshot, &listeners) {
             Ok(text) => reply(StatusCode::OK, "text/plain; version=0.0.4", text),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }

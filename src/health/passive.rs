@@ -19,8 +19,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::pool::Pool;
 use crate::config::MAX_EJECTION;
+use crate::pool::Pool;
 
 /// The length of the `ejections`-th ejection in a row (0-based): `eject_for * 2^n`, capped.
 pub fn ejection_length(eject_for: Duration, ejections: u32) -> Duration {
