@@ -6,16 +6,18 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::admin::Extension;
 use crate::config::{
     AccessLogTarget, BackendConfig, Config, Global, ListenerConfig, PoolConfig, RegionConfig,
 };
@@ -36,44 +38,93 @@ pub const BACKENDS: [(&str, &str); 4] = [
 
 /// One demo backend the status page can kill and revive (`fulcrum demo` only).
 #[derive(Debug)]
-pub struct DemoSwitch {
-    pub name: &'static str,
-    pub addr: SocketAddr,
-    pub alive: Arc<AtomicBool>,
+struct DemoSwitch {
+    name: &'static str,
+    addr: SocketAddr,
+    alive: Arc<AtomicBool>,
 }
 
-/// The demo backends of this process; empty unless `fulcrum demo` started them. A process-wide
-/// value on purpose: the admin server finds it without the config knowing about the demo.
-static SWITCHES: OnceLock<Vec<DemoSwitch>> = OnceLock::new();
-
-/// The demo backends' switches (empty outside the demo).
-pub fn switches() -> &'static [DemoSwitch] {
-    SWITCHES.get().map_or(&[], Vec::as_slice)
+/// The demo's admin endpoints: `POST /api/v1/demo/backends/{name}/kill` and `/revive`, and the
+/// switches' state as the status document's `"demo"` field (the status page draws buttons).
+#[derive(Debug)]
+struct DemoAdmin {
+    switches: Arc<[DemoSwitch]>,
 }
 
-/// Kills (`alive = false`) or revives a demo backend by name; false when there is none.
-/// A killed backend closes every connection without answering, like a crashed server.
-pub fn set_alive(name: &str, alive: bool) -> bool {
-    let Some(switch) = switches().iter().find(|s| s.name == name) else {
-        return false;
-    };
-    switch.alive.store(alive, Ordering::Relaxed);
-    tracing::info!(
-        backend = name,
-        alive,
-        "demo backend {}",
-        if alive { "revived" } else { "killed" }
-    );
-    true
+impl DemoAdmin {
+    /// Kills (`alive = false`) or revives a demo backend by name; false when there is none.
+    /// A killed backend closes every connection without answering, like a crashed server.
+    fn set_alive(&self, name: &str, alive: bool) -> bool {
+        let Some(switch) = self.switches.iter().find(|s| s.name == name) else {
+            return false;
+        };
+        switch.alive.store(alive, Ordering::Relaxed);
+        tracing::info!(
+            backend = name,
+            alive,
+            "demo backend {}",
+            if alive { "revived" } else { "killed" }
+        );
+        true
+    }
+}
+
+impl Extension for DemoAdmin {
+    fn handle(&self, method: &Method, segments: &[&str]) -> Option<(StatusCode, Value)> {
+        let ["api", "v1", "demo", "backends", name, action @ ("kill" | "revive")] = segments else {
+            return None;
+        };
+        if method != Method::POST {
+            return Some((
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "error": "method not allowed", "status": 405 }),
+            ));
+        }
+        let alive = *action == "revive";
+        Some(if self.set_alive(name, alive) {
+            (
+                StatusCode::OK,
+                json!({ "ok": true, "backend": name, "alive": alive }),
+            )
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                json!({ "error": "no such demo backend", "status": 404 }),
+            )
+        })
+    }
+
+    fn status(&self) -> Option<(&'static str, Value)> {
+        let switches = self
+            .switches
+            .iter()
+            .map(|d| {
+                json!({
+                    "name": d.name,
+                    "address": d.addr.to_string(),
+                    "alive": d.alive.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        Some(("demo", Value::Array(switches)))
+    }
 }
 
 /// The running demo backends; they stop when this is dropped.
 pub struct DemoBackends {
     pub addrs: Vec<SocketAddr>,
+    switches: Arc<[DemoSwitch]>,
     runtime: tokio::runtime::Runtime,
 }
 
 impl DemoBackends {
+    /// The admin endpoints that kill and revive these backends, for `Options::admin_extension`.
+    pub fn admin_extension(&self) -> Arc<dyn Extension> {
+        Arc::new(DemoAdmin {
+            switches: Arc::clone(&self.switches),
+        })
+    }
+
     /// Sends a few requests a second to `target` from each demo client, forever (until the
     /// backends' runtime stops). Failures are ignored: the status page shows them.
     pub fn drive_load(&self, target: SocketAddr) {
@@ -129,9 +180,11 @@ pub fn start_backends() -> std::io::Result<DemoBackends> {
         });
         runtime.spawn(serve_backend(listener, name, region, alive));
     }
-    // The first demo of the process owns the switches (tests may start more than one).
-    let _ = SWITCHES.set(switches);
-    Ok(DemoBackends { addrs, runtime })
+    Ok(DemoBackends {
+        addrs,
+        switches: switches.into(),
+        runtime,
+    })
 }
 
 async fn serve_backend(

@@ -51,7 +51,10 @@ pub mod tcp;
 pub mod watch;
 pub mod worker;
 
+pub use admin::Extension;
 pub use config::Config;
 pub use error::Error;
 pub use reload::{ReloadError, ReloadResult, Trigger};
-pub use server::{start, Handle};
+pub use server::{start, start_with, Handle, Options};
+pub use splice::Forwarding;
+pub use worker::Threading;

@@ -69,6 +69,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Start options from the environment, undocumented and for measurements only:
+/// `FULCRUM_RUNTIME=shared` (one multi-thread runtime), `FULCRUM_WATCH=0` (no file watcher),
+/// `FULCRUM_METRICS=off` (no request-path metric handles), `FULCRUM_TCP_COPY=1` (no splice).
+fn options_from_env() -> fulcrum::Options {
+    let var = |name: &str| std::env::var(name).ok();
+    fulcrum::Options {
+        threading: if var("FULCRUM_RUNTIME").as_deref() == Some("shared") {
+            fulcrum::Threading::Shared
+        } else {
+            fulcrum::Threading::PerCore
+        },
+        watch_config: var("FULCRUM_WATCH").as_deref() != Some("0"),
+        metrics: var("FULCRUM_METRICS").as_deref() != Some("off"),
+        tcp_forwarding: if var("FULCRUM_TCP_COPY").as_deref() == Some("1") {
+            fulcrum::Forwarding::Copy
+        } else {
+            fulcrum::Forwarding::Splice
+        },
+        admin_extension: None,
+    }
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -121,15 +143,19 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         }
         anyhow::anyhow!("{} config error(s), not starting", errors.0.len())
     })?;
-    let handle = fulcrum::start(config).context("cannot start")?;
+    let handle = fulcrum::start_with(config, options_from_env()).context("cannot start")?;
     handle.run_until_signal()?;
     Ok(())
 }
 
 fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let backends = fulcrum::demo::start_backends().context("cannot start the demo backends")?;
-    let handle = fulcrum::start(fulcrum::demo::config(listen, Some(admin), &backends.addrs))
-        .context("cannot start the demo balancer")?;
+    let options = fulcrum::Options {
+        admin_extension: Some(backends.admin_extension()),
+        ..options_from_env()
+    };
+    let config = fulcrum::demo::config(listen, Some(admin), &backends.addrs);
+    let handle = fulcrum::start_with(config, options).context("cannot start the demo balancer")?;
     let addr = handle.listener_addr("demo").unwrap_or(listen);
     println!("{}", fulcrum::demo::banner(addr, handle.admin_addr()));
     backends.drive_load(addr);

@@ -11,7 +11,8 @@
 //! Gauges (`backend_up`, `backend_inflight`, `connections_active`) are not kept on the request
 //! path at all: `admin::scrape` computes them from the current snapshot at scrape time, and
 //! leaves out the series of backends a reload removed. This file holds names and handles only.
-//! `FULCRUM_METRICS=off` (undocumented, for measuring the cost) builds no handles.
+//! The start option `Options::metrics = false` (the binary's undocumented `FULCRUM_METRICS=off`,
+//! for measuring the cost) builds no handles.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -41,17 +42,10 @@ pub struct Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-static ENABLED: LazyLock<bool> =
-    LazyLock::new(|| std::env::var("FULCRUM_METRICS").map_or(true, |v| v != "off"));
 
 /// The process-wide metrics.
 pub fn get() -> &'static Metrics {
     &METRICS
-}
-
-/// Whether snapshots build request-path handles (`FULCRUM_METRICS=off` for measurements).
-pub fn enabled() -> bool {
-    *ENABLED
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -244,8 +238,9 @@ pub struct ListenerMetrics {
 }
 
 impl ListenerMetrics {
-    pub fn build(listener: &Arc<str>, pools: &[Pool]) -> Self {
-        if !enabled() {
+    /// `on = false` builds none (to measure what the handles cost).
+    pub fn build(listener: &Arc<str>, pools: &[Pool], on: bool) -> Self {
+        if !on {
             return ListenerMetrics::default();
         }
         let none: Arc<str> = Arc::from("");
@@ -293,8 +288,8 @@ pub struct RegionMetrics {
 }
 
 impl RegionMetrics {
-    pub fn build(regions: &Regions) -> Self {
-        if !enabled() {
+    pub fn build(regions: &Regions, on: bool) -> Self {
+        if !on {
             return RegionMetrics::default();
         }
         let mut names: Vec<Arc<str>> = (0..)

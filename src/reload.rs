@@ -202,7 +202,7 @@ impl Reloader {
     /// Validated config -> running: build, bind added listeners, swap, hand over, retire.
     fn apply(&self, state: &mut State, config: Config) -> Result<String, ReloadError> {
         let old = self.shared.snapshot.load_full();
-        let next = Snapshot::build(&config, Some(&old));
+        let next = Snapshot::build(&config, Some(&old), self.shared.metrics);
 
         // Bind every added listener before anything changes: a bind error fails the reload.
         let mut added = Vec::new();

@@ -13,15 +13,17 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
+use crate::admin::Extension;
 use crate::config::Config;
 use crate::error::Error;
 use crate::health::{self, status::PoolStatus};
 use crate::listener::Sockets;
 use crate::reload::{ReloadError, ReloadResult, Reloader, Trigger};
-use crate::snapshot::{Live, Snapshot};
+use crate::snapshot::Live;
+use crate::splice::Forwarding;
 use crate::systemd;
 use crate::watch::ConfigWatcher;
-use crate::worker;
+use crate::worker::{self, Threading};
 
 /// A running Fulcrum. Dropping it shuts it down without waiting.
 #[derive(Debug)]
@@ -38,19 +40,59 @@ pub struct Handle {
     admin: Option<SocketAddr>,
 }
 
-/// How the request path is threaded; see `worker.rs`.
-fn shared_runtime() -> bool {
-    std::env::var("FULCRUM_RUNTIME").is_ok_and(|v| v == "shared")
+/// How a process runs, beside its config: settings an embedder (or the binary, from its
+/// environment, for benchmarks) chooses at start, never read from deep inside a module.
+#[derive(Clone)]
+pub struct Options {
+    /// How the request path is threaded (default: one current-thread runtime per worker).
+    pub threading: Threading,
+    /// Reload when the config file changes (default); `false`: SIGHUP and the admin API only.
+    pub watch_config: bool,
+    /// Build the request path's metric handles (default); `false` only to measure their cost.
+    pub metrics: bool,
+    /// How tcp listeners move bytes (default: `splice(2)` on Linux).
+    pub tcp_forwarding: Forwarding,
+    /// Endpoints added to the admin API (the demo's kill and revive switches).
+    pub admin_extension: Option<Arc<dyn Extension>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            threading: Threading::PerCore,
+            watch_config: true,
+            metrics: true,
+            tcp_forwarding: Forwarding::Splice,
+            admin_extension: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("threading", &self.threading)
+            .field("watch_config", &self.watch_config)
+            .field("metrics", &self.metrics)
+            .field("tcp_forwarding", &self.tcp_forwarding)
+            .field("admin_extension", &self.admin_extension.is_some())
+            .finish()
+    }
+}
+
+/// Starts Fulcrum with a validated config and the default [`Options`].
+pub fn start(config: Config) -> Result<Handle, Error> {
+    start_with(config, Options::default())
 }
 
 /// Starts Fulcrum with a validated config: binds every listener (errors here are returned,
 /// nothing is left running), then starts the workers.
-pub fn start(config: Config) -> Result<Handle, Error> {
+pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
     let workers = match config.global.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let shared_rt = shared_runtime();
+    let shared_rt = options.threading == Threading::Shared;
     // Worker threads: one per core, or one multi-thread runtime on a shared runtime.
     let worker_threads = if shared_rt { 1 } else { workers };
 
@@ -83,8 +125,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         .map(crate::admin::read_token)
         .transpose()?;
     let admin_bind = config.global.admin;
-    let snapshot = Snapshot::build(&config, None);
-    let shared = Arc::new(Live::new(snapshot, &config.global));
+    let shared = Arc::new(Live::new(&config, options.metrics, options.tcp_forwarding));
     let listeners: Vec<(String, SocketAddr)> =
         bound.iter().map(|b| (b.name.clone(), b.addr)).collect();
     // A fresh snapshot's slots are the listeners' positions.
@@ -100,9 +141,8 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         control_thread.handle().clone(),
     ));
     // Watching starts before the first connection is accepted, so a client that saw Fulcrum
-    // answer and then writes the file is sure to be heard. FULCRUM_WATCH=0: reload on SIGHUP
-    // and the admin API only.
-    let watch = std::env::var("FULCRUM_WATCH").map_or(true, |v| v != "0");
+    // answer and then writes the file is sure to be heard.
+    let watch = options.watch_config;
     let watcher = match reloader.path() {
         None => None,
         Some(_) if !watch => None,
@@ -121,6 +161,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
             admin_token,
             Arc::clone(&shared),
             Arc::clone(&reloader),
+            options.admin_extension.clone(),
             control_thread.handle(),
         ) {
             Ok(bound) => Some(bound),

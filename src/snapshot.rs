@@ -18,11 +18,12 @@ use std::time::Duration;
 use crate::backend::{Backend, BackendState};
 use crate::balance::Balancer;
 use crate::clock;
-use crate::config::{Config, Global, ListenerConfig, Protocol};
+use crate::config::{Config, ListenerConfig, Protocol};
 use crate::metrics::{ListenerMetrics, RegionMetrics, TcpBytes};
 use crate::pool::Pool;
 use crate::region::{PoolRegions, Regions};
 use crate::route::RouteTable;
+use crate::splice::Forwarding;
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
@@ -35,17 +36,24 @@ pub struct Live {
     pub snapshot: ArcSwap<Snapshot>,
     pub client_header_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Snapshots build the request path's metric handles (off only to measure their cost).
+    pub metrics: bool,
+    /// How tcp listeners move bytes.
+    pub tcp_forwarding: Forwarding,
     /// Open client connections, all listeners together (kept by the accept loops).
     pub(crate) open: AtomicUsize,
 }
 
 impl Live {
-    /// The first snapshot of a run, with `[global]`'s data-path settings.
-    pub fn new(first: Snapshot, global: &Global) -> Live {
+    /// The first snapshot of a run, built from `config`, with `[global]`'s data-path
+    /// settings and the start options the data path reads.
+    pub fn new(config: &Config, metrics: bool, tcp_forwarding: Forwarding) -> Live {
         Live {
-            snapshot: ArcSwap::from_pointee(first),
-            client_header_timeout: global.client_header_timeout,
-            shutdown_grace: global.shutdown_grace,
+            snapshot: ArcSwap::from_pointee(Snapshot::build(config, None, metrics)),
+            client_header_timeout: config.global.client_header_timeout,
+            shutdown_grace: config.global.shutdown_grace,
+            metrics,
+            tcp_forwarding,
             open: AtomicUsize::new(0),
         }
     }
@@ -94,8 +102,9 @@ pub struct ListenerSnapshot {
 }
 
 impl Snapshot {
-    /// Compiles a validated config. `previous` lends its backend state to backends that stay.
-    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
+    /// Compiles a validated config. `previous` lends its backend state to backends that stay;
+    /// `metrics`: build the request path's metric handles.
+    pub fn build(config: &Config, previous: Option<&Snapshot>, metrics: bool) -> Snapshot {
         let carried: HashMap<(&str, SocketAddr), &Arc<BackendState>> = previous
             .map(|prev| {
                 prev.pools
@@ -191,7 +200,7 @@ impl Snapshot {
                     next_slot += 1;
                     next_slot - 1
                 });
-                ListenerSnapshot::build(lc, slot, &index, bytes, &pools)
+                ListenerSnapshot::build(lc, slot, &index, bytes, &pools, metrics)
             })
             .collect();
         let mut slots = vec![NO_LISTENER; next_slot];
@@ -205,7 +214,7 @@ impl Snapshot {
         Snapshot {
             listeners,
             pools,
-            region_metrics: RegionMetrics::build(&regions),
+            region_metrics: RegionMetrics::build(&regions, metrics),
             regions,
             trusted_proxies: config.global.trusted_proxies.clone().into_boxed_slice(),
             slots,
@@ -226,13 +235,14 @@ impl ListenerSnapshot {
         pools: &HashMap<&str, usize>,
         bytes: Arc<TcpBytes>,
         built: &[Pool],
+        metrics: bool,
     ) -> Self {
         let name: Arc<str> = Arc::from(lc.name.as_str());
         // Validation guarantees every pool name exists; 0 is never reached for a valid config.
         let lookup = |name: &str| pools.get(name).copied().unwrap_or(0);
         ListenerSnapshot {
             slot,
-            metrics: ListenerMetrics::build(&name, built),
+            metrics: ListenerMetrics::build(&name, built, metrics),
             name,
             bind: lc.bind,
             routes: RouteTable::new(&lc.routes, lookup(&lc.pool), lookup),
@@ -271,18 +281,23 @@ mod tests {
 
     #[test]
     fn listener_slots_are_stable_across_rebuilds() {
-        let a = Snapshot::build(&config(&[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]), None);
+        let a = Snapshot::build(
+            &config(&[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]),
+            None,
+            true,
+        );
         assert_eq!(a.listener(1).map(|l| &*l.name), Some("b"));
         // "a" removed, "c" added, "b" kept; "b" moves in the vector but keeps its slot.
         let b = Snapshot::build(
             &config(&[("b", "127.0.0.1:2"), ("c", "127.0.0.1:3")]),
             Some(&a),
+            true,
         );
         assert!(b.listener(0).is_none());
         assert_eq!(b.listener(1).map(|l| &*l.name), Some("b"));
         assert_eq!(b.listener(2).map(|l| &*l.name), Some("c"));
         // A bind change is a new listener: new slot, the old one gone.
-        let c = Snapshot::build(&config(&[("b", "127.0.0.1:4")]), Some(&b));
+        let c = Snapshot::build(&config(&[("b", "127.0.0.1:4")]), Some(&b), true);
         assert!(c.listener(1).is_none());
         assert_eq!(c.listener(3).map(|l| &*l.name), Some("b"));
         assert!(c.listener(99).is_none());

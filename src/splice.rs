@@ -8,7 +8,7 @@
 //! (a safe wrapper; `unsafe_code` is forbidden), driven by tokio's readiness (`readable()` /
 //! `writable()` + `try_io`) on the same sockets the runtime already polls.
 //!
-//! The copy path (`FULCRUM_TCP_COPY=1`, or any non-Linux target) reads into a 64 KiB buffer and
+//! The copy path (`Forwarding::Copy`, or any non-Linux target) reads into a 64 KiB buffer and
 //! writes it out, the same loop as `tokio::io::copy_bidirectional` but with the byte count and
 //! activity stamp the proxy needs for metrics and the idle timeout.
 //!
@@ -17,7 +17,6 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 use tokio::net::TcpStream;
 
@@ -26,10 +25,14 @@ use crate::clock;
 /// Userspace copy buffer size.
 const COPY_BUF: usize = 64 * 1024;
 
-/// Whether the copy path is forced by `FULCRUM_TCP_COPY=1` (read once).
-pub fn force_copy() -> bool {
-    static FORCE: OnceLock<bool> = OnceLock::new();
-    *FORCE.get_or_init(|| std::env::var_os("FULCRUM_TCP_COPY").is_some_and(|v| v == "1"))
+/// How bytes are moved (a start option; the binary's `FULCRUM_TCP_COPY=1` picks `Copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Forwarding {
+    /// `splice(2)` through a pipe on Linux; the copy loop elsewhere.
+    #[default]
+    Splice,
+    /// The userspace copy loop everywhere (for comparison).
+    Copy,
 }
 
 /// Per-direction bookkeeping shared with the connection's watchdog.
@@ -50,9 +53,14 @@ impl Flow<'_> {
 }
 
 /// Moves bytes `from` -> `to` until `from` reaches EOF; returns the bytes moved.
-pub async fn pump(from: &TcpStream, to: &TcpStream, flow: &Flow<'_>) -> io::Result<u64> {
+pub async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    flow: &Flow<'_>,
+    mode: Forwarding,
+) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
-    if !force_copy() {
+    if mode == Forwarding::Splice {
         return linux::splice_pump(from, to, flow).await;
     }
     copy_pump(from, to, flow).await

@@ -35,7 +35,7 @@ use crate::metrics::TcpBytes;
 use crate::select;
 use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
-use crate::splice::{self, Flow};
+use crate::splice::{self, Flow, Forwarding};
 
 /// Why a forwarded connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, slot: usize, shared: Arc
         (bytes, connected)
     };
     let result = match connected {
-        Ok(upstream) => proxy(client, upstream, &bytes).await,
+        Ok(upstream) => proxy(client, upstream, &bytes, shared.tcp_forwarding).await,
         Err(e) => Err(e),
     };
     report(peer, result);
@@ -102,6 +102,7 @@ async fn proxy(
     client: TcpStream,
     mut upstream: Connected,
     bytes: &TcpBytes,
+    mode: Forwarding,
 ) -> Result<(), TcpError> {
     if let Some(header) = upstream.proxy_header.take() {
         upstream
@@ -111,7 +112,7 @@ async fn proxy(
             .await
             .map_err(TcpError::ProxyHeader)?;
     }
-    forward(&client, upstream.up, bytes).await
+    forward(&client, upstream.up, bytes, mode).await
 }
 
 struct Connected {
@@ -211,7 +212,12 @@ pub fn proxy_v2(client: SocketAddr, local: SocketAddr) -> io::Result<Vec<u8>> {
 
 /// Forwards both ways until both directions reach EOF, either fails, the connection is idle
 /// for `idle_timeout`, or (with `on_down = "close"`) the backend goes down.
-async fn forward(client: &TcpStream, up: Upstream, bytes: &TcpBytes) -> Result<(), TcpError> {
+async fn forward(
+    client: &TcpStream,
+    up: Upstream,
+    bytes: &TcpBytes,
+    mode: Forwarding,
+) -> Result<(), TcpError> {
     let backend = &up.stream;
     let last_active = AtomicU64::new(clock::now_ms());
     let to_backend = Flow {
@@ -223,11 +229,11 @@ async fn forward(client: &TcpStream, up: Upstream, bytes: &TcpBytes) -> Result<(
         last_active: &last_active,
     };
     let outbound = async {
-        splice::pump(client, backend, &to_backend).await?;
+        splice::pump(client, backend, &to_backend, mode).await?;
         half_close(backend)
     };
     let inbound = async {
-        splice::pump(backend, client, &to_client).await?;
+        splice::pump(backend, client, &to_client, mode).await?;
         half_close(client)
     };
     let both = async { tokio::try_join!(outbound, inbound).map(|_| ()) };

@@ -2,7 +2,7 @@
 //! its own upstream connection pool, so nothing on the request path crosses threads except the
 //! shared atomics of backend state.
 //!
-//! `Threading::Shared` (the binary's `FULCRUM_RUNTIME=shared`) runs the same accept loops on one
+//! [`Threading::Shared`] (the binary's `FULCRUM_RUNTIME=shared`) runs the same accept loops on one
 //! multi-thread runtime instead; it exists to measure the two models against each other
 //! (README, performance).
 //!
@@ -18,6 +18,17 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::listener::{self, SocketReceiver, WorkerSocket};
 use crate::snapshot::Live;
+
+/// How the request path is threaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Threading {
+    /// One current-thread runtime per worker thread, each with its own sockets (the default:
+    /// nothing on the request path crosses threads).
+    #[default]
+    PerCore,
+    /// One multi-thread runtime for all workers, to measure the two models against each other.
+    Shared,
+}
 
 /// Starts worker `id` on its own thread, accepting on the sockets it receives; it returns once
 /// shut down and drained. `shared_threads`:

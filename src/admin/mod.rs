@@ -51,11 +51,22 @@ pub enum AdminError {
     },
 }
 
+/// Endpoints an embedder adds to the admin API, behind the same bearer token (the demo's kill
+/// and revive switches), so the admin server knows nothing of who adds them.
+pub trait Extension: Send + Sync {
+    /// The reply to `method` on the path `segments` (the path split on `/`), or `None` when
+    /// the path is not this extension's. Asked before the built-in routes.
+    fn handle(&self, method: &Method, segments: &[&str]) -> Option<(StatusCode, Value)>;
+
+    /// A field of its own in the status document (`GET /api/v1/status`): name and value.
+    fn status(&self) -> Option<(&'static str, Value)>;
+}
+
 /// What every admin request reads.
-#[derive(Debug)]
 pub struct Admin {
     shared: Arc<Live>,
     reloader: Arc<Reloader>,
+    extension: Option<Arc<dyn Extension>>,
     token: Option<Vec<u8>>,
     started: Instant,
     started_at: SystemTime,
@@ -80,6 +91,7 @@ pub fn start(
     token: Option<Vec<u8>>,
     shared: Arc<Live>,
     reloader: Arc<Reloader>,
+    extension: Option<Arc<dyn Extension>>,
     control: &tokio::runtime::Handle,
 ) -> Result<SocketAddr, AdminError> {
     if token.is_none() && !addr.ip().is_loopback() {
@@ -92,6 +104,7 @@ pub fn start(
     let admin = Arc::new(Admin {
         shared,
         reloader,
+        extension,
         token,
         started: Instant::now(),
         started_at: SystemTime::now(),
@@ -146,6 +159,15 @@ fn error(status: StatusCode, message: &str) -> Reply {
     )
 }
 
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("extension", &self.extension.is_some())
+            .field("token", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Admin {
     fn authorized(&self, req: &Request<Incoming>) -> bool {
         let Some(token) = &self.token else {
@@ -175,6 +197,13 @@ impl Admin {
             );
             return resp;
         }
+        if let Some((status, body)) = self
+            .extension
+            .as_ref()
+            .and_then(|e| e.handle(&method, &segments))
+        {
+            return json_reply(status, &body);
+        }
         let get = method == Method::GET;
         let post = method == Method::POST;
         match (segments.as_slice(), get, post) {
@@ -187,19 +216,6 @@ impl Admin {
                 _,
                 true,
             ) => self.set_draining(pool, backend, *action == "drain"),
-            (["api", "v1", "demo", "backends", name, action @ ("kill" | "revive")], _, true) => {
-                if crate::demo::set_alive(name, *action == "revive") {
-                    json_reply(
-                        StatusCode::OK,
-                        &json!({ "ok": true, "backend": name, "alive": *action == "revive" }),
-                    )
-                } else {
-                    error(
-                        StatusCode::NOT_FOUND,
-                        "no such demo backend (only `fulcrum demo` has them)",
-                    )
-                }
-            }
             ([""] | ["metrics"] | ["api", "v1", "status"], false, _)
             | (["api", "v1", "reload"], _, false)
             | (["api", "v1", "pools", _, "backends", _, "drain" | "enable"], _, false) => {

@@ -31,7 +31,7 @@ pub fn of(admin: &Admin) -> Value {
             json!({ "name": &**name, "failover": failover })
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "started_at": epoch(admin.started_at),
         "uptime_seconds": admin.started.elapsed().as_secs_f64(),
@@ -39,11 +39,11 @@ pub fn of(admin: &Admin) -> Value {
         "pools": pools(&snapshot),
         "regions": regions,
         "last_reload": admin.reloader.last_reload().as_ref().map(reload_json),
-        "demo": crate::demo::switches()
-            .iter()
-            .map(|d| json!({ "name": d.name, "address": d.addr.to_string(), "alive": d.alive.load(std::sync::atomic::Ordering::Relaxed) }))
-            .collect::<Vec<Value>>(),
-    })
+    });
+    if let Some((name, value)) = admin.extension.as_ref().and_then(|e| e.status()) {
+        doc[name] = value;
+    }
+    doc
 }
 
 /// One reload outcome.

@@ -489,17 +489,21 @@ fn demo_backend_killed_and_revived_from_the_admin_api() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(demo_kill_and_revive(&demo.addrs));
+    rt.block_on(demo_kill_and_revive(&demo));
     drop(rt);
     drop(demo);
 }
 
-async fn demo_kill_and_revive(addrs: &[SocketAddr]) {
-    let mut cfg = fulcrum::demo::config(any_port(), Some(any_port()), addrs);
+async fn demo_kill_and_revive(demo: &fulcrum::demo::DemoBackends) {
+    let mut cfg = fulcrum::demo::config(any_port(), Some(any_port()), &demo.addrs);
     cfg.global.access_log = fulcrum::config::AccessLogTarget::Off;
     // A short ejection, so the revived backend is back in rotation quickly.
     cfg.pools[0].passive.eject_for = Duration::from_millis(200);
-    let proxy = Proxy::start(cfg);
+    let options = fulcrum::Options {
+        admin_extension: Some(demo.admin_extension()),
+        ..fulcrum::Options::default()
+    };
+    let proxy = Proxy::start_with(cfg, options);
     let admin = admin_of(&proxy);
     let client = http1();
     let served_by = |r: &Reply| r.body.split_whitespace().nth(2).unwrap_or("").to_string();

@@ -17,6 +17,7 @@ mod failover;
 mod hash;
 mod headers;
 mod health;
+mod layers;
 mod lifecycle;
 mod malformed;
 mod postgres;

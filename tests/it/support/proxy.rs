@@ -71,8 +71,13 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(config: Config) -> Proxy {
+        Proxy::start_with(config, fulcrum::Options::default())
+    }
+
+    /// Started with start options (an admin extension, a forwarding mode).
+    pub fn start_with(config: Config, options: fulcrum::Options) -> Proxy {
         let name = config.listeners[0].name.clone();
-        let handle = fulcrum::start(config).unwrap();
+        let handle = fulcrum::start_with(config, options).unwrap();
         let addr = handle.listener_addr(&name).unwrap();
         Proxy {
             addr,
