@@ -18,12 +18,42 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
+/// What a backend is, as logs, the status page and the admin API name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Takes new work.
+    Up,
+    /// Failed its active checks.
+    Down,
+    /// Passively ejected for a while after failing real traffic.
+    Ejected,
+    /// Drained by the operator: no new work, in-flight work finishes.
+    Draining,
+}
+
+impl Condition {
+    /// The lowercase name used in logs, JSON and the page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Up => "up",
+            Condition::Down => "down",
+            Condition::Ejected => "ejected",
+            Condition::Draining => "draining",
+        }
+    }
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A health state change and why, kept for status pages (cold path only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
     pub at: SystemTime,
-    /// "up", "down", "ejected".
-    pub state: &'static str,
+    pub state: Condition,
     pub reason: String,
 }
 
@@ -96,6 +126,19 @@ impl BackendState {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// What the backend is at `now`: draining wins over down, down over ejected.
+    pub fn condition(&self, now: u64) -> Condition {
+        if self.is_draining() {
+            Condition::Draining
+        } else if !self.is_healthy() {
+            Condition::Down
+        } else if self.is_ejected(now) {
+            Condition::Ejected
+        } else {
+            Condition::Up
+        }
+    }
+
     /// Passively ejected at `now` (a `clock::now_ms()` value).
     #[inline]
     pub fn is_ejected(&self, now: u64) -> bool {
@@ -133,7 +176,7 @@ impl BackendState {
     }
 
     /// Records a state change for status pages (cold path).
-    pub fn record_change(&self, state: &'static str, reason: String) {
+    pub fn record_change(&self, state: Condition, reason: String) {
         self.last_change.store(Some(Arc::new(StateChange {
             at: SystemTime::now(),
             state,

@@ -5,14 +5,14 @@ use crate::listener::BindError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigErrors),
     #[error(transparent)]
     Bind(#[from] BindError),
-    #[error("cannot start a runtime: {0}")]
+    #[error("cannot start a runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
-    #[error("cannot open the access log: {0}")]
+    #[error("cannot open the access log")]
     AccessLog(#[source] std::io::Error),
 }

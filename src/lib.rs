@@ -28,6 +28,7 @@ pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod budget;
+pub mod chain;
 pub mod client_ip;
 pub mod clock;
 pub mod config;

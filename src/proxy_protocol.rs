@@ -1,4 +1,5 @@
-//! PROXY protocol v1/v2 on listeners with `proxy_protocol = true` (parsed by the `ppp` crate).
+//! PROXY protocol (the `ppp` crate): read v1/v2 on listeners with `proxy_protocol = true`,
+//! and write v2 to backends of pools with `send_proxy = true`.
 //!
 //! A balancer in front of Fulcrum (an L4 load balancer, a CDN edge) opens the TCP connection, so
 //! the peer address is its own; the PROXY header it sends first names the real client. Only a
@@ -12,13 +13,14 @@
 //! socket for the HTTP server: 12 bytes tell the versions apart (v2's binary signature, or
 //! `PROXY ` for v1); v2 then gives its length, v1 ends at CRLF within 107 bytes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ppp::{v1, v2, HeaderResult};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::chain::Chain;
 use crate::client_ip;
 use crate::snapshot::Live;
 
@@ -32,7 +34,7 @@ const V2_MAX: usize = 4096;
 /// Why a trusted peer's connection was closed.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
-    #[error("reading the PROXY header: {0}")]
+    #[error("reading the PROXY header")]
     Io(#[from] std::io::Error),
     #[error("no PROXY header within the client header timeout")]
     Timeout,
@@ -64,7 +66,7 @@ pub async fn client(
     match read_header(stream, shared.client_header_timeout).await {
         Ok(source) => Some(source.unwrap_or(peer)),
         Err(e) => {
-            tracing::debug!(%peer, error = %e, "connection closed");
+            tracing::debug!(%peer, error = %Chain(&e), "connection closed");
             None
         }
     }
@@ -130,6 +132,23 @@ pub fn source(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
     }
 }
 
+/// A PROXY v2 header: `client` connected to us, we connect from `local`. Mixed families are
+/// written as IPv6 (an IPv4 address mapped).
+pub fn header_v2(client: SocketAddr, local: SocketAddr) -> std::io::Result<Vec<u8>> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    let v6 = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        v6 => v6,
+    };
+    let (src, dst) = match (client, local) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
+            (client, local)
+        }
+        _ => (v6(client), v6(local)),
+    };
+    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst)).build()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -157,5 +176,19 @@ mod tests {
             Some("[2001:db8::7]:4000".parse().unwrap())
         );
         assert!(source(b"PROXY TCP4 nonsense\r\n").is_err());
+    }
+
+    #[test]
+    fn the_v2_header_written_names_the_client() {
+        let client = "203.0.113.7:5555".parse().unwrap();
+        let local = "127.0.0.1:40000".parse().unwrap();
+        let header = header_v2(client, local).unwrap();
+        assert_eq!(source(&header).unwrap(), Some(client));
+        let mixed = header_v2(client, "[::1]:1".parse().unwrap()).unwrap();
+        assert!(mixed.len() > header.len(), "written as IPv6");
+        assert_eq!(
+            source(&mixed).unwrap(),
+            Some("[::ffff:203.0.113.7]:5555".parse().unwrap())
+        );
     }
 }

@@ -36,7 +36,7 @@ pub const NO_REGION: RegionId = RegionId::MAX;
 /// Why the region table could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RegionError {
-    #[error("geo: mmdb: cannot open {path}: {source}")]
+    #[error("geo: mmdb: cannot open {path}")]
     Mmdb {
         path: PathBuf,
         source: maxminddb::MaxMindDbError,

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::chain::Chain;
 use crate::config::{Config, ConfigDiff, ConfigErrors};
 use crate::health::checker::{self, HealthTasks};
 use crate::listener::{BindError, Sockets};
@@ -35,6 +36,23 @@ pub enum Trigger {
     Signal,
     /// `Handle::reload` (the admin API).
     Api,
+}
+
+impl Trigger {
+    /// The lowercase name used in logs and the admin API's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::File => "file",
+            Trigger::Signal => "signal",
+            Trigger::Api => "api",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The outcome of one reload, kept for the admin API (`Handle::last_reload`).
@@ -138,7 +156,7 @@ impl Reloader {
     fn run(&self, trigger: Trigger, skip_same: bool) -> Result<ReloadResult, ReloadError> {
         let mut state = self.lock();
         if state.stopping {
-            tracing::info!(?trigger, "reload ignored: shutting down");
+            tracing::info!(%trigger, "reload ignored: shutting down");
             return Err(ReloadError::ShuttingDown);
         }
         let path = self.path.clone().ok_or(ReloadError::NoFile)?;
@@ -167,7 +185,7 @@ impl Reloader {
         let took = started.elapsed();
         let (ok, message) = match &applied {
             Ok(summary) => (true, summary.clone()),
-            Err(e) => (false, e.to_string()),
+            Err(e) => (false, Chain(e).to_string()),
         };
         let result = ReloadResult {
             at: SystemTime::now(),
@@ -178,11 +196,11 @@ impl Reloader {
             took,
         };
         if ok {
-            tracing::info!(?trigger, ?took, hash = ?hash, "config reloaded: {}", result.message);
+            tracing::info!(%trigger, ?took, hash = ?hash, "config reloaded: {}", result.message);
             systemd::reloaded("config reloaded");
         } else {
             tracing::error!(
-                ?trigger,
+                %trigger,
                 "config reload failed, old config still serving:\n{}",
                 result.message
             );

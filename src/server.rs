@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
 use crate::admin::Extension;
+use crate::chain::Chain;
 use crate::config::Config;
 use crate::error::Error;
 use crate::health::{self, status::PoolStatus};
@@ -167,7 +168,7 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
             Ok(bound) => Some(bound),
             // Traffic matters more than the admin page: serve without it, loudly.
             Err(e @ crate::admin::AdminError::Bind { .. }) => {
-                tracing::error!("{e}; serving without the admin API");
+                tracing::error!("{}; serving without the admin API", Chain(&e));
                 None
             }
             Err(e) => return Err(e.into()),

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::backend::{Backend, BackendState};
 use crate::balance::Balancer;
+use crate::chain::Chain;
 use crate::clock;
 use crate::config::{Config, ListenerConfig, Protocol};
 use crate::metrics::{ListenerMetrics, RegionMetrics, TcpBytes};
@@ -126,7 +127,10 @@ impl Snapshot {
             .collect();
         let regions = Regions::build(&config.regions, &config.geo).unwrap_or_else(|e| {
             // Validation opened the database; it changed since. Regions by CIDR still work.
-            tracing::error!("{e}; country lookups are off until the next reload");
+            tracing::error!(
+                "{}; country lookups are off until the next reload",
+                Chain(&e)
+            );
             Regions::build(&config.regions, &Default::default()).unwrap_or_default()
         });
         let now = clock::now_ms();

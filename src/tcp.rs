@@ -18,7 +18,7 @@
 //! (as resolved by the listener's own `proxy_protocol`) and the address it connected to.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +27,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::backend::{BackendState, InflightGuard};
-use crate::balance::{key_hash, Affinity, Balancer};
+use crate::balance::{ip_hash, Affinity, Balancer};
+use crate::chain::Chain;
 use crate::clock;
 use crate::config::OnDown;
 use crate::health::passive;
 use crate::metrics::TcpBytes;
+use crate::proxy_protocol;
 use crate::select;
 use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
@@ -44,17 +46,17 @@ pub enum TcpError {
     NoListener,
     #[error("no backend available")]
     NoBackend,
-    #[error("connect to {0} failed: {1}")]
+    #[error("connect to {0} failed")]
     Connect(SocketAddr, #[source] io::Error),
     #[error("connect to {0} timed out after {1:?}")]
     ConnectTimeout(SocketAddr, Duration),
-    #[error("PROXY header: {0}")]
+    #[error("PROXY header")]
     ProxyHeader(#[source] io::Error),
     #[error("idle for {0:?}")]
     Idle(Duration),
     #[error("backend {0} went down (on_down = \"close\")")]
     BackendDown(SocketAddr),
-    #[error("i/o: {0}")]
+    #[error("i/o")]
     Io(#[source] io::Error),
 }
 
@@ -92,9 +94,9 @@ fn report(peer: SocketAddr, result: Result<(), TcpError>) {
     match result {
         Ok(()) => {}
         Err(e @ (TcpError::NoBackend | TcpError::Connect(..) | TcpError::ConnectTimeout(..))) => {
-            tracing::warn!(%peer, error = %e, "tcp connection refused")
+            tracing::warn!(%peer, error = %Chain(&e), "tcp connection refused")
         }
-        Err(e) => tracing::debug!(%peer, error = %e, "tcp connection closed"),
+        Err(e) => tracing::debug!(%peer, error = %Chain(&e), "tcp connection closed"),
     }
 }
 
@@ -154,7 +156,7 @@ async fn connect(
                 let _ = stream.set_nodelay(true);
                 let proxy_header = if target.send_proxy {
                     let local = stream.local_addr().map_err(TcpError::Io)?;
-                    Some(proxy_v2(peer, local).map_err(TcpError::ProxyHeader)?)
+                    Some(proxy_protocol::header_v2(peer, local).map_err(TcpError::ProxyHeader)?)
                 } else {
                     None
                 };
@@ -183,31 +185,6 @@ async fn connect(
         }
     }
     Err(error)
-}
-
-/// The `client_ip` hash key, as HTTP computes it (same client, same backend on both).
-fn ip_hash(ip: IpAddr) -> u64 {
-    match ip.to_canonical() {
-        IpAddr::V4(ip) => key_hash(&ip.octets()),
-        IpAddr::V6(ip) => key_hash(&ip.octets()),
-    }
-}
-
-/// A PROXY v2 header: `client` connected to us, we connect from `local`. Mixed families are
-/// written as IPv6 (an IPv4 address mapped).
-pub fn proxy_v2(client: SocketAddr, local: SocketAddr) -> io::Result<Vec<u8>> {
-    use ppp::v2::{Builder, Command, Protocol, Version};
-    let v6 = |a: SocketAddr| match a {
-        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
-        v6 => v6,
-    };
-    let (src, dst) = match (client, local) {
-        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
-            (client, local)
-        }
-        _ => (v6(client), v6(local)),
-    };
-    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst)).build()
 }
 
 /// Forwards both ways until both directions reach EOF, either fails, the connection is idle
@@ -268,21 +245,5 @@ async fn watchdog(up: &Upstream, last_active: &AtomicU64) -> TcpError {
         if silent >= idle_ms {
             return TcpError::Idle(up.idle_timeout);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::proxy_v2;
-
-    #[test]
-    fn proxy_v2_header_names_the_client() {
-        let client = "203.0.113.7:5555".parse().expect("addr");
-        let local = "127.0.0.1:40000".parse().expect("addr");
-        let header = proxy_v2(client, local).expect("header");
-        let parsed = crate::proxy_protocol::source(&header).expect("parses");
-        assert_eq!(parsed, Some(client));
-        let mixed = proxy_v2(client, "[::1]:1".parse().expect("addr")).expect("mixed");
-        assert!(mixed.len() > header.len(), "written as IPv6");
     }
 }

@@ -22,6 +22,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::backend::Condition;
+use crate::chain::Chain;
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::snapshot::Live;
 
@@ -33,7 +35,7 @@ const PAGE: &str = include_str!("status.html");
 /// Why the admin server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin: cannot read admin_token_file {path}: {source}")]
+    #[error("admin: cannot read admin_token_file {path}")]
     Token {
         path: String,
         #[source]
@@ -43,7 +45,7 @@ pub enum AdminError {
     EmptyToken(String),
     #[error("admin: {0} is not loopback and no admin_token_file is set")]
     Unprotected(SocketAddr),
-    #[error("admin: cannot bind {addr}: {source}")]
+    #[error("admin: cannot bind {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -272,10 +274,11 @@ impl Admin {
                     ReloadError::NoFile | ReloadError::ShuttingDown => StatusCode::CONFLICT,
                     ReloadError::Unchanged => StatusCode::OK,
                 };
-                let lines: Vec<String> = e.to_string().lines().map(String::from).collect();
+                let text = Chain(&e).to_string();
+                let lines: Vec<String> = text.lines().map(String::from).collect();
                 json_reply(
                     status,
-                    &json!({ "ok": false, "error": e.to_string(), "errors": lines }),
+                    &json!({ "ok": false, "error": text, "errors": lines }),
                 )
             }
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -293,12 +296,12 @@ impl Admin {
         b.state.set_draining(drain);
         p.membership_changed();
         let (state, reason) = if drain {
-            ("draining", "drained through the admin API")
+            (Condition::Draining, "drained through the admin API")
         } else {
-            ("up", "enabled through the admin API")
+            (Condition::Up, "enabled through the admin API")
         };
         b.state.record_change(state, reason.to_string());
-        tracing::info!(pool, backend, state, "{reason}");
+        tracing::info!(pool, backend, %state, "{reason}");
         json_reply(
             StatusCode::OK,
             &json!({ "ok": true, "pool": pool, "backend": backend, "draining": drain }),

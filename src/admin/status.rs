@@ -50,7 +50,7 @@ pub fn of(admin: &Admin) -> Value {
 pub fn reload_json(r: &ReloadResult) -> Value {
     json!({
         "at": epoch(r.at),
-        "trigger": format!("{:?}", r.trigger).to_lowercase(),
+        "trigger": r.trigger.as_str(),
         "ok": r.ok,
         "message": r.message,
         "hash": r.hash.map(|h| format!("{h:016x}")),
@@ -71,15 +71,7 @@ fn pools(snapshot: &Snapshot) -> Vec<Value> {
                 .enumerate()
                 .map(|(bi, b)| {
                     let s = &b.state;
-                    let state = if s.is_draining() {
-                        "draining"
-                    } else if !s.is_healthy() {
-                        "down"
-                    } else if s.is_ejected(now) {
-                        "ejected"
-                    } else {
-                        "up"
-                    };
+                    let state = s.condition(now).as_str();
                     let (requests, errors) = snapshot
                         .listeners
                         .iter()

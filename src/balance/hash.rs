@@ -165,6 +165,16 @@ pub fn key_hash(bytes: &[u8]) -> u64 {
     xxh3_64(bytes)
 }
 
+/// The `client_ip` key: the address's bytes, an IPv4-mapped IPv6 address taken as IPv4, so
+/// one client hashes the same over HTTP and TCP, and whichever family it arrived on.
+#[inline]
+pub fn ip_hash(ip: std::net::IpAddr) -> u64 {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(ip) => key_hash(&ip.octets()),
+        std::net::IpAddr::V6(ip) => key_hash(&ip.octets()),
+    }
+}
+
 /// Maps a 64-bit hash onto `0..len` without a division (Lemire's multiply-shift).
 #[inline]
 fn entry_of(hash: u64, len: usize) -> usize {

@@ -16,7 +16,7 @@ mod random_two;
 mod round_robin;
 mod sticky;
 
-pub use hash::{key_hash, ConsistentHash};
+pub use hash::{ip_hash, key_hash, ConsistentHash};
 pub use least_conn::LeastConn;
 pub use random_two::RandomTwo;
 pub use round_robin::RoundRobin;

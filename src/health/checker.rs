@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 
 use super::{probe, report, Thresholds};
-use crate::backend::BackendState;
+use crate::backend::{BackendState, CheckResult, Condition};
+use crate::chain::Chain;
 use crate::clock;
 use crate::config::HealthConfig;
 use crate::snapshot::Snapshot;
@@ -88,11 +89,11 @@ impl Checker {
         loop {
             let started = std::time::Instant::now();
             let result = probe::check(self.addr, cfg).await;
-            self.state.record_check(crate::backend::CheckResult {
+            self.state.record_check(CheckResult {
                 at: std::time::SystemTime::now(),
                 ok: result.is_ok(),
                 latency: started.elapsed(),
-                error: result.as_ref().err().map(ToString::to_string),
+                error: result.as_ref().err().map(|e| Chain(e).to_string()),
             });
             crate::metrics::get()
                 .health_checks
@@ -106,8 +107,11 @@ impl Checker {
                 self.state.set_healthy_at(up, clock::now_ms());
                 self.snapshot.pools[self.pool_index].membership_changed();
                 let (state, reason) = match &result {
-                    Ok(()) => ("up", format!("{} checks passed", cfg.rise)),
-                    Err(e) => ("down", format!("{} checks failed: {e}", cfg.fall)),
+                    Ok(()) => (Condition::Up, format!("{} checks passed", cfg.rise)),
+                    Err(e) => (
+                        Condition::Down,
+                        format!("{} checks failed: {}", cfg.fall, Chain(e)),
+                    ),
                 };
                 report(&self.pool, &self.label, &self.state, state, reason);
             }

@@ -22,7 +22,7 @@ pub mod passive;
 pub mod probe;
 pub mod status;
 
-use crate::backend::BackendState;
+use crate::backend::{BackendState, Condition};
 
 /// Consecutive-result counting for one backend's active checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +74,10 @@ pub fn report(
     pool: &str,
     backend: &str,
     backend_state: &BackendState,
-    state: &'static str,
+    state: Condition,
     reason: String,
 ) {
-    if state == "up" {
+    if state == Condition::Up {
         tracing::info!("pool {pool}: {backend} {state}: {reason}");
     } else {
         tracing::warn!("pool {pool}: {backend} {state}: {reason}");

@@ -18,7 +18,7 @@ use std::fmt::Display;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Condition};
 use crate::config::MAX_EJECTION;
 use crate::pool::Pool;
 
@@ -89,7 +89,7 @@ fn eject(pool: &Pool, index: usize, now: u64, failures: u32, what: &dyn Display)
         &pool.name,
         &backend.label,
         s,
-        "ejected",
+        Condition::Ejected,
         format!(
             "{failures} requests failed in a row (last: {what}); for {}",
             humantime::format_duration(length)

@@ -23,25 +23,25 @@ const MAX_REPLY: usize = 64 * 1024;
 pub enum ProbeError {
     #[error("connect refused")]
     Refused,
-    #[error("connect failed: {0}")]
+    #[error("connect failed")]
     Connect(#[source] std::io::Error),
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
-    #[error("http: {0}")]
+    #[error("http")]
     Http(#[source] hyper::Error),
-    #[error("bad request for the check: {0}")]
+    #[error("bad request for the check")]
     Request(#[source] http::Error),
     #[error("status {0}")]
     Status(u16),
-    #[error("i/o: {0}")]
+    #[error("i/o")]
     Io(#[source] std::io::Error),
     #[error("reply does not contain {0:?}")]
     Mismatch(String),
     #[error("reply does not contain {0:?} within {1:?}")]
     MismatchTimeout(String, std::time::Duration),
-    #[error("postgres: {0}")]
+    #[error("postgres")]
     Postgres(#[source] tokio_postgres::Error),
-    #[error("cannot read password_file {0}: {1}")]
+    #[error("cannot read password_file {0}")]
     PasswordFile(std::path::PathBuf, #[source] std::io::Error),
     #[error("role is {0}, want {1}")]
     Role(&'static str, &'static str),

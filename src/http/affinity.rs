@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 
-use crate::balance::{key_hash, Affinity, Balancer, Sticky};
+use crate::balance::{ip_hash, key_hash, Affinity, Balancer, Sticky};
 use crate::config::HashKey;
 
 /// The request's affinity for `balancer`; strips the sticky cookie from `parts`.
@@ -57,10 +57,7 @@ pub fn set_cookie(
 /// The key's hash, or `None` when the request does not carry the key.
 fn hash_of(key: &HashKey, parts: &Parts, peer: IpAddr) -> Option<u64> {
     Some(match key {
-        HashKey::ClientIp => match peer.to_canonical() {
-            IpAddr::V4(ip) => key_hash(&ip.octets()),
-            IpAddr::V6(ip) => key_hash(&ip.octets()),
-        },
+        HashKey::ClientIp => ip_hash(peer),
         HashKey::Header(name) => key_hash(parts.headers.get(name)?.as_bytes()),
         HashKey::Cookie(name) => key_hash(find_cookie(&parts.headers, name.as_bytes())?),
         HashKey::Path => key_hash(parts.uri.path().as_bytes()),

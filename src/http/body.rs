@@ -17,7 +17,7 @@ use super::proxy::Finish;
 pub enum BodyError {
     #[error("request body exceeds the listener's limit")]
     TooLarge,
-    #[error("client body: {0}")]
+    #[error("client body")]
     Client(#[from] hyper::Error),
 }
 

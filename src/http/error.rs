@@ -18,18 +18,18 @@ pub enum ProxyError {
     #[error("no backend available")]
     NoBackend,
     /// TCP connect to the backend failed; the request was not sent.
-    #[error("connect failed: {0}")]
+    #[error("connect failed")]
     Connect(#[source] std::io::Error),
     /// TCP connect did not finish within `connect_timeout`; the request was not sent.
     #[error("connect timed out")]
     ConnectTimeout,
     /// The upstream connection failed before the request was written (stale pooled
     /// connection): the request was not sent and may go anywhere else.
-    #[error("upstream connection closed before the request was sent: {0}")]
+    #[error("upstream connection closed before the request was sent")]
     NotSent(#[source] hyper::Error),
     /// The upstream failed after the request was (at least partly) sent and before a
     /// response head arrived.
-    #[error("upstream failed: {0}")]
+    #[error("upstream failed")]
     Upstream(#[source] hyper::Error),
     /// No response head within `request_timeout`.
     #[error("upstream timed out")]

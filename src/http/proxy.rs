@@ -30,6 +30,7 @@ use super::framing::FramingFlags;
 use super::headers;
 use crate::access_log::{self, Record};
 use crate::backend::InflightGuard;
+use crate::chain::Chain;
 use crate::health::passive;
 use crate::metrics::PoolMetrics;
 use crate::pool::Pool;
@@ -110,7 +111,7 @@ fn reject(
 ) -> Response<ResponseBody> {
     if err.is_backend_failure() {
         let listener = snapshot.listener(cx.listener).map_or("-", |l| &*l.name);
-        tracing::debug!(listener, error = %err, "request failed");
+        tracing::debug!(listener, error = %Chain(&err), "request failed");
     }
     let resp = err.to_response();
     if let Some(l) = snapshot.listener(cx.listener) {
@@ -322,7 +323,7 @@ pub async fn handle(
                     passive::failure(target, index, clock::now_ms(), &err);
                 }
                 let retry = err.is_retryable(replayable) || unsent.is_some();
-                tracing::debug!(pool = %target.name, backend = %target.backends[index].label, error = %err, retry, "attempt failed");
+                tracing::debug!(pool = %target.name, backend = %target.backends[index].label, error = %Chain(&err), retry, "attempt failed");
                 request = unsent;
                 error = err;
                 if !retry {

@@ -12,7 +12,7 @@ use std::path::Path;
 /// Bottom to top. A module may name modules of lower rows only; modules of the same row do
 /// not import each other.
 const LAYERS: &[&[&str]] = &[
-    &["config", "clock", "client_ip", "systemd"],
+    &["config", "clock", "client_ip", "systemd", "chain"],
     &["backend", "access_log", "splice"],
     &["balance", "budget", "route"],
     &["region"],
