@@ -2,7 +2,7 @@
 //!
 //! Each worker is a single-threaded runtime, so its pool is a thread-local: checking a
 //! connection out or back in takes no lock and no atomic. A connection goes back only when its
-//! response body was read to the end (see `body::ResponseBody`); one the backend closed is seen
+//! response body was read to the end (see `response_body::ResponseBody`); one the backend closed is seen
 //! as closed (its connection task ended) and dropped on checkout, as is one idle for longer than
 //! the pool's `idle_timeout`.
 
@@ -15,8 +15,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::RequestBody;
 use super::error::ProxyError;
+use super::request_body::RequestBody;
 
 /// Idle connections kept per backend per worker; more are closed on return.
 const MAX_IDLE_PER_BACKEND: usize = 256;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::body::ResponseBody;
+use super::response_body::ResponseBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {

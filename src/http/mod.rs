@@ -2,13 +2,14 @@
 //! upgrades passed through, graceful close on shutdown.
 
 mod affinity;
-mod body;
-
 mod client;
 mod error;
+mod exchange;
 mod framing;
 mod headers;
 mod proxy;
+mod request_body;
+mod response_body;
 
 pub use error::ProxyError;
 pub use framing::FramingFlags;

@@ -13,9 +13,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
-use http::{header, Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -23,20 +22,19 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::affinity;
-use super::body::{BodyError, RequestBody, ResponseBody};
 use super::client::{self, PooledConn};
 use super::error::ProxyError;
+use super::exchange::{Exchange, Finish};
 use super::framing::FramingFlags;
 use super::headers;
-use crate::access_log::{self, Record};
+use super::request_body::{BodyError, RequestBody};
+use super::response_body::ResponseBody;
 use crate::backend::InflightGuard;
 use crate::chain::Chain;
 use crate::health::passive;
-use crate::metrics::PoolMetrics;
 use crate::pool::Pool;
 use crate::select;
 use crate::snapshot::Live;
-use crate::snapshot::Snapshot;
 use crate::{client_ip, clock};
 
 /// What a connection knows about itself, shared by its requests.
@@ -69,93 +67,6 @@ impl ConnContext {
     }
 }
 
-/// Bookkeeping finished when the response body has gone through (see `body::ResponseBody`).
-#[derive(Debug)]
-pub struct Finish {
-    conn: Option<PooledConn>,
-    _inflight: InflightGuard,
-    log: Option<Record>,
-    started: Instant,
-    /// The serving pool's metric handles (of this listener) and the backend's index.
-    metrics: Option<(Arc<PoolMetrics>, usize)>,
-    status: u16,
-}
-
-impl Finish {
-    /// `clean`: the upstream body was read to its end, so the connection can be reused.
-    pub fn complete(mut self, bytes: u64, clean: bool) {
-        if let Some(conn) = self.conn.take() {
-            if clean {
-                conn.release();
-            }
-        }
-        if let Some((m, backend)) = self.metrics.take() {
-            m.record(Some(backend), self.status, self.started.elapsed());
-        }
-        if let Some(mut record) = self.log.take() {
-            record.bytes = bytes;
-            record.duration = self.started.elapsed();
-            access_log::emit(record);
-        }
-    }
-}
-
-/// The response for a failed request, logged.
-fn reject(
-    err: ProxyError,
-    log: Option<Record>,
-    started: Instant,
-    snapshot: &Snapshot,
-    cx: &ConnContext,
-    pool: Option<usize>,
-) -> Response<ResponseBody> {
-    if err.is_backend_failure() {
-        let listener = snapshot.listener(cx.listener).map_or("-", |l| &*l.name);
-        tracing::debug!(listener, error = %Chain(&err), "request failed");
-    }
-    let resp = err.to_response();
-    if let Some(l) = snapshot.listener(cx.listener) {
-        let code = resp.status().as_u16();
-        match pool.and_then(|p| l.metrics.pool(p)) {
-            Some(m) => m.record(None, code, started.elapsed()),
-            None => {
-                if let Some(u) = &l.metrics.unrouted {
-                    u.inc(code);
-                }
-            }
-        }
-    }
-    if let Some(mut record) = log {
-        record.status = resp.status().as_u16();
-        record.duration = started.elapsed();
-        record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
-        access_log::emit(record);
-    }
-    resp
-}
-
-fn record_for(req: &Request<Incoming>, cx: &ConnContext, snapshot: &Snapshot) -> Record {
-    Record {
-        time: SystemTime::now(),
-        client: cx.peer.ip(),
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        version: req.version(),
-        status: 0,
-        bytes: 0,
-        duration: Default::default(),
-        listener: snapshot
-            .listener(cx.listener)
-            .map_or_else(|| Arc::from("-"), |l| Arc::clone(&l.name)),
-        pool: None,
-        backend: None,
-        client_region: None,
-        served_region: None,
-        referer: req.headers().get(header::REFERER).cloned(),
-        user_agent: req.headers().get(header::USER_AGENT).cloned(),
-    }
-}
-
 /// Serves one request; never fails (errors become responses). It is hyper's service future
 /// itself, one future for the whole request: a nested `async fn` would be moved into its caller
 /// (kilobytes per request), so failures leave through the `reject!` macro instead.
@@ -164,15 +75,15 @@ pub async fn handle(
     cx: Arc<ConnContext>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let cx = &*cx;
-    let started = Instant::now();
     let snapshot = cx.shared.snapshot.load_full();
     let snapshot = &*snapshot;
-    let mut log = access_log::enabled().then(|| record_for(&req, cx, snapshot));
-    // The pool chosen, for the metrics of a refused request.
-    let mut routed: Option<usize> = None;
+    // The one lookup of the listener for this request. `None`: a reload removed it; its
+    // connections drain (see `listener.rs`).
+    let listener = snapshot.listener(cx.listener);
+    let mut exchange = Exchange::begin(&req, cx.peer, listener);
     macro_rules! reject {
         ($err:expr) => {
-            return Ok(reject($err, log.take(), started, snapshot, cx, routed))
+            return Ok(exchange.refuse(&$err, listener))
         };
     }
 
@@ -182,8 +93,7 @@ pub async fn handle(
             "both Content-Length and Transfer-Encoding"
         ));
     }
-    // `None`: a reload removed this listener; its connections drain (see `listener.rs`).
-    let Some(listener) = snapshot.listener(cx.listener) else {
+    let Some(listener) = listener else {
         reject!(ProxyError::NoBackend);
     };
     let (mut parts, body) = req.into_parts();
@@ -201,10 +111,7 @@ pub async fn handle(
         &parts.headers,
     );
     let pool = &snapshot.pools[pool_index];
-    routed = Some(pool_index);
-    if let Some(record) = log.as_mut() {
-        record.pool = Some(Arc::clone(&pool.name));
-    }
+    exchange.routed(&pool.name, listener.metrics.pool(pool_index));
 
     // Read the first body frame before choosing a backend: a malformed body ends here.
     let body = if body.is_end_stream() {
@@ -239,10 +146,10 @@ pub async fn handle(
             .map(|v| v.as_bytes()),
     );
     let client_region = snapshot.regions.lookup(client);
-    if let Some(record) = log.as_mut() {
-        record.client = client;
-        record.client_region = client_region.and_then(|id| snapshot.regions.name(id).cloned());
-    }
+    exchange.client(
+        client,
+        client_region.and_then(|id| snapshot.regions.name(id)),
+    );
     // consistent_hash / sticky_cookie only (`client_ip` keys hash the resolved client); strips
     // the sticky cookie before anything is copied.
     let affinity = affinity::extract(&pool.balancer, &mut parts, client);
@@ -287,25 +194,17 @@ pub async fn handle(
                 } else {
                     passive::success(&target.backends[index], now);
                 }
-                if let Some(record) = log.as_mut() {
-                    record.backend = Some(Arc::clone(&target.backends[index].label));
-                    record
-                        .served_region
-                        .clone_from(&target.backends[index].region);
-                    record.status = resp.status().as_u16();
-                }
                 snapshot
                     .region_metrics
                     .inc(client_region, target.regions.of(index));
-                let metrics = listener.metrics.pool(p).map(|m| (Arc::clone(m), index));
-                let mut resp = respond(
-                    resp,
-                    conn,
-                    inflight,
-                    client_upgrade,
-                    log.take(),
-                    (started, metrics),
+                let finish = exchange.serve(
+                    &target.backends[index],
+                    index,
+                    resp.status().as_u16(),
+                    listener.metrics.pool(p).cloned(),
+                    (conn, inflight),
                 );
+                let mut resp = respond(resp, client_upgrade, finish);
                 if p == pool_index {
                     let secure = cx.proto == "https";
                     affinity::set_cookie(
@@ -398,28 +297,17 @@ fn is_body_too_large(err: &hyper::Error) -> bool {
 /// The client's response: headers cleaned, body streamed; a 101 becomes a tunnel.
 fn respond(
     resp: Response<Incoming>,
-    conn: PooledConn,
-    inflight: InflightGuard,
     client_upgrade: Option<OnUpgrade>,
-    log: Option<Record>,
-    (started, metrics): (Instant, Option<(Arc<PoolMetrics>, usize)>),
+    mut finish: Finish,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(&mut parts.headers, switching);
-    let mut finish = Finish {
-        conn: Some(conn),
-        _inflight: inflight,
-        log,
-        started,
-        metrics,
-        status: parts.status.as_u16(),
-    };
     if switching {
         if let (Some(client), Some(upstream)) =
             (client_upgrade, parts.extensions.remove::<OnUpgrade>())
         {
-            finish.conn = None; // the socket now belongs to the tunnel
+            finish.detach_connection();
             tokio::spawn(tunnel(client, upstream, finish));
             return Response::from_parts(parts, ResponseBody::empty());
         }

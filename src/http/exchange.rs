@@ -1,0 +1,177 @@
+//! One request's bookkeeping, from its head to its last byte: when it started, its access-log
+//! record, and the metric handles it counts against.
+//!
+//! Why one value: the proxy loop learns things in stages (the listener, the pool, the client's
+//! address and region, the backend) and must account for the request exactly once whichever
+//! way it ends. The loop tells the [`Exchange`] what it learned and leaves through one of two
+//! doors: [`Exchange::refuse`] (Fulcrum answers itself: logged and counted at once) or
+//! [`Exchange::serve`] (a backend answered: the returned [`Finish`] rides in the response body
+//! and completes the exchange when the last byte has gone through).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{header, Request, Response};
+use hyper::body::Incoming;
+
+use super::client::PooledConn;
+use super::error::ProxyError;
+use super::response_body::ResponseBody;
+use crate::access_log::{self, Record};
+use crate::backend::{Backend, InflightGuard};
+use crate::chain::Chain;
+use crate::metrics::PoolMetrics;
+use crate::snapshot::ListenerSnapshot;
+
+/// One request in flight through the proxy.
+#[derive(Debug)]
+pub struct Exchange {
+    started: Instant,
+    /// `None` when the access log is off: no record is built at all.
+    log: Option<Record>,
+    /// The routed pool's handles of this listener: a refusal after routing counts there.
+    routed: Option<Arc<PoolMetrics>>,
+}
+
+impl Exchange {
+    /// A request head arrived on `listener` (`None`: a reload removed it) from `peer`.
+    pub fn begin(
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+        listener: Option<&ListenerSnapshot>,
+    ) -> Exchange {
+        let log = access_log::enabled().then(|| Record {
+            time: SystemTime::now(),
+            client: peer.ip(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            status: 0,
+            bytes: 0,
+            duration: Default::default(),
+            listener: listener.map_or_else(|| Arc::from("-"), |l| Arc::clone(&l.name)),
+            pool: None,
+            backend: None,
+            client_region: None,
+            served_region: None,
+            referer: req.headers().get(header::REFERER).cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        });
+        Exchange {
+            started: Instant::now(),
+            log,
+            routed: None,
+        }
+    }
+
+    /// The route chose pool `name`; `metrics` are this listener's handles for it.
+    pub fn routed(&mut self, name: &Arc<str>, metrics: Option<&Arc<PoolMetrics>>) {
+        self.routed = metrics.cloned();
+        if let Some(record) = self.log.as_mut() {
+            record.pool = Some(Arc::clone(name));
+        }
+    }
+
+    /// The client as resolved through `trusted_proxies`, and its region.
+    pub fn client(&mut self, ip: IpAddr, region: Option<&Arc<str>>) {
+        if let Some(record) = self.log.as_mut() {
+            record.client = ip;
+            record.client_region = region.cloned();
+        }
+    }
+
+    /// Fulcrum answers `err` itself: counted (against the routed pool, or the listener when
+    /// none was chosen yet) and logged now.
+    pub fn refuse(
+        self,
+        err: &ProxyError,
+        listener: Option<&ListenerSnapshot>,
+    ) -> Response<ResponseBody> {
+        if err.is_backend_failure() {
+            let name = listener.map_or("-", |l| &*l.name);
+            tracing::debug!(listener = name, error = %Chain(err), "request failed");
+        }
+        let resp = err.to_response();
+        let code = resp.status().as_u16();
+        let took = self.started.elapsed();
+        match (&self.routed, listener) {
+            (Some(pool), _) => pool.record(None, code, took),
+            (None, Some(l)) => {
+                if let Some(unrouted) = &l.metrics.unrouted {
+                    unrouted.inc(code);
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(mut record) = self.log {
+            record.status = code;
+            record.duration = took;
+            record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            access_log::emit(record);
+        }
+        resp
+    }
+
+    /// `backend` (index `index` of the serving pool, whose handles are `metrics`) answered
+    /// with `status`; the exchange completes when the returned `Finish` does.
+    pub fn serve(
+        mut self,
+        backend: &Backend,
+        index: usize,
+        status: u16,
+        metrics: Option<Arc<PoolMetrics>>,
+        upstream: (PooledConn, InflightGuard),
+    ) -> Finish {
+        if let Some(record) = self.log.as_mut() {
+            record.backend = Some(Arc::clone(&backend.label));
+            record.served_region.clone_from(&backend.region);
+            record.status = status;
+        }
+        let (conn, inflight) = upstream;
+        Finish {
+            conn: Some(conn),
+            _inflight: inflight,
+            served: metrics.map(|m| (m, index)),
+            status,
+            exchange: self,
+        }
+    }
+}
+
+/// A served exchange, completed when the response body has gone through (see
+/// `response_body::ResponseBody`) or the upgraded tunnel has closed.
+#[derive(Debug)]
+pub struct Finish {
+    conn: Option<PooledConn>,
+    _inflight: InflightGuard,
+    /// The serving pool's handles (of this listener) and the backend's index.
+    served: Option<(Arc<PoolMetrics>, usize)>,
+    status: u16,
+    exchange: Exchange,
+}
+
+impl Finish {
+    /// The upstream socket now belongs to an upgrade tunnel: it never returns to the pool.
+    pub fn detach_connection(&mut self) {
+        self.conn = None;
+    }
+
+    /// `clean`: the upstream body was read to its end, so the connection can be reused.
+    pub fn complete(mut self, bytes: u64, clean: bool) {
+        if let Some(conn) = self.conn.take() {
+            if clean {
+                conn.release();
+            }
+        }
+        let took = self.exchange.started.elapsed();
+        if let Some((m, backend)) = self.served.take() {
+            m.record(Some(backend), self.status, took);
+        }
+        if let Some(mut record) = self.exchange.log.take() {
+            record.bytes = bytes;
+            record.duration = took;
+            access_log::emit(record);
+        }
+    }
+}
