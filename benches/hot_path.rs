@@ -24,7 +24,7 @@ use http::{HeaderMap, HeaderValue};
 
 use fulcrum::backend::{Backend, BackendState, InflightGuard};
 use fulcrum::balance::{key_hash, Affinity, Balancer};
-use fulcrum::config::{BalanceKind, GeoConfig, HeaderMatch, RegionConfig, RouteConfig};
+use fulcrum::config::{BalanceKind, GeoConfig, HeaderMatch, PoolId, RegionConfig, RouteConfig};
 use fulcrum::region::Regions;
 use fulcrum::route::RouteTable;
 
@@ -123,7 +123,7 @@ fn route_table() -> RouteTable {
             name: name.into(),
             value: value.into(),
         }),
-        pool: format!("p{pool}"),
+        pool: PoolId::new(pool),
     };
     let mut routes = Vec::new();
     for i in 0..5 {
@@ -152,7 +152,7 @@ fn route_table() -> RouteTable {
             routes.len() + 1,
         ));
     }
-    RouteTable::new(&routes, 0, |name| name[1..].parse().unwrap_or(0))
+    RouteTable::new(&routes, PoolId::new(0))
 }
 
 fn routes(c: &mut Criterion) {

@@ -19,7 +19,8 @@ use tokio::net::TcpListener;
 
 use crate::admin::Extension;
 use crate::config::{
-    AccessLogTarget, BackendConfig, Config, Global, ListenerConfig, PoolConfig, RegionConfig,
+    AccessLogTarget, BackendConfig, Config, Global, ListenerConfig, PoolConfig, PoolId,
+    RegionConfig,
 };
 
 /// The demo clients: source address and the region its CIDR maps to.
@@ -248,7 +249,7 @@ pub fn config(bind: SocketAddr, admin: Option<SocketAddr>, backends: &[SocketAdd
             admin,
             ..Global::default()
         },
-        listeners: vec![ListenerConfig::http("demo", bind, "demo")],
+        listeners: vec![ListenerConfig::http("demo", bind, PoolId::new(0))],
         pools: vec![PoolConfig::new("demo", backends)],
         regions: CLIENTS
             .iter()

@@ -23,7 +23,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Protocol as ListenerProtocol;
+use crate::config::{ListenerSlot, Protocol as ListenerProtocol};
 use crate::http::{self, ConnContext, FramingFlags};
 use crate::proxy_protocol;
 use crate::snapshot::Live;
@@ -36,7 +36,7 @@ const BACKLOG: i32 = 4096;
 #[derive(Debug)]
 pub struct WorkerSocket {
     /// The listener's slot in the snapshot (`Snapshot::listener`).
-    pub slot: usize,
+    pub slot: ListenerSlot,
     pub socket: std::net::TcpListener,
     pub active: Arc<AtomicUsize>,
     /// Set when a reload removes the listener: stop accepting, drain.
@@ -59,7 +59,7 @@ pub struct BoundListener {
 /// A listener whose sockets the workers hold.
 #[derive(Debug)]
 struct LiveListener {
-    slot: usize,
+    slot: ListenerSlot,
     name: String,
     /// Where it actually listens (the real port for a `:0` bind).
     addr: SocketAddr,
@@ -100,13 +100,13 @@ impl Sockets {
     }
 
     /// Whether the listener in `slot` has its sockets with the workers.
-    pub fn is_live(&self, slot: usize) -> bool {
+    pub fn is_live(&self, slot: ListenerSlot) -> bool {
         self.live.iter().any(|l| l.slot == slot)
     }
 
     /// Deals a bound listener's sockets to the workers (socket `i` to worker `i`); from now on
     /// it accepts as listener `slot` of the snapshot.
-    pub fn deal(&mut self, slot: usize, bound: BoundListener) {
+    pub fn deal(&mut self, slot: ListenerSlot, bound: BoundListener) {
         let (retire, retired) = watch::channel(false);
         for (w, socket) in bound.sockets.into_iter().enumerate() {
             let sent = self.workers.get(w).map(|tx| {
@@ -132,7 +132,7 @@ impl Sockets {
 
     /// Retires every listener whose slot `keep` rejects: its accept loops stop, its
     /// connections drain.
-    pub fn retire_unless(&mut self, keep: impl Fn(usize) -> bool) {
+    pub fn retire_unless(&mut self, keep: impl Fn(ListenerSlot) -> bool) {
         self.live.retain(|l| {
             let kept = keep(l.slot);
             if !kept {
@@ -249,7 +249,7 @@ pub async fn accept_loop(
 
 async fn accept(
     socket: std::net::TcpListener,
-    index: usize,
+    index: ListenerSlot,
     active: Arc<AtomicUsize>,
     shared: Arc<Live>,
     shutdown: &mut watch::Receiver<bool>,

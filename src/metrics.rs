@@ -23,6 +23,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
+use crate::config::{BackendId, PoolId};
 use crate::pool::Pool;
 use crate::region::{RegionId, Regions};
 
@@ -219,9 +220,9 @@ pub struct PoolMetrics {
 impl PoolMetrics {
     /// One finished request: its status and how long it took; `backend` served it.
     #[inline]
-    pub fn record(&self, backend: Option<usize>, code: u16, took: Duration) {
+    pub fn record(&self, backend: Option<BackendId>, code: u16, took: Duration) {
         self.duration.observe(took.as_secs_f64());
-        match backend.and_then(|b| self.backends.get(b)) {
+        match backend.and_then(|b| self.backends.get(b.index())) {
             Some(c) => c.inc(code),
             None => self.unserved.inc(code),
         }
@@ -265,8 +266,8 @@ impl ListenerMetrics {
     }
 
     #[inline]
-    pub fn pool(&self, index: usize) -> Option<&Arc<PoolMetrics>> {
-        self.pools.get(index)
+    pub fn pool(&self, id: PoolId) -> Option<&Arc<PoolMetrics>> {
+        self.pools.get(id.index())
     }
 }
 

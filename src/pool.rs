@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::balance::Balancer;
 use crate::budget::RetryBudget;
-use crate::config::{HealthConfig, OnDown, PassiveConfig};
+use crate::config::{BackendId, HealthConfig, OnDown, PassiveConfig, PoolId};
 use crate::region::PoolRegions;
 
 /// A pool as the request path uses it.
@@ -24,8 +24,8 @@ pub struct Pool {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
-    /// Index of the pool that serves when none here is available.
-    pub backup: Option<usize>,
+    /// The pool that serves when none here is available.
+    pub backup: Option<PoolId>,
     /// Ramp length in milliseconds; 0 = none.
     pub slow_start_ms: u64,
     pub fail_open: bool,
@@ -45,6 +45,12 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Backend `id` of this pool.
+    #[inline]
+    pub fn backend(&self, id: BackendId) -> &Backend {
+        &self.backends[id.index()]
+    }
+
     /// Health or drain state of a backend changed: lets the balancer precompute what it can
     /// for the new membership (consistent hashing's fallback table), off the request path.
     pub fn membership_changed(&self) {

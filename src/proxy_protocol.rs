@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::chain::Chain;
 use crate::client_ip;
+use crate::config::ListenerSlot;
 use crate::snapshot::Live;
 
 /// v2's binary signature.
@@ -52,7 +53,7 @@ pub enum HeaderError {
 pub async fn client(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    index: usize,
+    index: ListenerSlot,
     shared: &Live,
 ) -> Option<SocketAddr> {
     let trusted = {

@@ -13,13 +13,13 @@
 
 use http::header::{HeaderMap, HeaderName};
 
-use crate::config::RouteConfig;
+use crate::config::{PoolId, RouteConfig};
 
 /// The compiled routes of one listener.
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Box<[Route]>,
-    default_pool: usize,
+    default_pool: PoolId,
 }
 
 /// One compiled `[[listener.route]]`: every condition that is set must match.
@@ -28,7 +28,7 @@ struct Route {
     host: Option<HostMatch>,
     path_prefix: Option<Box<str>>,
     header: Option<HeaderRule>,
-    pool: usize,
+    pool: PoolId,
 }
 
 #[derive(Debug)]
@@ -49,12 +49,8 @@ struct HeaderRule {
 }
 
 impl RouteTable {
-    /// Compiles `routes`; `pool_index` maps a (validated, existing) pool name to its index.
-    pub fn new(
-        routes: &[RouteConfig],
-        default_pool: usize,
-        pool_index: impl Fn(&str) -> usize,
-    ) -> Self {
+    /// Compiles `routes` (their pools resolved by validation) over the listener's own pool.
+    pub fn new(routes: &[RouteConfig], default_pool: PoolId) -> Self {
         let routes = routes
             .iter()
             .map(|r| Route {
@@ -64,7 +60,7 @@ impl RouteTable {
                     name: HeaderName::from_bytes(h.name.as_bytes()).ok(),
                     value: h.value.as_bytes().into(),
                 }),
-                pool: pool_index(&r.pool),
+                pool: r.pool,
             })
             .collect();
         RouteTable {
@@ -75,13 +71,13 @@ impl RouteTable {
 
     /// The listener's own pool (what a tcp listener, which has no routes, always uses).
     #[inline]
-    pub fn default_pool(&self) -> usize {
+    pub fn default_pool(&self) -> PoolId {
         self.default_pool
     }
 
-    /// The pool index for a request. `host` is the request's host (from `Host` or the URI
+    /// The pool for a request. `host` is the request's host (from `Host` or the URI
     /// authority), possibly with a port and in any case.
-    pub fn pick(&self, host: Option<&str>, path: &str, headers: &HeaderMap) -> usize {
+    pub fn pick(&self, host: Option<&str>, path: &str, headers: &HeaderMap) -> PoolId {
         let host = host.map(strip_host);
         self.routes
             .iter()
@@ -179,6 +175,8 @@ mod tests {
         header: Option<(&str, &str)>,
         pool: &str,
     ) -> RouteConfig {
+        // Pools are named "p<index>".
+        let pool = PoolId::new(pool[1..].parse().unwrap());
         RouteConfig {
             host: host.map(String::from),
             path_prefix: path.map(String::from),
@@ -186,13 +184,13 @@ mod tests {
                 name: name.into(),
                 value: value.into(),
             }),
-            pool: pool.into(),
+            pool,
         }
     }
 
     /// Pools are named "p<index>"; the default is 0.
     fn table(routes: &[RouteConfig]) -> RouteTable {
-        RouteTable::new(routes, 0, |name| name[1..].parse().unwrap())
+        RouteTable::new(routes, PoolId::new(0))
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -213,7 +211,7 @@ mod tests {
             "static.example.com:8080",
             "static.example.com.",
         ] {
-            assert_eq!(t.pick(Some(host), "/", &none), 1, "{host}");
+            assert_eq!(t.pick(Some(host), "/", &none).index(), 1, "{host}");
         }
         for host in [
             "example.com",
@@ -221,9 +219,9 @@ mod tests {
             "static.example.co",
             "static.example.com.evil",
         ] {
-            assert_eq!(t.pick(Some(host), "/", &none), 0, "{host}");
+            assert_eq!(t.pick(Some(host), "/", &none).index(), 0, "{host}");
         }
-        assert_eq!(t.pick(None, "/", &none), 0);
+        assert_eq!(t.pick(None, "/", &none).index(), 0);
     }
 
     #[test]
@@ -231,7 +229,7 @@ mod tests {
         let t = table(&[route(Some("*.example.com"), None, None, "p1")]);
         let none = HeaderMap::new();
         for host in ["a.example.com", "a.b.example.com", "A.EXAMPLE.COM:443"] {
-            assert_eq!(t.pick(Some(host), "/", &none), 1, "{host}");
+            assert_eq!(t.pick(Some(host), "/", &none).index(), 1, "{host}");
         }
         for host in [
             "example.com",
@@ -240,7 +238,7 @@ mod tests {
             "example.com.org",
             "a.example.org",
         ] {
-            assert_eq!(t.pick(Some(host), "/", &none), 0, "{host}");
+            assert_eq!(t.pick(Some(host), "/", &none).index(), 0, "{host}");
         }
     }
 
@@ -248,36 +246,43 @@ mod tests {
     fn ipv6_host_literal() {
         let t = table(&[route(Some("[::1]"), None, None, "p1")]);
         let none = HeaderMap::new();
-        assert_eq!(t.pick(Some("[::1]:8080"), "/", &none), 1);
-        assert_eq!(t.pick(Some("[::1]"), "/", &none), 1);
-        assert_eq!(t.pick(Some("[::2]"), "/", &none), 0);
+        assert_eq!(t.pick(Some("[::1]:8080"), "/", &none).index(), 1);
+        assert_eq!(t.pick(Some("[::1]"), "/", &none).index(), 1);
+        assert_eq!(t.pick(Some("[::2]"), "/", &none).index(), 0);
     }
 
     #[test]
     fn path_prefix_is_a_byte_prefix() {
         let t = table(&[route(None, Some("/assets/"), None, "p1")]);
         let none = HeaderMap::new();
-        assert_eq!(t.pick(None, "/assets/app.js", &none), 1);
-        assert_eq!(t.pick(Some("any.host"), "/assets/", &none), 1);
-        assert_eq!(t.pick(None, "/assets", &none), 0);
-        assert_eq!(t.pick(None, "/Assets/app.js", &none), 0);
-        assert_eq!(t.pick(None, "/", &none), 0);
+        assert_eq!(t.pick(None, "/assets/app.js", &none).index(), 1);
+        assert_eq!(t.pick(Some("any.host"), "/assets/", &none).index(), 1);
+        assert_eq!(t.pick(None, "/assets", &none).index(), 0);
+        assert_eq!(t.pick(None, "/Assets/app.js", &none).index(), 0);
+        assert_eq!(t.pick(None, "/", &none).index(), 0);
     }
 
     #[test]
     fn header_exact_value_any_of_several() {
         let t = table(&[route(None, None, Some(("x-canary", "1")), "p1")]);
-        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "1")])), 1);
-        assert_eq!(t.pick(None, "/", &headers(&[("X-Canary", "1")])), 1);
+        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "1")])).index(), 1);
+        assert_eq!(t.pick(None, "/", &headers(&[("X-Canary", "1")])).index(), 1);
         assert_eq!(
-            t.pick(None, "/", &headers(&[("x-canary", "0"), ("x-canary", "1")])),
+            t.pick(None, "/", &headers(&[("x-canary", "0"), ("x-canary", "1")]))
+                .index(),
             1
         );
-        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "0, 1")])), 1);
-        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "11")])), 0);
-        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "0")])), 0);
-        assert_eq!(t.pick(None, "/", &headers(&[("x-other", "1")])), 0);
-        assert_eq!(t.pick(None, "/", &HeaderMap::new()), 0);
+        assert_eq!(
+            t.pick(None, "/", &headers(&[("x-canary", "0, 1")])).index(),
+            1
+        );
+        assert_eq!(
+            t.pick(None, "/", &headers(&[("x-canary", "11")])).index(),
+            0
+        );
+        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "0")])).index(), 0);
+        assert_eq!(t.pick(None, "/", &headers(&[("x-other", "1")])).index(), 0);
+        assert_eq!(t.pick(None, "/", &HeaderMap::new()).index(), 0);
     }
 
     #[test]
@@ -289,11 +294,24 @@ mod tests {
             "p1",
         )]);
         let canary = headers(&[("x-canary", "1")]);
-        assert_eq!(t.pick(Some("api.example.com"), "/v2/users", &canary), 1);
-        assert_eq!(t.pick(Some("api.example.com"), "/v1/users", &canary), 0);
-        assert_eq!(t.pick(Some("www.example.com"), "/v2/users", &canary), 0);
         assert_eq!(
-            t.pick(Some("api.example.com"), "/v2/users", &HeaderMap::new()),
+            t.pick(Some("api.example.com"), "/v2/users", &canary)
+                .index(),
+            1
+        );
+        assert_eq!(
+            t.pick(Some("api.example.com"), "/v1/users", &canary)
+                .index(),
+            0
+        );
+        assert_eq!(
+            t.pick(Some("www.example.com"), "/v2/users", &canary)
+                .index(),
+            0
+        );
+        assert_eq!(
+            t.pick(Some("api.example.com"), "/v2/users", &HeaderMap::new())
+                .index(),
             0
         );
     }
@@ -306,16 +324,19 @@ mod tests {
             route(None, Some("/"), None, "p3"),
         ]);
         let none = HeaderMap::new();
-        assert_eq!(t.pick(Some("static.example.com"), "/", &none), 1);
-        assert_eq!(t.pick(Some("img.example.com"), "/", &none), 2);
-        assert_eq!(t.pick(Some("other.org"), "/", &none), 3);
-        assert_eq!(t.pick(Some("other.org"), "", &none), 0);
-        assert_eq!(table(&[]).pick(Some("a.example.com"), "/", &none), 0);
+        assert_eq!(t.pick(Some("static.example.com"), "/", &none).index(), 1);
+        assert_eq!(t.pick(Some("img.example.com"), "/", &none).index(), 2);
+        assert_eq!(t.pick(Some("other.org"), "/", &none).index(), 3);
+        assert_eq!(t.pick(Some("other.org"), "", &none).index(), 0);
+        assert_eq!(
+            table(&[]).pick(Some("a.example.com"), "/", &none).index(),
+            0
+        );
     }
 
     #[test]
     fn invalid_header_name_never_matches() {
         let t = table(&[route(None, None, Some(("bad name", "1")), "p1")]);
-        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "1")])), 0);
+        assert_eq!(t.pick(None, "/", &headers(&[("x-canary", "1")])).index(), 0);
     }
 }

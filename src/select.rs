@@ -29,27 +29,49 @@ use std::sync::atomic::Ordering;
 
 use crate::backend::Backend;
 use crate::balance::{Affinity, Balancer};
+use crate::config::{BackendId, PoolId};
 use crate::pool::Pool;
 use crate::region::{RegionId, Regions};
 
-/// `(pool index, backend index)` in a snapshot.
-pub type Choice = (usize, usize);
+/// A backend of a pool of the snapshot: where an attempt goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    pub pool: PoolId,
+    pub backend: BackendId,
+}
+
+impl Choice {
+    #[inline]
+    fn new(pool: usize, backend: usize) -> Choice {
+        Choice {
+            pool: PoolId::new(pool),
+            backend: BackendId::new(backend),
+        }
+    }
+
+    /// Whether this is backend `backend` of pool `pool` (positions).
+    #[inline]
+    fn is(self, pool: usize, backend: usize) -> bool {
+        self.pool.index() == pool && self.backend.index() == backend
+    }
+}
 
 /// Picks a backend for pool `first`, falling back to its backup chain and fail-open. `client`:
 /// the client's region with the snapshot's regions, `None` when unknown.
 #[inline]
 pub fn pick(
     pools: &[Pool],
-    first: usize,
+    first: PoolId,
     affinity: Affinity,
     avoid: Option<Choice>,
     now: u64,
     client: Option<(&Regions, RegionId)>,
 ) -> Option<Choice> {
+    let first = first.index();
     let mut at = Some(first);
     for _ in 0..pools.len() {
         let Some(p) = at else { break };
-        let pool = &pools[p];
+        let Some(pool) = pools.get(p) else { break };
         let affinity = match affinity {
             Affinity::Backend(_) if p != first => Affinity::None,
             a => a,
@@ -70,11 +92,11 @@ pub fn pick(
             if p == first && pool.fail_open {
                 end_fail_open(pool);
             }
-            return Some((p, i));
+            return Some(Choice::new(p, i));
         }
-        at = pool.backup;
+        at = pool.backup.map(PoolId::index);
     }
-    fail_open(&pools[first], first, affinity, avoid)
+    fail_open(pools.get(first)?, first, affinity, avoid)
 }
 
 /// Whether region `r` has a backend that is available and not ejected (the split's test).
@@ -97,7 +119,7 @@ fn pick_in(
     order: &[RegionId],
 ) -> Option<usize> {
     let backends = &pool.backends;
-    let usable = |i: usize| Some((p, i)) != avoid && backends[i].state.is_available();
+    let usable = |i: usize| !avoid.is_some_and(|a| a.is(p, i)) && backends[i].state.is_available();
     let fresh = |i: usize| usable(i) && !backends[i].state.is_ejected(now);
     let in_region = |r: RegionId| move |i: usize| pool.regions.of(i) == r;
     for &r in order {
@@ -173,7 +195,7 @@ fn fail_open(pool: &Pool, p: usize, affinity: Affinity, avoid: Option<Choice>) -
         return None;
     }
     let i = pool.balancer.pick_for(&pool.backends, affinity, |i| {
-        Some((p, i)) != avoid && !pool.backends[i].state.is_draining()
+        !avoid.is_some_and(|a| a.is(p, i)) && !pool.backends[i].state.is_draining()
     })?;
     if !pool.fail_open_active.swap(true, Ordering::Relaxed) {
         tracing::warn!(
@@ -181,7 +203,7 @@ fn fail_open(pool: &Pool, p: usize, affinity: Affinity, avoid: Option<Choice>) -
             pool.name
         );
     }
-    Some((p, i))
+    Some(Choice::new(p, i))
 }
 
 #[inline]

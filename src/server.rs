@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::admin::Extension;
 use crate::chain::Chain;
-use crate::config::Config;
+use crate::config::{Config, ListenerSlot};
 use crate::error::Error;
 use crate::health::{self, status::PoolStatus};
 use crate::listener::Sockets;
@@ -89,6 +89,8 @@ pub fn start(config: Config) -> Result<Handle, Error> {
 /// Starts Fulcrum with a validated config: binds every listener (errors here are returned,
 /// nothing is left running), then starts the workers.
 pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
+    // A file was validated already; a config built in code may name a pool it lacks.
+    config.check_references()?;
     let workers = match config.global.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -131,7 +133,7 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
         bound.iter().map(|b| (b.name.clone(), b.addr)).collect();
     // A fresh snapshot's slots are the listeners' positions.
     for (slot, b) in bound.into_iter().enumerate() {
-        sockets.deal(slot, b);
+        sockets.deal(ListenerSlot::new(slot), b);
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Active checks follow the snapshot; fresh backends are up until a check says otherwise.

@@ -19,7 +19,7 @@ use crate::backend::{Backend, BackendState};
 use crate::balance::Balancer;
 use crate::chain::Chain;
 use crate::clock;
-use crate::config::{Config, ListenerConfig, Protocol};
+use crate::config::{Config, ListenerConfig, ListenerSlot, PoolId, Protocol};
 use crate::metrics::{ListenerMetrics, RegionMetrics, TcpBytes};
 use crate::pool::Pool;
 use crate::region::{PoolRegions, Regions};
@@ -86,7 +86,7 @@ const NO_LISTENER: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct ListenerSnapshot {
     /// Stable across rebuilds while name and bind stay the same (never reused).
-    pub slot: usize,
+    pub slot: ListenerSlot,
     pub name: Arc<str>,
     pub bind: SocketAddr,
     pub routes: RouteTable,
@@ -119,12 +119,6 @@ impl Snapshot {
             })
             .unwrap_or_default();
 
-        let index: HashMap<&str, usize> = config
-            .pools
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
-            .collect();
         let regions = Regions::build(&config.regions, &config.geo).unwrap_or_else(|e| {
             // Validation opened the database; it changed since. Regions by CIDR still work.
             tracing::error!(
@@ -170,7 +164,7 @@ impl Snapshot {
                     connect_timeout: pc.connect_timeout,
                     request_timeout: pc.request_timeout,
                     idle_timeout: pc.idle_timeout,
-                    backup: pc.backup.as_deref().and_then(|b| index.get(b).copied()),
+                    backup: pc.backup,
                     slow_start_ms: u64::try_from(pc.slow_start.as_millis()).unwrap_or(u64::MAX),
                     fail_open: pc.fail_open,
                     fail_open_active: Default::default(),
@@ -202,14 +196,14 @@ impl Snapshot {
                     .unwrap_or_default();
                 let slot = kept.unwrap_or_else(|| {
                     next_slot += 1;
-                    next_slot - 1
+                    ListenerSlot::new(next_slot - 1)
                 });
-                ListenerSnapshot::build(lc, slot, &index, bytes, &pools, metrics)
+                ListenerSnapshot::build(lc, slot, bytes, &pools, metrics)
             })
             .collect();
         let mut slots = vec![NO_LISTENER; next_slot];
         for (pos, l) in listeners.iter().enumerate() {
-            slots[l.slot] = u32::try_from(pos).unwrap_or(NO_LISTENER);
+            slots[l.slot.index()] = u32::try_from(pos).unwrap_or(NO_LISTENER);
         }
         // Carried state may already have backends down or draining.
         for pool in &pools {
@@ -225,9 +219,15 @@ impl Snapshot {
         }
     }
 
+    /// Pool `id` (ids come from the validated config this snapshot was built from).
+    #[inline]
+    pub fn pool(&self, id: PoolId) -> &Pool {
+        &self.pools[id.index()]
+    }
+
     /// The listener in `slot`, or `None` when a reload removed it (its connections are draining).
-    pub fn listener(&self, slot: usize) -> Option<&ListenerSnapshot> {
-        let pos = *self.slots.get(slot)?;
+    pub fn listener(&self, slot: ListenerSlot) -> Option<&ListenerSnapshot> {
+        let pos = *self.slots.get(slot.index())?;
         self.listeners.get(pos as usize)
     }
 }
@@ -235,21 +235,18 @@ impl Snapshot {
 impl ListenerSnapshot {
     fn build(
         lc: &ListenerConfig,
-        slot: usize,
-        pools: &HashMap<&str, usize>,
+        slot: ListenerSlot,
         bytes: Arc<TcpBytes>,
         built: &[Pool],
         metrics: bool,
     ) -> Self {
         let name: Arc<str> = Arc::from(lc.name.as_str());
-        // Validation guarantees every pool name exists; 0 is never reached for a valid config.
-        let lookup = |name: &str| pools.get(name).copied().unwrap_or(0);
         ListenerSnapshot {
             slot,
             metrics: ListenerMetrics::build(&name, built, metrics),
             name,
             bind: lc.bind,
-            routes: RouteTable::new(&lc.routes, lookup(&lc.pool), lookup),
+            routes: RouteTable::new(&lc.routes, lc.pool),
             max_connections: lc.max_connections,
             max_request_body: lc.max_request_body,
             proxy_protocol: lc.proxy_protocol,
@@ -262,7 +259,7 @@ impl ListenerSnapshot {
 #[cfg(test)]
 mod tests {
     use super::Snapshot;
-    use crate::config::{BackendConfig, Config, ListenerConfig, PoolConfig};
+    use crate::config::{BackendConfig, Config, ListenerConfig, ListenerSlot, PoolConfig, PoolId};
 
     fn config(listeners: &[(&str, &str)]) -> Config {
         let backend = BackendConfig {
@@ -275,7 +272,7 @@ mod tests {
             global: Default::default(),
             listeners: listeners
                 .iter()
-                .map(|(n, b)| ListenerConfig::http(*n, b.parse().expect("addr"), "p"))
+                .map(|(n, b)| ListenerConfig::http(*n, b.parse().expect("addr"), PoolId::new(0)))
                 .collect(),
             pools: vec![PoolConfig::new("p", vec![backend])],
             regions: Vec::new(),
@@ -290,20 +287,32 @@ mod tests {
             None,
             true,
         );
-        assert_eq!(a.listener(1).map(|l| &*l.name), Some("b"));
+        assert_eq!(
+            a.listener(ListenerSlot::new(1)).map(|l| &*l.name),
+            Some("b")
+        );
         // "a" removed, "c" added, "b" kept; "b" moves in the vector but keeps its slot.
         let b = Snapshot::build(
             &config(&[("b", "127.0.0.1:2"), ("c", "127.0.0.1:3")]),
             Some(&a),
             true,
         );
-        assert!(b.listener(0).is_none());
-        assert_eq!(b.listener(1).map(|l| &*l.name), Some("b"));
-        assert_eq!(b.listener(2).map(|l| &*l.name), Some("c"));
+        assert!(b.listener(ListenerSlot::new(0)).is_none());
+        assert_eq!(
+            b.listener(ListenerSlot::new(1)).map(|l| &*l.name),
+            Some("b")
+        );
+        assert_eq!(
+            b.listener(ListenerSlot::new(2)).map(|l| &*l.name),
+            Some("c")
+        );
         // A bind change is a new listener: new slot, the old one gone.
         let c = Snapshot::build(&config(&[("b", "127.0.0.1:4")]), Some(&b), true);
-        assert!(c.listener(1).is_none());
-        assert_eq!(c.listener(3).map(|l| &*l.name), Some("b"));
-        assert!(c.listener(99).is_none());
+        assert!(c.listener(ListenerSlot::new(1)).is_none());
+        assert_eq!(
+            c.listener(ListenerSlot::new(3)).map(|l| &*l.name),
+            Some("b")
+        );
+        assert!(c.listener(ListenerSlot::new(99)).is_none());
     }
 }

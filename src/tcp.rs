@@ -30,7 +30,7 @@ use crate::backend::{BackendState, InflightGuard};
 use crate::balance::{ip_hash, Affinity, Balancer};
 use crate::chain::Chain;
 use crate::clock;
-use crate::config::OnDown;
+use crate::config::{ListenerSlot, OnDown};
 use crate::health::passive;
 use crate::metrics::TcpBytes;
 use crate::proxy_protocol;
@@ -72,7 +72,7 @@ struct Upstream {
 
 /// Serves one accepted connection of tcp listener `slot`; `peer` is the client (after the
 /// listener's PROXY header, if any).
-pub async fn serve(client: TcpStream, peer: SocketAddr, slot: usize, shared: Arc<Live>) {
+pub async fn serve(client: TcpStream, peer: SocketAddr, slot: ListenerSlot, shared: Arc<Live>) {
     // One snapshot load per connection, held only until the backend is connected: a
     // long-lived connection must not keep old snapshots alive across reloads.
     let (bytes, connected) = {
@@ -125,12 +125,12 @@ struct Connected {
 /// Picks and connects a backend, trying others after a failure (up to the pool's `retries`).
 async fn connect(
     peer: SocketAddr,
-    slot: usize,
+    slot: ListenerSlot,
     snapshot: &Snapshot,
 ) -> Result<Connected, TcpError> {
     let listener = snapshot.listener(slot).ok_or(TcpError::NoListener)?;
     let first = listener.routes.default_pool();
-    let pool = &snapshot.pools[first];
+    let pool = snapshot.pool(first);
     let affinity = match &pool.balancer {
         Balancer::ConsistentHash(_) => Affinity::Hash(ip_hash(peer.ip())),
         _ => Affinity::None,
@@ -141,12 +141,12 @@ async fn connect(
     for _ in 0..=pool.retries {
         let now = clock::now_ms();
         let client = region.map(|id| (&snapshot.regions, id));
-        let Some((p, i)) = select::pick(&snapshot.pools, first, affinity, last, now, client) else {
+        let Some(choice) = select::pick(&snapshot.pools, first, affinity, last, now, client) else {
             break;
         };
-        last = Some((p, i));
-        let target = &snapshot.pools[p];
-        let backend = &target.backends[i];
+        last = Some(choice);
+        let (target, i) = (snapshot.pool(choice.pool), choice.backend);
+        let backend = target.backend(i);
         let inflight = backend.state.acquire();
         let attempt =
             tokio::time::timeout(target.connect_timeout, TcpStream::connect(backend.addr));

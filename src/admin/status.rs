@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::{epoch, Admin};
 use crate::clock;
+use crate::config::PoolId;
 use crate::reload::ReloadResult;
 use crate::snapshot::Snapshot;
 
@@ -75,7 +76,7 @@ fn pools(snapshot: &Snapshot) -> Vec<Value> {
                     let (requests, errors) = snapshot
                         .listeners
                         .iter()
-                        .filter_map(|l| l.metrics.pool(pi)?.backends.get(bi))
+                        .filter_map(|l| l.metrics.pool(PoolId::new(pi))?.backends.get(bi))
                         .map(|c| c.totals())
                         .fold((0, 0), |(a, e), (r, x)| (a + r, e + x));
                     let change = s.last_change();

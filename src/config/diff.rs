@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::{BackendConfig, Config, ListenerConfig, PoolConfig, RouteConfig};
+use super::{BackendConfig, Config, ListenerConfig, PoolConfig, PoolId, RouteConfig};
 
 /// Added, removed and changed items of one kind, each described in one line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         match old.listeners.iter().find(|o| same_listener(o, l)) {
             None => d.listeners.added.push(listener_line(l)),
             Some(o) => {
-                let fields = listener_fields(o, l);
+                let fields = listener_fields((old, o), (new, l));
                 if !fields.is_empty() {
                     d.listeners.changed.push(format!(
                         "listener \"{}\": {}",
@@ -90,7 +90,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                         fields.join(", ")
                     ));
                 }
-                routes(o, l, &mut d.routes);
+                routes((old, o), (new, l), &mut d.routes);
             }
         }
     }
@@ -105,7 +105,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         match old_pool {
             None => d.pools.added.push(format!("pool \"{}\"", p.name)),
             Some(o) => {
-                let fields = pool_fields(o, p);
+                let fields = pool_fields((old, o), (new, p));
                 if !fields.is_empty() {
                     d.pools
                         .changed
@@ -163,18 +163,26 @@ macro_rules! fields {
     }};
 }
 
-fn listener_fields(o: &ListenerConfig, l: &ListenerConfig) -> Vec<String> {
+/// Pools are compared by name: the same pool may have another id in the other config.
+fn listener_fields(
+    (old, o): (&Config, &ListenerConfig),
+    (new, l): (&Config, &ListenerConfig),
+) -> Vec<String> {
     let mut v = fields!(
         o,
         l,
         protocol,
-        pool,
         max_connections,
         max_request_body,
         proxy_protocol
     );
+    let (was, is) = (old.pool_name(o.pool), new.pool_name(l.pool));
+    if was != is {
+        v.push(format!("pool {was:?} -> {is:?}"));
+    }
     let routes = |c: &ListenerConfig| ListenerConfig {
         routes: Vec::new(),
+        pool: PoolId::new(0),
         ..c.clone()
     };
     if v.is_empty() && routes(o) != routes(l) {
@@ -183,7 +191,7 @@ fn listener_fields(o: &ListenerConfig, l: &ListenerConfig) -> Vec<String> {
     v
 }
 
-fn pool_fields(o: &PoolConfig, p: &PoolConfig) -> Vec<String> {
+fn pool_fields((old, o): (&Config, &PoolConfig), (new, p): (&Config, &PoolConfig)) -> Vec<String> {
     let mut v = fields!(
         o,
         p,
@@ -192,7 +200,6 @@ fn pool_fields(o: &PoolConfig, p: &PoolConfig) -> Vec<String> {
         connect_timeout,
         request_timeout,
         idle_timeout,
-        backup,
         slow_start,
         fail_open,
         passive,
@@ -202,12 +209,20 @@ fn pool_fields(o: &PoolConfig, p: &PoolConfig) -> Vec<String> {
         send_proxy,
         on_down
     );
+    let (was, is) = (
+        o.backup.map(|b| old.pool_name(b)),
+        p.backup.map(|b| new.pool_name(b)),
+    );
+    if was != is {
+        v.push(format!("backup {was:?} -> {is:?}"));
+    }
     if o.health != p.health {
         v.push("health changed".into());
     }
     // Keys added later that this list does not name yet still show up.
     let settings = |c: &PoolConfig| PoolConfig {
         backends: Vec::new(),
+        backup: None,
         ..c.clone()
     };
     if v.is_empty() && settings(o) != settings(p) {
@@ -234,22 +249,24 @@ fn route_line(listener: &str, r: &RouteConfig) -> String {
     format!("listener \"{listener}\": route [{}]", cond.join(" "))
 }
 
-fn routes(old: &ListenerConfig, new: &ListenerConfig, out: &mut Changes) {
+fn routes(
+    (old_cfg, old): (&Config, &ListenerConfig),
+    (new_cfg, new): (&Config, &ListenerConfig),
+    out: &mut Changes,
+) {
     let same = |a: &RouteConfig, b: &RouteConfig| {
         a.host == b.host && a.path_prefix == b.path_prefix && a.header == b.header
     };
     for r in &new.routes {
+        let to = new_cfg.pool_name(r.pool);
         match old.routes.iter().find(|o| same(o, r)) {
-            None => out.added.push(format!(
-                "{} -> pool \"{}\"",
+            None => out
+                .added
+                .push(format!("{} -> pool \"{to}\"", route_line(&new.name, r))),
+            Some(o) if old_cfg.pool_name(o.pool) != to => out.changed.push(format!(
+                "{}: pool \"{}\" -> \"{to}\"",
                 route_line(&new.name, r),
-                r.pool
-            )),
-            Some(o) if o.pool != r.pool => out.changed.push(format!(
-                "{}: pool \"{}\" -> \"{}\"",
-                route_line(&new.name, r),
-                o.pool,
-                r.pool
+                old_cfg.pool_name(o.pool),
             )),
             Some(_) => {}
         }
@@ -259,7 +276,7 @@ fn routes(old: &ListenerConfig, new: &ListenerConfig, out: &mut Changes) {
             out.removed.push(format!(
                 "{} -> pool \"{}\"",
                 route_line(&old.name, o),
-                o.pool
+                old_cfg.pool_name(o.pool)
             ));
         }
     }

@@ -24,6 +24,56 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+/// A pool's position in `Config::pools`, and in every snapshot built from that config.
+/// References between tables (a listener's or route's pool, a pool's backup) are resolved to
+/// these during validation, so nothing later looks a pool up by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId(u32);
+
+impl PoolId {
+    /// The pool at position `index` of `Config::pools` (for configs built in code).
+    pub fn new(index: usize) -> PoolId {
+        PoolId(u32::try_from(index).unwrap_or(u32::MAX))
+    }
+
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A backend's position in its pool's `backends`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(u32);
+
+impl BackendId {
+    pub fn new(index: usize) -> BackendId {
+        BackendId(u32::try_from(index).unwrap_or(u32::MAX))
+    }
+
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A listener's slot in the snapshot: stable across reloads while its name and bind stay the
+/// same (assigned by the snapshot, never reused), so a connection finds its own listener
+/// after a reload that adds or removes others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerSlot(u32);
+
+impl ListenerSlot {
+    pub fn new(index: usize) -> ListenerSlot {
+        ListenerSlot(u32::try_from(index).unwrap_or(u32::MAX))
+    }
+
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// A complete, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -122,7 +172,7 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     pub protocol: Protocol,
     /// Default pool; routes take precedence.
-    pub pool: String,
+    pub pool: PoolId,
     /// Open client connections at most, across all workers.
     pub max_connections: usize,
     /// Request bodies larger than this get 413; 0 means no limit.
@@ -140,7 +190,7 @@ pub struct RouteConfig {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub header: Option<HeaderMatch>,
-    pub pool: String,
+    pub pool: PoolId,
 }
 
 /// Header condition of a route; the name is lower-cased, the value compared exactly.
@@ -191,8 +241,8 @@ pub struct PoolConfig {
     /// `sticky_cookie` only: the cookie's name. Default `FULCRUM_STICKY`.
     pub sticky_cookie: String,
     pub backends: Vec<BackendConfig>,
-    /// Pool that serves when no backend here is available (validated: exists, no cycle).
-    pub backup: Option<String>,
+    /// Pool that serves when no backend here is available (validated: another pool, no cycle).
+    pub backup: Option<PoolId>,
     /// A backend that comes back (or is added) ramps to its full share over this time.
     pub slow_start: Duration,
     /// Every backend down and nothing in the backup chain: use them all anyway.
@@ -228,6 +278,56 @@ impl Config {
     /// Parses and validates TOML text; `path` names it in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         validate::validate(text, path)
+    }
+
+    /// The name of pool `id` (`"?"` for an id this config does not have).
+    pub fn pool_name(&self, id: PoolId) -> &str {
+        self.pools.get(id.index()).map_or("?", |p| p.name.as_str())
+    }
+
+    /// The pool named `name`, for configs built in code.
+    pub fn pool_id(&self, name: &str) -> Option<PoolId> {
+        self.pools
+            .iter()
+            .position(|p| p.name == name)
+            .map(PoolId::new)
+    }
+
+    /// Every pool id names a pool of this config. Always true of a validated file; checked at
+    /// start for configs built in code, so a bad id is an error, never a wrong pool.
+    pub fn check_references(&self) -> Result<(), ConfigErrors> {
+        let n = self.pools.len();
+        let bad = |what: String| ConfigError {
+            file: self.source.as_ref().map_or_else(
+                || "(config built in code)".into(),
+                |p| p.display().to_string(),
+            ),
+            line: 0,
+            col: 0,
+            key: what,
+            message: format!("names a pool that does not exist ({n} pool(s))"),
+        };
+        let mut errors = Vec::new();
+        for l in &self.listeners {
+            if l.pool.index() >= n {
+                errors.push(bad(format!("listener \"{}\": pool", l.name)));
+            }
+            for r in &l.routes {
+                if r.pool.index() >= n {
+                    errors.push(bad(format!("listener \"{}\": route: pool", l.name)));
+                }
+            }
+        }
+        for p in &self.pools {
+            if p.backup.is_some_and(|b| b.index() >= n) {
+                errors.push(bad(format!("pool \"{}\": backup", p.name)));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 
     /// Files whose change should trigger a reload: the config itself and the files it names
@@ -296,12 +396,12 @@ impl PoolConfig {
 
 impl ListenerConfig {
     /// An HTTP listener with the documented defaults, for configs built in code.
-    pub fn http(name: impl Into<String>, bind: SocketAddr, pool: impl Into<String>) -> Self {
+    pub fn http(name: impl Into<String>, bind: SocketAddr, pool: PoolId) -> Self {
         ListenerConfig {
             name: name.into(),
             bind,
             protocol: Protocol::Http,
-            pool: pool.into(),
+            pool,
             max_connections: 100_000,
             max_request_body: 0,
             routes: Vec::new(),
@@ -310,7 +410,7 @@ impl ListenerConfig {
     }
 
     /// A TCP listener with the documented defaults, for configs built in code.
-    pub fn tcp(name: impl Into<String>, bind: SocketAddr, pool: impl Into<String>) -> Self {
+    pub fn tcp(name: impl Into<String>, bind: SocketAddr, pool: PoolId) -> Self {
         ListenerConfig {
             protocol: Protocol::Tcp,
             ..ListenerConfig::http(name, bind, pool)

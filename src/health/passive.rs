@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::backend::{Backend, Condition};
-use crate::config::MAX_EJECTION;
+use crate::config::{BackendId, MAX_EJECTION};
 use crate::pool::Pool;
 
 /// The length of the `ejections`-th ejection in a row (0-based): `eject_for * 2^n`, capped.
@@ -40,9 +40,10 @@ pub fn success(backend: &Backend, now: u64) {
     }
 }
 
-/// A failed attempt on backend `index` of `pool`; may eject it.
+/// A failed attempt on backend `id` of `pool`; may eject it.
 #[inline]
-pub fn failure(pool: &Pool, index: usize, now: u64, what: &dyn Display) {
+pub fn failure(pool: &Pool, id: BackendId, now: u64, what: &dyn Display) {
+    let index = id.index();
     let limit = pool.passive.consecutive_failures;
     let backend = &pool.backends[index];
     let failures = backend.state.failures.fetch_add(1, Ordering::Relaxed) + 1;

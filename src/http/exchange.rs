@@ -21,6 +21,7 @@ use super::response_body::ResponseBody;
 use crate::access_log::{self, Record};
 use crate::backend::{Backend, InflightGuard};
 use crate::chain::Chain;
+use crate::config::BackendId;
 use crate::metrics::PoolMetrics;
 use crate::snapshot::ListenerSnapshot;
 
@@ -118,7 +119,7 @@ impl Exchange {
     pub fn serve(
         mut self,
         backend: &Backend,
-        index: usize,
+        index: BackendId,
         status: u16,
         metrics: Option<Arc<PoolMetrics>>,
         upstream: (PooledConn, InflightGuard),
@@ -146,7 +147,7 @@ pub struct Finish {
     conn: Option<PooledConn>,
     _inflight: InflightGuard,
     /// The serving pool's handles (of this listener) and the backend's index.
-    served: Option<(Arc<PoolMetrics>, usize)>,
+    served: Option<(Arc<PoolMetrics>, BackendId)>,
     status: u16,
     exchange: Exchange,
 }

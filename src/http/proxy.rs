@@ -31,6 +31,7 @@ use super::request_body::{BodyError, RequestBody};
 use super::response_body::ResponseBody;
 use crate::backend::InflightGuard;
 use crate::chain::Chain;
+use crate::config::{BackendId, ListenerSlot};
 use crate::health::passive;
 use crate::pool::Pool;
 use crate::select;
@@ -42,7 +43,7 @@ use crate::{client_ip, clock};
 pub struct ConnContext {
     pub shared: Arc<Live>,
     /// Slot of the listener in the snapshot (`Snapshot::listener`), stable across reloads.
-    pub listener: usize,
+    pub listener: ListenerSlot,
     pub peer: SocketAddr,
     /// "http" or "https", for `X-Forwarded-Proto`.
     pub proto: &'static str,
@@ -105,13 +106,13 @@ pub async fn handle(
         reject!(ProxyError::BodyTooLarge);
     }
 
-    let pool_index = listener.routes.pick(
+    let pool_id = listener.routes.pick(
         headers::request_host(&parts),
         parts.uri.path(),
         &parts.headers,
     );
-    let pool = &snapshot.pools[pool_index];
-    exchange.routed(&pool.name, listener.metrics.pool(pool_index));
+    let pool = snapshot.pool(pool_id);
+    exchange.routed(&pool.name, listener.metrics.pool(pool_id));
 
     // Read the first body frame before choosing a backend: a malformed body ends here.
     let body = if body.is_end_stream() {
@@ -173,13 +174,12 @@ pub async fn handle(
             break;
         }
         let region = client_region.map(|id| (&snapshot.regions, id));
-        let Some((p, index)) =
-            select::pick(&snapshot.pools, pool_index, affinity, last, now, region)
+        let Some(choice) = select::pick(&snapshot.pools, pool_id, affinity, last, now, region)
         else {
             break;
         };
-        last = Some((p, index));
-        let target = &snapshot.pools[p];
+        last = Some(choice);
+        let (target, index) = (snapshot.pool(choice.pool), choice.backend);
         let req = match request.take() {
             Some(req) => req,
             None => match &replay {
@@ -192,25 +192,25 @@ pub async fn handle(
                 if resp.status().is_server_error() {
                     passive::failure(target, index, clock::now_ms(), &resp.status());
                 } else {
-                    passive::success(&target.backends[index], now);
+                    passive::success(target.backend(index), now);
                 }
                 snapshot
                     .region_metrics
-                    .inc(client_region, target.regions.of(index));
+                    .inc(client_region, target.regions.of(index.index()));
                 let finish = exchange.serve(
-                    &target.backends[index],
+                    target.backend(index),
                     index,
                     resp.status().as_u16(),
-                    listener.metrics.pool(p).cloned(),
+                    listener.metrics.pool(choice.pool).cloned(),
                     (conn, inflight),
                 );
                 let mut resp = respond(resp, client_upgrade, finish);
-                if p == pool_index {
+                if choice.pool == pool_id {
                     let secure = cx.proto == "https";
                     affinity::set_cookie(
                         &pool.balancer,
                         affinity,
-                        index,
+                        index.index(),
                         secure,
                         resp.headers_mut(),
                     );
@@ -222,7 +222,7 @@ pub async fn handle(
                     passive::failure(target, index, clock::now_ms(), &err);
                 }
                 let retry = err.is_retryable(replayable) || unsent.is_some();
-                tracing::debug!(pool = %target.name, backend = %target.backends[index].label, error = %Chain(&err), retry, "attempt failed");
+                tracing::debug!(pool = %target.name, backend = %target.backend(index).label, error = %Chain(&err), retry, "attempt failed");
                 request = unsent;
                 error = err;
                 if !retry {
@@ -239,10 +239,10 @@ type Sent = (Response<Incoming>, PooledConn, InflightGuard);
 /// One attempt on one backend. On failure, the request comes back when it was not sent.
 async fn send(
     pool: &Pool,
-    index: usize,
+    index: BackendId,
     req: Request<RequestBody>,
 ) -> Result<Sent, (ProxyError, Option<Request<RequestBody>>)> {
-    let backend = &pool.backends[index];
+    let backend = pool.backend(index);
     let inflight = backend.state.acquire();
     let mut conn =
         match client::checkout(backend.addr, pool.connect_timeout, pool.idle_timeout).await {

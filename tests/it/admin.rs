@@ -74,7 +74,7 @@ async fn metrics_move_with_traffic_and_pass_promtool() {
     let a = BackendBuilder::new("a").start().await;
     let b = BackendBuilder::new("b").start().await;
     let proxy = Proxy::start(with_admin(config(
-        listener("metrics-pool"),
+        listener(),
         vec![pool("metrics-pool", &[a.addr, b.addr])],
     )));
     let admin = admin_of(&proxy);
@@ -145,7 +145,7 @@ async fn drain_lets_in_flight_finish_and_enable_restores() {
     let a = BackendBuilder::new("a").delay(slow).start().await;
     let b = BackendBuilder::new("b").delay(slow).start().await;
     let proxy = Proxy::start(with_admin(config(
-        listener("drain-pool"),
+        listener(),
         vec![pool("drain-pool", &[a.addr, b.addr])],
     )));
     let admin = admin_of(&proxy);
@@ -208,7 +208,7 @@ async fn token_is_enforced_and_errors_are_json() {
     let a = BackendBuilder::new("a").start().await;
     let dir = tempfile::tempdir().unwrap();
     let token = write_file(dir.path(), "token", "s3cret\n");
-    let mut c = with_admin(config(listener("p"), vec![pool("p", &[a.addr])]));
+    let mut c = with_admin(config(listener(), vec![pool("p", &[a.addr])]));
     c.global.admin_token_file = Some(token);
     let proxy = Proxy::start(c);
     let admin = admin_of(&proxy);
@@ -268,7 +268,7 @@ async fn token_is_enforced_and_errors_are_json() {
 #[test]
 fn a_public_admin_address_needs_a_token() {
     let mut c = config(
-        listener("p"),
+        listener(),
         vec![pool("p", &["127.0.0.1:9".parse().unwrap()])],
     );
     c.global.admin = Some("0.0.0.0:0".parse().unwrap());
@@ -372,7 +372,7 @@ async fn status_page_in_headless_chromium_shows_every_backend() {
     let b = BackendBuilder::new("b").start().await;
     let c = BackendBuilder::new("c").start().await;
     let proxy = Proxy::start(with_admin(config(
-        listener("web"),
+        listener(),
         vec![pool("web", &[a.addr, b.addr]), pool("api", &[c.addr])],
     )));
     let admin = admin_of(&proxy);
@@ -449,7 +449,11 @@ async fn tcp_bytes_are_counted() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let backend = crate::support::tcp::echo().await;
     let proxy = Proxy::start(with_admin(config(
-        fulcrum::config::ListenerConfig::tcp("admin-tcp", any_port(), "tcp-pool"),
+        fulcrum::config::ListenerConfig::tcp(
+            "admin-tcp",
+            any_port(),
+            fulcrum::config::PoolId::new(0),
+        ),
         vec![pool("tcp-pool", &[backend.addr])],
     )));
     let admin = admin_of(&proxy);

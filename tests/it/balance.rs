@@ -20,7 +20,7 @@ async fn smooth_weighted_round_robin_shares_and_order() {
         vec![backend(a.addr, 5), backend(b.addr, 1), backend(c.addr, 1)],
     );
     pool.balance = BalanceKind::RoundRobin;
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
 
     let client = http1();
     let mut order = Vec::new();
@@ -54,7 +54,7 @@ async fn least_conn_avoids_a_slow_backend() {
     let fast = BackendBuilder::new("fast").start().await;
     let mut pool = PoolConfig::new("p", vec![backend(slow.addr, 1), backend(fast.addr, 1)]);
     pool.balance = BalanceKind::LeastConn;
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
 
     // Two concurrent request streams share 40 tickets: while one stream waits on the slow
     // backend (one in flight there), the other's requests should all go to the fast one.
@@ -98,7 +98,7 @@ async fn connect_failure_is_retried_on_another_backend() {
         vec![backend(dead, 1), backend(a.addr, 1), backend(c.addr, 1)],
     );
     pool.retries = 2;
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
 
     let client = http1();
     for i in 0..30 {
@@ -119,7 +119,7 @@ async fn random_two_serves_every_backend() {
     let b = BackendBuilder::new("b").start().await;
     let mut pool = PoolConfig::new("p", vec![backend(a.addr, 1), backend(b.addr, 1)]);
     pool.balance = BalanceKind::RandomTwo;
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     for i in 0..40 {
         assert_eq!(get_once(proxy.addr, &format!("/{i}")).await.status, 200);
     }

@@ -14,7 +14,7 @@ async fn bad_gateway_when_every_backend_refuses() {
     let dead = [refused_addr(), refused_addr()];
     let mut p = pool("p", &dead);
     p.retries = 2;
-    let proxy = Proxy::start(config(listener("p"), vec![p]));
+    let proxy = Proxy::start(config(listener(), vec![p]));
     let started = Instant::now();
     let r = get_once(proxy.addr, "/").await;
     assert_eq!(r.status, 502, "{}", r.body);
@@ -42,7 +42,7 @@ async fn gateway_timeout_on_a_slow_backend() {
         .await;
     let mut p = PoolConfig::new("p", vec![backend(slow.addr, 1)]);
     p.request_timeout = Duration::from_millis(200);
-    let proxy = Proxy::start(config(listener("p"), vec![p]));
+    let proxy = Proxy::start(config(listener(), vec![p]));
     let started = Instant::now();
     let r = get_once(proxy.addr, "/").await;
     let took = started.elapsed();
@@ -72,7 +72,7 @@ async fn header_block_over_64k_gets_431_and_the_proxy_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_listener_limit_gets_413_and_is_not_forwarded() {
     let b = BackendBuilder::new("b").start().await;
-    let mut l = listener("p");
+    let mut l = listener();
     l.max_request_body = 10;
     let proxy = Proxy::start(config(l, vec![pool("p", &[b.addr])]));
 

@@ -35,7 +35,7 @@ async fn scenario(kill: bool) {
         vec![backend(a.addr, 1), backend(b.addr, 1), backend(c.addr, 1)],
     );
     pool.health = Some(HealthConfig::http());
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     let addr = proxy.addr;
 
     // 50 requests/s, each on its own task over a shared keep-alive client.

@@ -52,7 +52,7 @@ async fn get_with(client: &HttpClient, addr: SocketAddr, headers: &[(&str, &str)
 async fn same_user_id_same_backend() {
     let b = backends(&["a", "b", "c"]).await;
     let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr).collect();
-    let proxy = Proxy::start(config(listener("cache"), vec![hash_pool(&addrs)]));
+    let proxy = Proxy::start(config(listener(), vec![hash_pool(&addrs)]));
     let client = http1();
     let mut seen: HashMap<String, String> = HashMap::new();
     for round in 0..4 {
@@ -82,7 +82,7 @@ async fn two_instances_agree_on_every_key() {
     let b = backends(&["a", "b", "c", "d"]).await;
     let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr).collect();
     // Instance 1: the library, in this process.
-    let one = Proxy::start(config(listener("cache"), vec![hash_pool(&addrs)]));
+    let one = Proxy::start(config(listener(), vec![hash_pool(&addrs)]));
     // Instance 2: the binary, another process, from the same pool written as a file.
     let bind = free_addr();
     let list: Vec<String> = addrs
@@ -135,7 +135,7 @@ async fn sticky_cookie_keeps_a_client_until_its_backend_dies() {
     let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr).collect();
     let mut pool = PoolConfig::new("web", addrs.iter().map(|a| backend(*a, 1)).collect());
     pool.balance = BalanceKind::StickyCookie;
-    let proxy = Proxy::start(config(listener("web"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     let client = http1();
 
     // First visit: a backend is picked and the cookie set; it names the backend, not its address.

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use fulcrum::config::{HealthConfig, PoolConfig};
+use fulcrum::config::{HealthConfig, PoolConfig, PoolId};
 use fulcrum::health::status::BackendStatus;
 
 use crate::support::client::{get, http1};
@@ -55,7 +55,7 @@ async fn http_check_marks_down_on_500_and_up_on_recovery() {
     let b = FlipBackend::start("b").await;
     let mut pool = pool_of("p", &[&a, &b]);
     pool.health = Some(http_check());
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     assert!(status(&proxy, b.addr).healthy, "fresh backends start up");
 
     b.set_health(500);
@@ -93,7 +93,7 @@ async fn tcp_send_expect_on_a_side_port_follows_the_role() {
         }
     });
     pool.health.as_mut().unwrap().kind = fulcrum::config::HealthKind::Tcp;
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
 
     role.set_master(false);
     assert!(wait_until(WAIT, || !status(&proxy, a.addr).healthy).await);
@@ -113,7 +113,7 @@ async fn a_killed_backend_is_removed_without_failed_requests() {
     let c = FlipBackend::start("c").await;
     let mut pool = pool_of("p", &[&a, &b, &c]);
     pool.health = Some(http_check());
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     let client = http1();
 
     b.kill();
@@ -146,7 +146,7 @@ async fn passive_ejection_and_its_expiry() {
     pool.retries = 0;
     pool.passive.consecutive_failures = 3;
     pool.passive.eject_for = Duration::from_millis(500);
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     let client = http1();
 
     b.set_fail(true);
@@ -185,7 +185,7 @@ async fn the_last_backend_is_never_ejected() {
     let a = FlipBackend::start("a").await;
     let mut pool = pool_of("p", &[&a]);
     pool.passive.consecutive_failures = 2;
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     a.set_fail(true);
     let client = http1();
     for i in 0..5 {
@@ -202,7 +202,7 @@ async fn a_reset_get_is_retried_on_another_backend() {
     let mut pool = pool_of("p", &[&b, &a]);
     pool.retries = 1;
     pool.passive.consecutive_failures = 0;
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     let client = http1();
     for i in 0..20 {
         let r = get(&client, proxy.addr, &format!("/{i}")).await;
@@ -223,7 +223,7 @@ async fn the_retry_budget_caps_retries() {
     let mut pool = pool_of("p", &[&b, &a]);
     pool.retries = 1;
     pool.passive.consecutive_failures = 0;
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     let client = http1();
     const N: usize = 200;
     let started = Instant::now();
@@ -253,10 +253,10 @@ async fn backup_pool_serves_then_503_when_both_are_down() {
     let o = FlipBackend::start("origin").await;
     let mut web = pool_of("web", &[&a]);
     web.health = Some(http_check());
-    web.backup = Some("origin".into());
+    web.backup = Some(PoolId::new(1)); // "origin", the second pool
     let mut origin = pool_of("origin", &[&o]);
     origin.health = Some(http_check());
-    let proxy = Proxy::start(config(listener("web"), vec![web, origin]));
+    let proxy = Proxy::start(config(listener(), vec![web, origin]));
     let client = http1();
 
     assert_eq!(get(&client, proxy.addr, "/").await.backend(), "a");
@@ -283,7 +283,7 @@ async fn slow_start_ramps_a_returning_backends_share() {
     let mut pool = pool_of("p", &[&a, &b]);
     pool.health = Some(http_check());
     pool.slow_start = Duration::from_secs(3);
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     let client = http1();
 
     b.set_health(500);
@@ -326,7 +326,7 @@ async fn fail_open_serves_when_everything_is_down() {
     let mut pool = pool_of("p", &[&a, &b]);
     pool.health = Some(http_check());
     pool.fail_open = true;
-    let proxy = Proxy::start(config(listener("p"), vec![pool]));
+    let proxy = Proxy::start(config(listener(), vec![pool]));
     a.set_health(500);
     b.set_health(500);
     assert!(

@@ -141,7 +141,7 @@ async fn exchange(stream: &mut tokio::net::TcpStream) -> String {
 async fn max_connections_is_enforced_across_workers() {
     use crate::support::proxy::{config, listener, pool};
     let b = BackendBuilder::new("b").start().await;
-    let mut l = listener("p");
+    let mut l = listener();
     l.max_connections = 2;
     let proxy = Proxy::start(config(l, vec![pool("p", &[b.addr])]));
     let handle = proxy.handle.as_ref().unwrap();
@@ -174,7 +174,7 @@ async fn access_log_has_one_line_per_request_with_pool_and_backend() {
     let b = BackendBuilder::new("b").start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let mut cfg = config(listener("p"), vec![pool("p", &[b.addr])]);
+    let mut cfg = config(listener(), vec![pool("p", &[b.addr])]);
     cfg.global.access_log = fulcrum::config::AccessLogTarget::File(path.clone());
     let proxy = Proxy::start(cfg);
     let client = http1();

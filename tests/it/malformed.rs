@@ -83,7 +83,7 @@ async fn assert_refused_and_not_forwarded(requests: &[(&str, &str)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_header_is_closed_after_client_header_timeout() {
     let raw = RawBackend::start().await;
-    let mut cfg: Config = config(listener("p"), vec![pool("p", &[raw.addr])]);
+    let mut cfg: Config = config(listener(), vec![pool("p", &[raw.addr])]);
     cfg.global.client_header_timeout = Duration::from_millis(300);
     let proxy = Proxy::start(cfg);
 

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use fulcrum::config::{
-    HealthConfig, HealthKind, ListenerConfig, OnDown, PgRole, PoolConfig, PostgresCheck,
+    HealthConfig, HealthKind, ListenerConfig, OnDown, PgRole, PoolConfig, PoolId, PostgresCheck,
 };
 
 use crate::support::postgres::{execute, in_recovery, session, PgDir, Postgres};
@@ -69,7 +69,7 @@ async fn write_and_read_ports_follow_roles_lag_and_promotion() {
     let replica = Postgres::replica(&dir, "replica", &primary);
 
     let mut cfg = config(
-        ListenerConfig::tcp("write", any_port(), "write"),
+        ListenerConfig::tcp("write", any_port(), PoolId::new(0)),
         vec![
             role_pool("write", &[&primary, &replica], PgRole::Primary, None),
             role_pool(
@@ -80,9 +80,9 @@ async fn write_and_read_ports_follow_roles_lag_and_promotion() {
             ),
         ],
     );
-    cfg.pools[1].backup = Some("write".into());
+    cfg.pools[1].backup = Some(PoolId::new(0));
     cfg.listeners
-        .push(ListenerConfig::tcp("read", any_port(), "read"));
+        .push(ListenerConfig::tcp("read", any_port(), PoolId::new(1)));
     let handle = fulcrum::start(cfg).unwrap();
     let write = handle.listener_addr("write").unwrap();
     let read = handle.listener_addr("read").unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fulcrum::config::{HealthConfig, ListenerConfig, OnDown, PoolConfig};
+use fulcrum::config::{HealthConfig, ListenerConfig, OnDown, PoolConfig, PoolId};
 
 use crate::support::proxy::{any_port, config, pool};
 use crate::support::redis::{command, Redis};
@@ -69,15 +69,15 @@ async fn write_follows_the_primary_and_reads_fall_back_to_it() {
     wait_linked(&replica).await;
 
     let mut cfg = config(
-        ListenerConfig::tcp("write", any_port(), "write"),
+        ListenerConfig::tcp("write", any_port(), PoolId::new(0)),
         vec![
             role_pool("write", &[&primary, &replica], "master"),
             role_pool("read", &[&primary, &replica], "slave"),
         ],
     );
-    cfg.pools[1].backup = Some("write".into());
+    cfg.pools[1].backup = Some(PoolId::new(0));
     cfg.listeners
-        .push(ListenerConfig::tcp("read", any_port(), "read"));
+        .push(ListenerConfig::tcp("read", any_port(), PoolId::new(1)));
     let handle = fulcrum::start(cfg).unwrap();
     let write = handle.listener_addr("write").unwrap();
     let read = handle.listener_addr("read").unwrap();

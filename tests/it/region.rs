@@ -110,7 +110,7 @@ fn two_regions(east: &[SocketAddr], west: &[SocketAddr]) -> Config {
         consecutive_failures: 1,
         eject_for: Duration::from_millis(300),
     };
-    let mut c = config(listener("p"), vec![pool]);
+    let mut c = config(listener(), vec![pool]);
     c.regions = vec![
         region("us-east", &["127.1.0.0/16"], &["us-west"]),
         region("us-west", &["127.2.0.0/16"], &["us-east"]),
@@ -305,7 +305,7 @@ async fn country_database_maps_public_addresses_to_regions() {
         "p",
         vec![in_region(us.addr, "us"), in_region(de.addr, "de")],
     );
-    let mut c = config(listener("p"), vec![pool]);
+    let mut c = config(listener(), vec![pool]);
     c.regions = regions;
     c.geo = geo;
     c.global.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];

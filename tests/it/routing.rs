@@ -1,7 +1,7 @@
 //! Route matching: exact host, wildcard host, path prefix, header; first match wins.
 
 use bytes::Bytes;
-use fulcrum::config::{HeaderMatch, RouteConfig};
+use fulcrum::config::{HeaderMatch, PoolId, RouteConfig};
 use http::Request;
 use http_body_util::Full;
 
@@ -15,6 +15,11 @@ fn route(
     header: Option<(&str, &str)>,
     to: &str,
 ) -> RouteConfig {
+    let pool = NAMES
+        .iter()
+        .position(|n| *n == to)
+        .map(PoolId::new)
+        .unwrap();
     RouteConfig {
         host: host.map(str::to_string),
         path_prefix: path.map(str::to_string),
@@ -22,9 +27,12 @@ fn route(
             name: name.to_string(),
             value: value.to_string(),
         }),
-        pool: to.to_string(),
+        pool,
     }
 }
+
+/// The pools, in config order (the first is the listener's default).
+const NAMES: [&str; 5] = ["default", "exact", "wild", "static", "canary"];
 
 /// (host, path, header, expected pool)
 type Case = (
@@ -36,13 +44,12 @@ type Case = (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_land_on_the_first_matching_route() {
-    let names = ["default", "exact", "wild", "static", "canary"];
     let mut backends = Vec::new();
-    for n in names {
+    for n in NAMES {
         backends.push(BackendBuilder::new(n).start().await);
     }
     let pools = backends.iter().map(|b| pool(&b.name, &[b.addr])).collect();
-    let mut l = listener("default");
+    let mut l = listener();
     l.routes = vec![
         route(Some("api.example.com"), None, None, "exact"),
         route(Some("*.example.com"), None, None, "wild"),

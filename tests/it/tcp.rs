@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fulcrum::config::{BalanceKind, HealthConfig, ListenerConfig, OnDown, PoolConfig};
+use fulcrum::config::{BalanceKind, HealthConfig, ListenerConfig, OnDown, PoolConfig, PoolId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use xxhash_rust::xxh3::Xxh3;
@@ -18,7 +18,7 @@ use crate::support::wait_until;
 /// A proxy with one tcp listener over `p`.
 fn tcp_proxy(p: PoolConfig) -> Proxy {
     Proxy::start(config(
-        ListenerConfig::tcp("db", any_port(), &p.name),
+        ListenerConfig::tcp("db", any_port(), PoolId::new(0)),
         vec![p],
     ))
 }

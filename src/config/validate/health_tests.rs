@@ -44,7 +44,7 @@ expect_status = "200-299,301"
     );
     let c = parse(&text).expect("valid");
     let p = &c.pools[0];
-    assert_eq!(p.backup.as_deref(), Some("origin"));
+    assert_eq!(p.backup.map(|b| c.pool_name(b)), Some("origin"));
     assert_eq!(p.slow_start, Duration::from_secs(30));
     assert!(p.fail_open);
     let h = p.health.as_ref().expect("health");

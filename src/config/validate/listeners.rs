@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::{key, label, values, Cx};
 use crate::config::file::{RawListener, RawRoute, Str};
 use crate::config::{
-    BalanceKind, HashKey, HeaderMatch, ListenerConfig, PoolConfig, Protocol, RouteConfig,
+    BalanceKind, HashKey, HeaderMatch, ListenerConfig, PoolConfig, PoolId, Protocol, RouteConfig,
 };
 
 impl Cx<'_> {
@@ -76,7 +76,7 @@ impl Cx<'_> {
                 values::non_negative,
             );
             if protocol == Protocol::Tcp {
-                self.tcp_listener(r, &prefix, pool.as_deref(), pools);
+                self.tcp_listener(r, &prefix, pool, pools);
             }
             let routes = r
                 .route
@@ -108,7 +108,7 @@ impl Cx<'_> {
         &mut self,
         r: &RawListener,
         prefix: &str,
-        pool: Option<&str>,
+        pool: Option<PoolId>,
         pools: &[PoolConfig],
     ) {
         let only_http = "only for protocol = \"http\"";
@@ -118,12 +118,13 @@ impl Cx<'_> {
         if let Some(v) = &r.max_request_body {
             self.error(v.span(), &key(prefix, "max_request_body"), only_http);
         }
-        let (Some(name), Some(v)) = (pool, &r.pool) else {
+        let (Some(id), Some(v)) = (pool, &r.pool) else {
             return;
         };
-        let Some(p) = pools.iter().find(|p| p.name == name) else {
+        let Some(p) = pools.get(id.index()) else {
             return;
         };
+        let name = &p.name;
         let problem = match (&p.balance, &p.hash_key) {
             (BalanceKind::StickyCookie, _) => Some("balance = \"sticky_cookie\" needs HTTP"),
             (BalanceKind::ConsistentHash, k) if *k != HashKey::ClientIp => {
@@ -188,17 +189,17 @@ impl Cx<'_> {
         })
     }
 
-    /// A required `pool = "..."` that must name a defined pool.
+    /// A required `pool = "..."` that must name a defined pool: its id.
     fn pool_ref(
         &mut self,
         v: Option<&Str>,
         table: Range<usize>,
         key: &str,
         pools: &[PoolConfig],
-    ) -> Option<String> {
+    ) -> Option<PoolId> {
         let name = self.req_str(v, table, key, values::name)?;
-        if pools.iter().any(|p| p.name == name) {
-            return Some(name);
+        if let Some(i) = pools.iter().position(|p| p.name == name) {
+            return Some(PoolId::new(i));
         }
         if let Some(v) = v {
             self.error(v.span(), key, format!("no [[pool]] named {name:?}"));

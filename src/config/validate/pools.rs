@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::{key, label, values, Cx};
 use crate::config::file::{RawBackend, RawPool, Str};
-use crate::config::{BackendConfig, BalanceKind, PoolConfig};
+use crate::config::{BackendConfig, BalanceKind, PoolConfig, PoolId};
 
 impl Cx<'_> {
     /// Every `[[pool]]`, with unique names.
@@ -37,28 +37,42 @@ impl Cx<'_> {
             let pool = self.pool(p, &prefix, name.unwrap_or_default());
             pools.push(pool);
         }
-        self.backups(raw, &pools);
+        self.backups(raw, &mut pools);
         pools
     }
 
-    /// Every `backup` names another pool, and following them never comes back to a pool.
-    fn backups(&mut self, raw: &[Spanned<RawPool>], pools: &[PoolConfig]) {
-        let index: HashMap<&str, usize> = pools
+    /// Every `backup` names another pool, and following them never comes back to a pool; each
+    /// is resolved to its pool's id.
+    fn backups(&mut self, raw: &[Spanned<RawPool>], pools: &mut [PoolConfig]) {
+        let index: HashMap<String, usize> = pools
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
+            .map(|(i, p)| (p.name.clone(), i))
             .collect();
+        // First every name resolved, then the chains walked over the resolved ids.
+        let mut resolved = vec![None; pools.len()];
+        let mut spans = vec![None; pools.len()];
         for (i, (p, r)) in pools.iter().zip(raw).enumerate() {
-            let (Some(backup), Some(v)) = (&p.backup, &r.get_ref().backup) else {
+            let Some(v) = &r.get_ref().backup else {
                 continue;
             };
             let k = key(&label("pool", r.get_ref().name.as_ref(), i), "backup");
-            if *backup == p.name {
+            let Some(backup) = self.maybe_str(Some(v), &k, values::name).ok().flatten() else {
+                continue;
+            };
+            if backup == p.name {
                 self.error(v.span(), &k, "must name another pool, not itself");
                 continue;
             }
-            let Some(&first) = index.get(backup.as_str()) else {
+            let Some(&first) = index.get(&backup) else {
                 self.error(v.span(), &k, format!("no pool named {backup:?}"));
+                continue;
+            };
+            resolved[i] = Some(first);
+            spans[i] = Some((v.span(), k, backup));
+        }
+        for (i, span) in spans.into_iter().enumerate() {
+            let (Some(first), Some((span, k, backup))) = (resolved[i], span) else {
                 continue;
             };
             // Walk the chain; it is a cycle when it reaches this pool again.
@@ -67,21 +81,19 @@ impl Cx<'_> {
                 match at {
                     Some(j) if j == i => {
                         self.error(
-                            v.span(),
+                            span.clone(),
                             &k,
                             format!("backup chain from {backup:?} loops back to this pool"),
                         );
                         break;
                     }
-                    Some(j) => {
-                        at = pools[j]
-                            .backup
-                            .as_deref()
-                            .and_then(|b| index.get(b).copied())
-                    }
+                    Some(j) => at = resolved[j],
                     None => break,
                 }
             }
+        }
+        for (p, backup) in pools.iter_mut().zip(resolved) {
+            p.backup = backup.map(PoolId::new);
         }
     }
 
@@ -173,9 +185,6 @@ impl Cx<'_> {
                 Vec::new()
             }
         };
-        let backup = self
-            .maybe_str(r.backup.as_ref(), &key(prefix, "backup"), values::name)
-            .unwrap_or_default();
         let slow_start = self.opt_str(
             r.slow_start.as_ref(),
             &key(prefix, "slow_start"),
@@ -198,7 +207,8 @@ impl Cx<'_> {
         PoolConfig {
             send_proxy,
             on_down,
-            backup,
+            // Resolved to an id once every pool is known (`backups`).
+            backup: None,
             slow_start,
             fail_open,
             health,

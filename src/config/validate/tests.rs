@@ -66,7 +66,11 @@ fn minimal_gets_documented_defaults() {
     assert_eq!(c.pools, vec![PoolConfig::new("web", vec![backend])]);
     assert_eq!(
         c.listeners,
-        vec![ListenerConfig::http("web", addr("0.0.0.0:8080"), "web")]
+        vec![ListenerConfig::http(
+            "web",
+            addr("0.0.0.0:8080"),
+            crate::config::PoolId::new(0)
+        )]
     );
     assert_eq!(
         c.summary(),
@@ -144,7 +148,7 @@ backends = [{ address = "10.0.3.10:80" }]
                 name: "x-canary".into(),
                 value: "1".into()
             }),
-            pool: "static".into(),
+            pool: c.pool_id("static").expect("pool"),
         }]
     );
     let p = &c.pools[0];
@@ -243,7 +247,10 @@ fn fulcrum_toml_has_the_documented_shape() {
         .map(|l| l.name.as_str())
         .collect();
     assert_eq!(tcp, ["redis-write", "redis-read"]);
-    assert_eq!(c.pools[5].backup.as_deref(), Some("redis-primary"));
+    assert_eq!(
+        c.pools[5].backup.map(|b| c.pool_name(b)),
+        Some("redis-primary")
+    );
     assert_eq!(c.pools[4].on_down, crate::config::OnDown::Close);
     let regions: Vec<Option<&str>> = c.pools[0]
         .backends

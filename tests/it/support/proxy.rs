@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 pub use fulcrum::config::Config;
-use fulcrum::config::{AccessLogTarget, BackendConfig, Global, ListenerConfig, PoolConfig};
+use fulcrum::config::{AccessLogTarget, BackendConfig, Global, ListenerConfig, PoolConfig, PoolId};
 
 use super::wait_until_blocking;
 
@@ -40,9 +40,9 @@ pub fn pool(name: &str, addrs: &[SocketAddr]) -> PoolConfig {
     PoolConfig::new(name, addrs.iter().map(|a| backend(*a, 1)).collect())
 }
 
-/// A listener named "web" on 127.0.0.1:0 whose default pool is `pool`.
-pub fn listener(pool: &str) -> ListenerConfig {
-    ListenerConfig::http("web", any_port(), pool)
+/// A listener named "web" on 127.0.0.1:0 whose default pool is the config's first pool.
+pub fn listener() -> ListenerConfig {
+    ListenerConfig::http("web", any_port(), PoolId::new(0))
 }
 
 /// A quiet config (no access log, short grace, two workers).
@@ -96,7 +96,7 @@ impl Proxy {
 
     /// A one-pool proxy on 127.0.0.1:0 over `addrs`.
     pub fn simple(addrs: &[SocketAddr]) -> Proxy {
-        Proxy::start(config(listener("p"), vec![pool("p", addrs)]))
+        Proxy::start(config(listener(), vec![pool("p", addrs)]))
     }
 }
 
