@@ -11,7 +11,7 @@ use fulcrum::config::{
 
 use crate::support::postgres::{execute, in_recovery, session, PgDir, Postgres};
 use crate::support::proxy::{any_port, config, pool};
-use crate::support::wait_until;
+use crate::support::{require, wait_until};
 
 const INTERVAL: Duration = Duration::from_millis(200);
 const FALL: u32 = 2;
@@ -64,6 +64,9 @@ where
 
 #[tokio::test]
 async fn write_and_read_ports_follow_roles_lag_and_promotion() {
+    if require("postgresql").is_none() {
+        return;
+    }
     let dir = PgDir::new();
     let mut primary = Postgres::primary(&dir, "primary");
     let replica = Postgres::replica(&dir, "replica", &primary);

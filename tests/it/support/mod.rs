@@ -1,12 +1,16 @@
-//! Shared test machinery: backends, Fulcrum launchers, clients and a bounded wait.
+//! Shared test machinery: backends, Fulcrum launchers, clients, a bounded wait, and the check
+//! for programs some tests need.
 
 pub mod backend;
 pub mod client;
+pub mod external;
 pub mod flip;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
 pub mod tcp;
+
+pub use external::require;
 
 use std::time::{Duration, Instant};
 

@@ -159,10 +159,11 @@ impl Process {
         self.child.id()
     }
 
-    /// Sends a signal by name (`TERM`, `INT`) with `kill`.
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`) with the shell's `kill` builtin (a
+    /// `kill` program is not on every machine).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
+        let status = Command::new("sh")
+            .args(["-c", "kill -s \"$0\" \"$1\"", name])
             .arg(self.pid().to_string())
             .status()
             .unwrap();

@@ -1,5 +1,5 @@
-//! Real `redis-server` processes for the read/write split tests (installed by `.ci/run`), and a
-//! minimal RESP client: inline commands, one reply read.
+//! Real `redis-server` processes for the read/write split tests (the test checks first with
+//! `require("redis-server")`), and a minimal RESP client: inline commands, one reply read.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -35,9 +35,7 @@ impl Redis {
         if let Some(p) = primary {
             cmd.args(["--replicaof", "127.0.0.1", &p.port().to_string()]);
         }
-        let child = cmd
-            .spawn()
-            .expect("redis-server must be installed (.ci/run installs it)");
+        let child = cmd.spawn().expect("cannot run redis-server");
         assert!(
             wait_until_blocking(Duration::from_secs(10), || accepts(addr)),
             "redis-server did not start on {addr}"
