@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::support::backend::BackendBuilder;
 use crate::support::client::{http1, send, HttpClient, Reply};
 use crate::support::proxy::{any_port, config, listener, pool, write_file, Config, Proxy};
-use crate::support::{require, wait_until};
+use crate::support::{eventually, require};
 
 /// A quiet config with the admin server on 127.0.0.1:0.
 fn with_admin(mut c: Config) -> Config {
@@ -160,7 +160,12 @@ async fn drain_lets_in_flight_finish_and_enable_restores() {
         let (client, url) = (client.clone(), url.clone());
         async move { get(&client, url).await }
     });
-    assert!(wait_until(Duration::from_secs(5), || a.count() + b.count() == 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the first request to reach a backend",
+        || async { a.count() + b.count() == 1 },
+    )
+    .await;
     let (busy, other) = if a.count() == 1 { (&a, &b) } else { (&b, &a) };
     let action = |what: &str| {
         format!(
@@ -466,12 +471,9 @@ async fn tcp_bytes_are_counted() {
     let mut back = [0u8; 1000];
     s.read_exact(&mut back).await.unwrap();
     drop(s);
-    let Some(promtool) = require("promtool") else {
-        return;
-    };
     let client = http1();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let what = "1000 bytes counted each way";
+    let text = eventually(Duration::from_secs(5), what, || async {
         let text = get(&client, format!("http://{admin}/metrics")).await.body;
         let bytes = |direction| {
             sample(
@@ -482,12 +484,16 @@ async fn tcp_bytes_are_counted() {
             .unwrap_or(0.0)
         };
         if bytes("upstream") >= 1000.0 && bytes("downstream") >= 1000.0 {
-            promtool_check(&promtool, &text);
-            break;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(std::time::Instant::now() < deadline, "{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    let Some(promtool) = require("promtool") else {
+        return;
+    };
+    promtool_check(&promtool, &text);
 }
 
 #[test]
@@ -530,14 +536,16 @@ async fn demo_kill_and_revive(addrs: &[SocketAddr]) {
     let revive = format!("http://{admin}/api/v1/demo/backends/east-1/revive");
     assert_eq!(call(&client, Method::POST, revive, None).await.status, 200);
     // Back in rotation once its (short) ejection ends: traffic until it answers, bounded.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut seen = false;
-    while !seen && std::time::Instant::now() < deadline {
-        let r = crate::support::client::get(&client, proxy.addr, "/").await;
-        assert_eq!(r.status, 200);
-        seen = served_by(&r) == "east-1";
-    }
-    assert!(seen, "east-1 never came back after revive");
+    eventually(
+        Duration::from_secs(5),
+        "east-1 to serve again after revive",
+        || async {
+            let r = crate::support::client::get(&client, proxy.addr, "/").await;
+            assert_eq!(r.status, 200);
+            served_by(&r) == "east-1"
+        },
+    )
+    .await;
     let unknown = format!("http://{admin}/api/v1/demo/backends/nope/kill");
     assert_eq!(call(&client, Method::POST, unknown, None).await.status, 404);
 }

@@ -14,10 +14,10 @@ use fulcrum::config::{BalanceKind, HashKey, PoolConfig};
 
 use crate::support::backend::{BackendBuilder, TestBackend};
 use crate::support::client::{get, http1, send, HttpClient, Reply};
+use crate::support::eventually;
 use crate::support::proxy::{
     accepts, backend, config, free_addr, listener, write_file, Process, Proxy,
 };
-use crate::support::wait_until;
 
 async fn backends(names: &[&str]) -> Vec<TestBackend> {
     let mut out = Vec::new();
@@ -160,7 +160,12 @@ async fn sticky_cookie_keeps_a_client_until_its_backend_dies() {
     let dead_addr = dead.addr;
     assert_cookies_clean(&dead);
     drop(dead);
-    assert!(wait_until(Duration::from_secs(5), || !accepts(dead_addr)).await);
+    eventually(
+        Duration::from_secs(5),
+        "the dead backend to stop accepting",
+        || async { !accepts(dead_addr) },
+    )
+    .await;
     let moved = get_with(&client, proxy.addr, &[("cookie", &header)]).await;
     assert_eq!(moved.status, 200);
     let new_home = moved.backend();

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::backend::BackendBuilder;
 use crate::support::client::{get, get_once, http1};
+use crate::support::eventually;
 use crate::support::proxy::{accepts, free_addr, write_file, Process, Proxy};
-use crate::support::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_request_finishes_across_sigterm() {
@@ -41,10 +41,12 @@ backends = [{{ address = "{}", weight = 1 }}]
         .unwrap();
 
     let request = tokio::spawn(async move { get_once(addr, "/in-flight").await });
-    assert!(
-        wait_until(Duration::from_secs(5), || slow.count() == 1).await,
-        "the backend never got the request"
-    );
+    eventually(
+        Duration::from_secs(5),
+        "the backend to get the request",
+        || async { slow.count() == 1 },
+    )
+    .await;
     process.signal("TERM");
     let sent_term = Instant::now();
 
@@ -57,9 +59,8 @@ backends = [{{ address = "{}", weight = 1 }}]
         (status, process)
     })
     .await
-    .unwrap();
+    .expect("fulcrum exits after SIGTERM");
     let stderr = process.stderr();
-    let status = status.expect("fulcrum did not exit after SIGTERM");
     assert!(status.success(), "exit status {status:?}: {stderr}");
     assert!(
         sent_term.elapsed() < Duration::from_secs(5),
@@ -92,8 +93,7 @@ async fn demo_answers_and_stops_on_sigint() {
         (status, process)
     })
     .await
-    .unwrap();
-    let status = status.expect("demo did not exit after SIGINT");
+    .expect("the demo exits after SIGINT");
     assert!(
         status.success(),
         "exit status {status:?}: {}",
@@ -110,7 +110,12 @@ async fn library_shutdown_lets_in_flight_request_finish() {
     let proxy = Proxy::simple(&[slow.addr]);
     let addr = proxy.addr;
     let request = tokio::spawn(async move { get_once(addr, "/in-flight").await });
-    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the slow backend to get the request",
+        || async { slow.count() == 1 },
+    )
+    .await;
     let started = Instant::now();
     proxy.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(2), "grace is 2 s");
@@ -163,7 +168,12 @@ async fn max_connections_is_enforced_across_workers() {
 
     // A slot frees up when a client leaves.
     drop(first);
-    assert!(wait_until(Duration::from_secs(5), || handle.open_connections() == 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the proxy to see the first connection close",
+        || async { handle.open_connections() == 1 },
+    )
+    .await;
     let mut fourth = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     assert!(exchange(&mut fourth).await.starts_with("HTTP/1.1 200"));
 }
@@ -187,11 +197,15 @@ async fn access_log_has_one_line_per_request_with_pool_and_backend() {
         );
     }
     let read = || std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        wait_until(Duration::from_secs(5), || read().lines().count() == 3).await,
-        "log: {}",
-        read()
-    );
+    eventually(Duration::from_secs(5), "3 access log lines", || async {
+        let log = read();
+        if log.lines().count() == 3 {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
     let log = read();
     for (i, line) in log.lines().enumerate() {
         assert!(line.starts_with("127.0.0.1 - - ["), "{line}");

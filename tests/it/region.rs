@@ -22,7 +22,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::flip::FlipBackend;
 use crate::support::proxy::{config, listener, Config, Proxy};
-use crate::support::require;
+use crate::support::{eventually, require};
 
 /// A TCP connection to `proxy` from `source` (any 127/8 address).
 async fn connect_from(source: &str, proxy: SocketAddr) -> TcpStream {
@@ -180,18 +180,16 @@ async fn clients_use_their_region_fail_over_and_return() {
         b.restart().await;
     }
     let restarted = Instant::now();
-    loop {
-        let (s, b) = ce.get(&[]).await;
-        assert_eq!(s, 200, "{b}");
-        if b.starts_with("east-") {
-            break;
-        }
-        assert!(
-            restarted.elapsed() < Duration::from_secs(10),
-            "us-east clients never returned"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "us-east clients to return to us-east",
+        async || {
+            let (s, b) = ce.get(&[]).await;
+            assert_eq!(s, 200, "{b}");
+            b.starts_with("east-")
+        },
+    )
+    .await;
     eprintln!(
         "region recovery: us-east clients back {:.0} ms after the restart",
         restarted.elapsed().as_secs_f64() * 1000.0

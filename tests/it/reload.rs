@@ -13,9 +13,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::backend::{BackendBuilder, WsEchoBackend};
+use crate::support::client::HttpClient;
 use crate::support::client::{get, get_once, http1};
 use crate::support::proxy::{accepts, binary, free_addr, run_cli, write_file, Process};
-use crate::support::wait_until;
+use crate::support::{eventually, eventually_blocking};
+
+/// How long a reload may take to show in the answers.
+const RELOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends requests to `addr` on `client` until `want` answers one; panics naming `what` after
+/// [`RELOAD_WAIT`].
+async fn until_served_by(client: &HttpClient, addr: SocketAddr, want: &str, what: &str) {
+    eventually(RELOAD_WAIT, what, || async {
+        get(client, addr, "/").await.backend() == want
+    })
+    .await;
+}
 
 /// A config with `listeners` (name, bind), all defaulting to pool "p" over `backends`.
 fn toml(listeners: &[(&str, SocketAddr)], backends: &[SocketAddr]) -> String {
@@ -79,10 +92,8 @@ fn run_without_watch(path: &Path, ready: SocketAddr, env: &[(&str, &str)]) -> Pr
     }
     let child = cmd.spawn().unwrap();
     let p = Process { child };
-    assert!(
-        crate::support::wait_until_blocking(Duration::from_secs(10), || accepts(ready)),
-        "fulcrum not ready on {ready}"
-    );
+    let what = format!("fulcrum to accept connections on {ready}");
+    eventually_blocking(Duration::from_secs(10), &what, || accepts(ready));
     p
 }
 
@@ -107,15 +118,8 @@ async fn backend_added_to_the_file_gets_traffic_within_a_second() {
     // Written in place, as `echo > file` or an editor without backup copies does.
     std::fs::write(&path, toml(&[("web", addr)], &[a.addr, b.addr])).unwrap();
     let written = Instant::now();
-    let mut served_by_b = None;
-    while written.elapsed() < Duration::from_secs(3) {
-        if get(&client, addr, "/").await.backend() == "b" {
-            served_by_b = Some(written.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let took = served_by_b.expect("the added backend never got traffic");
+    until_served_by(&client, addr, "b", "the added backend to get traffic").await;
+    let took = written.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
@@ -133,7 +137,12 @@ async fn removed_backend_finishes_its_in_flight_request_and_gets_no_new_one() {
     let reloader = handle.reloader();
 
     let in_flight = tokio::spawn(async move { get_once(addr, "/slow").await });
-    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the slow backend to get the request",
+        || async { slow.count() == 1 },
+    )
+    .await;
 
     std::fs::write(&path, toml(&[("web", addr)], &[fast.addr])).unwrap();
     reload(&reloader).await.unwrap();
@@ -195,10 +204,12 @@ async fn reload_adds_and_removes_listeners_and_keeps_the_others() {
     for _ in 0..8 {
         assert_eq!(get_once(new, "/").await.status, 200);
     }
-    assert!(
-        wait_until(Duration::from_secs(2), || !accepts(old)).await,
-        "the removed listener still accepts"
-    );
+    eventually(
+        Duration::from_secs(2),
+        "the removed listener to stop accepting",
+        || async { !accepts(old) },
+    )
+    .await;
     assert_eq!(get(&client, keep, "/").await.status, 200);
     assert_eq!(get_once(keep, "/").await.status, 200);
 }
@@ -321,15 +332,7 @@ async fn sighup_reloads() {
         assert_eq!(get(&client, addr, "/").await.backend(), "a");
     }
     process.signal("HUP");
-    let mut switched = false;
-    for _ in 0..300 {
-        if get(&client, addr, "/").await.backend() == "b" {
-            switched = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(switched, "SIGHUP did not reload");
+    until_served_by(&client, addr, "b", "SIGHUP to reload").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,29 +353,17 @@ async fn rename_replace_and_symlink_swap_reload() {
     let client = http1();
     assert_eq!(get(&client, addr, "/").await.backend(), "a");
 
-    let serves = |want: &'static str| {
-        let client = client.clone();
-        async move {
-            for _ in 0..300 {
-                if get(&client, addr, "/").await.backend() == want {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            false
-        }
-    };
     // The ConfigMap swap: a new version directory, `..data` re-pointed by an atomic rename.
     let v2 = dir.path().join("v2");
     std::fs::create_dir(&v2).unwrap();
     write_file(&v2, "f.toml", &toml(&[("web", addr)], &[b.addr]));
     std::os::unix::fs::symlink("v2", dir.path().join("..data_tmp")).unwrap();
     std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
-    assert!(serves("b").await, "the symlink swap did not reload");
+    until_served_by(&client, addr, "b", "the symlink swap to reload").await;
 
     // Replace-by-rename of the file itself (the link is replaced by a plain file).
     replace_by_rename(&path, &toml(&[("web", addr)], &[c.addr]));
-    assert!(serves("c").await, "rename-replace did not reload");
+    until_served_by(&client, addr, "c", "rename-replace to reload").await;
     assert_eq!(
         handle.last_reload().unwrap().trigger,
         fulcrum::Trigger::File
@@ -399,7 +390,7 @@ async fn systemd_hears_ready_reloading_ready_and_stopping() {
     assert!(ready.starts_with("READY=1\n"), "{ready}");
     process.signal("TERM");
     assert_eq!(next(), "STOPPING=1\n");
-    assert!(process.wait_exit(Duration::from_secs(8)).is_some());
+    process.wait_exit(Duration::from_secs(8));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,19 +443,20 @@ async fn a_reload_during_shutdown_is_ignored() {
     let handle = start(&path);
     let reloader = handle.reloader();
     let in_flight = tokio::spawn(async move { get_once(addr, "/").await });
-    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the slow backend to get the request",
+        || async { slow.count() == 1 },
+    )
+    .await;
     let stopping = tokio::task::spawn_blocking(move || handle.shutdown());
-    let mut ignored = false;
-    for _ in 0..200 {
-        match reload(&reloader).await {
-            Err(e) if e.contains("shutting down") => {
-                ignored = true;
-                break;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-    assert!(ignored, "a reload during shutdown was not ignored");
+    // The in-flight request holds the shutdown open for about 1.5 s.
+    eventually(
+        Duration::from_secs(2),
+        "a reload during shutdown to be ignored",
+        || async { matches!(reload(&reloader).await, Err(e) if e.contains("shutting down")) },
+    )
+    .await;
     assert_eq!(in_flight.await.unwrap().status, 200);
     stopping.await.unwrap();
 }
@@ -703,11 +695,12 @@ async fn a_streaming_response_survives_reloads() {
     let handle = start(&path);
     let reloader = handle.reloader();
     let body = tokio::spawn(async move { get_once(addr, "/stream").await });
-    assert!(
-        wait_until(Duration::from_secs(5), || started.load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    eventually(
+        Duration::from_secs(5),
+        "the streaming backend to get the request",
+        || async { started.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
     // Reload while the response streams (1.5 s): the stream's backend removed and re-added.
     for i in 0..6 {
         let text = if i % 2 == 0 {

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::proxy::{accepts, free_addr};
-use super::{require, wait_until_blocking};
+use super::{eventually_blocking, require};
 
 /// `PG_BIN`, else the newest `/usr/lib/postgresql/N/bin` (Debian's layout).
 fn bin_dir() -> PathBuf {
@@ -120,9 +120,10 @@ impl Postgres {
         let log = data.join("server.log");
         let (d, l) = (data.to_str().unwrap(), log.to_str().unwrap());
         pg("pg_ctl", &["-D", d, "-l", l, "-w", "start"]);
-        assert!(
-            wait_until_blocking(Duration::from_secs(10), || accepts(addr)),
-            "postgres on {addr} did not start"
+        eventually_blocking(
+            Duration::from_secs(10),
+            &format!("postgres to accept connections on {addr}"),
+            || accepts(addr),
         );
         Postgres {
             addr,

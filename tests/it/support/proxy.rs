@@ -9,7 +9,7 @@ use std::time::Duration;
 pub use fulcrum::config::Config;
 use fulcrum::config::{AccessLogTarget, BackendConfig, Global, ListenerConfig, PoolConfig};
 
-use super::wait_until_blocking;
+use super::eventually_blocking;
 
 /// The loopback address with port 0.
 pub fn any_port() -> SocketAddr {
@@ -139,14 +139,14 @@ impl Process {
             .spawn()
             .unwrap();
         let mut p = Process { child };
-        let up = wait_until_blocking(Duration::from_secs(10), || {
-            accepts(ready) || p.child.try_wait().ok().flatten().is_some()
+        let what = format!("fulcrum to accept connections on {ready}");
+        eventually_blocking(Duration::from_secs(10), &what, || {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                let stderr = p.stderr();
+                panic!("fulcrum exited ({status}) before accepting on {ready}: {stderr}");
+            }
+            accepts(ready)
         });
-        if !accepts(ready) {
-            let status = p.child.try_wait().ok().flatten();
-            let stderr = p.stderr();
-            panic!("fulcrum not ready on {ready} (up={up}, exited={status:?}): {stderr}");
-        }
         p
     }
 
@@ -170,14 +170,9 @@ impl Process {
         assert!(status.success(), "kill -{name} failed");
     }
 
-    /// Waits (bounded) for the process to exit.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let mut status = None;
-        wait_until_blocking(within, || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        status
+    /// Waits (bounded) for the process to exit; panics if it does not.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        eventually_blocking(within, "fulcrum to exit", || self.child.try_wait().unwrap())
     }
 
     /// What the process wrote to stderr (complete only after it exited).

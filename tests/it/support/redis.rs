@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::eventually_blocking;
 use super::proxy::{accepts, free_addr};
-use super::wait_until_blocking;
 
 /// A `redis-server` on a loopback port, without persistence; killed on drop.
 #[derive(Debug)]
@@ -21,6 +21,7 @@ pub struct Redis {
 
 impl Redis {
     /// Starts a primary, or a replica of `primary`; returns once it accepts connections.
+    /// A fixed free port: `--port 0` would make redis-server listen on no TCP port at all.
     pub fn start(primary: Option<SocketAddr>) -> Redis {
         let addr = free_addr();
         let dir = tempfile::tempdir().unwrap();
@@ -36,9 +37,10 @@ impl Redis {
             cmd.args(["--replicaof", "127.0.0.1", &p.port().to_string()]);
         }
         let child = cmd.spawn().expect("cannot run redis-server");
-        assert!(
-            wait_until_blocking(Duration::from_secs(10), || accepts(addr)),
-            "redis-server did not start on {addr}"
+        eventually_blocking(
+            Duration::from_secs(10),
+            &format!("redis-server to accept connections on {addr}"),
+            || accepts(addr),
         );
         Redis {
             addr,
