@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use crate::support::backend::BackendBuilder;
 use crate::support::client::{get, get_once, http1};
 use crate::support::eventually;
-use crate::support::proxy::{accepts, free_addr, write_file, Process, Proxy};
+use crate::support::proxy::{accepts, write_file, Process, Proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_request_finishes_across_sigterm() {
@@ -13,7 +13,6 @@ async fn in_flight_request_finishes_across_sigterm() {
         .delay(Duration::from_secs(1))
         .start()
         .await;
-    let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(
         dir.path(),
@@ -25,7 +24,7 @@ shutdown_grace = "5s"
 
 [[listener]]
 name = "web"
-bind = "{addr}"
+bind = "127.0.0.1:0"
 protocol = "http"
 pool = "slow"
 
@@ -36,9 +35,10 @@ backends = [{{ address = "{}", weight = 1 }}]
             slow.addr
         ),
     );
-    let mut process = tokio::task::spawn_blocking(move || Process::run(&path, addr))
+    let mut process = tokio::task::spawn_blocking(move || Process::run(&path))
         .await
         .unwrap();
+    let addr = process.addr("web");
 
     let request = tokio::spawn(async move { get_once(addr, "/in-flight").await });
     eventually(
@@ -72,12 +72,12 @@ backends = [{{ address = "{}", weight = 1 }}]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_answers_and_stops_on_sigint() {
-    let addr = free_addr();
-    let listen = addr.to_string();
-    let mut process =
-        tokio::task::spawn_blocking(move || Process::spawn(&["demo", "--listen", &listen], addr))
-            .await
-            .unwrap();
+    // Both on port 0: the demo's default admin port may be taken by another test or a demo.
+    let args = ["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+    let mut process = tokio::task::spawn_blocking(move || Process::spawn(&args))
+        .await
+        .unwrap();
+    let addr = process.addr("demo");
     {
         let client = http1();
         for _ in 0..2 {

@@ -13,10 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::backend::{BackendBuilder, WsEchoBackend};
-use crate::support::client::HttpClient;
-use crate::support::client::{get, get_once, http1};
-use crate::support::proxy::{accepts, binary, free_addr, run_cli, write_file, Process};
-use crate::support::{eventually, eventually_blocking};
+use crate::support::client::{get, get_once, http1, HttpClient};
+use crate::support::eventually;
+use crate::support::proxy::{
+    accepts, any_port, free_addr, refused_addr, run_cli, write_file, Process,
+};
 
 /// How long a reload may take to show in the answers.
 const RELOAD_WAIT: Duration = Duration::from_secs(5);
@@ -79,44 +80,34 @@ async fn reload(
         .unwrap()
 }
 
-/// `fulcrum run` without the file watcher, so only SIGHUP can reload it.
-fn run_without_watch(path: &Path, ready: SocketAddr, env: &[(&str, &str)]) -> Process {
-    let mut cmd = std::process::Command::new(binary());
-    cmd.args(["run", "-c", path.to_str().unwrap()])
-        .env("FULCRUM_WATCH", "0")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let p = Process { child };
-    let what = format!("fulcrum to accept connections on {ready}");
-    eventually_blocking(Duration::from_secs(10), &what, || accepts(ready));
-    p
+/// `fulcrum run` without the file watcher, so only SIGHUP can reload it; returns once started.
+fn run_without_watch(path: &Path, env: &[(&str, &str)]) -> Process {
+    let mut all = vec![("FULCRUM_WATCH", "0")];
+    all.extend_from_slice(env);
+    Process::spawn_with_env(&["run", "-c", path.to_str().unwrap()], &all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_added_to_the_file_gets_traffic_within_a_second() {
     let a = BackendBuilder::new("a").start().await;
     let b = BackendBuilder::new("b").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(
         dir.path(),
         "fulcrum.toml",
-        &toml(&[("web", addr)], &[a.addr]),
+        &toml(&[("web", bind)], &[a.addr]),
     );
     let p = path.clone();
-    let _process = tokio::task::spawn_blocking(move || Process::run(&p, addr))
+    let process = tokio::task::spawn_blocking(move || Process::run(&p))
         .await
         .unwrap();
+    let addr = process.addr("web");
     let client = http1();
     assert_eq!(get(&client, addr, "/").await.backend(), "a");
 
     // Written in place, as `echo > file` or an editor without backup copies does.
-    std::fs::write(&path, toml(&[("web", addr)], &[a.addr, b.addr])).unwrap();
+    std::fs::write(&path, toml(&[("web", bind)], &[a.addr, b.addr])).unwrap();
     let written = Instant::now();
     until_served_by(&client, addr, "b", "the added backend to get traffic").await;
     let took = written.elapsed();
@@ -131,9 +122,10 @@ async fn removed_backend_finishes_its_in_flight_request_and_gets_no_new_one() {
         .await;
     let fast = BackendBuilder::new("fast").start().await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[slow.addr]));
+    let bind = any_port();
+    let path = write_file(dir.path(), "f.toml", &toml(&[("web", bind)], &[slow.addr]));
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
 
     let in_flight = tokio::spawn(async move { get_once(addr, "/slow").await });
@@ -144,7 +136,7 @@ async fn removed_backend_finishes_its_in_flight_request_and_gets_no_new_one() {
     )
     .await;
 
-    std::fs::write(&path, toml(&[("web", addr)], &[fast.addr])).unwrap();
+    std::fs::write(&path, toml(&[("web", bind)], &[fast.addr])).unwrap();
     reload(&reloader).await.unwrap();
     let client = http1();
     for _ in 0..6 {
@@ -159,14 +151,20 @@ async fn removed_backend_finishes_its_in_flight_request_and_gets_no_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_and_removes_listeners_and_keeps_the_others() {
     let a = BackendBuilder::new("a").start().await;
-    let (keep, old, new) = (free_addr(), free_addr(), free_addr());
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(
         dir.path(),
         "f.toml",
-        &toml(&[("keep", keep), ("old", old)], &[a.addr]),
+        &toml(&[("keep", bind), ("old", bind)], &[a.addr]),
     );
     let handle = start(&path);
+    let keep = handle.listener_addr("keep").unwrap();
+    let old = handle.listener_addr("old").unwrap();
+    // The added listener's port is named in the file: the test checks it is not bound before
+    // the reload (nor by the dry run), so it cannot be port 0. Taken after `keep` and `old`
+    // hold theirs, so it is none of them.
+    let new = free_addr();
     let reloader = handle.reloader();
     let client = http1();
     // A keep-alive connection on the kept listener, opened before the reload.
@@ -183,13 +181,13 @@ async fn reload_adds_and_removes_listeners_and_keeps_the_others() {
     let n = idle.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
-    std::fs::write(&path, toml(&[("keep", keep), ("new", new)], &[a.addr])).unwrap();
-    // The dry run names the change and changes nothing.
+    std::fs::write(&path, toml(&[("keep", bind), ("new", new)], &[a.addr])).unwrap();
+    // The dry run names the change (with the configured binds) and changes nothing.
     let diff = reloader.dry_run().unwrap();
     assert_eq!(diff.listeners.added, [format!("listener \"new\" ({new})")]);
     assert_eq!(
         diff.listeners.removed,
-        [format!("listener \"old\" ({old})")]
+        [format!("listener \"old\" ({bind})")]
     );
     assert!(diff.backends.is_empty() && diff.routes.is_empty());
     assert!(!accepts(new));
@@ -219,18 +217,19 @@ async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
     let a = BackendBuilder::new("a").start().await;
     let b = BackendBuilder::new("b").start().await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
+    let bind = any_port();
     let path = write_file(
         dir.path(),
         "broken.toml",
-        &toml(&[("web", addr)], &[a.addr]),
+        &toml(&[("web", bind)], &[a.addr]),
     );
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
     let client = http1();
 
     // A syntax error (an unclosed array), with b added: b must not appear.
-    let good = toml(&[("web", addr)], &[a.addr, b.addr]);
+    let good = toml(&[("web", bind)], &[a.addr, b.addr]);
     std::fs::write(&path, good.replace("weight = 1 }]", "weight = 1 }")).unwrap();
     let err = reload(&reloader).await.unwrap_err();
     let last_line = good.lines().count();
@@ -264,7 +263,7 @@ async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
     let busy = taken.local_addr().unwrap();
     std::fs::write(
         &path,
-        toml(&[("web", addr), ("busy", busy)], &[a.addr, b.addr]),
+        toml(&[("web", bind), ("busy", busy)], &[a.addr, b.addr]),
     )
     .unwrap();
     let err = reload(&reloader).await.unwrap_err();
@@ -318,15 +317,16 @@ impl Notify {
 async fn sighup_reloads() {
     let a = BackendBuilder::new("a").start().await;
     let b = BackendBuilder::new("b").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[a.addr]));
+    let path = write_file(dir.path(), "f.toml", &toml(&[("web", bind)], &[a.addr]));
     let notify = Notify::bind(dir.path());
-    let process = run_without_watch(&path, addr, &[notify.env()]);
+    let process = run_without_watch(&path, &[notify.env()]);
+    let addr = process.addr("web");
     // READY=1 is sent once SIGHUP is handled (systemd's own order).
     assert_eq!(notify.next(), "READY=1\n");
     let client = http1();
-    std::fs::write(&path, toml(&[("web", addr)], &[b.addr])).unwrap();
+    std::fs::write(&path, toml(&[("web", bind)], &[b.addr])).unwrap();
     // The watcher is off: nothing changes until the signal.
     for _ in 0..3 {
         assert_eq!(get(&client, addr, "/").await.backend(), "a");
@@ -340,29 +340,30 @@ async fn rename_replace_and_symlink_swap_reload() {
     let a = BackendBuilder::new("a").start().await;
     let b = BackendBuilder::new("b").start().await;
     let c = BackendBuilder::new("c").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
     // Kubernetes ConfigMap layout: f.toml -> ..data/f.toml, ..data -> v1.
     let v1 = dir.path().join("v1");
     std::fs::create_dir(&v1).unwrap();
-    write_file(&v1, "f.toml", &toml(&[("web", addr)], &[a.addr]));
+    write_file(&v1, "f.toml", &toml(&[("web", bind)], &[a.addr]));
     std::os::unix::fs::symlink("v1", dir.path().join("..data")).unwrap();
     let path: PathBuf = dir.path().join("f.toml");
     std::os::unix::fs::symlink("..data/f.toml", &path).unwrap();
     let handle = start_watching(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let client = http1();
     assert_eq!(get(&client, addr, "/").await.backend(), "a");
 
     // The ConfigMap swap: a new version directory, `..data` re-pointed by an atomic rename.
     let v2 = dir.path().join("v2");
     std::fs::create_dir(&v2).unwrap();
-    write_file(&v2, "f.toml", &toml(&[("web", addr)], &[b.addr]));
+    write_file(&v2, "f.toml", &toml(&[("web", bind)], &[b.addr]));
     std::os::unix::fs::symlink("v2", dir.path().join("..data_tmp")).unwrap();
     std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
     until_served_by(&client, addr, "b", "the symlink swap to reload").await;
 
     // Replace-by-rename of the file itself (the link is replaced by a plain file).
-    replace_by_rename(&path, &toml(&[("web", addr)], &[c.addr]));
+    replace_by_rename(&path, &toml(&[("web", bind)], &[c.addr]));
     until_served_by(&client, addr, "c", "rename-replace to reload").await;
     assert_eq!(
         handle.last_reload().unwrap().trigger,
@@ -373,11 +374,14 @@ async fn rename_replace_and_symlink_swap_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_hears_ready_reloading_ready_and_stopping() {
     let a = BackendBuilder::new("a").start().await;
-    let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[a.addr]));
+    let path = write_file(
+        dir.path(),
+        "f.toml",
+        &toml(&[("web", any_port())], &[a.addr]),
+    );
     let notify = Notify::bind(dir.path());
-    let mut process = run_without_watch(&path, addr, &[notify.env()]);
+    let mut process = run_without_watch(&path, &[notify.env()]);
     let next = || notify.next();
     assert_eq!(next(), "READY=1\n");
     process.signal("HUP");
@@ -397,11 +401,12 @@ async fn systemd_hears_ready_reloading_ready_and_stopping() {
 async fn websocket_survives_ten_reloads() {
     let echo = WsEchoBackend::start().await;
     let extra = BackendBuilder::new("extra").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
-    let one = toml(&[("web", addr)], &[echo.addr]);
+    let one = toml(&[("web", bind)], &[echo.addr]);
     let path = write_file(dir.path(), "f.toml", &one);
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
@@ -412,7 +417,7 @@ async fn websocket_survives_ten_reloads() {
     for i in 0..10 {
         // Alternate: a backend added, then removed again (a listener-level no-op).
         let text = if i % 2 == 0 {
-            toml(&[("web", addr)], &[echo.addr, extra.addr])
+            toml(&[("web", bind)], &[echo.addr, extra.addr])
         } else {
             one.clone()
         };
@@ -438,9 +443,13 @@ async fn a_reload_during_shutdown_is_ignored() {
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[slow.addr]));
+    let path = write_file(
+        dir.path(),
+        "f.toml",
+        &toml(&[("web", any_port())], &[slow.addr]),
+    );
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
     let in_flight = tokio::spawn(async move { get_once(addr, "/").await });
     eventually(
@@ -463,8 +472,18 @@ async fn a_reload_during_shutdown_is_ignored() {
 
 #[test]
 fn dry_run_diff_names_exactly_what_changed() {
-    let (a, b, c) = (free_addr(), free_addr(), free_addr());
-    let (web, old_l, new_l) = (free_addr(), free_addr(), free_addr());
+    // `fulcrum check` binds and connects nothing: any distinct addresses do.
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let (a, b, c) = (
+        addr("192.0.2.1:80"),
+        addr("192.0.2.2:80"),
+        addr("192.0.2.3:80"),
+    );
+    let (web, old_l, new_l) = (
+        addr("127.0.0.1:8080"),
+        addr("127.0.0.1:8081"),
+        addr("127.0.0.1:8082"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let old = write_file(
         dir.path(),
@@ -688,11 +707,12 @@ async fn streaming_backend(chunks: usize) -> (SocketAddr, Arc<AtomicUsize>) {
 async fn a_streaming_response_survives_reloads() {
     let (stream, started) = streaming_backend(30).await;
     let other = BackendBuilder::new("other").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
-    let one = toml(&[("web", addr)], &[stream]);
+    let one = toml(&[("web", bind)], &[stream]);
     let path = write_file(dir.path(), "f.toml", &one);
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
     let body = tokio::spawn(async move { get_once(addr, "/stream").await });
     eventually(
@@ -704,7 +724,7 @@ async fn a_streaming_response_survives_reloads() {
     // Reload while the response streams (1.5 s): the stream's backend removed and re-added.
     for i in 0..6 {
         let text = if i % 2 == 0 {
-            toml(&[("web", addr)], &[other.addr])
+            toml(&[("web", bind)], &[other.addr])
         } else {
             one.clone()
         };
@@ -721,16 +741,15 @@ async fn a_streaming_response_survives_reloads() {
 
 #[test]
 fn systemd_watchdog_pings_at_half_the_interval() {
-    let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(
         dir.path(),
         "f.toml",
-        &toml(&[("web", addr)], &[free_addr()]),
+        &toml(&[("web", any_port())], &[refused_addr()]),
     );
     let notify = Notify::bind(dir.path());
     // WatchdogSec=400ms: a ping every 200 ms.
-    let _process = run_without_watch(&path, addr, &[notify.env(), ("WATCHDOG_USEC", "400000")]);
+    let _process = run_without_watch(&path, &[notify.env(), ("WATCHDOG_USEC", "400000")]);
     let started = Instant::now();
     let mut pings = 0;
     while pings < 3 {

@@ -1,9 +1,11 @@
 //! Starting Fulcrum: in-process through the library, or the real binary with a config file.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use fulcrum::config::Config;
@@ -22,7 +24,8 @@ pub fn refused_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// A free loopback port (bound and released), for configs that need a fixed port.
+/// A free loopback port (bound and released), for the few configs that must name their port
+/// before the process starts; everything else binds port 0 and reads the port back.
 pub fn free_addr() -> SocketAddr {
     refused_addr()
 }
@@ -126,33 +129,68 @@ pub fn accepts(addr: SocketAddr) -> bool {
 #[derive(Debug)]
 pub struct Process {
     pub child: Child,
+    /// The listeners' bound addresses, from the "fulcrum started" log line.
+    listeners: Vec<(String, SocketAddr)>,
+    /// Reads stderr until the process closes it; yields all of it.
+    reader: Option<JoinHandle<String>>,
+    stderr: String,
 }
 
+/// How long the binary may take to log that it started.
+const START_LIMIT: Duration = Duration::from_secs(10);
+
 impl Process {
-    /// Spawns `fulcrum ARGS` and waits (bounded) until `ready` accepts connections.
-    pub fn spawn(args: &[&str], ready: SocketAddr) -> Process {
-        let child = Command::new(binary())
+    /// Spawns `fulcrum ARGS` and waits (bounded) until it logs "fulcrum started".
+    pub fn spawn(args: &[&str]) -> Process {
+        Process::spawn_with_env(args, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut child = Command::new(binary())
             .args(args)
+            // The readiness signal is an info line: make sure it is logged.
+            .env("FULCRUM_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut p = Process { child };
-        let what = format!("fulcrum to accept connections on {ready}");
-        eventually_blocking(Duration::from_secs(10), &what, || {
-            if let Some(status) = p.child.try_wait().unwrap() {
+        let stderr = child.stderr.take().unwrap();
+        let (started, on_start) = mpsc::channel();
+        let reader = std::thread::spawn(move || read_stderr(stderr, &started));
+        let mut p = Process {
+            child,
+            listeners: Vec::new(),
+            reader: Some(reader),
+            stderr: String::new(),
+        };
+        match on_start.recv_timeout(START_LIMIT) {
+            Ok(listeners) => p.listeners = listeners,
+            Err(e) => {
+                // Stopped (or never started): its stderr says why.
+                let _ = p.child.kill();
+                let status = p.child.wait().ok();
                 let stderr = p.stderr();
-                panic!("fulcrum exited ({status}) before accepting on {ready}: {stderr}");
+                panic!("fulcrum {args:?} did not start within {START_LIMIT:?} ({e}; exit {status:?}): {stderr}");
             }
-            accepts(ready)
-        });
+        }
         p
     }
 
-    /// `fulcrum run -c PATH`, ready when `ready` accepts connections.
-    pub fn run(config: &Path, ready: SocketAddr) -> Process {
-        Process::spawn(&["run", "-c", config.to_str().unwrap()], ready)
+    /// `fulcrum run -c PATH`, once started.
+    pub fn run(config: &Path) -> Process {
+        Process::spawn(&["run", "-c", config.to_str().unwrap()])
+    }
+
+    /// Where the listener `name` was bound at start (the real port for a `:0` bind).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {name:?} in {:?}", self.listeners))
     }
 
     pub fn pid(&self) -> u32 {
@@ -175,16 +213,66 @@ impl Process {
         eventually_blocking(within, "fulcrum to exit", || self.child.try_wait().unwrap())
     }
 
-    /// What the process wrote to stderr (complete only after it exited).
+    /// What the process wrote to stderr (all of it once it exited, "" before).
     pub fn stderr(&mut self) -> String {
-        let mut s = String::new();
         if self.child.try_wait().ok().flatten().is_some() {
-            if let Some(mut e) = self.child.stderr.take() {
-                let _ = e.read_to_string(&mut s);
+            if let Some(reader) = self.reader.take() {
+                self.stderr = reader.join().unwrap_or_default();
             }
         }
-        s
+        self.stderr.clone()
     }
+}
+
+/// Collects `stderr`; at the "fulcrum started" line, sends the listeners it names.
+fn read_stderr(stderr: ChildStderr, started: &mpsc::Sender<Vec<(String, SocketAddr)>>) -> String {
+    let mut all = String::new();
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    let mut sent = false;
+    while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+        let text = strip_ansi(&String::from_utf8_lossy(&line));
+        if !sent && text.contains("fulcrum started") {
+            sent = true;
+            let _ = started.send(started_listeners(&text));
+        }
+        all.push_str(&text);
+        line.clear();
+    }
+    all
+}
+
+/// The `listeners=[("web", 127.0.0.1:41234), ...]` field of the "fulcrum started" line.
+fn started_listeners(line: &str) -> Vec<(String, SocketAddr)> {
+    let field = line.split_once("listeners=").map_or("", |(_, rest)| rest);
+    field
+        .split("(\"")
+        .skip(1)
+        .filter_map(|entry| {
+            let (name, rest) = entry.split_once("\", ")?;
+            let addr = rest.split(')').next()?.parse().ok()?;
+            Some((name.to_string(), addr))
+        })
+        .collect()
+}
+
+/// `text` without terminal colour sequences (the log is coloured even into a pipe).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters... final letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Process {
