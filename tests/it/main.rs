@@ -16,7 +16,6 @@ mod admin;
 mod balance;
 mod cli;
 mod errors;
-mod failover;
 mod hash;
 mod headers;
 mod health;

@@ -16,7 +16,7 @@ use crate::support::backend::{BackendBuilder, WsEchoBackend};
 use crate::support::client::{get, get_once, http1, HttpClient};
 use crate::support::eventually;
 use crate::support::proxy::{
-    accepts, any_port, free_addr, refused_addr, run_cli, write_file, Process,
+    accepts, any_port, free_addr, refused_addr, run_cli, toml_text as toml, write_file, Process,
 };
 
 /// How long a reload may take to show in the answers.
@@ -29,26 +29,6 @@ async fn until_served_by(client: &HttpClient, addr: SocketAddr, want: &str, what
         get(client, addr, "/").await.backend() == want
     })
     .await;
-}
-
-/// A config with `listeners` (name, bind), all defaulting to pool "p" over `backends`.
-fn toml(listeners: &[(&str, SocketAddr)], backends: &[SocketAddr]) -> String {
-    let mut s =
-        String::from("[global]\naccess_log = \"off\"\nworkers = 2\nshutdown_grace = \"5s\"\n");
-    for (name, bind) in listeners {
-        s += &format!(
-            "\n[[listener]]\nname = \"{name}\"\nbind = \"{bind}\"\nprotocol = \"http\"\npool = \"p\"\n"
-        );
-    }
-    let list: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ address = \"{a}\", weight = 1 }}"))
-        .collect();
-    s += &format!(
-        "\n[[pool]]\nname = \"p\"\nbackends = [{}]\n",
-        list.join(", ")
-    );
-    s
 }
 
 /// Replaces `path` by writing a sibling and renaming it over (what most editors and tools do).
@@ -524,150 +504,6 @@ fn dry_run_diff_names_exactly_what_changed() {
     ]);
     assert!(status.success());
     assert!(out.ends_with("no changes\n"), "{out}");
-}
-
-/// 8 keep-alive clients hammer `addr` for `secs`; returns (failed requests, all latencies).
-async fn load(addr: SocketAddr, secs: u64) -> (usize, Vec<Duration>) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        tasks.push(tokio::spawn(async move {
-            let client = http1();
-            let (mut failed, mut lat) = (0usize, Vec::new());
-            while Instant::now() < until {
-                let req = http::Request::get(format!("http://{addr}/"))
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .unwrap();
-                let started = Instant::now();
-                let ok = match client.request(req).await {
-                    Ok(resp) => {
-                        let ok = resp.status() == 200;
-                        ok && http_body_util::BodyExt::collect(resp.into_body())
-                            .await
-                            .is_ok()
-                    }
-                    Err(_) => false,
-                };
-                lat.push(started.elapsed());
-                failed += usize::from(!ok);
-            }
-            (failed, lat)
-        }));
-    }
-    let (mut failed, mut all) = (0, Vec::new());
-    for t in tasks {
-        let (f, l) = t.await.unwrap();
-        failed += f;
-        all.extend(l);
-    }
-    all.sort();
-    (failed, all)
-}
-
-fn p99(sorted: &[Duration]) -> Duration {
-    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// The closing-note figures. Release build, alone:
-/// `cargo test --release --test it reload::figures -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn figures() {
-    let a = BackendBuilder::new("a").start().await;
-    let b = BackendBuilder::new("b").start().await;
-    let addr = free_addr();
-    let dir = tempfile::tempdir().unwrap();
-    let one = toml(&[("web", addr)], &[a.addr]);
-    let two = toml(&[("web", addr)], &[a.addr, b.addr]);
-    let path = write_file(dir.path(), "f.toml", &one);
-    let handle = start_watching(&path);
-    let reloader = handle.reloader();
-
-    // 0. RSS (first, while the heap holds nothing of the load below) after 1,000 reloads vs after the first.
-    std::fs::write(&path, &one).unwrap();
-    reload(&reloader).await.unwrap();
-    let first = rss_kib();
-    for i in 0..1000 {
-        std::fs::write(&path, if i % 2 == 0 { &two } else { &one }).unwrap();
-        reload(&reloader).await.unwrap();
-    }
-    let after = rss_kib();
-    println!(
-        "RSS after the first reload {first} KiB, after 1,000 more {after} KiB ({:+.1}%)",
-        (after as f64 - first as f64) * 100.0 / first as f64
-    );
-
-    // 1. Load without, then with 20 reloads (one every 0.5 s, alternately adding/removing b).
-    let (failed0, lat0) = load(addr, 10).await;
-    let l = tokio::spawn(load(addr, 10));
-    for i in 0..20 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        std::fs::write(&path, if i % 2 == 0 { &two } else { &one }).unwrap();
-        reload(&reloader).await.unwrap();
-    }
-    let (failed1, lat1) = l.await.unwrap();
-    println!(
-        "load 10 s x 8 conns: without reloads {} req, {failed0} failed, p99 {:?}; with 20 reloads {} req, {failed1} failed, p99 {:?} (ratio {:.2})",
-        lat0.len(),
-        p99(&lat0),
-        lat1.len(),
-        p99(&lat1),
-        p99(&lat1).as_secs_f64() / p99(&lat0).as_secs_f64()
-    );
-
-    // 2. File write -> new config serving (through the watcher: debounce + reload).
-    let client = http1();
-    let mut samples = Vec::new();
-    for i in 0..6 {
-        let (text, want) = if i % 2 == 0 { (&two, "b") } else { (&one, "a") };
-        if want == "a" {
-            std::fs::write(&path, text).unwrap();
-            let w = Instant::now();
-            // Only a serves once b is gone: wait until 20 answers in a row are a.
-            let mut in_a_row = 0;
-            while in_a_row < 20 && w.elapsed() < Duration::from_secs(5) {
-                if get(&client, addr, "/").await.backend() == "a" {
-                    in_a_row += 1;
-                } else {
-                    in_a_row = 0;
-                }
-            }
-            continue;
-        }
-        std::fs::write(&path, text).unwrap();
-        let w = Instant::now();
-        while get(&client, addr, "/").await.backend() != want
-            && w.elapsed() < Duration::from_secs(5)
-        {}
-        samples.push(w.elapsed());
-    }
-    println!("file write -> new backend serving: {samples:?}");
-
-    // 3. Reload time of a 10,000-backend config.
-    let big = |extra: u8| {
-        let mut addrs: Vec<SocketAddr> = (0..10_000u32)
-            .map(|i| SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8 + 1], 80)))
-            .collect();
-        addrs[0] = SocketAddr::from(([10, 2, 0, extra], 80));
-        toml(&[("web", addr)], &addrs)
-    };
-    let mut took = Vec::new();
-    for i in 0..6u8 {
-        std::fs::write(&path, big(i + 1)).unwrap();
-        took.push(reload(&reloader).await.unwrap().took);
-    }
-    took.sort();
-    println!(
-        "10,000-backend reload (read+parse+validate+build+swap): median {:?}, max {:?}",
-        took[took.len() / 2],
-        took[took.len() - 1]
-    );
 }
 
 /// A backend that answers every request with a chunked body of `chunks` chunks, one every 50 ms.

@@ -113,6 +113,27 @@ pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// A config file's text: `listeners` (name, bind), all with the default pool "p" over
+/// `backends`; no access log, two workers, a 5 s shutdown grace.
+pub fn toml_text(listeners: &[(&str, SocketAddr)], backends: &[SocketAddr]) -> String {
+    let mut s =
+        String::from("[global]\naccess_log = \"off\"\nworkers = 2\nshutdown_grace = \"5s\"\n");
+    for (name, bind) in listeners {
+        s += &format!(
+            "\n[[listener]]\nname = \"{name}\"\nbind = \"{bind}\"\nprotocol = \"http\"\npool = \"p\"\n"
+        );
+    }
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\", weight = 1 }}"))
+        .collect();
+    s += &format!(
+        "\n[[pool]]\nname = \"p\"\nbackends = [{}]\n",
+        list.join(", ")
+    );
+    s
+}
+
 /// Writes `text` to `dir/name` and returns the path.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
