@@ -1,4 +1,5 @@
-//! The real binary: graceful shutdown on SIGTERM with a request in flight; `fulcrum demo`.
+//! Lifecycle: graceful shutdown with a request in flight (the binary on SIGTERM, the library's
+//! `shutdown`), `fulcrum demo`, the connection limit across workers, the access log.
 
 use std::time::{Duration, Instant};
 
