@@ -103,7 +103,7 @@ fn repository_example_config_passes_check() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/fulcrum.toml");
     assert!(
         std::path::Path::new(path).exists(),
-        "{path} is missing (DESIGN.md section 3 lists config/fulcrum.toml)"
+        "{path} is missing (the repository ships its reference config there)"
     );
     let (status, stdout, stderr) = run_cli(&["check", "-c", path]);
     assert_eq!(status.code(), Some(0), "{stderr}");

@@ -6,8 +6,8 @@ use fulcrum::config::PoolConfig;
 
 use crate::support::backend::BackendBuilder;
 use crate::support::client::{get_once, raw_exchange, status_line};
+use crate::support::eventually;
 use crate::support::proxy::{backend, config, listener, pool, refused_addr, Proxy};
-use crate::support::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_gateway_when_every_backend_refuses() {
@@ -101,7 +101,12 @@ async fn body_over_listener_limit_gets_413_and_is_not_forwarded() {
         status_line(&response).starts_with("HTTP/1.1 200"),
         "{response}"
     );
-    assert!(wait_until(Duration::from_secs(5), || b.count() >= 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the backend to get the request",
+        || async { b.count() >= 1 },
+    )
+    .await;
     let seen = b.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].method, "POST");

@@ -14,10 +14,8 @@ use fulcrum::config::{BalanceKind, HashKey, PoolConfig};
 
 use crate::support::backend::{BackendBuilder, TestBackend};
 use crate::support::client::{get, http1, send, HttpClient, Reply};
-use crate::support::proxy::{
-    accepts, backend, config, free_addr, listener, write_file, Process, Proxy,
-};
-use crate::support::wait_until;
+use crate::support::eventually;
+use crate::support::proxy::{accepts, backend, config, listener, write_file, Process, Proxy};
 
 async fn backends(names: &[&str]) -> Vec<TestBackend> {
     let mut out = Vec::new();
@@ -84,20 +82,20 @@ async fn two_instances_agree_on_every_key() {
     // Instance 1: the library, in this process.
     let one = Proxy::start(config(listener(), vec![hash_pool(&addrs)]));
     // Instance 2: the binary, another process, from the same pool written as a file.
-    let bind = free_addr();
     let list: Vec<String> = addrs
         .iter()
         .map(|a| format!("{{ address = \"{a}\" }}"))
         .collect();
     let text = format!(
-        "[global]\naccess_log = \"off\"\n\n[[listener]]\nname = \"web\"\nbind = \"{bind}\"\npool = \"cache\"\n\n[[pool]]\nname = \"cache\"\nbalance = \"consistent_hash\"\nhash_key = \"header:x-user-id\"\nbackends = [{}]\n",
+        "[global]\naccess_log = \"off\"\n\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"cache\"\n\n[[pool]]\nname = \"cache\"\nbalance = \"consistent_hash\"\nhash_key = \"header:x-user-id\"\nbackends = [{}]\n",
         list.join(", ")
     );
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "fulcrum.toml", &text);
-    let _two = tokio::task::spawn_blocking(move || Process::run(&path, bind))
+    let two = tokio::task::spawn_blocking(move || Process::run(&path))
         .await
         .unwrap();
+    let bind = two.addr("web");
 
     let client = http1();
     let mut per_backend: HashMap<String, usize> = HashMap::new();
@@ -160,7 +158,12 @@ async fn sticky_cookie_keeps_a_client_until_its_backend_dies() {
     let dead_addr = dead.addr;
     assert_cookies_clean(&dead);
     drop(dead);
-    assert!(wait_until(Duration::from_secs(5), || !accepts(dead_addr)).await);
+    eventually(
+        Duration::from_secs(5),
+        "the dead backend to stop accepting",
+        || async { !accepts(dead_addr) },
+    )
+    .await;
     let moved = get_with(&client, proxy.addr, &[("cookie", &header)]).await;
     assert_eq!(moved.status, 200);
     let new_home = moved.backend();

@@ -9,9 +9,9 @@ use fulcrum::config::{HealthConfig, PoolConfig, PoolId};
 use fulcrum::health::status::BackendStatus;
 
 use crate::support::client::{get, http1};
+use crate::support::eventually;
 use crate::support::flip::{FlipBackend, RoleServer};
 use crate::support::proxy::{backend, config, listener, Proxy};
-use crate::support::wait_until;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -59,7 +59,10 @@ async fn http_check_marks_down_on_500_and_up_on_recovery() {
     assert!(status(&proxy, b.addr).healthy, "fresh backends start up");
 
     b.set_health(500);
-    assert!(wait_until(WAIT, || !status(&proxy, b.addr).healthy).await);
+    eventually(WAIT, "b marked down", || async {
+        !status(&proxy, b.addr).healthy
+    })
+    .await;
     assert_eq!(reason(&proxy, b.addr), "down: 1 checks failed: status 500");
     let client = http1();
     let before = b.hits();
@@ -70,7 +73,10 @@ async fn http_check_marks_down_on_500_and_up_on_recovery() {
     assert_eq!(b.hits(), before, "a down backend gets no traffic");
 
     b.set_health(204);
-    assert!(wait_until(WAIT, || status(&proxy, b.addr).healthy).await);
+    eventually(WAIT, "b marked up", || async {
+        status(&proxy, b.addr).healthy
+    })
+    .await;
     assert_eq!(reason(&proxy, b.addr), "up: 1 checks passed");
     for i in 0..10 {
         assert_eq!(get(&client, proxy.addr, &format!("/{i}")).await.status, 200);
@@ -96,13 +102,19 @@ async fn tcp_send_expect_on_a_side_port_follows_the_role() {
     let proxy = Proxy::start(config(listener(), vec![pool]));
 
     role.set_master(false);
-    assert!(wait_until(WAIT, || !status(&proxy, a.addr).healthy).await);
+    eventually(WAIT, "a marked down", || async {
+        !status(&proxy, a.addr).healthy
+    })
+    .await;
     assert_eq!(
         reason(&proxy, a.addr),
         "down: 1 checks failed: reply does not contain \"role:master\" within 500ms"
     );
     role.set_master(true);
-    assert!(wait_until(WAIT, || status(&proxy, a.addr).healthy).await);
+    eventually(WAIT, "a marked up", || async {
+        status(&proxy, a.addr).healthy
+    })
+    .await;
     assert_eq!(reason(&proxy, a.addr), "up: 2 checks passed");
 }
 
@@ -117,21 +129,28 @@ async fn a_killed_backend_is_removed_without_failed_requests() {
     let client = http1();
 
     b.kill();
-    let deadline = Instant::now() + WAIT;
+    // Traffic until the checks mark b down; every request of it succeeds.
     let mut i = 0;
-    while status(&proxy, b.addr).healthy {
-        assert!(Instant::now() < deadline, "never marked down");
+    eventually(WAIT, "b marked down", async || {
+        if !status(&proxy, b.addr).healthy {
+            return true;
+        }
         let r = get(&client, proxy.addr, &format!("/{i}")).await;
         assert_eq!(r.status, 200, "request {i} failed while b was dying");
         i += 1;
-    }
+        false
+    })
+    .await;
     assert_eq!(
         reason(&proxy, b.addr),
         "down: 1 checks failed: connect refused"
     );
 
     b.restart().await;
-    assert!(wait_until(WAIT, || status(&proxy, b.addr).healthy).await);
+    eventually(WAIT, "b marked up", || async {
+        status(&proxy, b.addr).healthy
+    })
+    .await;
     for i in 0..9 {
         assert_eq!(get(&client, proxy.addr, &format!("/{i}")).await.status, 200);
     }
@@ -172,7 +191,10 @@ async fn passive_ejection_and_its_expiry() {
     }
 
     b.set_fail(false);
-    assert!(wait_until(WAIT, || !status(&proxy, b.addr).ejected).await);
+    eventually(WAIT, "b's ejection to end", || async {
+        !status(&proxy, b.addr).ejected
+    })
+    .await;
     let hits_after = hits;
     for i in 0..10 {
         assert_eq!(get(&client, proxy.addr, &format!("/{i}")).await.status, 200);
@@ -261,18 +283,27 @@ async fn backup_pool_serves_then_503_when_both_are_down() {
 
     assert_eq!(get(&client, proxy.addr, "/").await.backend(), "a");
     a.set_health(503);
-    assert!(wait_until(WAIT, || !status(&proxy, a.addr).healthy).await);
+    eventually(WAIT, "a marked down", || async {
+        !status(&proxy, a.addr).healthy
+    })
+    .await;
     let r = get(&client, proxy.addr, "/").await;
     assert_eq!((r.status.as_u16(), r.backend()), (200, "origin".into()));
 
     o.set_health(500);
-    assert!(wait_until(WAIT, || !status(&proxy, o.addr).healthy).await);
+    eventually(WAIT, "origin marked down", || async {
+        !status(&proxy, o.addr).healthy
+    })
+    .await;
     let r = get(&client, proxy.addr, "/").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.headers.get("retry-after").unwrap(), "1");
 
     a.set_health(200);
-    assert!(wait_until(WAIT, || status(&proxy, a.addr).healthy).await);
+    eventually(WAIT, "a marked up", || async {
+        status(&proxy, a.addr).healthy
+    })
+    .await;
     assert_eq!(get(&client, proxy.addr, "/").await.backend(), "a");
 }
 
@@ -287,9 +318,15 @@ async fn slow_start_ramps_a_returning_backends_share() {
     let client = http1();
 
     b.set_health(500);
-    assert!(wait_until(WAIT, || !status(&proxy, b.addr).healthy).await);
+    eventually(WAIT, "b marked down", || async {
+        !status(&proxy, b.addr).healthy
+    })
+    .await;
     b.set_health(200);
-    assert!(wait_until(WAIT, || status(&proxy, b.addr).healthy).await);
+    eventually(WAIT, "b marked up", || async {
+        status(&proxy, b.addr).healthy
+    })
+    .await;
     let back = Instant::now();
     let (mut early, mut late) = ((0, 0), (0, 0));
     let mut i = 0;
@@ -329,12 +366,10 @@ async fn fail_open_serves_when_everything_is_down() {
     let proxy = Proxy::start(config(listener(), vec![pool]));
     a.set_health(500);
     b.set_health(500);
-    assert!(
-        wait_until(WAIT, || {
-            !status(&proxy, a.addr).healthy && !status(&proxy, b.addr).healthy
-        })
-        .await
-    );
+    eventually(WAIT, "a and b marked down", || async {
+        !status(&proxy, a.addr).healthy && !status(&proxy, b.addr).healthy
+    })
+    .await;
     let client = http1();
     for i in 0..4 {
         assert_eq!(get(&client, proxy.addr, &format!("/{i}")).await.status, 200);
@@ -346,7 +381,10 @@ async fn fail_open_serves_when_everything_is_down() {
     );
 
     a.set_health(200);
-    assert!(wait_until(WAIT, || status(&proxy, a.addr).healthy).await);
+    eventually(WAIT, "a marked up", || async {
+        status(&proxy, a.addr).healthy
+    })
+    .await;
     assert_eq!(get(&client, proxy.addr, "/").await.backend(), "a");
     assert!(!proxy.handle.as_ref().unwrap().status()[0].fail_open_active);
 }

@@ -1,11 +1,12 @@
-//! The real binary: graceful shutdown on SIGTERM with a request in flight; `fulcrum demo`.
+//! Lifecycle: graceful shutdown with a request in flight (the binary on SIGTERM, the library's
+//! `shutdown`), `fulcrum demo`, the connection limit across workers, the access log.
 
 use std::time::{Duration, Instant};
 
 use crate::support::backend::BackendBuilder;
 use crate::support::client::{get, get_once, http1};
-use crate::support::proxy::{accepts, free_addr, write_file, Process, Proxy};
-use crate::support::wait_until;
+use crate::support::eventually;
+use crate::support::proxy::{accepts, write_file, Process, Proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_request_finishes_across_sigterm() {
@@ -13,7 +14,6 @@ async fn in_flight_request_finishes_across_sigterm() {
         .delay(Duration::from_secs(1))
         .start()
         .await;
-    let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(
         dir.path(),
@@ -25,7 +25,7 @@ shutdown_grace = "5s"
 
 [[listener]]
 name = "web"
-bind = "{addr}"
+bind = "127.0.0.1:0"
 protocol = "http"
 pool = "slow"
 
@@ -36,15 +36,18 @@ backends = [{{ address = "{}", weight = 1 }}]
             slow.addr
         ),
     );
-    let mut process = tokio::task::spawn_blocking(move || Process::run(&path, addr))
+    let mut process = tokio::task::spawn_blocking(move || Process::run(&path))
         .await
         .unwrap();
+    let addr = process.addr("web");
 
     let request = tokio::spawn(async move { get_once(addr, "/in-flight").await });
-    assert!(
-        wait_until(Duration::from_secs(5), || slow.count() == 1).await,
-        "the backend never got the request"
-    );
+    eventually(
+        Duration::from_secs(5),
+        "the backend to get the request",
+        || async { slow.count() == 1 },
+    )
+    .await;
     process.signal("TERM");
     let sent_term = Instant::now();
 
@@ -57,9 +60,8 @@ backends = [{{ address = "{}", weight = 1 }}]
         (status, process)
     })
     .await
-    .unwrap();
+    .expect("fulcrum exits after SIGTERM");
     let stderr = process.stderr();
-    let status = status.expect("fulcrum did not exit after SIGTERM");
     assert!(status.success(), "exit status {status:?}: {stderr}");
     assert!(
         sent_term.elapsed() < Duration::from_secs(5),
@@ -71,12 +73,12 @@ backends = [{{ address = "{}", weight = 1 }}]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_answers_and_stops_on_sigint() {
-    let addr = free_addr();
-    let listen = addr.to_string();
-    let mut process =
-        tokio::task::spawn_blocking(move || Process::spawn(&["demo", "--listen", &listen], addr))
-            .await
-            .unwrap();
+    // Both on port 0: the demo's default admin port may be taken by another test or a demo.
+    let args = ["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+    let mut process = tokio::task::spawn_blocking(move || Process::spawn(&args))
+        .await
+        .unwrap();
+    let addr = process.addr("demo");
     {
         let client = http1();
         for _ in 0..2 {
@@ -92,8 +94,7 @@ async fn demo_answers_and_stops_on_sigint() {
         (status, process)
     })
     .await
-    .unwrap();
-    let status = status.expect("demo did not exit after SIGINT");
+    .expect("the demo exits after SIGINT");
     assert!(
         status.success(),
         "exit status {status:?}: {}",
@@ -110,7 +111,12 @@ async fn library_shutdown_lets_in_flight_request_finish() {
     let proxy = Proxy::simple(&[slow.addr]);
     let addr = proxy.addr;
     let request = tokio::spawn(async move { get_once(addr, "/in-flight").await });
-    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the slow backend to get the request",
+        || async { slow.count() == 1 },
+    )
+    .await;
     let started = Instant::now();
     proxy.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(2), "grace is 2 s");
@@ -163,7 +169,12 @@ async fn max_connections_is_enforced_across_workers() {
 
     // A slot frees up when a client leaves.
     drop(first);
-    assert!(wait_until(Duration::from_secs(5), || handle.open_connections() == 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the proxy to see the first connection close",
+        || async { handle.open_connections() == 1 },
+    )
+    .await;
     let mut fourth = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     assert!(exchange(&mut fourth).await.starts_with("HTTP/1.1 200"));
 }
@@ -187,11 +198,15 @@ async fn access_log_has_one_line_per_request_with_pool_and_backend() {
         );
     }
     let read = || std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        wait_until(Duration::from_secs(5), || read().lines().count() == 3).await,
-        "log: {}",
-        read()
-    );
+    eventually(Duration::from_secs(5), "3 access log lines", || async {
+        let log = read();
+        if log.lines().count() == 3 {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
     let log = read();
     for (i, line) in log.lines().enumerate() {
         assert!(line.starts_with("127.0.0.1 - - ["), "{line}");

@@ -8,8 +8,8 @@ use tokio::net::TcpStream;
 
 use crate::support::backend::RawBackend;
 use crate::support::client::{get_once, raw_exchange, status_line};
+use crate::support::eventually;
 use crate::support::proxy::{config, listener, pool, Proxy};
-use crate::support::wait_until;
 
 const MALFORMED: &[(&str, &str)] = &[
     (
@@ -62,12 +62,12 @@ async fn assert_refused_and_not_forwarded(requests: &[(&str, &str)]) {
     // One valid request on a fresh connection; once the backend has it, it must be all it got.
     let r = get_once(proxy.addr, "/after-malformed").await;
     assert_eq!(r.status, 200);
-    assert!(
-        wait_until(Duration::from_secs(5), || raw
-            .received()
-            .contains("/after-malformed"))
-        .await
-    );
+    eventually(
+        Duration::from_secs(5),
+        "the backend to receive the valid request",
+        || async { raw.received().contains("/after-malformed") },
+    )
+    .await;
     let received = raw.received();
     assert!(
         received.starts_with("GET /after-malformed HTTP/1.1\r\n"),

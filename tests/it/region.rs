@@ -4,12 +4,11 @@
 //! weight; `X-Forwarded-For` is believed from trusted proxies only; a country database maps a
 //! public address to its region; a PROXY header is believed from trusted peers only.
 //!
-//! The mmdb test needs `@ip-location-db/geo-whois-asn-country-mmdb` (CC0), fetched by `.ci/run`
-//! with `npm pack` into `target/test-data/geo-whois-asn-country.mmdb` (or set
-//! `FULCRUM_TEST_MMDB`). When the file is absent the test is skipped with a loud message.
+//! The mmdb test needs `@ip-location-db/geo-whois-asn-country-mmdb` (CC0), fetched by
+//! `.ci/fetch-test-data` with `npm pack` into `target/test-data/geo-whois-asn-country.mmdb` (or
+//! set `FULCRUM_TEST_MMDB`); without it the test skips (`support::require`).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,6 +22,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::flip::FlipBackend;
 use crate::support::proxy::{config, listener, Config, Proxy};
+use crate::support::{eventually, require};
 
 /// A TCP connection to `proxy` from `source` (any 127/8 address).
 async fn connect_from(source: &str, proxy: SocketAddr) -> TcpStream {
@@ -180,18 +180,16 @@ async fn clients_use_their_region_fail_over_and_return() {
         b.restart().await;
     }
     let restarted = Instant::now();
-    loop {
-        let (s, b) = ce.get(&[]).await;
-        assert_eq!(s, 200, "{b}");
-        if b.starts_with("east-") {
-            break;
-        }
-        assert!(
-            restarted.elapsed() < Duration::from_secs(10),
-            "us-east clients never returned"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "us-east clients to return to us-east",
+        async || {
+            let (s, b) = ce.get(&[]).await;
+            assert_eq!(s, 200, "{b}");
+            b.starts_with("east-")
+        },
+    )
+    .await;
     eprintln!(
         "region recovery: us-east clients back {:.0} ms after the restart",
         restarted.elapsed().as_secs_f64() * 1000.0
@@ -258,28 +256,11 @@ async fn forwarded_for_is_believed_from_trusted_proxies_only() {
     assert_eq!((s.as_u16(), b.as_str()), (200, "east"));
 }
 
-/// The test database: `FULCRUM_TEST_MMDB`, else `target/test-data/geo-whois-asn-country.mmdb`.
-fn test_mmdb() -> Option<PathBuf> {
-    let path = std::env::var_os("FULCRUM_TEST_MMDB").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("target/test-data/geo-whois-asn-country.mmdb")
-        },
-        PathBuf::from,
-    );
-    if path.is_file() {
-        return Some(path);
-    }
-    eprintln!(
-        "\n\n!!!!! SKIPPED: no country database at {}.\n!!!!! Fetch it with: .ci/fetch-test-data (npm pack @ip-location-db/geo-whois-asn-country-mmdb)\n\n",
-        path.display()
-    );
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn country_database_maps_public_addresses_to_regions() {
-    let Some(mmdb) = test_mmdb() else { return };
+    let Some(mmdb) = require("country database") else {
+        return;
+    };
     let mut us_region = region("us", &[], &[]);
     us_region.countries = vec!["US".into()];
     let mut de_region = region("de", &[], &[]);

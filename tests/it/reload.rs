@@ -13,28 +13,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::backend::{BackendBuilder, WsEchoBackend};
-use crate::support::client::{get, get_once, http1};
-use crate::support::proxy::{accepts, binary, free_addr, run_cli, write_file, Process};
-use crate::support::wait_until;
+use crate::support::client::{get, get_once, http1, HttpClient};
+use crate::support::eventually;
+use crate::support::proxy::{
+    accepts, any_port, free_addr, refused_addr, run_cli, toml_text as toml, write_file, Process,
+};
 
-/// A config with `listeners` (name, bind), all defaulting to pool "p" over `backends`.
-fn toml(listeners: &[(&str, SocketAddr)], backends: &[SocketAddr]) -> String {
-    let mut s =
-        String::from("[global]\naccess_log = \"off\"\nworkers = 2\nshutdown_grace = \"5s\"\n");
-    for (name, bind) in listeners {
-        s += &format!(
-            "\n[[listener]]\nname = \"{name}\"\nbind = \"{bind}\"\nprotocol = \"http\"\npool = \"p\"\n"
-        );
-    }
-    let list: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ address = \"{a}\", weight = 1 }}"))
-        .collect();
-    s += &format!(
-        "\n[[pool]]\nname = \"p\"\nbackends = [{}]\n",
-        list.join(", ")
-    );
-    s
+/// How long a reload may take to show in the answers.
+const RELOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends requests to `addr` on `client` until `want` answers one; panics naming `what` after
+/// [`RELOAD_WAIT`].
+async fn until_served_by(client: &HttpClient, addr: SocketAddr, want: &str, what: &str) {
+    eventually(RELOAD_WAIT, what, || async {
+        get(client, addr, "/").await.backend() == want
+    })
+    .await;
 }
 
 /// Replaces `path` by writing a sibling and renaming it over (what most editors and tools do).
@@ -66,56 +60,37 @@ async fn reload(
         .unwrap()
 }
 
-/// `fulcrum run` without the file watcher, so only SIGHUP can reload it.
-fn run_without_watch(path: &Path, ready: SocketAddr, env: &[(&str, &str)]) -> Process {
-    let mut cmd = std::process::Command::new(binary());
-    cmd.args(["run", "-c", path.to_str().unwrap()])
-        .env("FULCRUM_WATCH", "0")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let p = Process { child };
-    assert!(
-        crate::support::wait_until_blocking(Duration::from_secs(10), || accepts(ready)),
-        "fulcrum not ready on {ready}"
-    );
-    p
+/// `fulcrum run` without the file watcher, so only SIGHUP can reload it; returns once started.
+fn run_without_watch(path: &Path, env: &[(&str, &str)]) -> Process {
+    let mut all = vec![("FULCRUM_WATCH", "0")];
+    all.extend_from_slice(env);
+    Process::spawn_with_env(&["run", "-c", path.to_str().unwrap()], &all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_added_to_the_file_gets_traffic_within_a_second() {
     let a = BackendBuilder::new("a").start().await;
     let b = BackendBuilder::new("b").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(
         dir.path(),
         "fulcrum.toml",
-        &toml(&[("web", addr)], &[a.addr]),
+        &toml(&[("web", bind)], &[a.addr]),
     );
     let p = path.clone();
-    let _process = tokio::task::spawn_blocking(move || Process::run(&p, addr))
+    let process = tokio::task::spawn_blocking(move || Process::run(&p))
         .await
         .unwrap();
+    let addr = process.addr("web");
     let client = http1();
     assert_eq!(get(&client, addr, "/").await.backend(), "a");
 
     // Written in place, as `echo > file` or an editor without backup copies does.
-    std::fs::write(&path, toml(&[("web", addr)], &[a.addr, b.addr])).unwrap();
+    std::fs::write(&path, toml(&[("web", bind)], &[a.addr, b.addr])).unwrap();
     let written = Instant::now();
-    let mut served_by_b = None;
-    while written.elapsed() < Duration::from_secs(3) {
-        if get(&client, addr, "/").await.backend() == "b" {
-            served_by_b = Some(written.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let took = served_by_b.expect("the added backend never got traffic");
+    until_served_by(&client, addr, "b", "the added backend to get traffic").await;
+    let took = written.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
@@ -127,15 +102,21 @@ async fn removed_backend_finishes_its_in_flight_request_and_gets_no_new_one() {
         .await;
     let fast = BackendBuilder::new("fast").start().await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[slow.addr]));
+    let bind = any_port();
+    let path = write_file(dir.path(), "f.toml", &toml(&[("web", bind)], &[slow.addr]));
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
 
     let in_flight = tokio::spawn(async move { get_once(addr, "/slow").await });
-    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the slow backend to get the request",
+        || async { slow.count() == 1 },
+    )
+    .await;
 
-    std::fs::write(&path, toml(&[("web", addr)], &[fast.addr])).unwrap();
+    std::fs::write(&path, toml(&[("web", bind)], &[fast.addr])).unwrap();
     reload(&reloader).await.unwrap();
     let client = http1();
     for _ in 0..6 {
@@ -150,14 +131,20 @@ async fn removed_backend_finishes_its_in_flight_request_and_gets_no_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_and_removes_listeners_and_keeps_the_others() {
     let a = BackendBuilder::new("a").start().await;
-    let (keep, old, new) = (free_addr(), free_addr(), free_addr());
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(
         dir.path(),
         "f.toml",
-        &toml(&[("keep", keep), ("old", old)], &[a.addr]),
+        &toml(&[("keep", bind), ("old", bind)], &[a.addr]),
     );
     let handle = start(&path);
+    let keep = handle.listener_addr("keep").unwrap();
+    let old = handle.listener_addr("old").unwrap();
+    // The added listener's port is named in the file: the test checks it is not bound before
+    // the reload (nor by the dry run), so it cannot be port 0. Taken after `keep` and `old`
+    // hold theirs, so it is none of them.
+    let new = free_addr();
     let reloader = handle.reloader();
     let client = http1();
     // A keep-alive connection on the kept listener, opened before the reload.
@@ -174,13 +161,13 @@ async fn reload_adds_and_removes_listeners_and_keeps_the_others() {
     let n = idle.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
-    std::fs::write(&path, toml(&[("keep", keep), ("new", new)], &[a.addr])).unwrap();
-    // The dry run names the change and changes nothing.
+    std::fs::write(&path, toml(&[("keep", bind), ("new", new)], &[a.addr])).unwrap();
+    // The dry run names the change (with the configured binds) and changes nothing.
     let diff = reloader.dry_run().unwrap();
     assert_eq!(diff.listeners.added, [format!("listener \"new\" ({new})")]);
     assert_eq!(
         diff.listeners.removed,
-        [format!("listener \"old\" ({old})")]
+        [format!("listener \"old\" ({bind})")]
     );
     assert!(diff.backends.is_empty() && diff.routes.is_empty());
     assert!(!accepts(new));
@@ -195,10 +182,12 @@ async fn reload_adds_and_removes_listeners_and_keeps_the_others() {
     for _ in 0..8 {
         assert_eq!(get_once(new, "/").await.status, 200);
     }
-    assert!(
-        wait_until(Duration::from_secs(2), || !accepts(old)).await,
-        "the removed listener still accepts"
-    );
+    eventually(
+        Duration::from_secs(2),
+        "the removed listener to stop accepting",
+        || async { !accepts(old) },
+    )
+    .await;
     assert_eq!(get(&client, keep, "/").await.status, 200);
     assert_eq!(get_once(keep, "/").await.status, 200);
 }
@@ -208,18 +197,19 @@ async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
     let a = BackendBuilder::new("a").start().await;
     let b = BackendBuilder::new("b").start().await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
+    let bind = any_port();
     let path = write_file(
         dir.path(),
         "broken.toml",
-        &toml(&[("web", addr)], &[a.addr]),
+        &toml(&[("web", bind)], &[a.addr]),
     );
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
     let client = http1();
 
     // A syntax error (an unclosed array), with b added: b must not appear.
-    let good = toml(&[("web", addr)], &[a.addr, b.addr]);
+    let good = toml(&[("web", bind)], &[a.addr, b.addr]);
     std::fs::write(&path, good.replace("weight = 1 }]", "weight = 1 }")).unwrap();
     let err = reload(&reloader).await.unwrap_err();
     let last_line = good.lines().count();
@@ -253,7 +243,7 @@ async fn a_broken_file_changes_nothing_and_names_file_line_and_key() {
     let busy = taken.local_addr().unwrap();
     std::fs::write(
         &path,
-        toml(&[("web", addr), ("busy", busy)], &[a.addr, b.addr]),
+        toml(&[("web", bind), ("busy", busy)], &[a.addr, b.addr]),
     )
     .unwrap();
     let err = reload(&reloader).await.unwrap_err();
@@ -307,29 +297,22 @@ impl Notify {
 async fn sighup_reloads() {
     let a = BackendBuilder::new("a").start().await;
     let b = BackendBuilder::new("b").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[a.addr]));
+    let path = write_file(dir.path(), "f.toml", &toml(&[("web", bind)], &[a.addr]));
     let notify = Notify::bind(dir.path());
-    let process = run_without_watch(&path, addr, &[notify.env()]);
+    let process = run_without_watch(&path, &[notify.env()]);
+    let addr = process.addr("web");
     // READY=1 is sent once SIGHUP is handled (systemd's own order).
     assert_eq!(notify.next(), "READY=1\n");
     let client = http1();
-    std::fs::write(&path, toml(&[("web", addr)], &[b.addr])).unwrap();
+    std::fs::write(&path, toml(&[("web", bind)], &[b.addr])).unwrap();
     // The watcher is off: nothing changes until the signal.
     for _ in 0..3 {
         assert_eq!(get(&client, addr, "/").await.backend(), "a");
     }
     process.signal("HUP");
-    let mut switched = false;
-    for _ in 0..300 {
-        if get(&client, addr, "/").await.backend() == "b" {
-            switched = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(switched, "SIGHUP did not reload");
+    until_served_by(&client, addr, "b", "SIGHUP to reload").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,42 +320,31 @@ async fn rename_replace_and_symlink_swap_reload() {
     let a = BackendBuilder::new("a").start().await;
     let b = BackendBuilder::new("b").start().await;
     let c = BackendBuilder::new("c").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
     // Kubernetes ConfigMap layout: f.toml -> ..data/f.toml, ..data -> v1.
     let v1 = dir.path().join("v1");
     std::fs::create_dir(&v1).unwrap();
-    write_file(&v1, "f.toml", &toml(&[("web", addr)], &[a.addr]));
+    write_file(&v1, "f.toml", &toml(&[("web", bind)], &[a.addr]));
     std::os::unix::fs::symlink("v1", dir.path().join("..data")).unwrap();
     let path: PathBuf = dir.path().join("f.toml");
     std::os::unix::fs::symlink("..data/f.toml", &path).unwrap();
     let handle = start_watching(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let client = http1();
     assert_eq!(get(&client, addr, "/").await.backend(), "a");
 
-    let serves = |want: &'static str| {
-        let client = client.clone();
-        async move {
-            for _ in 0..300 {
-                if get(&client, addr, "/").await.backend() == want {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            false
-        }
-    };
     // The ConfigMap swap: a new version directory, `..data` re-pointed by an atomic rename.
     let v2 = dir.path().join("v2");
     std::fs::create_dir(&v2).unwrap();
-    write_file(&v2, "f.toml", &toml(&[("web", addr)], &[b.addr]));
+    write_file(&v2, "f.toml", &toml(&[("web", bind)], &[b.addr]));
     std::os::unix::fs::symlink("v2", dir.path().join("..data_tmp")).unwrap();
     std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
-    assert!(serves("b").await, "the symlink swap did not reload");
+    until_served_by(&client, addr, "b", "the symlink swap to reload").await;
 
     // Replace-by-rename of the file itself (the link is replaced by a plain file).
-    replace_by_rename(&path, &toml(&[("web", addr)], &[c.addr]));
-    assert!(serves("c").await, "rename-replace did not reload");
+    replace_by_rename(&path, &toml(&[("web", bind)], &[c.addr]));
+    until_served_by(&client, addr, "c", "rename-replace to reload").await;
     assert_eq!(
         handle.last_reload().unwrap().trigger,
         fulcrum::Trigger::File
@@ -382,11 +354,14 @@ async fn rename_replace_and_symlink_swap_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_hears_ready_reloading_ready_and_stopping() {
     let a = BackendBuilder::new("a").start().await;
-    let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[a.addr]));
+    let path = write_file(
+        dir.path(),
+        "f.toml",
+        &toml(&[("web", any_port())], &[a.addr]),
+    );
     let notify = Notify::bind(dir.path());
-    let mut process = run_without_watch(&path, addr, &[notify.env()]);
+    let mut process = run_without_watch(&path, &[notify.env()]);
     let next = || notify.next();
     assert_eq!(next(), "READY=1\n");
     process.signal("HUP");
@@ -399,18 +374,19 @@ async fn systemd_hears_ready_reloading_ready_and_stopping() {
     assert!(ready.starts_with("READY=1\n"), "{ready}");
     process.signal("TERM");
     assert_eq!(next(), "STOPPING=1\n");
-    assert!(process.wait_exit(Duration::from_secs(8)).is_some());
+    process.wait_exit(Duration::from_secs(8));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_survives_ten_reloads() {
     let echo = WsEchoBackend::start().await;
     let extra = BackendBuilder::new("extra").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
-    let one = toml(&[("web", addr)], &[echo.addr]);
+    let one = toml(&[("web", bind)], &[echo.addr]);
     let path = write_file(dir.path(), "f.toml", &one);
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
@@ -421,7 +397,7 @@ async fn websocket_survives_ten_reloads() {
     for i in 0..10 {
         // Alternate: a backend added, then removed again (a listener-level no-op).
         let text = if i % 2 == 0 {
-            toml(&[("web", addr)], &[echo.addr, extra.addr])
+            toml(&[("web", bind)], &[echo.addr, extra.addr])
         } else {
             one.clone()
         };
@@ -447,32 +423,47 @@ async fn a_reload_during_shutdown_is_ignored() {
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let path = write_file(dir.path(), "f.toml", &toml(&[("web", addr)], &[slow.addr]));
+    let path = write_file(
+        dir.path(),
+        "f.toml",
+        &toml(&[("web", any_port())], &[slow.addr]),
+    );
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
     let in_flight = tokio::spawn(async move { get_once(addr, "/").await });
-    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1).await);
+    eventually(
+        Duration::from_secs(5),
+        "the slow backend to get the request",
+        || async { slow.count() == 1 },
+    )
+    .await;
     let stopping = tokio::task::spawn_blocking(move || handle.shutdown());
-    let mut ignored = false;
-    for _ in 0..200 {
-        match reload(&reloader).await {
-            Err(e) if e.contains("shutting down") => {
-                ignored = true;
-                break;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-    assert!(ignored, "a reload during shutdown was not ignored");
+    // The in-flight request holds the shutdown open for about 1.5 s.
+    eventually(
+        Duration::from_secs(2),
+        "a reload during shutdown to be ignored",
+        || async { matches!(reload(&reloader).await, Err(e) if e.contains("shutting down")) },
+    )
+    .await;
     assert_eq!(in_flight.await.unwrap().status, 200);
     stopping.await.unwrap();
 }
 
 #[test]
 fn dry_run_diff_names_exactly_what_changed() {
-    let (a, b, c) = (free_addr(), free_addr(), free_addr());
-    let (web, old_l, new_l) = (free_addr(), free_addr(), free_addr());
+    // `fulcrum check` binds and connects nothing: any distinct addresses do.
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let (a, b, c) = (
+        addr("192.0.2.1:80"),
+        addr("192.0.2.2:80"),
+        addr("192.0.2.3:80"),
+    );
+    let (web, old_l, new_l) = (
+        addr("127.0.0.1:8080"),
+        addr("127.0.0.1:8081"),
+        addr("127.0.0.1:8082"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let old = write_file(
         dir.path(),
@@ -515,150 +506,6 @@ fn dry_run_diff_names_exactly_what_changed() {
     assert!(out.ends_with("no changes\n"), "{out}");
 }
 
-/// 8 keep-alive clients hammer `addr` for `secs`; returns (failed requests, all latencies).
-async fn load(addr: SocketAddr, secs: u64) -> (usize, Vec<Duration>) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        tasks.push(tokio::spawn(async move {
-            let client = http1();
-            let (mut failed, mut lat) = (0usize, Vec::new());
-            while Instant::now() < until {
-                let req = http::Request::get(format!("http://{addr}/"))
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .unwrap();
-                let started = Instant::now();
-                let ok = match client.request(req).await {
-                    Ok(resp) => {
-                        let ok = resp.status() == 200;
-                        ok && http_body_util::BodyExt::collect(resp.into_body())
-                            .await
-                            .is_ok()
-                    }
-                    Err(_) => false,
-                };
-                lat.push(started.elapsed());
-                failed += usize::from(!ok);
-            }
-            (failed, lat)
-        }));
-    }
-    let (mut failed, mut all) = (0, Vec::new());
-    for t in tasks {
-        let (f, l) = t.await.unwrap();
-        failed += f;
-        all.extend(l);
-    }
-    all.sort();
-    (failed, all)
-}
-
-fn p99(sorted: &[Duration]) -> Duration {
-    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// The closing-note figures. Release build, alone:
-/// `cargo test --release --test it reload::figures -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn figures() {
-    let a = BackendBuilder::new("a").start().await;
-    let b = BackendBuilder::new("b").start().await;
-    let addr = free_addr();
-    let dir = tempfile::tempdir().unwrap();
-    let one = toml(&[("web", addr)], &[a.addr]);
-    let two = toml(&[("web", addr)], &[a.addr, b.addr]);
-    let path = write_file(dir.path(), "f.toml", &one);
-    let handle = start_watching(&path);
-    let reloader = handle.reloader();
-
-    // 0. RSS (first, while the heap holds nothing of the load below) after 1,000 reloads vs after the first.
-    std::fs::write(&path, &one).unwrap();
-    reload(&reloader).await.unwrap();
-    let first = rss_kib();
-    for i in 0..1000 {
-        std::fs::write(&path, if i % 2 == 0 { &two } else { &one }).unwrap();
-        reload(&reloader).await.unwrap();
-    }
-    let after = rss_kib();
-    println!(
-        "RSS after the first reload {first} KiB, after 1,000 more {after} KiB ({:+.1}%)",
-        (after as f64 - first as f64) * 100.0 / first as f64
-    );
-
-    // 1. Load without, then with 20 reloads (one every 0.5 s, alternately adding/removing b).
-    let (failed0, lat0) = load(addr, 10).await;
-    let l = tokio::spawn(load(addr, 10));
-    for i in 0..20 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        std::fs::write(&path, if i % 2 == 0 { &two } else { &one }).unwrap();
-        reload(&reloader).await.unwrap();
-    }
-    let (failed1, lat1) = l.await.unwrap();
-    println!(
-        "load 10 s x 8 conns: without reloads {} req, {failed0} failed, p99 {:?}; with 20 reloads {} req, {failed1} failed, p99 {:?} (ratio {:.2})",
-        lat0.len(),
-        p99(&lat0),
-        lat1.len(),
-        p99(&lat1),
-        p99(&lat1).as_secs_f64() / p99(&lat0).as_secs_f64()
-    );
-
-    // 2. File write -> new config serving (through the watcher: debounce + reload).
-    let client = http1();
-    let mut samples = Vec::new();
-    for i in 0..6 {
-        let (text, want) = if i % 2 == 0 { (&two, "b") } else { (&one, "a") };
-        if want == "a" {
-            std::fs::write(&path, text).unwrap();
-            let w = Instant::now();
-            // Only a serves once b is gone: wait until 20 answers in a row are a.
-            let mut in_a_row = 0;
-            while in_a_row < 20 && w.elapsed() < Duration::from_secs(5) {
-                if get(&client, addr, "/").await.backend() == "a" {
-                    in_a_row += 1;
-                } else {
-                    in_a_row = 0;
-                }
-            }
-            continue;
-        }
-        std::fs::write(&path, text).unwrap();
-        let w = Instant::now();
-        while get(&client, addr, "/").await.backend() != want
-            && w.elapsed() < Duration::from_secs(5)
-        {}
-        samples.push(w.elapsed());
-    }
-    println!("file write -> new backend serving: {samples:?}");
-
-    // 3. Reload time of a 10,000-backend config.
-    let big = |extra: u8| {
-        let mut addrs: Vec<SocketAddr> = (0..10_000u32)
-            .map(|i| SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8 + 1], 80)))
-            .collect();
-        addrs[0] = SocketAddr::from(([10, 2, 0, extra], 80));
-        toml(&[("web", addr)], &addrs)
-    };
-    let mut took = Vec::new();
-    for i in 0..6u8 {
-        std::fs::write(&path, big(i + 1)).unwrap();
-        took.push(reload(&reloader).await.unwrap().took);
-    }
-    took.sort();
-    println!(
-        "10,000-backend reload (read+parse+validate+build+swap): median {:?}, max {:?}",
-        took[took.len() / 2],
-        took[took.len() - 1]
-    );
-}
-
 /// A backend that answers every request with a chunked body of `chunks` chunks, one every 50 ms.
 /// Returns its address and how many requests it has started answering.
 async fn streaming_backend(chunks: usize) -> (SocketAddr, Arc<AtomicUsize>) {
@@ -696,22 +543,24 @@ async fn streaming_backend(chunks: usize) -> (SocketAddr, Arc<AtomicUsize>) {
 async fn a_streaming_response_survives_reloads() {
     let (stream, started) = streaming_backend(30).await;
     let other = BackendBuilder::new("other").start().await;
-    let addr = free_addr();
+    let bind = any_port();
     let dir = tempfile::tempdir().unwrap();
-    let one = toml(&[("web", addr)], &[stream]);
+    let one = toml(&[("web", bind)], &[stream]);
     let path = write_file(dir.path(), "f.toml", &one);
     let handle = start(&path);
+    let addr = handle.listener_addr("web").unwrap();
     let reloader = handle.reloader();
     let body = tokio::spawn(async move { get_once(addr, "/stream").await });
-    assert!(
-        wait_until(Duration::from_secs(5), || started.load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    eventually(
+        Duration::from_secs(5),
+        "the streaming backend to get the request",
+        || async { started.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
     // Reload while the response streams (1.5 s): the stream's backend removed and re-added.
     for i in 0..6 {
         let text = if i % 2 == 0 {
-            toml(&[("web", addr)], &[other.addr])
+            toml(&[("web", bind)], &[other.addr])
         } else {
             one.clone()
         };
@@ -728,16 +577,15 @@ async fn a_streaming_response_survives_reloads() {
 
 #[test]
 fn systemd_watchdog_pings_at_half_the_interval() {
-    let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(
         dir.path(),
         "f.toml",
-        &toml(&[("web", addr)], &[free_addr()]),
+        &toml(&[("web", any_port())], &[refused_addr()]),
     );
     let notify = Notify::bind(dir.path());
     // WatchdogSec=400ms: a ping every 200 ms.
-    let _process = run_without_watch(&path, addr, &[notify.env(), ("WATCHDOG_USEC", "400000")]);
+    let _process = run_without_watch(&path, &[notify.env(), ("WATCHDOG_USEC", "400000")]);
     let started = Instant::now();
     let mut pings = 0;
     while pings < 3 {

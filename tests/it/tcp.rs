@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::support::eventually;
 use crate::support::proxy::{any_port, config, pool, refused_addr, Config, Proxy};
 use crate::support::tcp::{connect_named, echo, named, proxy_reader};
-use crate::support::wait_until;
 
 /// A proxy with one tcp listener over `p`.
 fn tcp_proxy(p: PoolConfig) -> Proxy {
@@ -224,7 +224,12 @@ async fn least_conn_counts_open_connections() {
     // The proxy has seen the close once the listener counts three open connections (the
     // connection's task, and with it the backend's in-flight count, ended first).
     let handle = proxy.handle.as_ref().unwrap();
-    assert!(wait_until(Duration::from_secs(5), || handle.open_connections() == 3).await);
+    eventually(
+        Duration::from_secs(5),
+        "the proxy to see the first connection close",
+        || async { handle.open_connections() == 3 },
+    )
+    .await;
     let (fifth, _s5) = connect_named(proxy.addr).await;
     assert_eq!(
         fifth, first,

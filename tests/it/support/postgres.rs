@@ -1,6 +1,7 @@
-//! Real PostgreSQL servers for the read/write split tests (`.ci/run` installs `postgresql`):
-//! a primary from `initdb` and streaming replicas from `pg_basebackup -R`, on loopback test
-//! ports under a temporary folder. The server refuses to run as root, so as root (CI) every
+//! Real PostgreSQL servers for the read/write split tests (the test checks first with
+//! `require("postgresql")`): a primary from `initdb` and streaming replicas from
+//! `pg_basebackup -R`, on free loopback ports (PostgreSQL has no "any port"), under a temporary
+//! folder. The server refuses to run as root, so as root (CI) every
 //! command runs as the `postgres` user through `runuser`.
 
 use std::net::SocketAddr;
@@ -9,20 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::proxy::{accepts, free_addr};
-use super::wait_until_blocking;
+use super::{eventually_blocking, require};
 
-/// The newest `/usr/lib/postgresql/N/bin` (Debian's layout), or `PG_BIN`.
+/// `PG_BIN`, else the newest `/usr/lib/postgresql/N/bin` (Debian's layout).
 fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PG_BIN") {
-        return dir.into();
-    }
-    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("postgresql must be installed (.ci/run installs it)")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    versions.sort_unstable();
-    let v = versions.last().expect("a postgresql version");
-    PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"))
+    require("postgresql").expect("the test checks require(\"postgresql\") first")
 }
 
 fn is_root() -> bool {
@@ -128,9 +120,10 @@ impl Postgres {
         let log = data.join("server.log");
         let (d, l) = (data.to_str().unwrap(), log.to_str().unwrap());
         pg("pg_ctl", &["-D", d, "-l", l, "-w", "start"]);
-        assert!(
-            wait_until_blocking(Duration::from_secs(10), || accepts(addr)),
-            "postgres on {addr} did not start"
+        eventually_blocking(
+            Duration::from_secs(10),
+            &format!("postgres to accept connections on {addr}"),
+            || accepts(addr),
         );
         Postgres {
             addr,

@@ -1,5 +1,5 @@
-//! Real `redis-server` processes for the read/write split tests (installed by `.ci/run`), and a
-//! minimal RESP client: inline commands, one reply read.
+//! Real `redis-server` processes for the read/write split tests (the test checks first with
+//! `require("redis-server")`), and a minimal RESP client: inline commands, one reply read.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::eventually_blocking;
 use super::proxy::{accepts, free_addr};
-use super::wait_until_blocking;
 
 /// A `redis-server` on a loopback port, without persistence; killed on drop.
 #[derive(Debug)]
@@ -21,6 +21,7 @@ pub struct Redis {
 
 impl Redis {
     /// Starts a primary, or a replica of `primary`; returns once it accepts connections.
+    /// A fixed free port: `--port 0` would make redis-server listen on no TCP port at all.
     pub fn start(primary: Option<SocketAddr>) -> Redis {
         let addr = free_addr();
         let dir = tempfile::tempdir().unwrap();
@@ -35,12 +36,11 @@ impl Redis {
         if let Some(p) = primary {
             cmd.args(["--replicaof", "127.0.0.1", &p.port().to_string()]);
         }
-        let child = cmd
-            .spawn()
-            .expect("redis-server must be installed (.ci/run installs it)");
-        assert!(
-            wait_until_blocking(Duration::from_secs(10), || accepts(addr)),
-            "redis-server did not start on {addr}"
+        let child = cmd.spawn().expect("cannot run redis-server");
+        eventually_blocking(
+            Duration::from_secs(10),
+            &format!("redis-server to accept connections on {addr}"),
+            || accepts(addr),
         );
         Redis {
             addr,
