@@ -216,7 +216,7 @@ fn rss_kib() -> u64 {
 }
 
 /// Reloads the file now, as the admin API does (off the runtime: it blocks).
-async fn reload(reloader: &Arc<fulcrum::reload::Reloader>) -> fulcrum::ReloadResult {
+async fn reload(reloader: &Arc<fulcrum::Reloader>) -> fulcrum::ReloadResult {
     let r = Arc::clone(reloader);
     tokio::task::spawn_blocking(move || r.reload(fulcrum::Trigger::Api).unwrap())
         .await

@@ -29,10 +29,6 @@ impl HealthTasks {
     pub fn len(&self) -> usize {
         self.0.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl Drop for HealthTasks {

@@ -46,7 +46,8 @@ impl Thresholds {
         }
     }
 
-    pub fn is_up(&self) -> bool {
+    #[cfg(test)]
+    fn is_up(&self) -> bool {
         self.up
     }
 

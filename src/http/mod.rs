@@ -11,7 +11,6 @@ mod proxy;
 mod request_body;
 mod response_body;
 
-pub use error::ProxyError;
 pub use framing::FramingFlags;
 pub use proxy::ConnContext;
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fulcrum::config::{HealthConfig, PoolConfig, PoolId};
-use fulcrum::health::status::BackendStatus;
+use fulcrum::BackendStatus;
 
 use crate::support::client::{get, http1};
 use crate::support::eventually;

@@ -271,7 +271,7 @@ async fn country_database_maps_public_addresses_to_regions() {
     };
 
     // The library lookup: Google DNS is US, heise.de is DE (ip-location-db layout).
-    let table = fulcrum::region::Regions::build(&regions, &geo).unwrap();
+    let table = fulcrum::internals::Regions::build(&regions, &geo).unwrap();
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     assert_eq!(table.country(ip("8.8.8.8")), Some(*b"US"));
     assert_eq!(table.lookup(ip("8.8.8.8")), Some(0));

@@ -52,7 +52,7 @@ fn start(path: &Path) -> fulcrum::Handle {
 }
 
 async fn reload(
-    handle: &std::sync::Arc<fulcrum::reload::Reloader>,
+    handle: &std::sync::Arc<fulcrum::Reloader>,
 ) -> Result<fulcrum::ReloadResult, String> {
     let r = std::sync::Arc::clone(handle);
     tokio::task::spawn_blocking(move || r.reload(fulcrum::Trigger::Api).map_err(|e| e.to_string()))

@@ -65,7 +65,7 @@ pub async fn proxy_reader() -> (TcpBackend, mpsc::UnboundedReceiver<Option<Socke
                 let _ = stream.read_exact(&mut rest).await;
                 let mut header = head.to_vec();
                 header.extend_from_slice(&rest);
-                let _ = tx.send(fulcrum::proxy_protocol::source(&header).ok().flatten());
+                let _ = tx.send(proxy_source(&header));
                 echo_one(stream).await;
             });
         }
@@ -106,4 +106,14 @@ pub async fn connect_named(addr: SocketAddr) -> (String, TcpStream) {
         name.push(byte[0]);
     }
     (String::from_utf8(name).unwrap(), s)
+}
+
+/// The source address a PROXY v2 header names (parsed by `ppp`, as Fulcrum's reader does);
+/// `None` for a malformed header or one without addresses.
+fn proxy_source(header: &[u8]) -> Option<SocketAddr> {
+    match ppp::v2::Header::try_from(header).ok()?.addresses {
+        ppp::v2::Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        ppp::v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        _ => None,
+    }
 }
