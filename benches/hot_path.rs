@@ -22,11 +22,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue};
 
-use fulcrum::internals::{Backend, BackendState, InflightGuard};
-use fulcrum::internals::{key_hash, Affinity, Balancer};
 use fulcrum::config::{BalanceKind, GeoConfig, HeaderMatch, PoolId, RegionConfig, RouteConfig};
 use fulcrum::internals::Regions;
 use fulcrum::internals::RouteTable;
+use fulcrum::internals::{key_hash, Affinity, Balancer};
+use fulcrum::internals::{Backend, BackendState, InflightGuard};
 
 /// `n` backends with weights 1..=3 and a few requests in flight on some of them; one is down so
 /// the skip paths are exercised too.

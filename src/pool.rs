@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::balance::Balancer;
 use crate::budget::RetryBudget;
-use crate::config::{BackendId, HealthConfig, OnDown, PassiveConfig, PoolId};
-use crate::region::PoolRegions;
+use crate::config::{BackendId, HealthConfig, OnDown, PassiveConfig, PoolConfig, PoolId};
+use crate::region::{PoolRegions, Regions};
 
 /// A pool as the request path uses it.
 #[derive(Debug)]
@@ -45,6 +45,30 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Compiles `[[pool]]` `pc` over `backends` (built from its backend list, with their
+    /// carried state), each backend's region resolved in `regions`.
+    pub fn build(pc: &PoolConfig, backends: Vec<Backend>, regions: &Regions) -> Pool {
+        Pool {
+            name: Arc::from(pc.name.as_str()),
+            balancer: Balancer::for_pool(pc, &backends),
+            regions: PoolRegions::build(&backends, &pc.region_split, regions),
+            backends,
+            retries: pc.retries,
+            connect_timeout: pc.connect_timeout,
+            request_timeout: pc.request_timeout,
+            idle_timeout: pc.idle_timeout,
+            backup: pc.backup,
+            slow_start_ms: u64::try_from(pc.slow_start.as_millis()).unwrap_or(u64::MAX),
+            fail_open: pc.fail_open,
+            fail_open_active: Default::default(),
+            health: pc.health.clone().map(Arc::new),
+            passive: pc.passive,
+            budget: Default::default(),
+            send_proxy: pc.send_proxy,
+            on_down: pc.on_down,
+        }
+    }
+
     /// Backend `id` of this pool.
     #[inline]
     pub fn backend(&self, id: BackendId) -> &Backend {

@@ -217,3 +217,231 @@ fn end_fail_open(pool: &Pool) {
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! Each eligibility rule as a case, on pools built in memory with `now` passed in.
+
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{pick, Choice};
+    use crate::backend::{Backend, BackendState};
+    use crate::balance::Affinity;
+    use crate::config::{BackendId, PoolConfig, PoolId, RegionConfig};
+    use crate::pool::Pool;
+    use crate::region::{RegionId, Regions};
+
+    const NOW: u64 = 1_000_000;
+
+    /// Backends 10.0.P.1.. of pool `p`, in `regions` (`None`: no region).
+    fn backends(p: u8, regions: &[Option<&str>]) -> Vec<Backend> {
+        regions
+            .iter()
+            .zip(1u8..)
+            .map(|(r, i)| {
+                let addr = SocketAddr::from((Ipv4Addr::new(10, 0, p, i), 80));
+                let region = r.map(Arc::from);
+                Backend::new(addr, 1, region, Arc::new(BackendState::default()))
+            })
+            .collect()
+    }
+
+    fn regions() -> Regions {
+        let region = |name: &str, cidr: &str, failover: &str| RegionConfig {
+            name: name.into(),
+            cidrs: vec![cidr.parse().unwrap()],
+            countries: Vec::new(),
+            failover: vec![failover.into()],
+        };
+        Regions::build(
+            &[
+                region("east", "127.1.0.0/16", "west"),
+                region("west", "127.2.0.0/16", "east"),
+            ],
+            &Default::default(),
+        )
+        .unwrap()
+    }
+
+    fn pool(cfg: PoolConfig, p: u8, regions_of: &[Option<&str>], regions: &Regions) -> Pool {
+        Pool::build(&cfg, backends(p, regions_of), regions)
+    }
+
+    /// Which backends of pool `first` `n` picks reach, in order.
+    fn picks(pools: &[Pool], first: usize, now: u64, client: Option<RegionId>) -> Vec<Choice> {
+        let regions = regions();
+        let client = client.map(|id| (&regions, id));
+        (0..8)
+            .filter_map(|_| pick(pools, PoolId::new(first), Affinity::None, None, now, client))
+            .collect()
+    }
+
+    fn only(pools: &[Pool], now: u64, client: Option<RegionId>) -> Vec<(usize, usize)> {
+        let mut seen: Vec<(usize, usize)> = picks(pools, 0, now, client)
+            .into_iter()
+            .map(|c| (c.pool.index(), c.backend.index()))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen
+    }
+
+    fn plain(n: usize) -> Vec<Pool> {
+        vec![pool(
+            PoolConfig::new("p", Vec::new()),
+            0,
+            &vec![None; n],
+            &regions(),
+        )]
+    }
+
+    #[test]
+    fn a_down_backend_takes_nothing() {
+        let pools = plain(3);
+        pools[0].backends[1].state.set_healthy(false);
+        assert_eq!(only(&pools, NOW, None), [(0, 0), (0, 2)]);
+    }
+
+    #[test]
+    fn a_draining_backend_takes_nothing() {
+        let pools = plain(2);
+        pools[0].backends[0].state.set_draining(true);
+        assert_eq!(only(&pools, NOW, None), [(0, 1)]);
+    }
+
+    #[test]
+    fn an_ejected_backend_waits_for_its_ejection_to_end() {
+        let pools = plain(2);
+        let state = &pools[0].backends[0].state;
+        state.ejected_until.store(NOW + 1_000, Ordering::Relaxed);
+        assert_eq!(only(&pools, NOW, None), [(0, 1)]);
+        assert_eq!(only(&pools, NOW + 1_000, None), [(0, 0), (0, 1)], "expired");
+    }
+
+    #[test]
+    fn ejection_never_empties_a_pool() {
+        let pools = plain(2);
+        for b in &pools[0].backends {
+            b.state.ejected_until.store(NOW + 1_000, Ordering::Relaxed);
+        }
+        assert_eq!(only(&pools, NOW, None), [(0, 0), (0, 1)]);
+    }
+
+    #[test]
+    fn avoid_skips_the_backend_just_tried() {
+        let pools = plain(2);
+        let tried = Choice {
+            pool: PoolId::new(0),
+            backend: BackendId::new(0),
+        };
+        for _ in 0..8 {
+            let c = pick(
+                &pools,
+                PoolId::new(0),
+                Affinity::None,
+                Some(tried),
+                NOW,
+                None,
+            );
+            assert_eq!(c.map(|c| c.backend.index()), Some(1));
+        }
+        // With nothing else left, the tried one is not offered again.
+        pools[0].backends[1].state.set_healthy(false);
+        assert_eq!(
+            pick(
+                &pools,
+                PoolId::new(0),
+                Affinity::None,
+                Some(tried),
+                NOW,
+                None
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn slow_start_admits_a_returning_backend_rarely_at_first_then_fully() {
+        let mut cfg = PoolConfig::new("p", Vec::new());
+        cfg.slow_start = Duration::from_secs(10);
+        let pools = vec![pool(cfg, 0, &[None, None], &regions())];
+        // Backend 0 came back just now: admitted about 5% of picks at first.
+        pools[0].backends[0].state.mark_added(NOW);
+        let share = |now: u64| {
+            let n = 2000;
+            let hits = (0..n)
+                .filter(|_| {
+                    pick(&pools, PoolId::new(0), Affinity::None, None, now, None)
+                        .is_some_and(|c| c.backend.index() == 0)
+                })
+                .count();
+            hits as f64 / n as f64
+        };
+        let early = share(NOW);
+        let late = share(NOW + 10_000);
+        assert!(early < 0.15, "early share {early}");
+        assert!((0.4..0.6).contains(&late), "after the ramp {late}");
+        // Alone, a ramping backend still serves: better than none.
+        pools[0].backends[1].state.set_healthy(false);
+        assert!((share(NOW) - 1.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_client_stays_in_its_region_then_fails_over_in_order() {
+        let r = regions();
+        let pools = vec![pool(
+            PoolConfig::new("p", Vec::new()),
+            0,
+            &[Some("east"), Some("east"), Some("west")],
+            &r,
+        )];
+        let east = r.lookup("127.1.0.1".parse().unwrap());
+        assert_eq!(only(&pools, NOW, east), [(0, 0), (0, 1)]);
+        pools[0].backends[0].state.set_healthy(false);
+        pools[0].backends[1].state.set_draining(true);
+        assert_eq!(only(&pools, NOW, east), [(0, 2)], "failover to west");
+        // An ejected backend of the client's own region loses to a fresh one elsewhere.
+        pools[0].backends[1].state.set_draining(false);
+        let ejected = &pools[0].backends[1].state;
+        ejected.ejected_until.store(NOW + 1_000, Ordering::Relaxed);
+        assert_eq!(only(&pools, NOW, east), [(0, 2)]);
+    }
+
+    #[test]
+    fn the_backup_pool_serves_when_every_backend_is_down() {
+        let mut web = PoolConfig::new("web", Vec::new());
+        web.backup = Some(PoolId::new(1));
+        let r = regions();
+        let pools = vec![
+            pool(web, 0, &[None, None], &r),
+            pool(PoolConfig::new("origin", Vec::new()), 1, &[None], &r),
+        ];
+        assert_eq!(only(&pools, NOW, None), [(0, 0), (0, 1)]);
+        for b in &pools[0].backends {
+            b.state.set_healthy(false);
+        }
+        assert_eq!(only(&pools, NOW, None), [(1, 0)]);
+        pools[1].backends[0].state.set_healthy(false);
+        assert_eq!(only(&pools, NOW, None), []);
+    }
+
+    #[test]
+    fn fail_open_uses_down_backends_but_not_draining_ones() {
+        let mut cfg = PoolConfig::new("p", Vec::new());
+        cfg.fail_open = true;
+        let pools = vec![pool(cfg, 0, &[None, None, None], &regions())];
+        for b in &pools[0].backends {
+            b.state.set_healthy(false);
+        }
+        pools[0].backends[2].state.set_draining(true);
+        assert_eq!(only(&pools, NOW, None), [(0, 0), (0, 1)]);
+        assert!(pools[0].fail_open_active.load(Ordering::Relaxed), "visible");
+        pools[0].backends[0].state.set_healthy(true);
+        assert_eq!(only(&pools, NOW, None), [(0, 0)]);
+        assert!(!pools[0].fail_open_active.load(Ordering::Relaxed), "ended");
+    }
+}

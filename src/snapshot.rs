@@ -16,13 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, BackendState};
-use crate::balance::Balancer;
 use crate::chain::Chain;
 use crate::clock;
 use crate::config::{Config, ListenerConfig, ListenerSlot, PoolId, Protocol};
 use crate::metrics::{ListenerMetrics, RegionMetrics, TcpBytes};
 use crate::pool::Pool;
-use crate::region::{PoolRegions, Regions};
+use crate::region::Regions;
 use crate::route::RouteTable;
 use crate::splice::Forwarding;
 
@@ -155,26 +154,7 @@ impl Snapshot {
                         )
                     })
                     .collect();
-                let pool_regions = PoolRegions::build(&backends, &pc.region_split, &regions);
-                Pool {
-                    name: Arc::from(pc.name.as_str()),
-                    balancer: Balancer::for_pool(pc, &backends),
-                    backends,
-                    retries: pc.retries,
-                    connect_timeout: pc.connect_timeout,
-                    request_timeout: pc.request_timeout,
-                    idle_timeout: pc.idle_timeout,
-                    backup: pc.backup,
-                    slow_start_ms: u64::try_from(pc.slow_start.as_millis()).unwrap_or(u64::MAX),
-                    fail_open: pc.fail_open,
-                    fail_open_active: Default::default(),
-                    health: pc.health.clone().map(Arc::new),
-                    passive: pc.passive,
-                    budget: Default::default(),
-                    regions: pool_regions,
-                    send_proxy: pc.send_proxy,
-                    on_down: pc.on_down,
-                }
+                Pool::build(pc, backends, &regions)
             })
             .collect();
 

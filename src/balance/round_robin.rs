@@ -99,6 +99,11 @@ impl RoundRobin {
                 return Some(index);
             }
         }
+        // Nothing eligible: hand the ticket back. Selection asks again with a wider predicate
+        // (ejected backends, a backup pool, fail-open); a ticket spent on every failed try
+        // would advance the cursor by the number of tries per pick, and with two backends
+        // every pick would land on the same one.
+        self.cursor.fetch_sub(1, Ordering::Relaxed);
         None
     }
 
@@ -164,6 +169,18 @@ mod tests {
     use super::*;
     use crate::balance::test_support::backends;
     use std::sync::Arc;
+
+    #[test]
+    fn a_pick_that_finds_nothing_does_not_move_the_cycle() {
+        let rr = RoundRobin::new(&backends(&[1, 1]));
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            // A first try that finds nothing eligible, then one that does (select's tiers).
+            assert_eq!(rr.pick_among(2, |_| false), None);
+            seen.push(rr.pick_among(2, |_| true).unwrap());
+        }
+        assert_eq!(seen, [0, 1, 0, 1]);
+    }
 
     #[test]
     fn equal_weights_take_the_shortcut_with_the_same_sequence() {
