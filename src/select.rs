@@ -16,7 +16,7 @@
 //! sticky cookie) is followed in every tier; a sticky backend index only in the first pool,
 //! whose backend it names.
 //!
-//! Regions (DESIGN section 5) narrow each of tiers 1-3 before it widens: a client of a known
+//! Regions narrow each of tiers 1-3 before it widens: a client of a known
 //! region is tried on its own region's backends, then on each of its `failover` regions in
 //! order, then on any backend; a client of unknown region in a pool with `region_split` gets a
 //! region by weight (a region with no fresh backend drops out of the split), then any. So a

@@ -106,7 +106,8 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
         bound.push(sockets.bind(&l.name, l.bind)?);
     }
 
-    // The control runtime: everything off the request path (the access-log writer for now).
+    // The control runtime: everything off the request path (the access-log writer, health
+    // checks, the config watcher, the admin server).
     let control_thread = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("fulcrum-control")

@@ -1,7 +1,6 @@
 //! `protocol = "tcp"` listeners: one client connection, one backend connection, bytes both ways.
 //!
-//! DESIGN section 2, "One TCP connection": the accept loop hands the connection here; the
-//! backend is chosen by the same `select::pick` as HTTP (regions, backup pools,
+//! The accept loop hands the connection here; the backend is chosen by the same `select::pick` as HTTP (regions, backup pools,
 //! fail-open, every balancer; `consistent_hash` hashes the client IP, validated), connected
 //! within `connect_timeout`, and on failure another backend is tried, up to `retries` more.
 //! The backend's in-flight guard is held for the connection's life, so `least_conn` balances

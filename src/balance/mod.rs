@@ -2,8 +2,8 @@
 //!
 //! Every balancer is lock-free: per-pool state is atomics shared by all workers, and the pick
 //! takes a predicate (`eligible`) so that health, draining, the retry rule "never the same
-//! backend twice in a row" and (later) region narrowing are applied by the caller without the
-//! balancer knowing about them.
+//! backend twice in a row" and region narrowing are applied by the caller (`select`) without
+//! the balancer knowing about them.
 //!
 //! Two balancers also follow the request: `consistent_hash` (a key hashed from the request) and
 //! `sticky_cookie` (a cookie naming a backend). The proxy extracts that as an [`Affinity`] (see
