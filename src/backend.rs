@@ -27,6 +27,8 @@ pub enum Condition {
     Down,
     /// Passively ejected for a while after failing real traffic.
     Ejected,
+    /// A role-checked backend no check has decided yet: takes no traffic.
+    Unknown,
     /// Drained by the operator: no new work, in-flight work finishes.
     Draining,
 }
@@ -38,6 +40,7 @@ impl Condition {
             Condition::Up => "up",
             Condition::Down => "down",
             Condition::Ejected => "ejected",
+            Condition::Unknown => "unknown",
             Condition::Draining => "draining",
         }
     }
@@ -71,8 +74,11 @@ pub struct CheckResult {
 pub struct BackendState {
     /// Requests (or connections) in flight, across all workers.
     inflight: AtomicU32,
-    /// Active health verdict; a fresh backend is up until a check says otherwise.
+    /// Active health verdict; a fresh backend is up until a check says otherwise, except in
+    /// a role-checked pool, where it starts down and `unknown` until its first check.
     healthy: AtomicBool,
+    /// No check has decided this backend yet (role-checked pools only).
+    unknown: AtomicBool,
     /// Drained by the operator: no new work, in-flight work finishes.
     draining: AtomicBool,
     /// Passive: failed attempts in a row.
@@ -94,6 +100,7 @@ impl Default for BackendState {
         BackendState {
             inflight: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
+            unknown: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
@@ -106,6 +113,20 @@ impl Default for BackendState {
 }
 
 impl BackendState {
+    /// A backend of a role-checked pool before its first check: no traffic until it passes.
+    pub fn unknown() -> Self {
+        BackendState {
+            healthy: AtomicBool::new(false),
+            unknown: AtomicBool::new(true),
+            ..BackendState::default()
+        }
+    }
+
+    /// No check has decided this backend yet.
+    pub fn is_unknown(&self) -> bool {
+        self.unknown.load(Ordering::Relaxed)
+    }
+
     /// Whether new work may be sent here.
     #[inline]
     pub fn is_available(&self) -> bool {
@@ -130,6 +151,8 @@ impl BackendState {
     pub fn condition(&self, now: u64) -> Condition {
         if self.is_draining() {
             Condition::Draining
+        } else if self.is_unknown() {
+            Condition::Unknown
         } else if !self.is_healthy() {
             Condition::Down
         } else if self.is_ejected(now) {
@@ -164,6 +187,7 @@ impl BackendState {
             self.ejections.store(0, Ordering::Relaxed);
         }
         self.healthy.store(up, Ordering::Relaxed);
+        self.unknown.store(false, Ordering::Relaxed);
     }
 
     pub fn set_healthy(&self, up: bool) {

@@ -138,7 +138,10 @@ impl Snapshot {
                         let state = match carried.get(&(pc.name.as_str(), bc.address)) {
                             Some(s) => Arc::clone(s),
                             None => {
-                                let s = Arc::new(BackendState::default());
+                                let s = Arc::new(match &pc.health {
+                                    Some(h) if h.decides_role() => BackendState::unknown(),
+                                    _ => BackendState::default(),
+                                });
                                 // Added by a reload: ramp up like a returning backend.
                                 if previous.is_some() {
                                     s.mark_added(now);

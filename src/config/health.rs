@@ -61,6 +61,17 @@ pub enum PgRole {
 }
 
 impl HealthConfig {
+    /// Whether the check tells a node's role apart (a postgres `role`, a tcp `expect` such as
+    /// `role:master`), not just whether it answers: then a backend nobody has checked yet
+    /// could be the wrong node, and takes no traffic until its first check passes.
+    pub fn decides_role(&self) -> bool {
+        match self.kind {
+            HealthKind::Postgres => true,
+            HealthKind::Tcp => !self.expect.is_empty(),
+            HealthKind::Http => false,
+        }
+    }
+
     /// An http check with the documented defaults.
     pub fn http() -> Self {
         HealthConfig {

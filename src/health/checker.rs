@@ -79,9 +79,15 @@ struct Checker {
 impl Checker {
     async fn run(self) {
         let cfg = &*self.cfg;
-        let mut thresholds = Thresholds::new(cfg.rise, cfg.fall, self.state.is_healthy());
-        // Spread the first checks over a tenth of the interval.
-        tokio::time::sleep(cfg.interval.mul_f64(0.1 * fastrand::f64())).await;
+        let mut thresholds = if self.state.is_unknown() {
+            // Undecided (a role-checked backend at start, or added): checked at once, and
+            // the first result decides.
+            Thresholds::undecided(cfg.rise, cfg.fall)
+        } else {
+            // Spread the first checks of known backends over a tenth of the interval.
+            tokio::time::sleep(cfg.interval.mul_f64(0.1 * fastrand::f64())).await;
+            Thresholds::new(cfg.rise, cfg.fall, self.state.is_healthy())
+        };
         loop {
             let started = std::time::Instant::now();
             let result = probe::check(self.addr, cfg).await;

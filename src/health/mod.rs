@@ -32,6 +32,8 @@ pub struct Thresholds {
     up: bool,
     /// Results in a row that disagree with `up`.
     streak: u32,
+    /// `false` until the first result: an undecided backend is decided by it alone.
+    decided: bool,
 }
 
 impl Thresholds {
@@ -43,6 +45,16 @@ impl Thresholds {
             fall: fall.max(1),
             up,
             streak: 0,
+            decided: true,
+        }
+    }
+
+    /// For a backend nobody has checked yet (role-checked pools): the first result decides,
+    /// so a right-role node takes traffic after one passed check, not `rise`.
+    pub fn undecided(rise: u32, fall: u32) -> Self {
+        Thresholds {
+            decided: false,
+            ..Thresholds::new(rise, fall, false)
         }
     }
 
@@ -53,6 +65,11 @@ impl Thresholds {
 
     /// Counts one check result; `Some(new verdict)` when it changes the state.
     pub fn record(&mut self, ok: bool) -> Option<bool> {
+        if !self.decided {
+            self.decided = true;
+            self.up = ok;
+            return Some(ok);
+        }
         if ok == self.up {
             self.streak = 0;
             return None;
@@ -89,6 +106,17 @@ pub fn report(
 #[cfg(test)]
 mod tests {
     use super::Thresholds;
+
+    #[test]
+    fn an_undecided_backend_is_decided_by_its_first_result() {
+        let mut t = Thresholds::undecided(2, 3);
+        assert_eq!(t.record(true), Some(true), "up after one pass, not rise");
+        assert_eq!(t.record(false), None, "then the usual fall");
+        let mut t = Thresholds::undecided(2, 3);
+        assert_eq!(t.record(false), Some(false), "down, and no longer unknown");
+        assert_eq!(t.record(true), None, "then the usual rise");
+        assert_eq!(t.record(true), Some(true));
+    }
 
     #[test]
     fn fall_failures_in_a_row_mark_down() {
