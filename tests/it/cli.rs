@@ -30,6 +30,24 @@ name = "p"
 backends = [{ address = "127.0.0.1:9001" }]
 "#;
 
+/// Unknown keys in three sections: lines 3 (global), 8 (listener) and 15 (pool.health).
+const THREE_UNKNOWN_KEYS: &str = r#"[global]
+access_log = "off"
+colour = "blue"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+binds = "127.0.0.1:8081"
+pool = "p"
+
+[[pool]]
+name = "p"
+backends = [{ address = "127.0.0.1:9001" }]
+[pool.health]
+intervall = "1s"
+"#;
+
 const VALID: &str = r#"[global]
 access_log = "off"
 shutdown_grace = "5s"
@@ -80,6 +98,27 @@ fn check_reports_an_unknown_key() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     let line = error_line(&stderr, file, 3).unwrap_or_else(|| panic!("no {file}:3: in {stderr}"));
     assert!(line.contains("colour"), "{line}");
+}
+
+/// serde stops at the first unknown key; `check` reports all of them in one run.
+#[test]
+fn check_reports_every_unknown_key_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "unknown3.toml", THREE_UNKNOWN_KEYS);
+    let file = path.to_str().unwrap();
+    let (status, _, stderr) = run_cli(&["check", "-c", file]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    for (line, col, key) in [
+        (3, 1, "global: colour"),
+        (8, 1, "listener: binds"),
+        (15, 1, "pool: health: intervall"),
+    ] {
+        let want = format!("{file}:{line}:{col}: {key}: unknown key");
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&want)),
+            "no {want:?} in {stderr}"
+        );
+    }
 }
 
 #[test]
