@@ -148,3 +148,30 @@ fn repository_example_config_passes_check() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stdout.starts_with("ok"), "{stdout}");
 }
+
+/// The command the example config's header tells readers to run works as written.
+#[test]
+fn the_check_command_in_the_example_configs_header_works() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/config/fulcrum.toml")).unwrap();
+    let command = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .find_map(|l| {
+            l.split('`')
+                .nth(1)
+                .filter(|c| c.starts_with("fulcrum check"))
+        })
+        .expect("the header names a `fulcrum check ...` command");
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let out = std::process::Command::new(crate::support::proxy::binary())
+        .args(&args)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{command}`: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
