@@ -158,8 +158,74 @@ pub(super) struct RawBackend {
     pub region: Option<Str>,
 }
 
-/// Parses the text into the raw mirror; a syntax error, an unknown key or a value of the wrong
-/// TOML type fails here (serde cannot continue past it, so this is at most one error).
-pub(super) fn parse(text: &str) -> Result<RawFile, toml::de::Error> {
-    toml::from_str(text)
+/// Unknown keys reported from one file at most; past this the next one ends the parse.
+const MAX_UNKNOWN_KEYS: usize = 100;
+
+/// What [`parse`] found: every unknown key, and the raw mirror without them.
+pub(super) struct Parsed {
+    /// One serde "unknown field" error per unknown key, each with the key's span.
+    pub unknown_keys: Vec<toml::de::Error>,
+    /// The file read with the unknown keys left out; `Err` at a syntax error or a value of the
+    /// wrong TOML type (serde cannot continue past it, so this is at most one error).
+    pub raw: Result<RawFile, toml::de::Error>,
+}
+
+/// Parses the text into the raw mirror, reporting every unknown key at once.
+///
+/// Serde's `deny_unknown_fields` stops at the first unknown key, so an operator fixing a file
+/// with three typos needed three runs. Each unknown key found is left out of the parsed
+/// document (found by its span) and the document is read again, until none is left; the text
+/// is parsed once.
+pub(super) fn parse(text: &str) -> Parsed {
+    let mut unknown_keys = Vec::new();
+    let mut doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            return Parsed {
+                unknown_keys,
+                raw: Err(e),
+            }
+        }
+    };
+    loop {
+        let e = match RawFile::deserialize(toml::de::Deserializer::from(doc.clone())) {
+            Err(e) if is_unknown_key(&e) && unknown_keys.len() < MAX_UNKNOWN_KEYS => e,
+            raw => return Parsed { unknown_keys, raw },
+        };
+        // A key that cannot be found to leave out would be met again: the last error.
+        if !e
+            .span()
+            .is_some_and(|span| remove_key(doc.get_mut(), &span))
+        {
+            return Parsed {
+                unknown_keys,
+                raw: Err(e),
+            };
+        }
+        unknown_keys.push(e);
+    }
+}
+
+/// Whether `e` is serde's "unknown field" error (`deny_unknown_fields`).
+fn is_unknown_key(e: &toml::de::Error) -> bool {
+    e.message().starts_with("unknown field `")
+}
+
+/// Removes the key whose span is `span` from `table` or a table nested in it; whether it did.
+fn remove_key(table: &mut toml::de::DeTable<'_>, span: &std::ops::Range<usize>) -> bool {
+    if let Some(key) = table.keys().find(|k| k.span() == *span).cloned() {
+        table.remove(&key);
+        return true;
+    }
+    table
+        .iter_mut()
+        .any(|(_, v)| remove_key_in(v.get_mut(), span))
+}
+
+fn remove_key_in(value: &mut toml::de::DeValue<'_>, span: &std::ops::Range<usize>) -> bool {
+    match value {
+        toml::de::DeValue::Table(t) => remove_key(t, span),
+        toml::de::DeValue::Array(a) => a.iter_mut().any(|v| remove_key_in(v.get_mut(), span)),
+        _ => false,
+    }
 }

@@ -6,8 +6,9 @@
 //! as `file:line:col: key: message`. A bad value is recorded and replaced by its default so the
 //! walk can go on; the partially built model is thrown away if anything was recorded.
 //!
-//! Serde is the exception: a TOML syntax error, an unknown key or a value of the wrong TOML type
-//! stops deserialization, so at most one such error is reported (see `file.rs`).
+//! Serde is the exception: a TOML syntax error or a value of the wrong TOML type stops
+//! deserialization, so at most one such error is reported (see `file.rs`). Unknown keys are all
+//! reported: `file::parse` leaves each one out and reads the file again.
 
 mod health;
 mod listeners;
@@ -40,7 +41,11 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
         path,
         errors: Vec::new(),
     };
-    let config = match file::parse(text) {
+    let parsed = file::parse(text);
+    for e in &parsed.unknown_keys {
+        cx.toml_error(e);
+    }
+    let config = match parsed.raw {
         Ok(raw) => {
             let global = raw
                 .global
@@ -315,7 +320,7 @@ impl Cx<'_> {
         true
     }
 
-    /// Converts the one error serde can give: syntax, unknown key, or wrong TOML type.
+    /// Converts a serde error: syntax, unknown key, or wrong TOML type.
     fn toml_error(&mut self, e: &toml::de::Error) {
         let path = toml_key_path(e);
         let raw = e.message();

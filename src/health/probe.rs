@@ -6,6 +6,7 @@
 //! fit for the state-change log line (`connect refused`, `status 500`, ...).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request};
@@ -18,6 +19,16 @@ use crate::config::{HealthConfig, HealthKind};
 
 /// Largest reply a tcp `expect` check reads before giving up.
 const MAX_REPLY: usize = 64 * 1024;
+
+/// A pause in a tcp `expect` check's reply, after data arrived, that ends the reply.
+///
+/// A check's reply is one small answer written at once (Redis answers `INFO replication` in well
+/// under a millisecond), and a server like Redis keeps the connection open for the next
+/// command, so neither a close nor the reply's size says it is complete. Waiting for the
+/// check's `timeout` instead delayed every failing verdict by that timeout, and a role swap was
+/// followed only after `fall x (interval + timeout)`. 50 ms is far above the gap between the
+/// segments of one answer, even on a loaded host, and far below any sensible interval.
+const REPLY_QUIET: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -121,13 +132,20 @@ async fn tcp_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeErro
     let needle = cfg.expect.as_bytes();
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
-    // A server that answers and keeps the connection open (Redis) is judged by what it sent
-    // before the deadline; the outer timeout is a little later and covers the silent case.
+    // The reply decides the check as soon as it can: the substring found, the peer closed, or
+    // the reply complete (quiet for `REPLY_QUIET` after data arrived). Before the first byte only
+    // the deadline bounds the wait; the outer timeout is a little later and covers the silent
+    // case.
     let deadline = tokio::time::Instant::now() + cfg.timeout.mul_f64(0.95);
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        let until = match reply.is_empty() {
+            true => deadline,
+            false => deadline.min(tokio::time::Instant::now() + REPLY_QUIET),
+        };
+        let n = match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
             Ok(read) => read.map_err(ProbeError::Io)?,
             Err(_) if reply.is_empty() => return Err(ProbeError::Timeout(cfg.timeout)),
+            Err(_) if until < deadline => return Err(ProbeError::Mismatch(cfg.expect.clone())),
             Err(_) => return Err(ProbeError::MismatchTimeout(cfg.expect.clone(), cfg.timeout)),
         };
         if n == 0 {
@@ -195,5 +213,86 @@ async fn postgres_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), Prob
             (Some(_), None) if behind > 0.0 => Err(ProbeError::LagBytes(behind)),
             (Some(_), None) => Ok(()),
         },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::{check, ProbeError};
+    use crate::config::HealthConfig;
+
+    /// A server that reads the check's command, answers `reply` in one write, then keeps the
+    /// connection open (as Redis does) or closes it.
+    async fn server(reply: &'static str, close: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(reply.as_bytes()).await;
+                    if close {
+                        return;
+                    }
+                    // Held open until the checker hangs up.
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        addr
+    }
+
+    fn expect_master(timeout: Duration) -> HealthConfig {
+        HealthConfig {
+            send: "INFO replication\r\n".into(),
+            expect: "role:master".into(),
+            timeout,
+            ..HealthConfig::tcp()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_complete_reply_without_the_substring_fails_long_before_the_timeout() {
+        let addr = server("$30\r\n# Replication\r\nrole:slave\r\n\r\n", false).await;
+        let timeout = Duration::from_secs(5);
+        let started = Instant::now();
+        let result = check(addr, &expect_master(timeout)).await;
+        let took = started.elapsed();
+        assert!(matches!(result, Err(ProbeError::Mismatch(_))), "{result:?}");
+        assert!(
+            took < timeout / 2,
+            "decided after {took:?} (timeout {timeout:?})"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_substring_passes_and_a_close_decides_on_what_was_read() {
+        let cfg = expect_master(Duration::from_secs(5));
+        let open = server("# Replication\r\nrole:master\r\n", false).await;
+        assert!(check(open, &cfg).await.is_ok());
+        let closed = server("role:slave\r\n", true).await;
+        let result = check(closed, &cfg).await;
+        assert!(matches!(result, Err(ProbeError::Mismatch(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepted by the kernel's backlog, never answered.
+        let result = check(addr, &expect_master(Duration::from_millis(200))).await;
+        assert!(matches!(result, Err(ProbeError::Timeout(_))), "{result:?}");
+        drop(listener);
     }
 }

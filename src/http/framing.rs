@@ -34,6 +34,17 @@
 //!   `chunked`, a bad chunk-size line or a missing CRLF: hyper answers 400/431 and closes;
 //! - after an ambiguous request (hyper closes the connection after it).
 //!
+//! # 414 for an over-long request line
+//! hyper answers any head that fills its buffer ([`MAX_HEAD`]) with an automatic 431, even when
+//! the request line alone filled it; RFC 9112 section 3 wants 414 there, and hyper has no
+//! option for it (its own 414 needs a complete head with a URI over 64 KiB, which the buffer
+//! never holds). The tracker sees the same bytes: when a head stops tracking for its size and
+//! its request line has no end, [`FramingIo`] rewrites hyper's automatic
+//! `431 Request Header Fields Too Large` status line, when it starts a write, into
+//! `414 URI Too Long`. hyper still writes the answer itself, in order after what it owed the
+//! client, and closes; the request never reaches the service. A header block over the limit
+//! keeps its 431.
+//!
 //! An `Upgrade` or CONNECT request does not stop tracking: when the upgrade is refused, hyper
 //! keeps the connection for further requests, which must still be checked. When it is
 //! accepted, the tunnelled bytes are followed as if they were requests until they fail to
@@ -151,6 +162,8 @@ pub struct Tracker {
     heads: u32,
     /// No byte seen yet (for the HTTP/2 preface).
     fresh: bool,
+    /// The head that stopped tracking for its size had no end to its request line.
+    line_too_long: bool,
 }
 
 impl Default for Tracker {
@@ -166,7 +179,14 @@ impl Tracker {
             buf: Vec::new(),
             heads: 0,
             fresh: true,
+            line_too_long: false,
         }
+    }
+
+    /// Whether tracking stopped at a head whose request line alone filled [`MAX_HEAD`]
+    /// (hyper answers it 431; see the module doc).
+    pub fn request_line_too_long(&self) -> bool {
+        self.line_too_long
     }
 
     /// Whether bytes still need to be fed.
@@ -244,6 +264,13 @@ impl Tracker {
         self.buf = Vec::new();
     }
 
+    /// Stops at a partial head of `MAX_HEAD` bytes or more, where hyper answers 431.
+    /// `line_ended`: whether its request line ended (see [`has_line_end`]).
+    fn too_large(&mut self, line_ended: bool) {
+        self.line_too_long = !line_ended;
+        self.off();
+    }
+
     /// One byte that must be `want` (hyper's chunked decoder is strict about CRLFs).
     fn one(&mut self, byte: u8, want: u8, next: State) {
         if byte == want {
@@ -262,11 +289,15 @@ impl Tracker {
                 Ok(httparse::Status::Complete((len, framing))) => {
                     self.after_head(framing).map(|()| len)
                 }
-                Ok(httparse::Status::Partial) if data.len() <= MAX_HEAD => {
+                Ok(httparse::Status::Partial) if data.len() < MAX_HEAD => {
                     self.buf.extend_from_slice(data);
                     Ok(data.len())
                 }
-                _ => {
+                Ok(httparse::Status::Partial) => {
+                    self.too_large(has_line_end(data));
+                    Err(None)
+                }
+                Err(_) => {
                     self.off();
                     Err(None)
                 }
@@ -278,8 +309,8 @@ impl Tracker {
         let take = data.len().min(MAX_HEAD + 1 - old);
         self.buf.extend_from_slice(&data[..take]);
         if !has_empty_line(&self.buf[old.saturating_sub(2)..]) {
-            if self.buf.len() > MAX_HEAD {
-                self.off();
+            if self.buf.len() >= MAX_HEAD {
+                self.too_large(has_line_end(&self.buf));
                 return Err(None);
             }
             return Ok(take);
@@ -289,8 +320,12 @@ impl Tracker {
                 self.release_buf();
                 self.after_head(framing).map(|()| len.saturating_sub(old))
             }
-            Ok(httparse::Status::Partial) if self.buf.len() <= MAX_HEAD => Ok(take),
-            _ => {
+            Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => Ok(take),
+            Ok(httparse::Status::Partial) => {
+                self.too_large(has_line_end(&self.buf));
+                Err(None)
+            }
+            Err(_) => {
                 self.off();
                 Err(None)
             }
@@ -407,6 +442,15 @@ fn has_empty_line(bytes: &[u8]) -> bool {
     })
 }
 
+/// Whether a partial head has ended its request line (httparse skips empty lines before it).
+fn has_line_end(head: &[u8]) -> bool {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    head[start..].contains(&b'\n')
+}
+
 /// Parses a request head with httparse's defaults (hyper's too): its length and framing.
 fn parse_head(bytes: &[u8]) -> httparse::Result<(usize, Framing)> {
     // Uninitialised header slots: nothing to fill 128 times per head (as hyper does).
@@ -469,12 +513,36 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
     last.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
-/// The connection's socket with a [`Tracker`] watching what hyper reads; writes pass through.
+/// hyper's automatic answer to a head that fills its buffer, after the 8-byte version.
+const HYPER_431: &[u8] = b" 431 Request Header Fields Too Large\r\n";
+/// What it becomes when the request line alone filled the buffer, after the same version.
+const STATUS_414: &[u8] = b" 414 URI Too Long\r\n";
+/// "HTTP/1.1" or "HTTP/1.0".
+const VERSION_LEN: usize = 8;
+/// The rewritten status line.
+type Line414 = [u8; VERSION_LEN + STATUS_414.len()];
+
+/// Where the 431 -> 414 rewrite is (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rewrite {
+    /// Writes pass through.
+    Off,
+    /// The tracker saw an over-long request line: the next write that starts with hyper's
+    /// automatic 431 status line is rewritten.
+    Armed,
+    /// The 414 status line, of which `written` bytes went out; hyper's 431 line counts as
+    /// written once all of it did.
+    Writing { line: Line414, written: usize },
+}
+
+/// The connection's socket with a [`Tracker`] watching what hyper reads; writes pass through,
+/// but for hyper's 431 to an over-long request line, which goes out as 414.
 #[derive(Debug)]
 pub struct FramingIo<T> {
     inner: T,
     tracker: Tracker,
     flags: Arc<FramingFlags>,
+    rewrite: Rewrite,
 }
 
 impl<T> FramingIo<T> {
@@ -484,7 +552,43 @@ impl<T> FramingIo<T> {
             inner,
             tracker: Tracker::new(),
             flags,
+            rewrite: Rewrite::Off,
         }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> FramingIo<T> {
+    /// `poll_write` once the rewrite is armed: hyper's automatic 431 status line, when it
+    /// starts `buf`, goes out as `414 URI Too Long` (and counts as written when that did);
+    /// anything else passes through.
+    fn poll_write_armed(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let (line, mut written) = match self.rewrite {
+            Rewrite::Writing { line, written } => (line, written),
+            Rewrite::Armed
+                if buf
+                    .get(VERSION_LEN..)
+                    .is_some_and(|s| s.starts_with(HYPER_431)) =>
+            {
+                let mut line: Line414 = [0; VERSION_LEN + STATUS_414.len()];
+                line[..VERSION_LEN].copy_from_slice(&buf[..VERSION_LEN]);
+                line[VERSION_LEN..].copy_from_slice(STATUS_414);
+                (line, 0)
+            }
+            _ => return Pin::new(&mut self.inner).poll_write(cx, buf),
+        };
+        while written < line.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &line[written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(0)),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.rewrite = Rewrite::Writing { line, written };
+                    return Poll::Pending;
+                }
+            }
+        }
+        self.rewrite = Rewrite::Off;
+        Poll::Ready(Ok(VERSION_LEN + HYPER_431.len()))
     }
 }
 
@@ -502,6 +606,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for FramingIo<T> {
                 if let Some(index) = this.tracker.feed(&buf.filled()[before..]) {
                     this.flags.flag(index);
                 }
+                if this.tracker.request_line_too_long() && this.rewrite == Rewrite::Off {
+                    this.rewrite = Rewrite::Armed;
+                }
             }
         }
         polled
@@ -514,7 +621,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FramingIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        match this.rewrite {
+            Rewrite::Off => Pin::new(&mut this.inner).poll_write(cx, buf),
+            _ => this.poll_write_armed(cx, buf),
+        }
     }
 
     fn poll_write_vectored(
@@ -522,7 +633,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FramingIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        match this.rewrite {
+            Rewrite::Off => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+            // One slice at a time while armed, so that hyper's status line starts a write.
+            _ => {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
+                this.poll_write_armed(cx, first)
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {

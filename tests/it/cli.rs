@@ -30,6 +30,24 @@ name = "p"
 backends = [{ address = "127.0.0.1:9001" }]
 "#;
 
+/// Unknown keys in three sections: lines 3 (global), 8 (listener) and 15 (pool.health).
+const THREE_UNKNOWN_KEYS: &str = r#"[global]
+access_log = "off"
+colour = "blue"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+binds = "127.0.0.1:8081"
+pool = "p"
+
+[[pool]]
+name = "p"
+backends = [{ address = "127.0.0.1:9001" }]
+[pool.health]
+intervall = "1s"
+"#;
+
 const VALID: &str = r#"[global]
 access_log = "off"
 shutdown_grace = "5s"
@@ -82,6 +100,27 @@ fn check_reports_an_unknown_key() {
     assert!(line.contains("colour"), "{line}");
 }
 
+/// serde stops at the first unknown key; `check` reports all of them in one run.
+#[test]
+fn check_reports_every_unknown_key_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "unknown3.toml", THREE_UNKNOWN_KEYS);
+    let file = path.to_str().unwrap();
+    let (status, _, stderr) = run_cli(&["check", "-c", file]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    for (line, col, key) in [
+        (3, 1, "global: colour"),
+        (8, 1, "listener: binds"),
+        (15, 1, "pool: health: intervall"),
+    ] {
+        let want = format!("{file}:{line}:{col}: {key}: unknown key");
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&want)),
+            "no {want:?} in {stderr}"
+        );
+    }
+}
+
 #[test]
 fn check_accepts_a_valid_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,4 +147,31 @@ fn repository_example_config_passes_check() {
     let (status, stdout, stderr) = run_cli(&["check", "-c", path]);
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stdout.starts_with("ok"), "{stdout}");
+}
+
+/// The command the example config's header tells readers to run works as written.
+#[test]
+fn the_check_command_in_the_example_configs_header_works() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/config/fulcrum.toml")).unwrap();
+    let command = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .find_map(|l| {
+            l.split('`')
+                .nth(1)
+                .filter(|c| c.starts_with("fulcrum check"))
+        })
+        .expect("the header names a `fulcrum check ...` command");
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let out = std::process::Command::new(crate::support::proxy::binary())
+        .args(&args)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{command}`: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -71,6 +71,91 @@ backends = [{{ address = "{}", weight = 1 }}]
     assert!(!accepts(addr), "still accepting after shutdown");
 }
 
+/// With no client connection, SIGTERM is followed by "stopped" without waiting for
+/// `shutdown_grace`, and the process is gone soon after "stopped": nothing it started (health
+/// checks, admin API, access-log writer, file watcher) keeps it alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_exits_soon_after_stopped() {
+    use std::io::BufRead;
+
+    let checked = BackendBuilder::new("checked").start().await;
+    let addr = free_addr();
+    let admin = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "fulcrum.toml",
+        &format!(
+            r#"[global]
+access_log = "stdout"
+shutdown_grace = "10s"
+admin = "{admin}"
+
+[[listener]]
+name = "web"
+bind = "{addr}"
+pool = "p"
+
+[[pool]]
+name = "p"
+backends = [{{ address = "{}" }}]
+[pool.health]
+kind = "http"
+path = "/healthz"
+interval = "100ms"
+"#,
+            checked.addr
+        ),
+    );
+    let mut process = tokio::task::spawn_blocking(move || Process::run(&path, addr))
+        .await
+        .unwrap();
+    // Every line of stderr, with when it was read.
+    let stderr = process.child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    // The checks run (and keep running while it stops).
+    assert!(wait_until(Duration::from_secs(5), || checked.count() >= 2).await);
+
+    process.signal("TERM");
+    let sent_term = Instant::now();
+    let (stopped, status, process) = tokio::task::spawn_blocking(move || {
+        let stopped = loop {
+            match lines.recv_timeout(Duration::from_secs(10)) {
+                Ok((at, line)) if line.ends_with(" stopped") => break Some(at),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        let status = process.wait_exit(Duration::from_secs(10));
+        (stopped, status, process)
+    })
+    .await
+    .unwrap();
+    let exited = Instant::now();
+    drop(process);
+    let stopped = stopped.expect("no \"stopped\" line after SIGTERM");
+    let status = status.expect("fulcrum did not exit after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    let (to_stopped, to_exit) = (stopped - sent_term, exited - stopped);
+    eprintln!("SIGTERM -> \"stopped\" {to_stopped:?}, \"stopped\" -> exit {to_exit:?}");
+    assert!(
+        to_stopped < Duration::from_secs(5),
+        "\"stopped\" {to_stopped:?} after SIGTERM: waited for shutdown_grace with no connection"
+    );
+    assert!(
+        to_exit < Duration::from_secs(1),
+        "exited {to_exit:?} after \"stopped\""
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_answers_and_stops_on_sigint() {
     // Both on port 0: the demo's default admin port may be taken by another test or a demo.

@@ -111,3 +111,65 @@ async fn partial_header_is_closed_after_client_header_timeout() {
     );
     assert_eq!(raw.received(), "", "a partial request reached the backend");
 }
+
+/// RFC 9112 section 3: a request-target longer than the server parses gets 414, not 431
+/// (hyper answers 431 for any head over its buffer); a header block over the limit keeps 431.
+/// Neither reaches the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_long_request_line_gets_414_and_an_over_long_header_block_431() {
+    let raw = RawBackend::start().await;
+    let proxy = Proxy::simple(&[raw.addr]);
+    let long = "a".repeat(70_000);
+    let cases = [
+        (
+            "70 KB request line",
+            format!("GET /{long} HTTP/1.1\r\nHost: h\r\n\r\n"),
+            "HTTP/1.1 414 ",
+        ),
+        (
+            "70 KB header block",
+            format!("GET /big-header HTTP/1.1\r\nHost: h\r\nX-Big: {long}\r\n\r\n"),
+            "HTTP/1.1 431 ",
+        ),
+    ];
+    for (what, request, want) in &cases {
+        let response = send_then_read(proxy.addr, request.as_bytes()).await;
+        assert!(
+            status_line(&response).starts_with(want),
+            "{what}: got {:?}",
+            status_line(&response)
+        );
+    }
+
+    let r = get_once(proxy.addr, "/after-long").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        wait_until(Duration::from_secs(5), || raw
+            .received()
+            .contains("/after-long"))
+        .await
+    );
+    let received = raw.received();
+    assert!(
+        received.starts_with("GET /after-long HTTP/1.1\r\n"),
+        "the backend received something else first: {:.200?}",
+        received
+    );
+    assert_eq!(received.matches(" HTTP/1.1\r\n").count(), 1);
+}
+
+/// Writes `bytes` (the proxy may answer and close before reading them all, so a failed write
+/// is fine) and reads the response until the proxy closes.
+async fn send_then_read(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}

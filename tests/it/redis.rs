@@ -144,3 +144,62 @@ async fn write_follows_the_primary_and_reads_fall_back_to_it() {
     replica.stop();
     drop(handle);
 }
+
+/// Issue 13 item 2: a check whose reply lacks `role:master` is decided when the reply is
+/// complete, not at its `timeout`, so a role swap (`REPLICAOF`) with a timeout of twice the
+/// interval is followed within the contract's `fall x interval + 1 s`.
+#[tokio::test]
+async fn a_role_swap_is_followed_within_fall_intervals_despite_a_long_timeout() {
+    const SWAP_INTERVAL: Duration = Duration::from_millis(500);
+    let primary = Redis::start(None);
+    let replica = Redis::start(Some(primary.addr));
+    wait_linked(&replica).await;
+
+    let mut write = role_pool("write", &[&primary, &replica], "master");
+    if let Some(h) = write.health.as_mut() {
+        h.interval = SWAP_INTERVAL;
+        h.timeout = Duration::from_secs(1);
+    }
+    let cfg = config(
+        ListenerConfig::tcp("write", any_port(), "write"),
+        vec![write],
+    );
+    let handle = fulcrum::start(cfg).unwrap();
+    let port = handle.listener_addr("write").unwrap();
+    let roles = |h: &fulcrum::Handle| {
+        let s = h.status();
+        (s[0].backends[0].healthy, s[0].backends[1].healthy)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || roles(&handle) == (true, false)).await,
+        "initial roles: {:?}",
+        handle.status()
+    );
+
+    assert_eq!(command(replica.addr, "REPLICAOF NO ONE").await, "+OK");
+    let p = replica.addr.port().to_string();
+    assert_eq!(
+        command(primary.addr, &format!("REPLICAOF 127.0.0.1 {p}")).await,
+        "+OK"
+    );
+    let swapped = Instant::now();
+    let limit = SWAP_INTERVAL * FALL + Duration::from_secs(1);
+    let followed = wait_until(limit * 4, || roles(&handle) == (false, true)).await;
+    let took = swapped.elapsed();
+    eprintln!("role swap followed after {took:?} (limit {limit:?})");
+    assert!(followed, "roles after the swap: {:?}", handle.status());
+    assert!(
+        took <= limit,
+        "write port followed the swap after {took:?} (limit {limit:?})"
+    );
+    // Followed: every write goes to the new primary.
+    for i in 0..6 {
+        assert_eq!(command(port, &format!("SET swap{i} v")).await, "+OK");
+    }
+    assert_eq!(
+        command(replica.addr, "GET swap5").await,
+        "v",
+        "on the new primary"
+    );
+    drop(handle);
+}

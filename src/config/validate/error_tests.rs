@@ -23,16 +23,44 @@ fn unknown_keys_have_location() {
         e.starts_with("fulcrum.toml:13:1: region: zone: unknown key"),
         "{e}"
     );
-    let e = error("[global]\nadmins = \"127.0.0.1:9901\"\n");
+    let e = error(&format!("[global]\nadmins = \"127.0.0.1:9901\"\n{MINIMAL}"));
     assert!(
         e.starts_with("fulcrum.toml:2:1: global: admins: unknown key"),
         "{e}"
     );
+    // The file is still validated: no listener is reported too.
     let e =
-        error("[[pool]]\nname = \"p\"\nbackends = [{ address = \"10.0.0.1:80\", dns = \"x\" }]\n");
+        errors("[[pool]]\nname = \"p\"\nbackends = [{ address = \"10.0.0.1:80\", dns = \"x\" }]\n");
     assert!(
-        e.starts_with("fulcrum.toml:3:40: pool: backends: dns: unknown key"),
-        "{e}"
+        e[1].starts_with("fulcrum.toml:3:40: pool: backends: dns: unknown key"),
+        "{e:#?}"
+    );
+}
+
+/// Serde stops at the first unknown key; every one is reported, in file order, and the rest of
+/// the file is still validated.
+#[test]
+fn every_unknown_key_is_reported_with_the_other_errors() {
+    let text = "[global]\nworkerz = 2\n\n\
+        [[listener]]\nname = \"web\"\nbind = \"0.0.0.0:8080\"\npool = \"web\"\nport = 1\n\n\
+        [[pool]]\nname = \"web\"\nretries = -1\n\
+        backends = [{ address = \"10.0.0.1:80\", wieght = 2 }]\n\
+        [pool.health]\nintervall = \"1s\"\n";
+    let errs = errors(text);
+    let keys: Vec<&str> = errs
+        .iter()
+        .map(|e| e.split(": unknown key").next().unwrap_or(e))
+        .collect();
+    assert_eq!(
+        keys[..],
+        [
+            "fulcrum.toml:2:1: global: workerz",
+            "fulcrum.toml:8:1: listener: port",
+            "fulcrum.toml:12:11: pool \"web\": retries: must be >= 0",
+            "fulcrum.toml:13:40: pool: backends: wieght",
+            "fulcrum.toml:15:1: pool: health: intervall",
+        ],
+        "{errs:#?}"
     );
 }
 

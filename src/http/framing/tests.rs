@@ -250,3 +250,78 @@ async fn the_wrapper_flags_what_it_reads() {
     assert!(!flags.is_ambiguous(2));
     assert!(!flags.is_ambiguous(u32::MAX));
 }
+
+/// A partial head of `MAX_HEAD` bytes stops tracking; whether its request line ended decides
+/// between 414 and hyper's 431. Whole, in pieces, and after empty lines (which httparse skips).
+#[test]
+fn a_request_line_that_fills_the_head_limit_is_told_from_a_header_block() {
+    let mut line = b"GET /".to_vec();
+    line.resize(MAX_HEAD + 10, b'a');
+    let mut after_empty = b"\r\n\r\nGET /".to_vec();
+    after_empty.resize(MAX_HEAD, b'a');
+    let mut header = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    header.resize(MAX_HEAD, b'a');
+    for (stream, too_long) in [(&line, true), (&after_empty, true), (&header, false)] {
+        let pieces: Vec<Vec<&[u8]>> = vec![
+            vec![&stream[..]],
+            stream.chunks(1000).collect(),
+            vec![&stream[..MAX_HEAD - 1], &stream[MAX_HEAD - 1..]],
+        ];
+        for pieces in pieces {
+            let mut tracker = Tracker::new();
+            for piece in &pieces {
+                tracker.feed(piece);
+            }
+            assert!(!tracker.is_tracking());
+            assert_eq!(tracker.request_line_too_long(), too_long);
+        }
+    }
+    // One byte short of the limit: still waiting for the rest.
+    let mut tracker = Tracker::new();
+    tracker.feed(&line[..MAX_HEAD - 1]);
+    assert!(tracker.is_tracking() && !tracker.request_line_too_long());
+}
+
+/// hyper's automatic 431 goes out as 414 after an over-long request line (through a pipe small
+/// enough to split the rewritten line), and unchanged otherwise.
+#[tokio::test]
+async fn the_wrapper_turns_hypers_431_into_414_after_an_over_long_request_line() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const HYPER: &[u8] =
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
+    for (request_line_too_long, want) in [
+        (
+            true,
+            &b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n"[..],
+        ),
+        (false, HYPER),
+    ] {
+        let (client, server) = tokio::io::duplex(16);
+        let mut io = FramingIo::new(server, Arc::new(FramingFlags::new()));
+        let mut head = match request_line_too_long {
+            true => b"GET /".to_vec(),
+            false => b"GET / HTTP/1.1\r\nX: ".to_vec(),
+        };
+        head.resize(MAX_HEAD, b'a');
+        let proxy = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            let mut read = 0;
+            while read < MAX_HEAD {
+                read += io.read(&mut buf).await.unwrap();
+            }
+            io.write_all(HYPER).await.unwrap();
+            io.shutdown().await.unwrap();
+        });
+        let (mut rx, mut tx) = tokio::io::split(client);
+        let writer = tokio::spawn(async move { tx.write_all(&head).await.unwrap() });
+        let mut response = Vec::new();
+        rx.read_to_end(&mut response).await.unwrap();
+        writer.await.unwrap();
+        proxy.await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&response),
+            String::from_utf8_lossy(want)
+        );
+    }
+}
