@@ -106,11 +106,16 @@ impl Checker {
                 ])
                 .inc();
             if let Some(up) = thresholds.record(result.is_ok()) {
+                let first = self.state.is_unknown();
                 self.state.set_healthy_at(up, clock::now_ms());
                 self.snapshot.pools[self.pool_index].membership_changed();
-                let (state, reason) = match &result {
-                    Ok(()) => (Condition::Up, format!("{} checks passed", cfg.rise)),
-                    Err(e) => (
+                let (state, reason) = match (&result, first) {
+                    (Ok(()), true) => (Condition::Up, "first check passed".to_string()),
+                    (Ok(()), false) => (Condition::Up, format!("{} checks passed", cfg.rise)),
+                    (Err(e), true) => {
+                        (Condition::Down, format!("first check failed: {}", Chain(e)))
+                    }
+                    (Err(e), false) => (
                         Condition::Down,
                         format!("{} checks failed: {}", cfg.fall, Chain(e)),
                     ),

@@ -101,6 +101,12 @@ async fn tcp_send_expect_on_a_side_port_follows_the_role() {
     pool.health.as_mut().unwrap().kind = fulcrum::config::HealthKind::Tcp;
     let proxy = Proxy::start(config(listener(), vec![pool]));
 
+    // A role-checked backend starts unknown; its first check, run at once, decides alone.
+    eventually(WAIT, "a up after its first check", || async {
+        status(&proxy, a.addr).healthy
+    })
+    .await;
+    assert_eq!(reason(&proxy, a.addr), "up: first check passed");
     role.set_master(false);
     eventually(WAIT, "a marked down", || async {
         !status(&proxy, a.addr).healthy

@@ -76,11 +76,7 @@ backends = [{{ address = "{}", weight = 1 }}]
 /// checks, admin API, access-log writer, file watcher) keeps it alive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_process_exits_soon_after_stopped() {
-    use std::io::BufRead;
-
     let checked = BackendBuilder::new("checked").start().await;
-    let addr = free_addr();
-    let admin = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(
         dir.path(),
@@ -89,11 +85,11 @@ async fn the_process_exits_soon_after_stopped() {
             r#"[global]
 access_log = "stdout"
 shutdown_grace = "10s"
-admin = "{admin}"
+admin = "127.0.0.1:0"
 
 [[listener]]
 name = "web"
-bind = "{addr}"
+bind = "127.0.0.1:0"
 pool = "p"
 
 [[pool]]
@@ -107,52 +103,32 @@ interval = "100ms"
             checked.addr
         ),
     );
-    let mut process = tokio::task::spawn_blocking(move || Process::run(&path, addr))
+    let mut process = tokio::task::spawn_blocking(move || Process::run(&path))
         .await
         .unwrap();
-    // Every line of stderr, with when it was read.
-    let stderr = process.child.stderr.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if lines_tx.send((Instant::now(), line)).is_err() {
-                return;
-            }
-        }
-    });
     // The checks run (and keep running while it stops).
-    assert!(wait_until(Duration::from_secs(5), || checked.count() >= 2).await);
+    eventually(Duration::from_secs(5), "two health checks", || async {
+        checked.count() >= 2
+    })
+    .await;
 
     process.signal("TERM");
     let sent_term = Instant::now();
-    let (stopped, status, process) = tokio::task::spawn_blocking(move || {
-        let stopped = loop {
-            match lines.recv_timeout(Duration::from_secs(10)) {
-                Ok((at, line)) if line.ends_with(" stopped") => break Some(at),
-                Ok(_) => continue,
-                Err(_) => break None,
-            }
-        };
+    let (status, stderr) = tokio::task::spawn_blocking(move || {
         let status = process.wait_exit(Duration::from_secs(10));
-        (stopped, status, process)
+        (status, process.stderr())
     })
     .await
     .unwrap();
-    let exited = Instant::now();
-    drop(process);
-    let stopped = stopped.expect("no \"stopped\" line after SIGTERM");
-    let status = status.expect("fulcrum did not exit after SIGTERM");
-    assert!(status.success(), "exit status {status:?}");
-    let (to_stopped, to_exit) = (stopped - sent_term, exited - stopped);
-    eprintln!("SIGTERM -> \"stopped\" {to_stopped:?}, \"stopped\" -> exit {to_exit:?}");
+    let took = sent_term.elapsed();
+    assert!(status.success(), "exit status {status:?}: {stderr}");
+    assert!(stderr.contains(" stopped"), "no \"stopped\" line: {stderr}");
+    eprintln!("SIGTERM -> exit {took:?}");
+    // Stopping with no connection waits for nothing (not shutdown_grace), and the process is
+    // gone right after "stopped": a bound 50 times what it takes here.
     assert!(
-        to_stopped < Duration::from_secs(5),
-        "\"stopped\" {to_stopped:?} after SIGTERM: waited for shutdown_grace with no connection"
-    );
-    assert!(
-        to_exit < Duration::from_secs(1),
-        "exited {to_exit:?} after \"stopped\""
+        took < Duration::from_secs(1),
+        "exited {took:?} after SIGTERM"
     );
 }
 

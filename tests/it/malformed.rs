@@ -143,12 +143,12 @@ async fn an_over_long_request_line_gets_414_and_an_over_long_header_block_431() 
 
     let r = get_once(proxy.addr, "/after-long").await;
     assert_eq!(r.status, 200);
-    assert!(
-        wait_until(Duration::from_secs(5), || raw
-            .received()
-            .contains("/after-long"))
-        .await
-    );
+    eventually(
+        Duration::from_secs(5),
+        "the backend to see /after-long",
+        || async { raw.received().contains("/after-long") },
+    )
+    .await;
     let received = raw.received();
     assert!(
         received.starts_with("GET /after-long HTTP/1.1\r\n"),

@@ -151,6 +151,9 @@ async fn write_follows_the_primary_and_reads_fall_back_to_it() {
 #[tokio::test]
 async fn a_role_swap_is_followed_within_fall_intervals_despite_a_long_timeout() {
     const SWAP_INTERVAL: Duration = Duration::from_millis(500);
+    if require("redis-server").is_none() {
+        return;
+    }
     let primary = Redis::start(None);
     let replica = Redis::start(Some(primary.addr));
     wait_linked(&replica).await;
@@ -161,7 +164,7 @@ async fn a_role_swap_is_followed_within_fall_intervals_despite_a_long_timeout() 
         h.timeout = Duration::from_secs(1);
     }
     let cfg = config(
-        ListenerConfig::tcp("write", any_port(), "write"),
+        ListenerConfig::tcp("write", any_port(), PoolId::new(0)),
         vec![write],
     );
     let handle = fulcrum::start(cfg).unwrap();
@@ -170,11 +173,10 @@ async fn a_role_swap_is_followed_within_fall_intervals_despite_a_long_timeout() 
         let s = h.status();
         (s[0].backends[0].healthy, s[0].backends[1].healthy)
     };
-    assert!(
-        wait_until(Duration::from_secs(10), || roles(&handle) == (true, false)).await,
-        "initial roles: {:?}",
-        handle.status()
-    );
+    eventually(Duration::from_secs(10), "the initial roles", || async {
+        roles(&handle) == (true, false)
+    })
+    .await;
 
     assert_eq!(command(replica.addr, "REPLICAOF NO ONE").await, "+OK");
     let p = replica.addr.port().to_string();
@@ -184,10 +186,12 @@ async fn a_role_swap_is_followed_within_fall_intervals_despite_a_long_timeout() 
     );
     let swapped = Instant::now();
     let limit = SWAP_INTERVAL * FALL + Duration::from_secs(1);
-    let followed = wait_until(limit * 4, || roles(&handle) == (false, true)).await;
+    eventually(limit * 4, "the write pool to follow the swap", || async {
+        roles(&handle) == (false, true)
+    })
+    .await;
     let took = swapped.elapsed();
     eprintln!("role swap followed after {took:?} (limit {limit:?})");
-    assert!(followed, "roles after the swap: {:?}", handle.status());
     assert!(
         took <= limit,
         "write port followed the swap after {took:?} (limit {limit:?})"
