@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod redis;
 pub mod tcp;
 pub mod wait;
+pub mod writes;
 
 pub use external::require;
 pub use wait::{eventually, eventually_blocking};
