@@ -242,6 +242,7 @@ pub fn config(bind: SocketAddr, admin: Option<SocketAddr>, backends: &[SocketAdd
         .collect();
     Config {
         source: None,
+        fingerprint: None,
         global: Global {
             // The synthetic load would drown the terminal; the status page shows the traffic.
             access_log: AccessLogTarget::Off,

@@ -94,8 +94,18 @@ impl Sockets {
         (sockets, receivers)
     }
 
-    /// Binds the sockets of one listener; nothing is handed out yet.
+    /// Binds the sockets of one listener; nothing is handed out yet. Refused when another
+    /// process (another Fulcrum started twice) already listens there, unless it is one of our
+    /// own live listeners (a reload that renames a listener keeps its address).
     pub fn bind(&self, name: &str, addr: SocketAddr) -> Result<BoundListener, BindError> {
+        let ours = self.live.iter().any(|l| l.addr == addr);
+        if !ours {
+            check_exclusive(addr).map_err(|source| BindError {
+                listener: name.to_string(),
+                addr,
+                source,
+            })?;
+        }
         bind(name, addr, self.workers.len())
     }
 
@@ -189,6 +199,28 @@ fn bind_all(name: &str, bind: SocketAddr, count: usize) -> io::Result<BoundListe
         sockets,
         active: Arc::new(AtomicUsize::new(0)),
     })
+}
+
+/// Fails when another socket already listens on `addr`. SO_REUSEPORT would let a second
+/// process bind the same address and silently take half of its connections; a probe bound
+/// without it conflicts with any listening socket there (SO_REUSEADDR only skips
+/// connections lingering in TIME_WAIT). Port 0 is always a fresh port.
+fn check_exclusive(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(false)?;
+    }
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process already listens there (two would split its connections)",
+        )),
+        other => other,
+    }
 }
 
 fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::balance::Balancer;
 use crate::budget::RetryBudget;
-use crate::config::{BackendId, HealthConfig, OnDown, PassiveConfig, PoolConfig, PoolId};
+use crate::config::{BackendId, HealthConfig, OnDown, PassiveConfig, PoolConfig, PoolId, RetryOn};
 use crate::region::{PoolRegions, Regions};
 
 /// A pool as the request path uses it.
@@ -21,6 +21,8 @@ pub struct Pool {
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
     pub retries: u32,
+    /// Which failures are retried.
+    pub retry_on: RetryOn,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
@@ -54,6 +56,7 @@ impl Pool {
             regions: PoolRegions::build(&backends, &pc.region_split, regions),
             backends,
             retries: pc.retries,
+            retry_on: pc.retry_on,
             connect_timeout: pc.connect_timeout,
             request_timeout: pc.request_timeout,
             idle_timeout: pc.idle_timeout,

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::chain::Chain;
-use crate::config::{Config, ConfigDiff, ConfigErrors};
+use crate::config::{fingerprint, Config, ConfigDiff, ConfigErrors};
 use crate::health::checker::{self, HealthTasks};
 use crate::listener::{BindError, Sockets};
 use crate::snapshot::Live;
@@ -105,11 +105,6 @@ pub struct Reloader {
     state: Mutex<State>,
 }
 
-/// xxh3 of a file's bytes: the fingerprint of a config version.
-pub fn fingerprint(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
-}
-
 impl Reloader {
     pub(crate) fn new(
         shared: Arc<Live>,
@@ -119,6 +114,12 @@ impl Reloader {
     ) -> Reloader {
         let health = checker::spawn(&shared.snapshot.load(), &control);
         let path = config.source.clone();
+        // The file as it was parsed at start: the watcher's first event reloads only if the
+        // file (or one it names) changed since.
+        let seen = match (config.fingerprint, &path) {
+            (Some(hash), Some(path)) => Some(with_named_files(hash, path, &config)),
+            _ => None,
+        };
         Reloader {
             shared,
             path,
@@ -128,9 +129,7 @@ impl Reloader {
                 config,
                 sockets,
                 health,
-                // Unknown: the file may have changed since it was parsed, so the watcher's
-                // first event always reloads.
-                seen: None,
+                seen,
                 last: None,
             }),
         }

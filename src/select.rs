@@ -12,7 +12,9 @@
 //! `1 - elapsed / slow_start` (admitted at least 5% of the time), so its share ramps linearly
 //! from small to its full weight without touching the balancers' precomputed state.
 //!
-//! "Never the same backend twice in a row" is the `avoid` argument. `affinity` (consistent hash,
+//! "A retry never goes to a backend already tried for this request" is the `tried` argument
+//! (so when the client's region has no untried backend left, the region tiers below move the
+//! retry on to its failover regions, then anywhere). `affinity` (consistent hash,
 //! sticky cookie) is followed in every tier; a sticky backend index only in the first pool,
 //! whose backend it names.
 //!
@@ -40,6 +42,34 @@ pub struct Choice {
     pub backend: BackendId,
 }
 
+/// The backends already tried for one request. Fixed size, no allocation: the retries of a
+/// request are bounded (`retries`, validated), and past `TRIED` attempts the oldest is
+/// forgotten (it may be tried again rather than nothing at all).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tried {
+    slots: [Option<Choice>; TRIED],
+    next: usize,
+}
+
+/// Attempts remembered per request.
+const TRIED: usize = 8;
+
+impl Tried {
+    /// Records an attempt on `choice`.
+    #[inline]
+    pub fn add(&mut self, choice: Choice) {
+        self.slots[self.next % TRIED] = Some(choice);
+        self.next = self.next.wrapping_add(1);
+    }
+
+    /// Whether backend `backend` of pool `pool` (positions) was tried.
+    #[inline]
+    fn contains(&self, pool: usize, backend: usize) -> bool {
+        // The first attempt of every request: nothing to look through.
+        self.next != 0 && self.slots.iter().flatten().any(|c| c.is(pool, backend))
+    }
+}
+
 impl Choice {
     #[inline]
     fn new(pool: usize, backend: usize) -> Choice {
@@ -63,7 +93,7 @@ pub fn pick(
     pools: &[Pool],
     first: PoolId,
     affinity: Affinity,
-    avoid: Option<Choice>,
+    tried: &Tried,
     now: u64,
     client: Option<(&Regions, RegionId)>,
 ) -> Option<Choice> {
@@ -88,7 +118,7 @@ pub fn pick(
                 None => &[],
             },
         };
-        if let Some(i) = pick_in(pool, p, affinity, avoid, now, order) {
+        if let Some(i) = pick_in(pool, p, affinity, tried, now, order) {
             if p == first && pool.fail_open {
                 end_fail_open(pool);
             }
@@ -96,7 +126,7 @@ pub fn pick(
         }
         at = pool.backup.map(PoolId::index);
     }
-    fail_open(pools.get(first)?, first, affinity, avoid)
+    fail_open(pools.get(first)?, first, affinity, tried)
 }
 
 /// Whether region `r` has a backend that is available and not ejected (the split's test).
@@ -114,12 +144,12 @@ fn pick_in(
     pool: &Pool,
     p: usize,
     affinity: Affinity,
-    avoid: Option<Choice>,
+    tried: &Tried,
     now: u64,
     order: &[RegionId],
 ) -> Option<usize> {
     let backends = &pool.backends;
-    let usable = |i: usize| !avoid.is_some_and(|a| a.is(p, i)) && backends[i].state.is_available();
+    let usable = |i: usize| !tried.contains(p, i) && backends[i].state.is_available();
     let fresh = |i: usize| usable(i) && !backends[i].state.is_ejected(now);
     let in_region = |r: RegionId| move |i: usize| pool.regions.of(i) == r;
     for &r in order {
@@ -190,12 +220,12 @@ fn admitted(backend: &Backend, slow_start_ms: u64, now: u64) -> bool {
 }
 
 #[cold]
-fn fail_open(pool: &Pool, p: usize, affinity: Affinity, avoid: Option<Choice>) -> Option<Choice> {
+fn fail_open(pool: &Pool, p: usize, affinity: Affinity, tried: &Tried) -> Option<Choice> {
     if !pool.fail_open {
         return None;
     }
     let i = pool.balancer.pick_for(&pool.backends, affinity, |i| {
-        !avoid.is_some_and(|a| a.is(p, i)) && !pool.backends[i].state.is_draining()
+        !tried.contains(p, i) && !pool.backends[i].state.is_draining()
     })?;
     if !pool.fail_open_active.swap(true, Ordering::Relaxed) {
         tracing::warn!(
@@ -228,7 +258,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::{pick, Choice};
+    use super::{pick, Choice, Tried};
     use crate::backend::{Backend, BackendState};
     use crate::balance::Affinity;
     use crate::config::{BackendId, PoolConfig, PoolId, RegionConfig};
@@ -276,7 +306,16 @@ mod tests {
         let regions = regions();
         let client = client.map(|id| (&regions, id));
         (0..8)
-            .filter_map(|_| pick(pools, PoolId::new(first), Affinity::None, None, now, client))
+            .filter_map(|_| {
+                pick(
+                    pools,
+                    PoolId::new(first),
+                    Affinity::None,
+                    &Tried::default(),
+                    now,
+                    client,
+                )
+            })
             .collect()
     }
 
@@ -332,36 +371,50 @@ mod tests {
     }
 
     #[test]
-    fn avoid_skips_the_backend_just_tried() {
-        let pools = plain(2);
-        let tried = Choice {
+    fn a_retry_never_goes_back_to_a_tried_backend() {
+        let pools = plain(3);
+        let mut tried = Tried::default();
+        let choice = |b: usize| Choice {
             pool: PoolId::new(0),
-            backend: BackendId::new(0),
+            backend: BackendId::new(b),
         };
+        let next = |tried: &Tried| {
+            pick(&pools, PoolId::new(0), Affinity::None, tried, NOW, None)
+                .map(|c| c.backend.index())
+        };
+        tried.add(choice(0));
         for _ in 0..8 {
-            let c = pick(
-                &pools,
-                PoolId::new(0),
-                Affinity::None,
-                Some(tried),
-                NOW,
-                None,
-            );
-            assert_eq!(c.map(|c| c.backend.index()), Some(1));
+            assert_ne!(next(&tried), Some(0));
         }
-        // With nothing else left, the tried one is not offered again.
-        pools[0].backends[1].state.set_healthy(false);
-        assert_eq!(
-            pick(
-                &pools,
-                PoolId::new(0),
-                Affinity::None,
-                Some(tried),
-                NOW,
-                None
-            ),
-            None
-        );
+        tried.add(choice(2));
+        for _ in 0..8 {
+            assert_eq!(next(&tried), Some(1));
+        }
+        // With every backend tried, none is offered again.
+        tried.add(choice(1));
+        assert_eq!(next(&tried), None);
+    }
+
+    #[test]
+    fn a_retry_leaves_a_region_whose_backends_were_all_tried() {
+        let r = regions();
+        let pools = vec![pool(
+            PoolConfig::new("p", Vec::new()),
+            0,
+            &[Some("east"), Some("east"), Some("west")],
+            &r,
+        )];
+        let east = r.lookup("127.1.0.1".parse().unwrap()).map(|id| (&r, id));
+        let mut tried = Tried::default();
+        for b in [0, 1] {
+            tried.add(Choice {
+                pool: PoolId::new(0),
+                backend: BackendId::new(b),
+            });
+        }
+        // Both east backends are still "up" (not yet detected): the retry goes west anyway.
+        let c = pick(&pools, PoolId::new(0), Affinity::None, &tried, NOW, east);
+        assert_eq!(c.map(|c| c.backend.index()), Some(2));
     }
 
     #[test]
@@ -375,8 +428,15 @@ mod tests {
             let n = 2000;
             let hits = (0..n)
                 .filter(|_| {
-                    pick(&pools, PoolId::new(0), Affinity::None, None, now, None)
-                        .is_some_and(|c| c.backend.index() == 0)
+                    pick(
+                        &pools,
+                        PoolId::new(0),
+                        Affinity::None,
+                        &Tried::default(),
+                        now,
+                        None,
+                    )
+                    .is_some_and(|c| c.backend.index() == 0)
                 })
                 .count();
             hits as f64 / n as f64

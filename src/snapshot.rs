@@ -252,6 +252,7 @@ mod tests {
         };
         Config {
             source: None,
+            fingerprint: None,
             global: Default::default(),
             listeners: listeners
                 .iter()

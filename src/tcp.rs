@@ -33,7 +33,7 @@ use crate::config::{ListenerSlot, OnDown};
 use crate::health::passive;
 use crate::metrics::TcpBytes;
 use crate::proxy_protocol;
-use crate::select;
+use crate::select::{self, Tried};
 use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
 use crate::splice::{self, Flow, Forwarding};
@@ -135,15 +135,16 @@ async fn connect(
         _ => Affinity::None,
     };
     let region = snapshot.regions.lookup(peer.ip());
-    let mut last = None;
+    let mut tried = Tried::default();
     let mut error = TcpError::NoBackend;
     for _ in 0..=pool.retries {
         let now = clock::now_ms();
         let client = region.map(|id| (&snapshot.regions, id));
-        let Some(choice) = select::pick(&snapshot.pools, first, affinity, last, now, client) else {
+        let Some(choice) = select::pick(&snapshot.pools, first, affinity, &tried, now, client)
+        else {
             break;
         };
-        last = Some(choice);
+        tried.add(choice);
         let (target, i) = (snapshot.pool(choice.pool), choice.backend);
         let backend = target.backend(i);
         let inflight = backend.state.acquire();
@@ -172,13 +173,13 @@ async fn connect(
                 });
             }
             Ok(Err(e)) => {
-                passive::failure(target, i, clock::now_ms(), &e);
+                let _ = passive::failure(target, i, clock::now_ms(), &e);
                 tracing::debug!(pool = %target.name, backend = %backend.label, error = %e, "tcp connect failed");
                 error = TcpError::Connect(backend.addr, e);
             }
             Err(_) => {
                 let what = "connect timed out";
-                passive::failure(target, i, clock::now_ms(), &what);
+                let _ = passive::failure(target, i, clock::now_ms(), &what);
                 error = TcpError::ConnectTimeout(backend.addr, target.connect_timeout);
             }
         }

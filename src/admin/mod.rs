@@ -19,6 +19,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
@@ -187,7 +188,20 @@ impl Admin {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Reply {
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // Segments are percent-decoded one by one (the page encodes a backend's address, and
+        // `%3A` must name the same backend as `:`; an encoded `/` stays inside its segment).
+        let decoded: Result<Vec<_>, _> = path
+            .trim_matches('/')
+            .split('/')
+            .map(|s| percent_decode_str(s).decode_utf8())
+            .collect();
+        let Ok(decoded) = decoded else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the path is not UTF-8 once decoded",
+            );
+        };
+        let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
         let method = req.method().clone();
         // The page itself holds no data; everything else needs the token.
         let page = path == "/" && method == Method::GET;

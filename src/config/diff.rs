@@ -197,6 +197,7 @@ fn pool_fields((old, o): (&Config, &PoolConfig), (new, p): (&Config, &PoolConfig
         p,
         balance,
         retries,
+        retry_on,
         connect_timeout,
         request_timeout,
         idle_timeout,

@@ -102,6 +102,7 @@ pub(super) struct RawPool {
     pub name: Option<Str>,
     pub balance: Option<Str>,
     pub retries: Option<Int>,
+    pub retry_on: Option<Vec<Str>>,
     pub connect_timeout: Option<Str>,
     pub request_timeout: Option<Str>,
     pub idle_timeout: Option<Str>,

@@ -24,6 +24,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+/// xxh3 of a config file's bytes: the fingerprint of a config version.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
 /// A pool's position in `Config::pools`, and in every snapshot built from that config.
 /// References between tables (a listener's or route's pool, a pool's backup) are resolved to
 /// these during validation, so nothing later looks a pool up by name.
@@ -79,6 +84,10 @@ impl ListenerSlot {
 pub struct Config {
     /// The file it was read from, for messages; `None` for configs built in code (the demo).
     pub source: Option<PathBuf>,
+    /// [`fingerprint`] of the text it was parsed from (`None` for configs built in code): a
+    /// reload compares the file with what is running, so an event that changed nothing
+    /// reloads nothing.
+    pub fingerprint: Option<u64>,
     pub global: Global,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
@@ -224,6 +233,51 @@ pub enum HashKey {
     Path,
 }
 
+/// `retry_on`: which failures send a request on to another backend (never one already
+/// tried for it). The list in the file replaces the default `["connect", "reset"]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `"connect"`: the connection to the backend failed or timed out; nothing was sent, so
+    /// any request may go elsewhere.
+    pub connect: bool,
+    /// `"reset"`: the backend closed or reset before any response byte; only idempotent
+    /// requests without a body.
+    pub reset: bool,
+    /// `"502"`, `"503"`, `"504"`: the backend answered that status; only idempotent requests
+    /// without a body. Indexed by `code - 502`.
+    pub statuses: [bool; 3],
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        RetryOn {
+            connect: true,
+            reset: true,
+            statuses: [false; 3],
+        }
+    }
+}
+
+impl RetryOn {
+    /// Nothing retried (the start of a list read from a file).
+    pub fn none() -> Self {
+        RetryOn {
+            connect: false,
+            reset: false,
+            statuses: [false; 3],
+        }
+    }
+
+    /// Whether a response with `code` is retried.
+    #[inline]
+    pub fn status(&self, code: u16) -> bool {
+        code.checked_sub(502)
+            .and_then(|i| self.statuses.get(usize::from(i)))
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
 /// `[[pool]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
@@ -231,6 +285,8 @@ pub struct PoolConfig {
     pub balance: BalanceKind,
     /// Other backends tried after a connect failure or a safe retryable error.
     pub retries: u32,
+    /// Which failures are retried (`retry_on`).
+    pub retry_on: RetryOn,
     pub connect_timeout: Duration,
     /// From the request sent to the response head received; past it the client gets 504.
     pub request_timeout: Duration,
@@ -277,7 +333,9 @@ impl Config {
 
     /// Parses and validates TOML text; `path` names it in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-        validate::validate(text, path)
+        let mut config = validate::validate(text, path)?;
+        config.fingerprint = Some(fingerprint(text.as_bytes()));
+        Ok(config)
     }
 
     /// The name of pool `id` (`"?"` for an id this config does not have).
@@ -376,6 +434,7 @@ impl PoolConfig {
             name: name.into(),
             balance: BalanceKind::RoundRobin,
             retries: 2,
+            retry_on: RetryOn::default(),
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),

@@ -77,6 +77,7 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
             }
             Config {
                 source: Some(path.to_path_buf()),
+                fingerprint: None,
                 global,
                 listeners,
                 pools,

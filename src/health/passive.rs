@@ -40,17 +40,20 @@ pub fn success(backend: &Backend, now: u64) {
     }
 }
 
-/// A failed attempt on backend `id` of `pool`; may eject it.
+/// A failed attempt on backend `id` of `pool`; may eject it. Returns whether it is the first
+/// failure since the backend last succeeded (the caller logs that one loudly, the rest of the
+/// streak quietly: once per backend per change).
 #[inline]
-pub fn failure(pool: &Pool, id: BackendId, now: u64, what: &dyn Display) {
+pub fn failure(pool: &Pool, id: BackendId, now: u64, what: &dyn Display) -> bool {
     let index = id.index();
     let limit = pool.passive.consecutive_failures;
     let backend = &pool.backends[index];
     let failures = backend.state.failures.fetch_add(1, Ordering::Relaxed) + 1;
     if limit == 0 || failures < limit || backend.state.is_ejected(now) {
-        return;
+        return failures == 1;
     }
     eject(pool, index, now, failures, what);
+    failures == 1
 }
 
 #[cold]

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::response_body::ResponseBody;
+use crate::config::RetryOn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -23,9 +24,11 @@ pub enum ProxyError {
     /// TCP connect did not finish within `connect_timeout`; the request was not sent.
     #[error("connect timed out")]
     ConnectTimeout,
-    /// The upstream connection failed before the request was written (stale pooled
-    /// connection): the request was not sent and may go anywhere else.
-    #[error("upstream connection closed before the request was sent")]
+    /// A connection just made to the backend failed before the request was written (it
+    /// closed at once: full, or speaking another protocol). The request was not sent and may
+    /// go anywhere else. (A stale *pooled* connection is replaced by a fresh one in
+    /// `proxy::send` and never ends here.)
+    #[error("the backend closed a new connection before the request was sent")]
     NotSent(#[source] hyper::Error),
     /// The upstream failed after the request was (at least partly) sent and before a
     /// response head arrived.
@@ -51,14 +54,17 @@ impl ProxyError {
         }
     }
 
-    /// Whether another backend may be tried. `replayable`: the request is idempotent and
-    /// carries no body, so sending it again cannot do anything twice.
-    pub fn is_retryable(&self, replayable: bool) -> bool {
+    /// Whether another backend may be tried under the pool's `retry_on`. `replayable`: the
+    /// request is idempotent and carries no body, so sending it again cannot do anything twice.
+    pub fn is_retryable(&self, replayable: bool, on: RetryOn) -> bool {
         match self {
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::NotSent(_) => true,
-            // Reset before any response byte: safe only for a replayable request. A timeout is
-            // not retried: the backend may still be working on it.
-            ProxyError::Upstream(e) => replayable && !e.is_parse() && !e.is_user(),
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout => on.connect,
+            // A stale pooled connection: nothing reached the backend, nothing was its fault.
+            ProxyError::NotSent(_) => true,
+            // Reset, or an answer that is not HTTP/1 (a backend speaking another protocol),
+            // before any response byte reached the client: safe only for a replayable request.
+            // A timeout is not retried: the backend may still be working on it.
+            ProxyError::Upstream(e) => on.reset && replayable && !e.is_user(),
             ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge
             | ProxyError::NoBackend
@@ -72,6 +78,7 @@ impl ProxyError {
             self,
             ProxyError::Connect(_)
                 | ProxyError::ConnectTimeout
+                | ProxyError::NotSent(_)
                 | ProxyError::Upstream(_)
                 | ProxyError::UpstreamTimeout
         )

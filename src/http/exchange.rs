@@ -23,6 +23,7 @@ use crate::backend::{Backend, InflightGuard};
 use crate::chain::Chain;
 use crate::config::BackendId;
 use crate::metrics::PoolMetrics;
+use crate::select::Choice;
 use crate::snapshot::ListenerSnapshot;
 
 /// One request in flight through the proxy.
@@ -33,6 +34,8 @@ pub struct Exchange {
     log: Option<Record>,
     /// The routed pool's handles of this listener: a refusal after routing counts there.
     routed: Option<Arc<PoolMetrics>>,
+    /// The last backend that failed this request: a refusal counts against it.
+    failed: Option<Choice>,
 }
 
 impl Exchange {
@@ -63,6 +66,7 @@ impl Exchange {
             started: Instant::now(),
             log,
             routed: None,
+            failed: None,
         }
     }
 
@@ -72,6 +76,11 @@ impl Exchange {
         if let Some(record) = self.log.as_mut() {
             record.pool = Some(Arc::clone(name));
         }
+    }
+
+    /// An attempt on `choice` failed through the backend's fault.
+    pub fn attempted(&mut self, choice: Choice) {
+        self.failed = Some(choice);
     }
 
     /// The client as resolved through `trusted_proxies`, and its region.
@@ -96,14 +105,20 @@ impl Exchange {
         let resp = err.to_response();
         let code = resp.status().as_u16();
         let took = self.started.elapsed();
-        match (&self.routed, listener) {
-            (Some(pool), _) => pool.record(None, code, took),
-            (None, Some(l)) => {
+        let blamed = self.failed.and_then(|c| {
+            let pool = listener?.metrics.pool(c.pool)?;
+            Some((pool, c.backend))
+        });
+        match (blamed, &self.routed, listener) {
+            // The backend that failed it: its 502s and 504s show on its row.
+            (Some((pool, backend)), _, _) => pool.record(Some(backend), code, took),
+            (None, Some(pool), _) => pool.record(None, code, took),
+            (None, None, Some(l)) => {
                 if let Some(unrouted) = &l.metrics.unrouted {
                     unrouted.inc(code);
                 }
             }
-            (None, None) => {}
+            (None, None, None) => {}
         }
         if let Some(mut record) = self.log {
             record.status = code;

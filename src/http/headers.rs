@@ -14,11 +14,11 @@ use http::{Method, Uri, Version};
 
 use super::error::ProxyError;
 
-/// Always hop-by-hop, whether or not `Connection` names them.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Always hop-by-hop, whether or not `Connection` names them. (`Trailer` is not: it declares
+/// the trailer fields end to end, and an HTTP/1.1 client gets trailers only when it is there.)
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
@@ -104,6 +104,15 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether the request's `TE` accepts trailers (`TE: trailers`, maybe among codings).
+fn te_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
 /// Removes hop-by-hop headers: the fixed list and those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry no hop-by-hop header, or only `Connection`: one pass over the names
@@ -155,7 +164,13 @@ pub fn prepare_upstream(
         None
     };
     let headers = &mut parts.headers;
+    // The client takes trailers; Fulcrum passes them on, so the backend may send them.
+    let trailers = te_trailers(headers);
     strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("te"));
+    }
     if body_prefetched {
         headers.remove(header::EXPECT);
     }
@@ -271,7 +286,7 @@ mod tests {
                 .header("connection", "keep-alive, x-secret")
                 .header("x-secret", "1")
                 .header("keep-alive", "timeout=5")
-                .header("te", "trailers")
+                .header("te", "gzip")
                 .header("x-kept", "yes"),
         );
         prepare_upstream(&mut p, "10.1.2.3".parse().unwrap(), "http", false, false);
@@ -283,6 +298,32 @@ mod tests {
         assert_eq!(p.headers["x-forwarded-host"], "a.example");
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["via"], "1.1 fulcrum");
+    }
+
+    #[test]
+    fn te_trailers_is_passed_on_and_nothing_else_of_te() {
+        let mut p = parts(
+            Request::get("/")
+                .header("host", "h")
+                .header("te", "gzip, trailers")
+                .header("connection", "te"),
+        );
+        prepare_upstream(&mut p, "10.0.0.9".parse().unwrap(), "http", false, false);
+        assert_eq!(p.headers["te"], "trailers");
+        assert_eq!(p.headers["connection"], "te");
+    }
+
+    #[test]
+    fn the_trailer_declaration_reaches_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TRAILER, HeaderValue::from_static("grpc-status"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        prepare_response(&mut h, false);
+        assert_eq!(h[header::TRAILER], "grpc-status");
+        assert!(!h.contains_key(header::TRANSFER_ENCODING));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::chain::Chain;
 use crate::config::{BackendId, ListenerSlot};
 use crate::health::passive;
 use crate::pool::Pool;
-use crate::select;
+use crate::select::{self, Tried};
 use crate::snapshot::Live;
 use crate::{client_ip, clock};
 
@@ -98,6 +98,7 @@ pub async fn handle(
         reject!(ProxyError::NoBackend);
     };
     let (mut parts, body) = req.into_parts();
+    let version = parts.version;
     if let Err(err) = headers::check_request(&parts) {
         reject!(err);
     }
@@ -163,8 +164,39 @@ pub async fn handle(
 
     let mut now = clock::now_ms();
     pool.budget.record_request(now);
-    let mut last: Option<select::Choice> = None;
+    let mut tried = Tried::default();
     let mut error = ProxyError::NoBackend;
+    // A response whose status `retry_on` retries, kept in case no other backend answers.
+    let mut held: Option<(Sent, select::Choice)> = None;
+    // The response that goes to the client: bookkeeping handed to its body, cookie set.
+    macro_rules! serve {
+        ($sent:expr, $choice:expr) => {{
+            let ((resp, conn, inflight), choice) = ($sent, $choice);
+            let (target, index) = (snapshot.pool(choice.pool), choice.backend);
+            snapshot
+                .region_metrics
+                .inc(client_region, target.regions.of(index.index()));
+            let finish = exchange.serve(
+                target.backend(index),
+                index,
+                resp.status().as_u16(),
+                listener.metrics.pool(choice.pool).cloned(),
+                (conn, inflight),
+            );
+            let mut resp = respond(resp, version, client_upgrade, finish);
+            if choice.pool == pool_id {
+                let secure = cx.proto == "https";
+                affinity::set_cookie(
+                    &pool.balancer,
+                    affinity,
+                    index.index(),
+                    secure,
+                    resp.headers_mut(),
+                );
+            }
+            return Ok(resp);
+        }};
+    }
     for attempt in 0..=pool.retries {
         if attempt > 0 {
             now = clock::now_ms();
@@ -174,11 +206,11 @@ pub async fn handle(
             break;
         }
         let region = client_region.map(|id| (&snapshot.regions, id));
-        let Some(choice) = select::pick(&snapshot.pools, pool_id, affinity, last, now, region)
+        let Some(choice) = select::pick(&snapshot.pools, pool_id, affinity, &tried, now, region)
         else {
             break;
         };
-        last = Some(choice);
+        tried.add(choice);
         let (target, index) = (snapshot.pool(choice.pool), choice.backend);
         let req = match request.take() {
             Some(req) => req,
@@ -188,40 +220,34 @@ pub async fn handle(
             },
         };
         match send(target, index, req).await {
-            Ok((resp, conn, inflight)) => {
-                if resp.status().is_server_error() {
-                    passive::failure(target, index, clock::now_ms(), &resp.status());
+            Ok(sent) => {
+                let status = sent.0.status();
+                if status.is_server_error() {
+                    let _ = passive::failure(target, index, clock::now_ms(), &status);
                 } else {
                     passive::success(target.backend(index), now);
                 }
-                snapshot
-                    .region_metrics
-                    .inc(client_region, target.regions.of(index.index()));
-                let finish = exchange.serve(
-                    target.backend(index),
-                    index,
-                    resp.status().as_u16(),
-                    listener.metrics.pool(choice.pool).cloned(),
-                    (conn, inflight),
-                );
-                let mut resp = respond(resp, client_upgrade, finish);
-                if choice.pool == pool_id {
-                    let secure = cx.proto == "https";
-                    affinity::set_cookie(
-                        &pool.balancer,
-                        affinity,
-                        index.index(),
-                        secure,
-                        resp.headers_mut(),
-                    );
+                // `retry_on` a status: a replayable request, once per backend, while attempts
+                // remain; the response is kept in case no other backend answers.
+                if attempt < pool.retries
+                    && replay.is_some()
+                    && pool.retry_on.status(status.as_u16())
+                {
+                    tracing::debug!(pool = %target.name, backend = %target.backend(index).label, %status, "retrying on status");
+                    held = Some((sent, choice));
+                    continue;
                 }
-                return Ok(resp);
+                serve!(sent, choice)
             }
             Err((err, unsent)) => {
                 if err.is_backend_failure() {
-                    passive::failure(target, index, clock::now_ms(), &err);
+                    exchange.attempted(choice);
+                    if passive::failure(target, index, clock::now_ms(), &err) {
+                        // Once per backend per change: the first failure after a success.
+                        tracing::warn!(pool = %target.name, backend = %target.backend(index).label, error = %Chain(&err), "backend failed");
+                    }
                 }
-                let retry = err.is_retryable(replayable) || unsent.is_some();
+                let retry = err.is_retryable(replayable, pool.retry_on);
                 tracing::debug!(pool = %target.name, backend = %target.backend(index).label, error = %Chain(&err), retry, "attempt failed");
                 request = unsent;
                 error = err;
@@ -230,6 +256,9 @@ pub async fn handle(
                 }
             }
         }
+    }
+    if let Some((sent, choice)) = held {
+        serve!(sent, choice)
     }
     reject!(error)
 }
@@ -297,10 +326,14 @@ fn is_body_too_large(err: &hyper::Error) -> bool {
 /// The client's response: headers cleaned, body streamed; a 101 becomes a tunnel.
 fn respond(
     resp: Response<Incoming>,
+    version: Version,
     client_upgrade: Option<OnUpgrade>,
     mut finish: Finish,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
+    // The client's protocol, whatever the backend spoke (an HTTP/1.0 backend's status line
+    // must not reach an HTTP/1.1 client).
+    parts.version = version;
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(&mut parts.headers, switching);
     if switching {

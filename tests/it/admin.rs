@@ -404,20 +404,11 @@ async fn status_page_in_headless_chromium_shows_every_backend() {
     let url = format!("http://{admin}/");
     let chromium = |extra: &[String]| {
         let mut cmd = std::process::Command::new(&chromium);
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(&url);
+        cmd.args(crate::support::browser::HEADLESS)
+            .arg("--virtual-time-budget=5000")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url);
         cmd
     };
     let dump = tokio::task::spawn_blocking({
@@ -556,4 +547,126 @@ async fn demo_kill_and_revive(demo: &fulcrum::demo::DemoBackends) {
     .await;
     let unknown = format!("http://{admin}/api/v1/demo/backends/nope/kill");
     assert_eq!(call(&client, Method::POST, unknown, None).await.status, 404);
+}
+
+/// One `Connection: close` GET to `proxy` from `source` (a client of the demo's regions);
+/// the demo backend that answered.
+async fn demo_get_from(source: &str, proxy: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream = socket.connect(proxy).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    // "hello from east-1 (us-east): GET /"
+    reply
+        .split("hello from ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The demo's status page, as its banner tells a new user: drain both us-east backends by
+/// clicking their buttons, and us-east clients fail over to us-west; enable them again and
+/// they come back. A failed button request shows on the page.
+#[test]
+fn the_demo_page_drains_and_enables_backends_by_click() {
+    let Some(chromium) = require("chromium") else {
+        return;
+    };
+    // The demo's backends run on their own runtime: started and dropped outside the test's.
+    let demo = fulcrum::demo::start_backends().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(click_drain_and_enable(&chromium, &demo));
+    drop(rt);
+    drop(demo);
+}
+
+async fn click_drain_and_enable(chromium: &Path, demo: &fulcrum::demo::DemoBackends) {
+    use crate::support::browser::Browser;
+    let mut cfg = fulcrum::demo::config(any_port(), Some(any_port()), &demo.addrs);
+    cfg.global.access_log = fulcrum::config::AccessLogTarget::Off;
+    let options = fulcrum::Options {
+        admin_extension: Some(demo.admin_extension()),
+        ..fulcrum::Options::default()
+    };
+    let proxy = Proxy::start_with(cfg, options);
+    let admin = admin_of(&proxy);
+    // east-1 and east-2, the first two demo backends.
+    let east = [demo.addrs[0], demo.addrs[1]];
+    assert!(demo_get_from("127.1.0.1", proxy.addr)
+        .await
+        .starts_with("east-"));
+
+    let mut page = Browser::open(chromium, &format!("http://{admin}/")).await;
+    let state = |addr: SocketAddr| {
+        format!("document.querySelector('tr[data-backend=\"{addr}\"]')?.dataset.state ?? null")
+    };
+    // Clicks the row's drain/enable button (its first button).
+    let click = |addr: SocketAddr| {
+        format!("document.querySelector('tr[data-backend=\"{addr}\"] button').click(); true")
+    };
+    for (action, want) in [("drain", "draining"), ("enable", "up")] {
+        for addr in east {
+            eventually(Duration::from_secs(10), "the row to be drawn", async || {
+                page.eval(&state(addr)).await.is_string()
+            })
+            .await;
+            let label = page
+                .eval(&format!(
+                    "document.querySelector('tr[data-backend=\"{addr}\"] button').textContent"
+                ))
+                .await;
+            assert_eq!(label, action, "the button of {addr}");
+            page.eval(&click(addr)).await;
+            let what = format!("{addr} shown {want} after the click");
+            eventually(Duration::from_secs(10), &what, async || {
+                page.eval(&state(addr)).await == want
+            })
+            .await;
+        }
+        // What the page shows is what the balancer does.
+        let served = demo_get_from("127.1.0.1", proxy.addr).await;
+        if action == "drain" {
+            assert!(
+                served.starts_with("west-"),
+                "an east client was served by {served}"
+            );
+        } else {
+            eventually(
+                Duration::from_secs(5),
+                "east clients back in us-east",
+                || async {
+                    demo_get_from("127.1.0.1", proxy.addr)
+                        .await
+                        .starts_with("east-")
+                },
+            )
+            .await;
+        }
+    }
+
+    // A request the API refuses is shown, not swallowed.
+    page.eval("act('no-such-pool', '127.0.0.1:1', 'drain')")
+        .await;
+    let shown = page
+        .eval("document.getElementById('action-error').textContent")
+        .await;
+    assert!(
+        shown.as_str().is_some_and(|t| t.contains("404")),
+        "error shown on the page: {shown}"
+    );
+    drop(page);
+    drop(proxy);
 }

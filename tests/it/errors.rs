@@ -113,3 +113,65 @@ async fn body_over_listener_limit_gets_413_and_is_not_forwarded() {
     assert_eq!(seen[0].path, "/ok");
     assert_eq!(&seen[0].body[..], b"hello");
 }
+
+/// A backend that speaks HTTP/2 only, behind an HTTP/1.1 pool: it answers our request with
+/// its SETTINGS frame and closes.
+async fn h2_only_backend() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"h2")),
+                    ))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A backend speaking the wrong protocol is the backend's failure, not an invisible one: its
+/// 502s count against it (`fulcrum_requests_total{backend=...}` and its status row), and it
+/// is passively ejected while the other backend serves every retried request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_speaking_the_wrong_protocol_is_blamed_and_ejected() {
+    let wrong = h2_only_backend().await;
+    let good = BackendBuilder::new("good").start().await;
+
+    // Alone in its pool: the client gets 502, counted against the backend.
+    let mut c = config(listener(), vec![pool("p", &[wrong])]);
+    c.global.admin = Some(crate::support::proxy::any_port());
+    let alone = Proxy::start(c);
+    assert_eq!(get_once(alone.addr, "/").await.status, 502);
+    let admin = alone.handle.as_ref().unwrap().admin_addr().unwrap();
+    let metrics = get_once(admin, "/metrics").await.body;
+    let series = format!("backend=\"{wrong}\",code=\"502\",listener=\"web\",pool=\"p\"}} 1");
+    assert!(metrics.contains(&series), "{series} not in:\n{metrics}");
+    drop(alone);
+
+    // Beside a good backend: every request succeeds, and the wrong one is ejected.
+    let mut p = pool("p", &[wrong, good.addr]);
+    p.passive.consecutive_failures = 3;
+    let proxy = Proxy::start(config(listener(), vec![p]));
+    for i in 0..12 {
+        let r = get_once(proxy.addr, &format!("/{i}")).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    let status = proxy.handle.as_ref().unwrap().status();
+    let backend = status[0]
+        .backends
+        .iter()
+        .find(|b| b.address == wrong)
+        .unwrap();
+    assert!(
+        backend.ejected,
+        "the wrong-protocol backend was not ejected: {backend:?}"
+    );
+}

@@ -278,3 +278,20 @@ async fn access_log_has_one_line_per_request_with_pool_and_backend() {
         assert!(line.contains(&format!(" web p {} ", b.addr)), "{line}");
     }
 }
+
+/// A second instance on an address another process listens on is refused at start, naming
+/// the address (SO_REUSEPORT would otherwise let it take half the connections); the first
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_address_is_refused() {
+    use crate::support::proxy::{config, listener, pool};
+    let b = BackendBuilder::new("b").start().await;
+    let first = Proxy::start(config(listener(), vec![pool("p", &[b.addr])]));
+    let mut l = listener();
+    l.bind = first.addr;
+    let err = fulcrum::start(config(l, vec![pool("p", &[b.addr])])).unwrap_err();
+    let text = format!("{:#}", anyhow::Error::from(err));
+    assert!(text.contains(&first.addr.to_string()), "{text}");
+    assert!(text.contains("another process already listens"), "{text}");
+    assert_eq!(get_once(first.addr, "/").await.status, 200);
+}

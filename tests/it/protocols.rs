@@ -51,3 +51,81 @@ async fn h2c_request_reaches_the_backend_as_http11_with_host() {
     assert_eq!(seen[0].headers["host"], "svc.test");
     assert_eq!(seen[0].path, "/h2");
 }
+
+/// A backend that answers every request with `reply`, as written, then closes; what it
+/// received is kept (one request per connection).
+async fn canned(reply: &'static [u8]) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(reply).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// An HTTP/1.0 backend's response reaches an HTTP/1.1 client in the client's protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_backend_answers_an_http11_client_in_http11() {
+    use crate::support::client::{raw_exchange, status_line};
+    let (backend, _task) = canned(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let proxy = Proxy::simple(&[backend]);
+    let response = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        EXCHANGE_LIMIT,
+    )
+    .await;
+    assert_eq!(status_line(&response), "HTTP/1.1 200 OK", "{response}");
+    assert!(response.ends_with("ok"), "{response}");
+}
+
+/// Trailers of a chunked upstream reach an HTTP/1.1 client that sent `TE: trailers` (and
+/// only such a client: the others get the body without them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_trailers_reach_an_http11_client_that_accepts_them() {
+    use crate::support::client::raw_exchange;
+    let (backend, _task) = canned(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n\
+          2\r\nok\r\n0\r\nx-checksum: abc123\r\n\r\n",
+    )
+    .await;
+    let proxy = Proxy::simple(&[backend]);
+    let with_te = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nConnection: TE, close\r\n\r\n",
+        EXCHANGE_LIMIT,
+    )
+    .await;
+    let lower = with_te.to_ascii_lowercase();
+    let trailer = lower.rfind("x-checksum: abc123");
+    let last_chunk = lower.rfind("\r\n0\r\n");
+    assert!(
+        matches!((last_chunk, trailer), (Some(c), Some(t)) if t > c),
+        "the trailer after the last chunk: {with_te:?}"
+    );
+    let without = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        EXCHANGE_LIMIT,
+    )
+    .await;
+    assert!(without.contains("\r\n2\r\nok\r\n0\r\n"), "{without:?}");
+    assert!(
+        !without.to_ascii_lowercase().contains("x-checksum: abc123"),
+        "{without:?}"
+    );
+}

@@ -596,3 +596,34 @@ fn systemd_watchdog_pings_at_half_the_interval() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "3 pings took {took:?}");
 }
+
+/// The watcher compares with the file as loaded at start: a write to another file of the
+/// config's directory (and the events of the start itself) reloads nothing, and the admin
+/// API's last reload stays empty; a real change still reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_changed_nothing_reloads_nothing() {
+    let a = BackendBuilder::new("a").start().await;
+    let b = BackendBuilder::new("b").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let web = ("web", SocketAddr::from(([127, 0, 0, 1], 0)));
+    let path = write_file(dir.path(), "fulcrum.toml", &toml(&[web], &[a.addr]));
+    let handle = start_watching(&path);
+    write_file(dir.path(), "notes.txt", "not the config");
+    // No readiness signal exists for "nothing happened": three debounce periods of quiet.
+    tokio::time::sleep(fulcrum_debounce() * 3).await;
+    assert_eq!(handle.last_reload(), None, "a reload that changed nothing");
+
+    replace_by_rename(&path, &toml(&[web], &[b.addr]));
+    eventually(RELOAD_WAIT, "the change to be reloaded", || async {
+        handle
+            .last_reload()
+            .is_some_and(|r| r.ok && r.trigger == fulcrum::Trigger::File)
+    })
+    .await;
+    drop(handle);
+}
+
+/// The watcher's debounce (200 ms, README).
+fn fulcrum_debounce() -> Duration {
+    Duration::from_millis(200)
+}

@@ -13,9 +13,14 @@ fn syntax_error_has_location() {
 
 #[test]
 fn unknown_keys_have_location() {
-    let e = error(&format!("{MINIMAL}retry_on = \"5xx\"\n"));
+    let e = error(&format!("{MINIMAL}retry_when = \"5xx\"\n"));
     assert!(
-        e.starts_with("fulcrum.toml:10:1: pool: retry_on: unknown key, expected one of `name`"),
+        e.starts_with("fulcrum.toml:10:1: pool: retry_when: unknown key, expected one of `name`"),
+        "{e}"
+    );
+    let e = error(&format!("{MINIMAL}retry_on = [\"connect\", \"5xx\"]\n"));
+    assert!(
+        e.starts_with("fulcrum.toml:10:24: pool \"web\": retry_on: must be one of"),
         "{e}"
     );
     let e = error(&with("\n[[region]]\nname = \"us-east\"\nzone = 1\n"));

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::{key, label, values, Cx};
 use crate::config::file::{RawBackend, RawPool, Str};
-use crate::config::{BackendConfig, BalanceKind, PoolConfig, PoolId};
+use crate::config::{BackendConfig, BalanceKind, PoolConfig, PoolId, RetryOn};
 
 impl Cx<'_> {
     /// Every `[[pool]]`, with unique names.
@@ -204,9 +204,20 @@ impl Cx<'_> {
             .passive
             .as_ref()
             .map_or(d.passive, |v| self.passive(v.get_ref(), prefix));
+        let retry_on = r.retry_on.as_ref().map_or(d.retry_on, |list| {
+            let mut on = RetryOn::none();
+            for item in list {
+                if let Some(set) = self.check_str(item, &key(prefix, "retry_on"), values::retry_on)
+                {
+                    set(&mut on);
+                }
+            }
+            on
+        });
         PoolConfig {
             send_proxy,
             on_down,
+            retry_on,
             // Resolved to an id once every pool is known (`backups`).
             backup: None,
             slow_start,

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::{AccessLogFormat, AccessLogTarget, BalanceKind, HashKey, OnDown, Protocol};
+use crate::config::{
+    AccessLogFormat, AccessLogTarget, BalanceKind, HashKey, OnDown, Protocol, RetryOn,
+};
 
 /// A message for the user; the caller adds file, line, column and key.
 pub(super) type Msg = String;
@@ -230,6 +232,22 @@ pub(super) fn name(text: &str) -> Result<String, Msg> {
 }
 
 /// `on_down` of a tcp pool.
+/// One `retry_on` item, applied to `on`.
+pub(super) fn retry_on(text: &str) -> Result<fn(&mut RetryOn), Msg> {
+    Ok(match text {
+        "connect" => |on: &mut RetryOn| on.connect = true,
+        "reset" => |on: &mut RetryOn| on.reset = true,
+        "502" => |on: &mut RetryOn| on.statuses[0] = true,
+        "503" => |on: &mut RetryOn| on.statuses[1] = true,
+        "504" => |on: &mut RetryOn| on.statuses[2] = true,
+        other => {
+            return Err(format!(
+                "must be one of \"connect\", \"reset\", \"502\", \"503\", \"504\", got {other:?}"
+            ))
+        }
+    })
+}
+
 pub(super) fn on_down(text: &str) -> Result<OnDown, Msg> {
     match text {
         "keep" => Ok(OnDown::Keep),

@@ -2,6 +2,7 @@
 //! for programs some tests need.
 
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod external;
 pub mod flip;

@@ -52,6 +52,7 @@ pub fn listener() -> ListenerConfig {
 pub fn config(listener: ListenerConfig, pools: Vec<PoolConfig>) -> Config {
     Config {
         source: None,
+        fingerprint: None,
         global: Global {
             workers: 2,
             access_log: AccessLogTarget::Off,
