@@ -175,3 +175,54 @@ async fn a_backend_speaking_the_wrong_protocol_is_blamed_and_ejected() {
         "the wrong-protocol backend was not ejected: {backend:?}"
     );
 }
+
+/// `retry_on = ["503"]`: an idempotent request that gets 503 goes to another backend, once
+/// per backend; a POST is never replayed; when every backend answers 503 the client gets the
+/// last 503 (the backend's answer, not a 502 made up by the proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_a_status_tries_another_backend_for_idempotent_requests() {
+    use fulcrum::config::RetryOn;
+    let busy = BackendBuilder::new("busy").status(503).start().await;
+    let fine = BackendBuilder::new("fine").start().await;
+    let mut p = pool("p", &[busy.addr, fine.addr]);
+    p.retry_on = RetryOn {
+        statuses: [false, true, false],
+        ..RetryOn::default()
+    };
+    // Passive ejection off: the busy backend stays in rotation for every request.
+    p.passive.consecutive_failures = 0;
+    let proxy = Proxy::start(config(listener(), vec![p]));
+    for i in 0..6 {
+        let r = get_once(proxy.addr, &format!("/{i}")).await;
+        assert_eq!((r.status.as_u16(), r.backend()), (200, "fine".into()), "GET {i}");
+    }
+    // POSTs are not idempotent: each reaches exactly one backend, and a 503 is the answer.
+    let before = busy.count() + fine.count();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let post = raw_exchange(
+            proxy.addr,
+            b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        statuses.push(status_line(&post).to_string());
+    }
+    assert_eq!(busy.count() + fine.count() - before, 4, "{statuses:?}");
+    assert!(statuses.iter().any(|s| s.contains(" 503")), "{statuses:?}");
+
+    let all_busy = BackendBuilder::new("busy-2").status(503).start().await;
+    let mut p = pool("p", &[busy.addr, all_busy.addr]);
+    p.retry_on.statuses = [false, true, false];
+    p.passive.consecutive_failures = 0;
+    let proxy = Proxy::start(config(listener(), vec![p]));
+    let before = busy.count() + all_busy.count();
+    let r = get_once(proxy.addr, "/").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.backend().starts_with("busy"), "the backend's own 503");
+    assert_eq!(
+        busy.count() + all_busy.count() - before,
+        2,
+        "once per backend"
+    );
+}

@@ -367,3 +367,51 @@ async fn round_robin_is_even_within_each_region_when_regions_interleave() {
         assert_eq!(counts.get(name), Some(&20), "{counts:?}");
     }
 }
+
+/// Both backends of the client's region die under steady traffic: no request fails, in the
+/// detection window either. A retry never returns to a backend it tried, so once both east
+/// backends failed a request it goes to us-west (the failover region) at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_region_costs_its_clients_no_failed_request() {
+    let (mut east, _west, proxy) = {
+        let east = [
+            FlipBackend::start("east-1").await,
+            FlipBackend::start("east-2").await,
+        ];
+        let west = [
+            FlipBackend::start("west-1").await,
+            FlipBackend::start("west-2").await,
+        ];
+        let addrs = |bs: &[FlipBackend]| bs.iter().map(|b| b.addr).collect::<Vec<_>>();
+        let mut c = two_regions(&addrs(&east), &addrs(&west));
+        // The default passive settings: several failures per backend before it is ejected,
+        // the window in which retries alone must save every request.
+        c.pools[0].passive = PassiveConfig::default();
+        (east, west, Proxy::start(c))
+    };
+    let mut ce = Client::from("127.1.0.1", proxy.addr).await;
+    let mut served = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..150 {
+        tick.tick().await;
+        if i == 30 {
+            east[0].kill();
+            east[1].kill();
+        }
+        let (status, by) = ce.get(&[]).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "request {i} failed (served by {by:?})"
+        );
+        served.push(by);
+    }
+    assert!(
+        served[..30].iter().all(|b| b.starts_with("east-")),
+        "{served:?}"
+    );
+    assert!(
+        served[31..].iter().all(|b| b.starts_with("west-")),
+        "{served:?}"
+    );
+}

@@ -64,6 +64,7 @@ pub struct BackendBuilder {
     delay: Duration,
     echo_headers: bool,
     response_headers: Vec<(String, String)>,
+    status: u16,
 }
 
 impl BackendBuilder {
@@ -73,7 +74,14 @@ impl BackendBuilder {
             delay: Duration::ZERO,
             echo_headers: false,
             response_headers: Vec::new(),
+            status: 200,
         }
+    }
+
+    /// Answers every request with this status (default 200).
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
     }
 
     /// Waits this long (after recording the request) before answering.
@@ -161,6 +169,7 @@ async fn answer(
         tokio::time::sleep(cfg.delay).await;
     }
     let mut resp = Response::new(Full::new(Bytes::from(text)));
+    *resp.status_mut() = http::StatusCode::from_u16(cfg.status).unwrap();
     let h = resp.headers_mut();
     h.insert("x-backend", cfg.name.parse().unwrap());
     for (name, value) in &cfg.response_headers {
