@@ -29,6 +29,9 @@ pub enum Condition {
     Ejected,
     /// A role-checked backend no check has decided yet: takes no traffic.
     Unknown,
+    /// Down in a role-checked pool because it answers with another role (a replica in the
+    /// write pool): healthy, just not this pool's.
+    Standby,
     /// Drained by the operator: no new work, in-flight work finishes.
     Draining,
 }
@@ -41,6 +44,7 @@ impl Condition {
             Condition::Down => "down",
             Condition::Ejected => "ejected",
             Condition::Unknown => "unknown",
+            Condition::Standby => "standby",
             Condition::Draining => "draining",
         }
     }
@@ -79,6 +83,10 @@ pub struct BackendState {
     healthy: AtomicBool,
     /// No check has decided this backend yet (role-checked pools only).
     unknown: AtomicBool,
+    /// The last check found it answering with another role (role-checked pools only).
+    standby: AtomicBool,
+    /// Connections handed to it (tcp listeners), for the status page's rates.
+    connections: AtomicU64,
     /// Drained by the operator: no new work, in-flight work finishes.
     draining: AtomicBool,
     /// Passive: failed attempts in a row.
@@ -101,6 +109,8 @@ impl Default for BackendState {
             inflight: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
             unknown: AtomicBool::new(false),
+            standby: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
@@ -125,6 +135,22 @@ impl BackendState {
     /// No check has decided this backend yet.
     pub fn is_unknown(&self) -> bool {
         self.unknown.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last check found the node holding another role.
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
+    }
+
+    /// Counts a connection handed to this backend (tcp).
+    #[inline]
+    pub fn count_connection(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections handed to this backend since it was added.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Whether new work may be sent here.
@@ -153,6 +179,8 @@ impl BackendState {
             Condition::Draining
         } else if self.is_unknown() {
             Condition::Unknown
+        } else if !self.is_healthy() && self.standby.load(Ordering::Relaxed) {
+            Condition::Standby
         } else if !self.is_healthy() {
             Condition::Down
         } else if self.is_ejected(now) {

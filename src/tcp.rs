@@ -153,6 +153,7 @@ async fn connect(
         match attempt.await {
             Ok(Ok(stream)) => {
                 passive::success(backend, now);
+                backend.state.count_connection();
                 let _ = stream.set_nodelay(true);
                 let proxy_header = if target.send_proxy {
                     let local = stream.local_addr().map_err(TcpError::Io)?;

@@ -2,11 +2,13 @@
 //! current snapshot and the reloader on demand (cold path); field names are documented in the
 //! README.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{json, Value};
 
 use super::{epoch, Admin};
 use crate::clock;
-use crate::config::PoolId;
+use crate::config::{PoolId, Protocol};
 use crate::reload::ReloadResult;
 use crate::snapshot::Snapshot;
 
@@ -17,7 +19,20 @@ pub fn of(admin: &Admin) -> Value {
         .reloader
         .listeners()
         .into_iter()
-        .map(|(name, addr, open)| json!({ "name": name, "bind": addr.to_string(), "connections": open }))
+        .map(|(name, addr, open)| {
+            let mut l = json!({ "name": name, "bind": addr.to_string(), "connections": open });
+            // A tcp listener's traffic is bytes, not requests.
+            if let Some(tcp) = snapshot
+                .listeners
+                .iter()
+                .find(|s| *s.name == *name && s.protocol == Protocol::Tcp)
+            {
+                l["protocol"] = json!("tcp");
+                l["bytes_up"] = json!(tcp.bytes.upstream.load(Ordering::Relaxed));
+                l["bytes_down"] = json!(tcp.bytes.downstream.load(Ordering::Relaxed));
+            }
+            l
+        })
         .collect();
     let regions: Vec<Value> = (0..)
         .map_while(|id| snapshot.regions.name(id).map(|n| (id, n)))
@@ -66,6 +81,10 @@ fn pools(snapshot: &Snapshot) -> Vec<Value> {
         .iter()
         .enumerate()
         .map(|(pi, p)| {
+            let tcp = snapshot
+                .listeners
+                .iter()
+                .any(|l| l.protocol == Protocol::Tcp && l.routes.default_pool() == PoolId::new(pi));
             let backends: Vec<Value> = p
                 .backends
                 .iter()
@@ -89,6 +108,7 @@ fn pools(snapshot: &Snapshot) -> Vec<Value> {
                         "region": b.region.as_deref(),
                         "weight": b.weight,
                         "inflight": s.inflight(),
+                        "connections": s.connections(),
                         "requests": requests,
                         "errors": errors,
                         "last_check": check.as_ref().map(|c| json!({
@@ -102,8 +122,9 @@ fn pools(snapshot: &Snapshot) -> Vec<Value> {
                 .collect();
             json!({
                 "name": &*p.name,
+                "protocol": if tcp { "tcp" } else { "http" },
                 "health_check": p.health.is_some(),
-                "fail_open_active": p.fail_open_active.load(std::sync::atomic::Ordering::Relaxed),
+                "fail_open_active": p.fail_open_active.load(Ordering::Relaxed),
                 "backends": backends,
             })
         })

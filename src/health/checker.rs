@@ -91,6 +91,8 @@ impl Checker {
         loop {
             let started = std::time::Instant::now();
             let result = probe::check(self.addr, cfg).await;
+            self.state
+                .set_standby(matches!(&result, Err(e) if e.is_standby()));
             self.state.record_check(CheckResult {
                 at: std::time::SystemTime::now(),
                 ok: result.is_ok(),

@@ -62,6 +62,14 @@ pub enum ProbeError {
     LagBytes(f64),
 }
 
+impl ProbeError {
+    /// The node answered, and its answer says it holds another role (a Redis replica asked
+    /// for `role:master`, a PostgreSQL replica in a primary pool): a standby, not a failure.
+    pub fn is_standby(&self) -> bool {
+        matches!(self, ProbeError::Mismatch(_) | ProbeError::Role(..))
+    }
+}
+
 /// The address a check goes to: the backend's, or its side `port`.
 pub fn target(backend: SocketAddr, cfg: &HealthConfig) -> SocketAddr {
     match cfg.port {

@@ -670,3 +670,76 @@ async fn click_drain_and_enable(chromium: &Path, demo: &fulcrum::demo::DemoBacke
     drop(page);
     drop(proxy);
 }
+
+/// A tcp pool on the status document: a node answering with the other role is `standby`
+/// (not `down`), connections are counted per backend, and the tcp listener shows its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_pool_shows_connections_bytes_and_standby_nodes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::support::flip::RoleServer;
+    let primary = RoleServer::start(true).await;
+    let replica = RoleServer::start(false).await;
+    let mut p = pool("write", &[primary.addr, replica.addr]);
+    let mut health = fulcrum::config::HealthConfig::tcp();
+    health.send = "INFO replication\r\n".into();
+    health.expect = "role:master".into();
+    health.interval = Duration::from_millis(200);
+    health.rise = 1;
+    health.fall = 1;
+    p.health = Some(health);
+    let proxy = Proxy::start(with_admin(config(
+        fulcrum::config::ListenerConfig::tcp("write", any_port(), fulcrum::config::PoolId::new(0)),
+        vec![p],
+    )));
+    let admin = admin_of(&proxy);
+    let client = http1();
+    let status = async || json(&get(&client, format!("http://{admin}/api/v1/status")).await);
+    eventually(
+        Duration::from_secs(5),
+        "the replica shown as standby",
+        async || {
+            let s = status().await;
+            let states: Vec<String> = s["pools"][0]["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| b["state"].as_str().unwrap_or("").to_string())
+                .collect();
+            if states == ["up", "standby"] {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(b"INFO\r\n").await.unwrap();
+        let mut reply = [0u8; 64];
+        assert!(c.read(&mut reply).await.unwrap() > 0);
+    }
+    eventually(
+        Duration::from_secs(5),
+        "connections and bytes counted",
+        async || {
+            let s = status().await;
+            let ok = s["pools"][0]["protocol"] == "tcp"
+                && s["pools"][0]["backends"][0]["connections"] == 3
+                && s["pools"][0]["backends"][1]["connections"] == 0
+                && s["listeners"][0]["bytes_up"]
+                    .as_u64()
+                    .is_some_and(|b| b >= 18)
+                && s["listeners"][0]["bytes_down"]
+                    .as_u64()
+                    .is_some_and(|b| b > 0);
+            if ok {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        },
+    )
+    .await;
+}

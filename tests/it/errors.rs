@@ -194,7 +194,11 @@ async fn retry_on_a_status_tries_another_backend_for_idempotent_requests() {
     let proxy = Proxy::start(config(listener(), vec![p]));
     for i in 0..6 {
         let r = get_once(proxy.addr, &format!("/{i}")).await;
-        assert_eq!((r.status.as_u16(), r.backend()), (200, "fine".into()), "GET {i}");
+        assert_eq!(
+            (r.status.as_u16(), r.backend()),
+            (200, "fine".into()),
+            "GET {i}"
+        );
     }
     // POSTs are not idempotent: each reaches exactly one backend, and a 503 is the answer.
     let before = busy.count() + fine.count();
