@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::response_body::ResponseBody;
 use crate::config::RetryOn;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,11 +97,10 @@ impl ProxyError {
         }
     }
 
-    /// The response sent to the client.
-    pub fn to_response(&self) -> Response<ResponseBody> {
-        let mut resp = Response::new(ResponseBody::full(Bytes::from_static(
-            self.body().as_bytes(),
-        )));
+    /// The response sent to the client (its body is the short text; the caller wraps it in
+    /// the body type it sends).
+    pub fn to_response(&self) -> Response<Bytes> {
+        let mut resp = Response::new(Bytes::from_static(self.body().as_bytes()));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));

@@ -12,12 +12,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
 use http::{header, Request, Response};
 use hyper::body::Incoming;
 
 use super::client::PooledConn;
 use super::error::ProxyError;
-use super::response_body::ResponseBody;
 use crate::access_log::{self, Record};
 use crate::backend::{Backend, InflightGuard};
 use crate::chain::Chain;
@@ -93,11 +93,7 @@ impl Exchange {
 
     /// Fulcrum answers `err` itself: counted (against the routed pool, or the listener when
     /// none was chosen yet) and logged now.
-    pub fn refuse(
-        self,
-        err: &ProxyError,
-        listener: Option<&ListenerSnapshot>,
-    ) -> Response<ResponseBody> {
+    pub fn refuse(self, err: &ProxyError, listener: Option<&ListenerSnapshot>) -> Response<Bytes> {
         if err.is_backend_failure() {
             let name = listener.map_or("-", |l| &*l.name);
             tracing::debug!(listener = name, error = %Chain(err), "request failed");
@@ -123,7 +119,7 @@ impl Exchange {
         if let Some(mut record) = self.log {
             record.status = code;
             record.duration = took;
-            record.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            record.bytes = resp.body().len() as u64;
             access_log::emit(record);
         }
         resp

@@ -84,7 +84,7 @@ pub async fn handle(
     let mut exchange = Exchange::begin(&req, cx.peer, listener);
     macro_rules! reject {
         ($err:expr) => {
-            return Ok(exchange.refuse(&$err, listener))
+            return Ok(exchange.refuse(&$err, listener).map(ResponseBody::full))
         };
     }
 
