@@ -183,10 +183,9 @@ async fn write_and_read_ports_follow_roles_lag_and_promotion() {
 /// where round robin starts.
 #[tokio::test]
 async fn no_insert_reaches_the_replica_at_start_or_after_a_reload() {
-    use std::net::SocketAddr;
-
-    use crate::support::proxy::write_file;
-    use crate::support::writes::{steady, Outcome};
+    use crate::support::writes::{
+        no_wrong_role_at_start_or_after_reload, two_write_ports, Outcome,
+    };
     if require("postgresql").is_none() {
         return;
     }
@@ -196,90 +195,17 @@ async fn no_insert_reaches_the_replica_at_start_or_after_a_reload() {
     execute(primary.addr, "CREATE TABLE w (i int)")
         .await
         .unwrap();
-
-    let toml = |second: &[SocketAddr]| {
-        let list = |nodes: &[SocketAddr]| {
-            let items: Vec<String> = nodes
-                .iter()
-                .map(|a| format!("{{ address = \"{a}\" }}"))
-                .collect();
-            items.join(", ")
-        };
-        let pool = |name: &str, nodes: &[SocketAddr]| {
-            format!(
-                "[[pool]]\nname = \"{name}\"\nbackends = [{}]\n[pool.health]\nkind = \"postgres\"\n\
-                 role = \"primary\"\nuser = \"postgres\"\ndatabase = \"postgres\"\n\
-                 interval = \"2s\"\ntimeout = \"1s\"\nrise = 1\nfall = 2\n",
-                list(nodes)
-            )
-        };
-        format!(
-            "[global]\nworkers = 1\naccess_log = \"off\"\nadmin = \"\"\n\
-             [[listener]]\nname = \"write\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\npool = \"w\"\n\
-             [[listener]]\nname = \"write2\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\npool = \"w2\"\n\
-             {}{}",
-            pool("w", &[replica.addr, primary.addr]),
-            pool("w2", second)
-        )
-    };
+    let health = "kind = \"postgres\"\nrole = \"primary\"\nuser = \"postgres\"\n\
+                  database = \"postgres\"\ninterval = \"2s\"\ntimeout = \"1s\"\nrise = 1\nfall = 2\n";
+    let nodes = [replica.addr, primary.addr];
+    let before = two_write_ports(&nodes, &[primary.addr], health);
+    let after = two_write_ports(&nodes, &nodes, health);
+    // Each INSERT on its own session, waited for before the next.
     let insert =
         async |port, i: u32| match execute(port, &format!("INSERT INTO w VALUES ({i})")).await {
             Ok(()) => Outcome::Ok,
             Err(e) if e.contains("read-only transaction") => Outcome::WrongRole(e),
             Err(e) => Outcome::Refused(e),
         };
-    let conf = tempfile::tempdir().unwrap();
-    let path = write_file(conf.path(), "fulcrum.toml", &toml(&[primary.addr]));
-    let mut handle = fulcrum::start(fulcrum::Config::from_file(&path).unwrap()).unwrap();
-    handle.stop_watching();
-    let write = handle.listener_addr("write").unwrap();
-    // From the first moment the port accepts: an INSERT every 20 ms for 3 s (each on its own
-    // session, waited for before the next).
-    let at_start = steady(
-        write,
-        Duration::from_millis(20),
-        Duration::from_secs(3),
-        insert,
-    )
-    .await;
-    eprintln!(
-        "at start: {} ok, {} wrong role of {}",
-        at_start.ok(),
-        at_start.wrong_role().len(),
-        at_start.0.len()
-    );
-    assert_eq!(at_start.wrong_role(), Vec::<&Outcome>::new(), "at start");
-    assert!(at_start.ok() > 50, "inserts went through: {:?}", at_start.0);
-
-    write_file(
-        conf.path(),
-        "fulcrum.toml",
-        &toml(&[replica.addr, primary.addr]),
-    );
-    let reloader = handle.reloader();
-    tokio::task::spawn_blocking(move || reloader.reload(fulcrum::Trigger::Api))
-        .await
-        .unwrap()
-        .unwrap();
-    let write2 = handle.listener_addr("write2").unwrap();
-    let reloaded = steady(
-        write2,
-        Duration::from_millis(20),
-        Duration::from_secs(3),
-        insert,
-    )
-    .await;
-    eprintln!(
-        "after the reload: {} ok, {} wrong role of {}",
-        reloaded.ok(),
-        reloaded.wrong_role().len(),
-        reloaded.0.len()
-    );
-    assert_eq!(
-        reloaded.wrong_role(),
-        Vec::<&Outcome>::new(),
-        "after the reload"
-    );
-    assert!(reloaded.ok() > 50, "inserts went through: {:?}", reloaded.0);
-    drop(handle);
+    no_wrong_role_at_start_or_after_reload(&before, &after, 50, insert).await;
 }

@@ -213,42 +213,22 @@ async fn a_role_swap_is_followed_within_fall_intervals_despite_a_long_timeout() 
 /// replica to a write pool. The replica is listed first, where round robin starts.
 #[tokio::test]
 async fn no_write_reaches_the_replica_at_start_or_after_a_reload() {
-    use crate::support::proxy::write_file;
-    use crate::support::writes::{steady, Outcome};
+    use crate::support::writes::{
+        no_wrong_role_at_start_or_after_reload, two_write_ports, Outcome,
+    };
     if require("redis-server").is_none() {
         return;
     }
     let primary = Redis::start(None);
     let replica = Redis::start(Some(primary.addr));
     wait_linked(&replica).await;
-
-    let toml = |second: &[std::net::SocketAddr]| {
-        let list = |nodes: &[std::net::SocketAddr]| {
-            let items: Vec<String> = nodes
-                .iter()
-                .map(|a| format!("{{ address = \"{a}\" }}"))
-                .collect();
-            items.join(", ")
-        };
-        let pool = |name: &str, nodes: &[std::net::SocketAddr]| {
-            // A long interval: before the change, the first check came up to an interval
-            // late, and a fresh backend took writes until then.
-            format!(
-                "[[pool]]\nname = \"{name}\"\nbackends = [{}]\n[pool.health]\nkind = \"tcp\"\n\
-                 send = \"INFO replication\\r\\n\"\nexpect = \"role:master\"\ninterval = \"2s\"\n\
-                 timeout = \"500ms\"\nrise = 1\nfall = 2\n",
-                list(nodes)
-            )
-        };
-        format!(
-            "[global]\nworkers = 1\naccess_log = \"off\"\nadmin = \"\"\n\
-             [[listener]]\nname = \"write\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\npool = \"w\"\n\
-             [[listener]]\nname = \"write2\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\npool = \"w2\"\n\
-             {}{}",
-            pool("w", &[replica.addr, primary.addr]),
-            pool("w2", second)
-        )
-    };
+    // A long interval: before the change, the first check came up to an interval late, and a
+    // fresh backend took writes until then.
+    let health = "kind = \"tcp\"\nsend = \"INFO replication\\r\\n\"\nexpect = \"role:master\"\n\
+                  interval = \"2s\"\ntimeout = \"500ms\"\nrise = 1\nfall = 2\n";
+    let nodes = [replica.addr, primary.addr];
+    let before = two_write_ports(&nodes, &[primary.addr], health);
+    let after = two_write_ports(&nodes, &nodes, health);
     let set = async |port, i: u32| {
         let reply = command(port, &format!("SET start{i} v")).await;
         match reply.as_str() {
@@ -257,58 +237,5 @@ async fn no_write_reaches_the_replica_at_start_or_after_a_reload() {
             _ => Outcome::Refused(reply),
         }
     };
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "fulcrum.toml", &toml(&[primary.addr]));
-    let mut handle = fulcrum::start(fulcrum::Config::from_file(&path).unwrap()).unwrap();
-    handle.stop_watching();
-    let write = handle.listener_addr("write").unwrap();
-    // From the first moment the port accepts: a write every 20 ms for 3 s.
-    let at_start = steady(
-        write,
-        Duration::from_millis(20),
-        Duration::from_secs(3),
-        set,
-    )
-    .await;
-    eprintln!(
-        "at start: {} ok, {} wrong role of {}",
-        at_start.ok(),
-        at_start.wrong_role().len(),
-        at_start.0.len()
-    );
-    assert_eq!(at_start.wrong_role(), Vec::<&Outcome>::new(), "at start");
-    assert!(at_start.ok() > 100, "writes went through: {:?}", at_start.0);
-
-    // The reload adds the replica (first in the list) to the second write pool.
-    write_file(
-        dir.path(),
-        "fulcrum.toml",
-        &toml(&[replica.addr, primary.addr]),
-    );
-    let reloader = handle.reloader();
-    tokio::task::spawn_blocking(move || reloader.reload(fulcrum::Trigger::Api))
-        .await
-        .unwrap()
-        .unwrap();
-    let write2 = handle.listener_addr("write2").unwrap();
-    let reloaded = steady(
-        write2,
-        Duration::from_millis(20),
-        Duration::from_secs(3),
-        set,
-    )
-    .await;
-    eprintln!(
-        "after the reload: {} ok, {} wrong role of {}",
-        reloaded.ok(),
-        reloaded.wrong_role().len(),
-        reloaded.0.len()
-    );
-    assert_eq!(
-        reloaded.wrong_role(),
-        Vec::<&Outcome>::new(),
-        "after the reload"
-    );
-    assert!(reloaded.ok() > 100, "writes went through: {:?}", reloaded.0);
-    drop(handle);
+    no_wrong_role_at_start_or_after_reload(&before, &after, 100, set).await;
 }

@@ -120,6 +120,13 @@ fn two_regions(east: &[SocketAddr], west: &[SocketAddr]) -> Config {
 
 /// Two backends per region behind `two_regions`, started.
 async fn two_regions_running() -> ([FlipBackend; 2], [FlipBackend; 2], Proxy) {
+    two_regions_with(|_| {}).await
+}
+
+/// [`two_regions_running`] with `adjust` applied to the config first.
+async fn two_regions_with(
+    adjust: impl FnOnce(&mut Config),
+) -> ([FlipBackend; 2], [FlipBackend; 2], Proxy) {
     let east = [
         FlipBackend::start("east-1").await,
         FlipBackend::start("east-2").await,
@@ -129,8 +136,9 @@ async fn two_regions_running() -> ([FlipBackend; 2], [FlipBackend; 2], Proxy) {
         FlipBackend::start("west-2").await,
     ];
     let addrs = |bs: &[FlipBackend]| bs.iter().map(|b| b.addr).collect::<Vec<_>>();
-    let proxy = Proxy::start(two_regions(&addrs(&east), &addrs(&west)));
-    (east, west, proxy)
+    let mut c = two_regions(&addrs(&east), &addrs(&west));
+    adjust(&mut c);
+    (east, west, Proxy::start(c))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,22 +381,10 @@ async fn round_robin_is_even_within_each_region_when_regions_interleave() {
 /// backends failed a request it goes to us-west (the failover region) at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_region_costs_its_clients_no_failed_request() {
-    let (mut east, _west, proxy) = {
-        let east = [
-            FlipBackend::start("east-1").await,
-            FlipBackend::start("east-2").await,
-        ];
-        let west = [
-            FlipBackend::start("west-1").await,
-            FlipBackend::start("west-2").await,
-        ];
-        let addrs = |bs: &[FlipBackend]| bs.iter().map(|b| b.addr).collect::<Vec<_>>();
-        let mut c = two_regions(&addrs(&east), &addrs(&west));
-        // The default passive settings: several failures per backend before it is ejected,
-        // the window in which retries alone must save every request.
-        c.pools[0].passive = PassiveConfig::default();
-        (east, west, Proxy::start(c))
-    };
+    // The default passive settings: several failures per backend before it is ejected, the
+    // window in which retries alone must save every request.
+    let (mut east, _west, proxy) =
+        two_regions_with(|c| c.pools[0].passive = PassiveConfig::default()).await;
     let mut ce = Client::from("127.1.0.1", proxy.addr).await;
     let mut served = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));

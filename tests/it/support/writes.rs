@@ -46,3 +46,77 @@ where
     }
     tally
 }
+
+/// A config with two role-checked tcp write ports: "write" over pool "w" (`first`, the
+/// wrong-role node listed first, where round robin starts) and "write2" over pool "w2"
+/// (`second`), each pool checked by the `[pool.health]` lines `health`.
+pub fn two_write_ports(first: &[SocketAddr], second: &[SocketAddr], health: &str) -> String {
+    let pool = |name: &str, nodes: &[SocketAddr]| {
+        let items: Vec<String> = nodes
+            .iter()
+            .map(|a| format!("{{ address = \"{a}\" }}"))
+            .collect();
+        format!(
+            "[[pool]]\nname = \"{name}\"\nbackends = [{}]\n[pool.health]\n{health}",
+            items.join(", ")
+        )
+    };
+    format!(
+        "[global]\nworkers = 1\naccess_log = \"off\"\nadmin = \"\"\n\
+         [[listener]]\nname = \"write\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\npool = \"w\"\n\
+         [[listener]]\nname = \"write2\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\npool = \"w2\"\n\
+         {}{}",
+        pool("w", first),
+        pool("w2", second)
+    )
+}
+
+/// Starts Fulcrum on `before` (config text), writes every 20 ms for 3 s through "write"
+/// from the first moment it accepts, reloads to `after`, and writes the same way through
+/// "write2"; asserts that no write of either phase reached a node of the wrong role, and that
+/// at least `min_ok` of each went through.
+pub async fn no_wrong_role_at_start_or_after_reload<F>(
+    before: &str,
+    after: &str,
+    min_ok: usize,
+    write: F,
+) where
+    F: AsyncFn(SocketAddr, u32) -> Outcome,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = super::proxy::write_file(dir.path(), "fulcrum.toml", before);
+    let mut handle = fulcrum::start(fulcrum::Config::from_file(&path).unwrap()).unwrap();
+    handle.stop_watching();
+    let every = Duration::from_millis(20);
+    let total = Duration::from_secs(3);
+    let check = |phase: &str, tally: &Tally| {
+        let wrong = tally.wrong_role();
+        eprintln!(
+            "{phase}: {} ok, {} wrong role of {}",
+            tally.ok(),
+            wrong.len(),
+            tally.0.len()
+        );
+        assert_eq!(wrong, Vec::<&Outcome>::new(), "{phase}");
+        assert!(
+            tally.ok() >= min_ok,
+            "{phase}: too few went through: {:?}",
+            tally.0
+        );
+    };
+    let write1 = handle.listener_addr("write").unwrap();
+    check("at start", &steady(write1, every, total, &write).await);
+
+    super::proxy::write_file(dir.path(), "fulcrum.toml", after);
+    let reloader = handle.reloader();
+    tokio::task::spawn_blocking(move || reloader.reload(fulcrum::Trigger::Api))
+        .await
+        .unwrap()
+        .unwrap();
+    let write2 = handle.listener_addr("write2").unwrap();
+    check(
+        "after the reload",
+        &steady(write2, every, total, &write).await,
+    );
+    drop(handle);
+}
