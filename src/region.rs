@@ -25,6 +25,7 @@ use maxminddb::PathElement;
 
 use crate::backend::Backend;
 use crate::balance::RoundRobin;
+use crate::config::files::{read_bounded, MAX_MMDB_BYTES};
 use crate::config::{GeoConfig, RegionConfig};
 
 /// A region's index in the config's `[[region]]` list.
@@ -36,6 +37,11 @@ pub const NO_REGION: RegionId = RegionId::MAX;
 /// Why the region table could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RegionError {
+    #[error("geo: mmdb: cannot read {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("geo: mmdb: cannot open {path}")]
     Mmdb {
         path: PathBuf,
@@ -87,12 +93,19 @@ impl Regions {
     /// Builds the table; opens the database when `geo.mmdb` is set.
     pub fn build(regions: &[RegionConfig], geo: &GeoConfig) -> Result<Regions, RegionError> {
         let reader = match &geo.mmdb {
-            Some(path) => Some(maxminddb::Reader::open_readfile(path).map_err(|source| {
-                RegionError::Mmdb {
-                    path: path.clone(),
-                    source,
-                }
-            })?),
+            Some(path) => {
+                let bytes =
+                    read_bounded(path, MAX_MMDB_BYTES).map_err(|source| RegionError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some(
+                    maxminddb::Reader::from_source(bytes).map_err(|source| RegionError::Mmdb {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
             None => None,
         };
         Regions::with_reader(regions, reader)

@@ -9,6 +9,7 @@
 pub mod diff;
 mod error;
 mod file;
+pub(crate) mod files;
 mod health;
 mod validate;
 

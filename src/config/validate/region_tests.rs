@@ -126,3 +126,19 @@ fn mmdb_must_open() {
     );
     assert!(parse(&with("\n[geo]\nmmdb = \"\"\n")).is_ok());
 }
+
+/// A FIFO would block the read for ever and a device never end it: only regular files are
+/// read (an error at once, at `check` as at reload).
+#[cfg(unix)]
+#[test]
+fn mmdb_must_be_a_regular_file() {
+    let e = errors(&with("\n[geo]\nmmdb = \"/dev/zero\"\n"));
+    assert!(e[0].contains("/dev/zero") && e[0].contains("not a regular file"), "{e:?}");
+    let dir = tempfile::tempdir().expect("dir");
+    let fifo = dir.path().join("geo.mmdb");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let e = errors(&with(&format!("\n[geo]\nmmdb = \"{}\"\n", fifo.display())));
+        assert!(e[0].contains("not a regular file"), "{e:?}");
+    }
+}

@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use super::{key, label, values, Cx};
 use crate::config::file::{RawGeo, RawPool, RawRegion};
+use crate::config::files::{read_bounded, MAX_MMDB_BYTES};
 use crate::config::{GeoConfig, PoolConfig, RegionConfig};
 
 impl Cx<'_> {
@@ -103,7 +104,10 @@ impl Cx<'_> {
             return GeoConfig::default();
         }
         let path = resolve(config, v.get_ref());
-        match maxminddb::Reader::open_readfile(&path) {
+        let opened = read_bounded(&path, MAX_MMDB_BYTES)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| maxminddb::Reader::from_source(bytes).map_err(|e| e.to_string()));
+        match opened {
             Ok(_) => GeoConfig { mmdb: Some(path) },
             Err(e) => {
                 self.error(
