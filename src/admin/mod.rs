@@ -7,23 +7,26 @@
 //! A bearer token (`admin_token_file`, read at start, compared in constant time) guards every
 //! endpoint except the static page and its script and style, which carry no data (the page
 //! asks for the token). Every response carries a strict Content-Security-Policy and
-//! `nosniff`: the page shows operator-chosen names next to the token it keeps.
+//! `nosniff`: the page shows operator-chosen names next to the token it keeps. Connections
+//! are capped and must send their request head in time, so idle sockets cannot take the
+//! process's descriptors from the data plane.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use crate::backend::Condition;
 use crate::chain::Chain;
@@ -46,6 +49,18 @@ const STYLE: &str = include_str!("status.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
                    frame-ancestors 'none'";
+
+/// How long an admin connection may take to send a request head: from accept, and again
+/// between keep-alive requests; then it is closed. Operators, scrapers and the page (which
+/// asks every 2 s) send theirs at once; a socket that sends nothing must not keep its place
+/// under [`MAX_CONNECTIONS`] for ever (issue 14: idle admin sockets were never closed).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Admin connections open at once; a connection over it is closed at accept. A few pages, a
+/// Prometheus scraper and some scripts need a handful. The admin server shares the process's
+/// descriptors with the data plane, and 1,100 idle unauthenticated admin connections once
+/// left it none (issue 14): with the cap, the admin API can hold 64 at most.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Why the admin server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +144,24 @@ pub fn start(
     let _guard = control.enter();
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?;
     control.spawn(async move {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        // Whether the cap is full and said so: logged once each time it fills, not per socket.
+        let mut full = false;
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let Ok((stream, peer)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                if !full {
+                    let cap = MAX_CONNECTIONS;
+                    tracing::warn!(%peer, "admin: {cap} connections open, closing new ones");
+                    full = true;
+                }
+                drop(stream);
+                continue;
+            };
+            full = false;
             let admin = Arc::clone(&admin);
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
@@ -141,8 +169,11 @@ pub fn start(
                     async move { Ok::<_, Infallible>(admin.handle(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                drop(slot);
             });
         }
     });

@@ -1,10 +1,17 @@
-//! The admin server against hostile input (issue 14, item 6): names that try to break out of
-//! the status page's markup run no script, and every admin response carries a
-//! Content-Security-Policy and `nosniff`.
+//! The admin server against hostile input (issue 14, items 3 and 6): names that try to break
+//! out of the status page's markup run no script, every admin response carries a
+//! Content-Security-Policy and `nosniff`, and idle admin connections are capped and timed out
+//! so that they cannot starve the data plane.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
+use fulcrum::internals::{
+    ADMIN_HEADER_READ_TIMEOUT as ADMIN_HEADER_TIMEOUT, ADMIN_MAX_CONNECTIONS as ADMIN_CAP,
+};
 use http::{Method, StatusCode};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 use crate::admin::{admin_of, call, get, with_admin};
 use crate::support::backend::BackendBuilder;
@@ -17,7 +24,8 @@ use crate::support::{eventually, require};
 /// decodes back), an attribute, and a script element. `fulcrum check` refuses it; a config
 /// built in code does not go through `check`, so the page must be safe on its own.
 const HOSTILE: &str = "x');window.pwned1=1;//\"'onmouseover=\"window.pwned2=1\"\
-                       </script><script>window.pwned3=1</script><img src=x onerror=window.pwned4=1>";
+                       </script><script>window.pwned3=1</script>\
+                       <img src=x onerror=window.pwned4=1>";
 
 /// The globals [`HOSTILE`] (and the injections tried below) would set if any of it ran.
 const PWNED: &str = "['pwned1','pwned2','pwned3','pwned4','pwned5','pwned6']\
@@ -188,4 +196,96 @@ async fn a_hostile_pool_name_runs_no_script_on_the_status_page() {
     assert_eq!(page.eval(script).await, true);
     assert_eq!(page.eval(PWNED).await, serde_json::json!([]), "injected");
     drop(page);
+}
+
+/// Reads `stream` until the peer closes it (EOF or reset) or `within` passes: whether it was
+/// closed.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// `GET path` on a new connection to `admin` answers 200; `Err` names what came instead
+/// (a status line, a closed connection), never a panic: the probe of a wait.
+async fn answers_200(admin: SocketAddr, path: &str) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let exchange = async {
+        let mut s = TcpStream::connect(admin).await?;
+        let head = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await?;
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&reply).into_owned())
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .map_err(|_| "no reply within 2 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let line = reply.lines().next().unwrap_or("").to_string();
+    if line.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(line)
+    }
+}
+
+/// Connections to `admin` that send nothing fill its cap: the next one is closed at accept,
+/// the data plane serves all along, the idle ones are closed after the header timeout, and
+/// then the admin API answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_admin_connections_are_capped_and_timed_out_while_traffic_flows() {
+    let a = BackendBuilder::new("a").start().await;
+    let proxy = Proxy::start(with_admin(config(listener(), vec![pool("p", &[a.addr])])));
+    let admin: SocketAddr = admin_of(&proxy);
+    let client = http1();
+    let opened = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..ADMIN_CAP {
+        idle.push(TcpStream::connect(admin).await.unwrap());
+    }
+    // One more: accepted and closed at once (well before the others' header timeout).
+    let mut over = TcpStream::connect(admin).await.unwrap();
+    assert!(
+        closed_within(&mut over, ADMIN_HEADER_TIMEOUT / 2).await,
+        "connection {} to the admin server was kept open",
+        ADMIN_CAP + 1
+    );
+    // The data plane does not notice.
+    for _ in 0..5 {
+        let r = crate::support::client::get(&client, proxy.addr, "/").await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // The idle ones are closed by the header timeout (the first one accepted, first), not
+    // before: its timer started after `opened` (less a little for timer granularity).
+    for (i, stream) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, ADMIN_HEADER_TIMEOUT * 3).await,
+            "idle admin connection {i} still open after {:?}",
+            opened.elapsed()
+        );
+        if i == 0 {
+            assert!(
+                opened.elapsed() >= ADMIN_HEADER_TIMEOUT - Duration::from_millis(100),
+                "an idle admin connection closed after {:?}",
+                opened.elapsed()
+            );
+        }
+    }
+    // Their places are free again.
+    eventually(
+        Duration::from_secs(5),
+        "the admin API to answer again",
+        || answers_200(admin, "/api/v1/status"),
+    )
+    .await;
+    drop(idle);
 }
