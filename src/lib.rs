@@ -70,6 +70,9 @@ pub use worker::Threading;
 /// stability promise, kept to what they need.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::admin::{
+        HEADER_READ_TIMEOUT as ADMIN_HEADER_READ_TIMEOUT, MAX_CONNECTIONS as ADMIN_MAX_CONNECTIONS,
+    };
     pub use crate::backend::{Backend, BackendState, InflightGuard};
     pub use crate::balance::{key_hash, Affinity, Balancer};
     pub use crate::region::Regions;

@@ -5,23 +5,28 @@
 //! `ArcSwap` load) instead of asking them anything. Drain/enable flip the backend's shared
 //! atomic; the workers see it on their next pick. Routing is one `match` on method and path.
 //! A bearer token (`admin_token_file`, read at start, compared in constant time) guards every
-//! endpoint except the static page itself, which carries no data and asks for the token.
+//! endpoint except the static page and its script and style, which carry no data (the page
+//! asks for the token). Every response carries a strict Content-Security-Policy and
+//! `nosniff`: the page shows operator-chosen names next to the token it keeps. Connections
+//! are capped and must send their request head in time, so idle sockets cannot take the
+//! process's descriptors from the data plane.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use crate::backend::Condition;
 use crate::chain::Chain;
@@ -31,7 +36,31 @@ use crate::snapshot::Live;
 mod scrape;
 mod status;
 
+/// The status page and its script and style: static, served without the token (they hold no
+/// data), each its own file so the policy below needs no `unsafe-inline`.
 const PAGE: &str = include_str!("status.html");
+const SCRIPT: &str = include_str!("status.js");
+const STYLE: &str = include_str!("status.css");
+
+/// The Content-Security-Policy of every admin response. The page holds the admin token (in
+/// localStorage) and shows operator-chosen names, so whatever markup slipped past escaping
+/// must not run: scripts and styles only from the server's own files, requests only to it,
+/// no framing (the drain buttons cannot be clickjacked), no forms or base URL to redirect.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                   connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+                   frame-ancestors 'none'";
+
+/// How long an admin connection may take to send a request head: from accept, and again
+/// between keep-alive requests; then it is closed. Operators, scrapers and the page (which
+/// asks every 2 s) send theirs at once; a socket that sends nothing must not keep its place
+/// under [`MAX_CONNECTIONS`] for ever (issue 14: idle admin sockets were never closed).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Admin connections open at once; a connection over it is closed at accept. A few pages, a
+/// Prometheus scraper and some scripts need a handful. The admin server shares the process's
+/// descriptors with the data plane, and 1,100 idle unauthenticated admin connections once
+/// left it none (issue 14): with the cap, the admin API can hold 64 at most.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Why the admin server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -115,11 +144,24 @@ pub fn start(
     let _guard = control.enter();
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?;
     control.spawn(async move {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        // Whether the cap is full and said so: logged once each time it fills, not per socket.
+        let mut full = false;
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let Ok((stream, peer)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                if !full {
+                    let cap = MAX_CONNECTIONS;
+                    tracing::warn!(%peer, "admin: {cap} connections open, closing new ones");
+                    full = true;
+                }
+                drop(stream);
+                continue;
+            };
+            full = false;
             let admin = Arc::clone(&admin);
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
@@ -127,8 +169,11 @@ pub fn start(
                     async move { Ok::<_, Infallible>(admin.handle(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                drop(slot);
             });
         }
     });
@@ -144,9 +189,19 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Repl
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
     }
-    resp.headers_mut().insert(
+    let headers = resp.headers_mut();
+    headers.insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CSP),
+    );
+    // A JSON body that echoes a name is never sniffed into HTML or script.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
     );
     resp
 }
@@ -203,9 +258,20 @@ impl Admin {
         };
         let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
         let method = req.method().clone();
-        // The page itself holds no data; everything else needs the token.
-        let page = path == "/" && method == Method::GET;
-        if !page && !self.authorized(&req) {
+        // The page and its files hold no data; everything else needs the token (and an
+        // extension never sees a request without it).
+        if method == Method::GET {
+            let page = match path.as_str() {
+                "/" => Some(("text/html; charset=utf-8", PAGE)),
+                "/status.js" => Some(("text/javascript; charset=utf-8", SCRIPT)),
+                "/status.css" => Some(("text/css; charset=utf-8", STYLE)),
+                _ => None,
+            };
+            if let Some((content_type, body)) = page {
+                return reply(StatusCode::OK, content_type, body);
+            }
+        }
+        if !self.authorized(&req) {
             let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -223,7 +289,6 @@ impl Admin {
         let get = method == Method::GET;
         let post = method == Method::POST;
         match (segments.as_slice(), get, post) {
-            ([""], true, _) => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
             (["metrics"], true, _) => self.metrics(),
             (["api", "v1", "status"], true, _) => json_reply(StatusCode::OK, &status::of(&self)),
             (["api", "v1", "reload"], _, true) => self.reload(query.contains("dry_run=true")).await,
@@ -232,7 +297,11 @@ impl Admin {
                 _,
                 true,
             ) => self.set_draining(pool, backend, *action == "drain"),
-            ([""] | ["metrics"] | ["api", "v1", "status"], false, _)
+            (
+                [""] | ["status.js" | "status.css" | "metrics"] | ["api", "v1", "status"],
+                false,
+                _,
+            )
             | (["api", "v1", "reload"], _, false)
             | (["api", "v1", "pools", _, "backends", _, "drain" | "enable"], _, false) => {
                 let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");

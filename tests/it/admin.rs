@@ -16,16 +16,21 @@ use crate::support::proxy::{any_port, config, listener, pool, write_file, Config
 use crate::support::{eventually, require};
 
 /// A quiet config with the admin server on 127.0.0.1:0.
-fn with_admin(mut c: Config) -> Config {
+pub(crate) fn with_admin(mut c: Config) -> Config {
     c.global.admin = Some(any_port());
     c
 }
 
-fn admin_of(proxy: &Proxy) -> SocketAddr {
+pub(crate) fn admin_of(proxy: &Proxy) -> SocketAddr {
     proxy.handle.as_ref().unwrap().admin_addr().unwrap()
 }
 
-async fn call(client: &HttpClient, method: Method, url: String, token: Option<&str>) -> Reply {
+pub(crate) async fn call(
+    client: &HttpClient,
+    method: Method,
+    url: String,
+    token: Option<&str>,
+) -> Reply {
     let mut req = Request::builder().method(method).uri(url);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -33,7 +38,7 @@ async fn call(client: &HttpClient, method: Method, url: String, token: Option<&s
     send(client, req.body(Full::new(Bytes::new())).unwrap()).await
 }
 
-async fn get(client: &HttpClient, url: String) -> Reply {
+pub(crate) async fn get(client: &HttpClient, url: String) -> Reply {
     call(client, Method::GET, url, None).await
 }
 
@@ -655,6 +660,27 @@ async fn click_drain_and_enable(chromium: &Path, demo: &fulcrum::demo::DemoBacke
             )
             .await;
         }
+    }
+
+    // The demo's kill and revive buttons (the row's second button) switch the backend.
+    let second = format!(
+        "document.querySelector('tr[data-backend=\"{}\"] button + button')",
+        east[0]
+    );
+    for (label, next) in [("kill", "revive"), ("revive", "kill")] {
+        let shown = page.eval(&format!("{second}.textContent")).await;
+        assert!(
+            shown.as_str().is_some_and(|t| t.starts_with(label)),
+            "the demo button of {}: {shown}",
+            east[0]
+        );
+        page.eval(&format!("{second}.click(); true")).await;
+        let what = format!("the demo button to offer {next} after {label}");
+        eventually(Duration::from_secs(10), &what, async || {
+            let shown = page.eval(&format!("{second}?.textContent ?? null")).await;
+            shown.as_str().is_some_and(|t| t.starts_with(next))
+        })
+        .await;
     }
 
     // A request the API refuses is shown, not swallowed.

@@ -13,6 +13,7 @@
 mod support;
 
 mod admin;
+mod admin_safety;
 mod balance;
 mod cli;
 mod errors;

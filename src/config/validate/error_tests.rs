@@ -1,7 +1,7 @@
 //! Tests for every kind of config error: its `file:line:col: key: message` line, and that all of
 //! them are reported at once, in file order.
 
-use super::tests::{error, errors, with, MINIMAL};
+use super::tests::{error, errors, parse, with, MINIMAL};
 
 #[test]
 fn syntax_error_has_location() {
@@ -345,4 +345,36 @@ fn hash_and_sticky_key_errors() {
         error(&pool("balance = \"consistent_hash\"\nsticky_cookie = \"SID\"")),
         "fulcrum.toml:9:17: pool \"web\": sticky_cookie: only used with balance = \"sticky_cookie\""
     );
+}
+
+/// Names are shown on the status page, in metrics labels and in logs: a narrow charset keeps
+/// every one of them inert there (issue 14: a pool named `x');alert(1);//` ran script).
+#[test]
+fn names_are_letters_digits_dash_underscore_and_dot() {
+    let text = r#"[[listener]]
+name = "web<1>"
+bind = "0.0.0.0:8080"
+pool = "x');alert(document.domain);//"
+
+[[pool]]
+name = "x');alert(document.domain);//"
+backends = [{ address = "10.0.0.1:80", region = "a'b" }]
+"#;
+    let usage = "must be ASCII letters, digits, \"-\", \"_\" or \".\"";
+    assert_eq!(
+        errors(text),
+        [
+            format!("fulcrum.toml:2:8: listener \"web<1>\": name: {usage}, got \"web<1>\""),
+            format!("fulcrum.toml:4:8: listener \"web<1>\": pool: {usage}, got \"x');alert(document.domain);//\""),
+            format!("fulcrum.toml:7:8: pool \"x');alert(document.domain);//\": name: {usage}, got \"x');alert(document.domain);//\""),
+            format!("fulcrum.toml:8:49: pool \"x');alert(document.domain);//\": backend \"10.0.0.1:80\": region: {usage}, got \"a'b\""),
+        ]
+    );
+    let e = error(&with("\n[[region]]\nname = \"zone/1\"\n"));
+    assert_eq!(
+        e,
+        format!("fulcrum.toml:12:8: region \"zone/1\": name: {usage}, got \"zone/1\"")
+    );
+    // What the charset allows passes.
+    parse(&with("\n[[region]]\nname = \"eu-west_2.a\"\n")).expect("valid");
 }
