@@ -1,0 +1,134 @@
+//! Unit tests of the header rules.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use http::Request;
+
+fn parts(build: http::request::Builder) -> Parts {
+    build.body(()).unwrap().into_parts().0
+}
+
+#[test]
+fn hop_by_hop_and_connection_named_headers_are_removed() {
+    let mut p = parts(
+        Request::get("/x")
+            .header("host", "a.example")
+            .header("connection", "keep-alive, x-secret")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("te", "gzip")
+            .header("x-kept", "yes"),
+    );
+    prepare_upstream(&mut p, "10.1.2.3".parse().unwrap(), "http", false, false);
+    for gone in ["connection", "x-secret", "keep-alive", "te"] {
+        assert!(!p.headers.contains_key(gone), "{gone} forwarded");
+    }
+    assert_eq!(p.headers["x-kept"], "yes");
+    assert_eq!(p.headers["x-forwarded-for"], "10.1.2.3");
+    assert_eq!(p.headers["x-forwarded-host"], "a.example");
+    assert_eq!(p.headers["x-forwarded-proto"], "http");
+    assert_eq!(p.headers["via"], "1.1 fulcrum");
+}
+
+#[test]
+fn te_trailers_is_passed_on_and_nothing_else_of_te() {
+    let mut p = parts(
+        Request::get("/")
+            .header("host", "h")
+            .header("te", "gzip, trailers")
+            .header("connection", "te"),
+    );
+    prepare_upstream(&mut p, "10.0.0.9".parse().unwrap(), "http", false, false);
+    assert_eq!(p.headers["te"], "trailers");
+    assert_eq!(p.headers["connection"], "te");
+}
+
+#[test]
+fn the_trailer_declaration_reaches_the_client() {
+    let mut h = HeaderMap::new();
+    h.insert(header::TRAILER, HeaderValue::from_static("grpc-status"));
+    h.insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
+    prepare_response(&mut h, false);
+    assert_eq!(h[header::TRAILER], "grpc-status");
+    assert!(!h.contains_key(header::TRANSFER_ENCODING));
+}
+
+#[test]
+fn several_forwarded_for_lines_are_one_list() {
+    let mut p = parts(
+        Request::get("/")
+            .header("host", "h")
+            .header("x-forwarded-for", "1.1.1.1, 2.2.2.2")
+            .header("x-forwarded-for", "3.3.3.3"),
+    );
+    prepare_upstream(&mut p, "10.0.0.9".parse().unwrap(), "http", false, false);
+    assert_eq!(p.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(
+        p.headers["x-forwarded-for"],
+        "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"
+    );
+}
+
+#[test]
+fn forwarded_for_is_appended() {
+    let mut p = parts(
+        Request::get("/")
+            .header("host", "h")
+            .header("x-forwarded-for", "1.1.1.1"),
+    );
+    prepare_upstream(
+        &mut p,
+        "::ffff:10.0.0.9".parse().unwrap(),
+        "http",
+        false,
+        false,
+    );
+    assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
+}
+
+#[test]
+fn h2_authority_becomes_host_and_origin_form() {
+    let mut p = parts(Request::get("http://svc.example/p?q=1").version(Version::HTTP_2));
+    prepare_upstream(&mut p, "127.0.0.1".parse().unwrap(), "http", false, false);
+    assert_eq!(p.headers["host"], "svc.example");
+    assert_eq!(p.uri, "/p?q=1");
+    assert_eq!(p.version, Version::HTTP_11);
+    assert_eq!(p.headers["via"], "2 fulcrum");
+}
+
+#[test]
+fn upgrade_handshake_is_kept() {
+    let mut p = parts(
+        Request::get("/ws")
+            .header("host", "h")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket"),
+    );
+    assert!(is_upgrade(&p));
+    prepare_upstream(&mut p, "127.0.0.1".parse().unwrap(), "http", true, false);
+    assert_eq!(p.headers["upgrade"], "websocket");
+    assert_eq!(p.headers["connection"], "upgrade");
+}
+
+#[test]
+fn ambiguous_framing_is_refused() {
+    let p = parts(
+        Request::post("/")
+            .header("host", "h")
+            .header("content-length", "3")
+            .header("transfer-encoding", "chunked"),
+    );
+    assert!(matches!(check_request(&p), Err(ProxyError::BadRequest(_))));
+    let p = parts(
+        Request::post("/")
+            .header("host", "h")
+            .header("content-length", "3")
+            .header("content-length", "4"),
+    );
+    assert!(check_request(&p).is_err());
+    let p = parts(Request::get("/"));
+    assert!(check_request(&p).is_err(), "HTTP/1.1 without Host");
+}
