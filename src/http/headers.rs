@@ -13,6 +13,7 @@ use http::request::Parts;
 use http::{Method, Uri, Version};
 
 use super::error::ProxyError;
+use super::target;
 
 /// Always hop-by-hop, whether or not `Connection` names them. (`Trailer` is not: it declares
 /// the trailer fields end to end, and an HTTP/1.1 client gets trailers only when it is there.)
@@ -77,15 +78,6 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// The request's host: `Host`, else the URI authority (HTTP/2 `:authority`).
-pub fn request_host(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
 /// Whether the client asks to switch protocols (WebSocket); HTTP/1.1 only.
@@ -158,6 +150,7 @@ pub fn prepare_upstream(
     upgrade: bool,
     body_prefetched: bool,
 ) {
+    target::normalize_host(parts);
     let upgrade_to = if upgrade {
         parts.headers.get(header::UPGRADE).cloned()
     } else {
@@ -179,21 +172,9 @@ pub fn prepare_upstream(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
-    // Host: kept; an HTTP/2 request carries it as :authority.
-    let host = match headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => {
-            let authority = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-            if let Some(a) = &authority {
-                headers.insert(header::HOST, a.clone());
-            }
-            authority
-        }
-    };
-    if let Some(host) = host {
+    // Host: kept, or the target's authority when it has one (HTTP/2 `:authority`, HTTP/1
+    // absolute-form); `target::normalize_host` already ran on the proxy's path.
+    if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
     append_forwarded_for(headers, client);

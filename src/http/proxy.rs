@@ -29,6 +29,7 @@ use super::framing::FramingFlags;
 use super::headers;
 use super::request_body::{BodyError, RequestBody};
 use super::response_body::ResponseBody;
+use super::target;
 use crate::backend::InflightGuard;
 use crate::chain::Chain;
 use crate::config::{BackendId, ListenerSlot};
@@ -99,16 +100,18 @@ pub async fn handle(
     };
     let (mut parts, body) = req.into_parts();
     let version = parts.version;
-    if let Err(err) = headers::check_request(&parts) {
+    if let Err(err) = headers::check_request(&parts).and_then(|()| target::check_target(&parts)) {
         reject!(err);
     }
+    // The host is the target's authority when it has one; `Host` says so from here on.
+    target::normalize_host(&mut parts);
     let limit = listener.max_request_body;
     if limit > 0 && headers::content_length(&parts.headers).is_some_and(|len| len > limit) {
         reject!(ProxyError::BodyTooLarge);
     }
 
     let pool_id = listener.routes.pick(
-        headers::request_host(&parts),
+        target::request_host(&parts),
         parts.uri.path(),
         &parts.headers,
     );

@@ -83,3 +83,71 @@ async fn forwarded_headers_set_and_hop_by_hop_removed_both_ways() {
         }
     }
 }
+
+/// RFC 9112 3.2.2: an absolute-form request-target's authority is the request's host, not the
+/// `Host` header: `GET http://public.example/x` with `Host: internal.example` was routed to the
+/// internal pool. It is routed by the target, and the backend gets `Host: public.example`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_routes_by_its_authority_not_host() {
+    let (proxy, public, internal) = public_and_internal().await;
+    let request = "GET http://public.example/x HTTP/1.1\r\n\
+        Host: internal.example\r\n\
+        Connection: close\r\n\
+        \r\n";
+    let response = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    assert_eq!(internal.count(), 0, "routed by Host to the internal pool");
+    let seen = public.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["host"], "public.example");
+    assert_eq!(seen[0].headers["x-forwarded-host"], "public.example");
+    assert_eq!(seen[0].path, "/x");
+}
+
+/// For HTTP/2, `:authority` is the host: a `host` header beside it neither routes the request
+/// nor reaches the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_authority_routes_and_becomes_host() {
+    let (proxy, public, internal) = public_and_internal().await;
+    let req = http::Request::get("http://public.example/y")
+        .header("host", "internal.example")
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    let r = crate::support::client::h2c(proxy.addr, req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(internal.count(), 0, "routed by host to the internal pool");
+    let seen = public.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["host"], "public.example");
+    assert_eq!(seen[0].headers.get_all("host").iter().count(), 1);
+}
+
+/// A proxy whose default pool is "public", with `internal.example` routed to "internal".
+async fn public_and_internal() -> (
+    Proxy,
+    crate::support::backend::TestBackend,
+    crate::support::backend::TestBackend,
+) {
+    use crate::support::proxy::{config, listener, pool};
+    use fulcrum::config::{PoolId, RouteConfig};
+    let public = BackendBuilder::new("public").start().await;
+    let internal = BackendBuilder::new("internal").start().await;
+    let mut l = listener();
+    l.routes = vec![RouteConfig {
+        host: Some("internal.example".to_string()),
+        path_prefix: None,
+        header: None,
+        pool: PoolId::new(1),
+    }];
+    let proxy = Proxy::start(config(
+        l,
+        vec![
+            pool("public", &[public.addr]),
+            pool("internal", &[internal.addr]),
+        ],
+    ));
+    (proxy, public, internal)
+}
