@@ -3,8 +3,9 @@
 //! hyper rejects most malformed messages itself (bad chunk sizes, conflicting
 //! `Content-Length`s, oversized header blocks); what it lets through but a proxy must not
 //! forward ambiguously is refused here. The rewriting follows RFC 9110 section 7.6: hop-by-hop
-//! headers (the fixed list and every header the `Connection` header names) are removed both
-//! ways; `X-Forwarded-For` is appended to, `X-Forwarded-Proto` / `X-Forwarded-Host` / `Via` set.
+//! headers (the fixed list and every header the `Connection` header names, except `Host`, the
+//! framing headers and those Fulcrum sets) are removed both ways; `X-Forwarded-For` is
+//! appended to, `X-Forwarded-Proto` / `X-Forwarded-Host` / `Via` set.
 
 use std::net::IpAddr;
 
@@ -30,6 +31,17 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Headers `Connection` cannot remove: `Host`, the body's framing (decided by hyper from these
+/// and the body) and those Fulcrum sets itself. `Connection: host` sent the backend an
+/// HTTP/1.1 request without `Host`; `Connection: x-forwarded-for` dropped the client's chain.
+const NEVER_CONNECTION_NAMED: [HeaderName; 6] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    header::VIA,
+];
 
 /// Refuses what must not be forwarded: a body framed two ways, several or no `Host` on
 /// HTTP/1.1, a CONNECT (Fulcrum is a reverse proxy, not a forward one).
@@ -105,7 +117,8 @@ fn te_trailers(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Removes hop-by-hop headers: the fixed list and those the `Connection` header names.
+/// Removes hop-by-hop headers: the fixed list and those the `Connection` header names, but
+/// never one of [`NEVER_CONNECTION_NAMED`].
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry no hop-by-hop header, or only `Connection`: one pass over the names
     // (standard names compare as enum tags) spares the removals' hash lookups.
@@ -130,6 +143,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
                     .any(|h| t.eq_ignore_ascii_case(h.as_str()))
         })
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|name| !NEVER_CONNECTION_NAMED.contains(name))
         .collect();
     for name in named {
         headers.remove(name);

@@ -84,6 +84,45 @@ async fn forwarded_headers_set_and_hop_by_hop_removed_both_ways() {
     }
 }
 
+/// `Connection` may name only hop-by-hop headers: naming `Host`, the framing headers or those
+/// Fulcrum sets removed them (the backend got HTTP/1.1 without `Host`, and the client's
+/// `X-Forwarded-For` chain was dropped). They stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_remove_host_framing_or_forwarding_headers() {
+    let b = BackendBuilder::new("b").start().await;
+    let proxy = Proxy::simple(&[b.addr]);
+    let request = "POST /c HTTP/1.1\r\n\
+        Host: app.test\r\n\
+        Connection: host, content-length, x-forwarded-for, x-forwarded-host, \
+          x-forwarded-proto, via, x-gone, close\r\n\
+        X-Forwarded-For: 203.0.113.7\r\n\
+        Via: 1.1 edge\r\n\
+        X-Gone: 1\r\n\
+        Content-Length: 5\r\n\
+        \r\n\
+        hello";
+    let response = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    let seen = b.requests();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    assert_eq!(
+        h.get("host").map(|v| v.as_bytes()),
+        Some(&b"app.test"[..]),
+        "{h:?}"
+    );
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-host"], "app.test");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["via"], "1.1 edge, 1.1 fulcrum");
+    assert_eq!(h["content-length"], "5");
+    assert_eq!(seen[0].body, "hello");
+    assert!(!h.contains_key("x-gone"), "{h:?}");
+}
+
 /// RFC 9112 3.2.2: an absolute-form request-target's authority is the request's host, not the
 /// `Host` header: `GET http://public.example/x` with `Host: internal.example` was routed to the
 /// internal pool. It is routed by the target, and the backend gets `Host: public.example`.

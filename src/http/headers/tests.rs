@@ -132,3 +132,35 @@ fn ambiguous_framing_is_refused() {
     let p = parts(Request::get("/"));
     assert!(check_request(&p).is_err(), "HTTP/1.1 without Host");
 }
+
+#[test]
+fn connection_cannot_name_host_framing_or_forwarding_headers() {
+    let mut p = parts(
+        Request::post("/")
+            .header("host", "app.example")
+            .header(
+                "connection",
+                "Host, content-length, X-Forwarded-For, x-forwarded-host, via, x-gone",
+            )
+            .header("content-length", "2")
+            .header("x-forwarded-for", "1.1.1.1")
+            .header("via", "1.1 edge")
+            .header("x-gone", "1"),
+    );
+    prepare_upstream(&mut p, "10.0.0.9".parse().unwrap(), "http", false, false);
+    assert_eq!(p.headers["host"], "app.example");
+    assert_eq!(p.headers["content-length"], "2");
+    assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
+    assert_eq!(p.headers["x-forwarded-host"], "app.example");
+    assert_eq!(p.headers["via"], "1.1 edge, 1.1 fulcrum");
+    assert!(!p.headers.contains_key("x-gone"));
+
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("content-length"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+    prepare_response(&mut h, false);
+    assert_eq!(h[header::CONTENT_LENGTH], "3");
+}
