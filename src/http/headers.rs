@@ -11,14 +11,15 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Method, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 
 use super::error::ProxyError;
 use super::target;
 
 /// Always hop-by-hop, whether or not `Connection` names them. (`Trailer` is not: it declares
 /// the trailer fields end to end, and an HTTP/1.1 client gets trailers only when it is there.)
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `HTTP2-Settings` belongs to the h2c upgrade (RFC 7540 3.2.1), which is never passed on.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
     header::TRANSFER_ENCODING,
@@ -26,6 +27,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("http2-settings"),
 ];
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -92,11 +94,54 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Whether the client asks to switch protocols (WebSocket); HTTP/1.1 only.
+/// The one protocol an upgrade may switch to. Above all not `h2c`: a backend that takes it
+/// turns the connection into an HTTP/2 tunnel where routing, X-Forwarded-For,
+/// `max_request_body` and the access log no longer apply.
+const ALLOWED_UPGRADE: &str = "websocket";
+
+/// Whether the client asks to switch to an allowed protocol (WebSocket); HTTP/1.1 only. Any
+/// other `Upgrade` is dropped as hop-by-hop and the request goes as a plain one (RFC 9110
+/// 7.8 lets the server ignore it).
 pub fn is_upgrade(parts: &Parts) -> bool {
     parts.version == Version::HTTP_11
-        && parts.headers.contains_key(header::UPGRADE)
+        && offers_allowed_upgrade(&parts.headers)
         && connection_has(&parts.headers, "upgrade")
+}
+
+/// Whether `Upgrade` lists the allowed protocol (`websocket`, any case, maybe `/version`).
+fn offers_allowed_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| {
+            let t = t.trim_ascii();
+            let name = t.split(|&b| b == b'/').next().unwrap_or(t);
+            name.eq_ignore_ascii_case(ALLOWED_UPGRADE.as_bytes())
+        })
+}
+
+/// Refuses a backend response head that must not reach the client (502): framed both by
+/// `Content-Length` and `Transfer-Encoding` (hyper's client decodes the chunked body while the
+/// `Content-Length` would go to the client: a truncated or overlong body, a desync), or a
+/// `101` that the request did not ask for (`upgrade`: it offered the allowed upgrade) or that
+/// switches to another protocol.
+pub fn check_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    upgrade: bool,
+) -> Result<(), ProxyError> {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::BadResponse(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS && !(upgrade && offers_allowed_upgrade(headers)) {
+        return Err(ProxyError::BadResponse("switching protocols unasked"));
+    }
+    Ok(())
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -165,11 +210,8 @@ pub fn prepare_upstream(
     body_prefetched: bool,
 ) {
     target::normalize_host(parts);
-    let upgrade_to = if upgrade {
-        parts.headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
+    // Only the allowed protocol is offered, whatever else the client listed.
+    let upgrade_to = upgrade.then(|| HeaderValue::from_static(ALLOWED_UPGRADE));
     let headers = &mut parts.headers;
     // The client takes trailers; Fulcrum passes them on, so the backend may send them.
     let trailers = te_trailers(headers);

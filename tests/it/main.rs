@@ -28,4 +28,5 @@ mod redis;
 mod region;
 mod reload;
 mod routing;
+mod smuggling;
 mod tcp;

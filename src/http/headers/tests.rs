@@ -164,3 +164,58 @@ fn connection_cannot_name_host_framing_or_forwarding_headers() {
     prepare_response(&mut h, false);
     assert_eq!(h[header::CONTENT_LENGTH], "3");
 }
+
+#[test]
+fn only_websocket_upgrades_pass() {
+    let h2c = |upgrade: &'static str| {
+        parts(
+            Request::get("/")
+                .header("host", "h")
+                .header("connection", "Upgrade, HTTP2-Settings")
+                .header("upgrade", upgrade)
+                .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        )
+    };
+    let mut p = h2c("h2c");
+    assert!(!is_upgrade(&p));
+    prepare_upstream(&mut p, "127.0.0.1".parse().unwrap(), "http", false, false);
+    for gone in ["upgrade", "http2-settings", "connection"] {
+        assert!(!p.headers.contains_key(gone), "{gone}: {:?}", p.headers);
+    }
+    // A list that offers WebSocket among others: only WebSocket is offered upstream.
+    let mut p = h2c("h2c, WebSocket");
+    assert!(is_upgrade(&p));
+    prepare_upstream(&mut p, "127.0.0.1".parse().unwrap(), "http", true, false);
+    assert_eq!(p.headers["upgrade"], "websocket");
+    assert_eq!(p.headers["connection"], "upgrade");
+    assert!(!p.headers.contains_key("http2-settings"));
+}
+
+#[test]
+fn a_response_framed_two_ways_or_switching_unasked_is_refused() {
+    let head = |pairs: &[(&'static str, &'static str)]| {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    };
+    let ok = StatusCode::OK;
+    let both = head(&[("content-length", "5"), ("transfer-encoding", "chunked")]);
+    assert!(matches!(
+        check_response(ok, &both, false),
+        Err(ProxyError::BadResponse(_))
+    ));
+    assert!(check_response(ok, &head(&[("transfer-encoding", "chunked")]), false).is_ok());
+    assert!(check_response(ok, &head(&[("content-length", "5")]), false).is_ok());
+
+    let switching = StatusCode::SWITCHING_PROTOCOLS;
+    let ws = head(&[("upgrade", "websocket"), ("connection", "upgrade")]);
+    let h2c = head(&[("upgrade", "h2c"), ("connection", "upgrade")]);
+    assert!(check_response(switching, &ws, true).is_ok());
+    assert!(check_response(switching, &ws, false).is_err(), "not asked");
+    assert!(
+        check_response(switching, &h2c, true).is_err(),
+        "not offered"
+    );
+}
