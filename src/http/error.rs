@@ -36,6 +36,12 @@ pub enum ProxyError {
     /// No response head within `request_timeout`.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The backend's response head must not reach the client: framed both by
+    /// `Content-Length` and `Transfer-Encoding` (which one the client would follow is the
+    /// response-smuggling question), or switching to a protocol the request did not offer.
+    /// Its connection is closed, never reused.
+    #[error("invalid response: {0}")]
+    BadResponse(&'static str),
 }
 
 impl ProxyError {
@@ -48,7 +54,8 @@ impl ProxyError {
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
             | ProxyError::NotSent(_)
-            | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::Upstream(_)
+            | ProxyError::BadResponse(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -64,10 +71,12 @@ impl ProxyError {
             // before any response byte reached the client: safe only for a replayable request.
             // A timeout is not retried: the backend may still be working on it.
             ProxyError::Upstream(e) => on.reset && replayable && !e.is_user(),
+            // The backend answered (badly): the request did its work there, maybe.
             ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge
             | ProxyError::NoBackend
-            | ProxyError::UpstreamTimeout => false,
+            | ProxyError::UpstreamTimeout
+            | ProxyError::BadResponse(_) => false,
         }
     }
 
@@ -80,6 +89,7 @@ impl ProxyError {
                 | ProxyError::NotSent(_)
                 | ProxyError::Upstream(_)
                 | ProxyError::UpstreamTimeout
+                | ProxyError::BadResponse(_)
         )
     }
 
@@ -94,6 +104,7 @@ impl ProxyError {
             }
             ProxyError::Upstream(_) => "502 bad gateway: backend failed\n",
             ProxyError::UpstreamTimeout => "504 gateway timeout\n",
+            ProxyError::BadResponse(_) => "502 bad gateway: invalid response from the backend\n",
         }
     }
 

@@ -3,20 +3,23 @@
 //! hyper rejects most malformed messages itself (bad chunk sizes, conflicting
 //! `Content-Length`s, oversized header blocks); what it lets through but a proxy must not
 //! forward ambiguously is refused here. The rewriting follows RFC 9110 section 7.6: hop-by-hop
-//! headers (the fixed list and every header the `Connection` header names) are removed both
-//! ways; `X-Forwarded-For` is appended to, `X-Forwarded-Proto` / `X-Forwarded-Host` / `Via` set.
+//! headers (the fixed list and every header the `Connection` header names, except `Host`, the
+//! framing headers and those Fulcrum sets) are removed both ways; `X-Forwarded-For` is
+//! appended to, `X-Forwarded-Proto` / `X-Forwarded-Host` / `Via` set.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Method, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 
 use super::error::ProxyError;
+use super::target;
 
 /// Always hop-by-hop, whether or not `Connection` names them. (`Trailer` is not: it declares
 /// the trailer fields end to end, and an HTTP/1.1 client gets trailers only when it is there.)
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `HTTP2-Settings` belongs to the h2c upgrade (RFC 7540 3.2.1), which is never passed on.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
     header::TRANSFER_ENCODING,
@@ -24,11 +27,23 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("http2-settings"),
 ];
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Headers `Connection` cannot remove: `Host`, the body's framing (decided by hyper from these
+/// and the body) and those Fulcrum sets itself. `Connection: host` sent the backend an
+/// HTTP/1.1 request without `Host`; `Connection: x-forwarded-for` dropped the client's chain.
+const NEVER_CONNECTION_NAMED: [HeaderName; 6] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    header::VIA,
+];
 
 /// Refuses what must not be forwarded: a body framed two ways, several or no `Host` on
 /// HTTP/1.1, a CONNECT (Fulcrum is a reverse proxy, not a forward one).
@@ -79,20 +94,54 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The request's host: `Host`, else the URI authority (HTTP/2 `:authority`).
-pub fn request_host(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-}
+/// The one protocol an upgrade may switch to. Above all not `h2c`: a backend that takes it
+/// turns the connection into an HTTP/2 tunnel where routing, X-Forwarded-For,
+/// `max_request_body` and the access log no longer apply.
+const ALLOWED_UPGRADE: &str = "websocket";
 
-/// Whether the client asks to switch protocols (WebSocket); HTTP/1.1 only.
+/// Whether the client asks to switch to an allowed protocol (WebSocket); HTTP/1.1 only. Any
+/// other `Upgrade` is dropped as hop-by-hop and the request goes as a plain one (RFC 9110
+/// 7.8 lets the server ignore it).
 pub fn is_upgrade(parts: &Parts) -> bool {
     parts.version == Version::HTTP_11
-        && parts.headers.contains_key(header::UPGRADE)
+        && offers_allowed_upgrade(&parts.headers)
         && connection_has(&parts.headers, "upgrade")
+}
+
+/// Whether `Upgrade` lists the allowed protocol (`websocket`, any case, maybe `/version`).
+fn offers_allowed_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| {
+            let t = t.trim_ascii();
+            let name = t.split(|&b| b == b'/').next().unwrap_or(t);
+            name.eq_ignore_ascii_case(ALLOWED_UPGRADE.as_bytes())
+        })
+}
+
+/// Refuses a backend response head that must not reach the client (502): framed both by
+/// `Content-Length` and `Transfer-Encoding` (hyper's client decodes the chunked body while the
+/// `Content-Length` would go to the client: a truncated or overlong body, a desync), or a
+/// `101` that the request did not ask for (`upgrade`: it offered the allowed upgrade) or that
+/// switches to another protocol.
+pub fn check_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    upgrade: bool,
+) -> Result<(), ProxyError> {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::BadResponse(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS && !(upgrade && offers_allowed_upgrade(headers)) {
+        return Err(ProxyError::BadResponse("switching protocols unasked"));
+    }
+    Ok(())
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -113,7 +162,8 @@ fn te_trailers(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Removes hop-by-hop headers: the fixed list and those the `Connection` header names.
+/// Removes hop-by-hop headers: the fixed list and those the `Connection` header names, but
+/// never one of [`NEVER_CONNECTION_NAMED`].
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry no hop-by-hop header, or only `Connection`: one pass over the names
     // (standard names compare as enum tags) spares the removals' hash lookups.
@@ -138,6 +188,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
                     .any(|h| t.eq_ignore_ascii_case(h.as_str()))
         })
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|name| !NEVER_CONNECTION_NAMED.contains(name))
         .collect();
     for name in named {
         headers.remove(name);
@@ -158,11 +209,9 @@ pub fn prepare_upstream(
     upgrade: bool,
     body_prefetched: bool,
 ) {
-    let upgrade_to = if upgrade {
-        parts.headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
+    target::normalize_host(parts);
+    // Only the allowed protocol is offered, whatever else the client listed.
+    let upgrade_to = upgrade.then(|| HeaderValue::from_static(ALLOWED_UPGRADE));
     let headers = &mut parts.headers;
     // The client takes trailers; Fulcrum passes them on, so the backend may send them.
     let trailers = te_trailers(headers);
@@ -179,21 +228,9 @@ pub fn prepare_upstream(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
-    // Host: kept; an HTTP/2 request carries it as :authority.
-    let host = match headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => {
-            let authority = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-            if let Some(a) = &authority {
-                headers.insert(header::HOST, a.clone());
-            }
-            authority
-        }
-    };
-    if let Some(host) = host {
+    // Host: kept, or the target's authority when it has one (HTTP/2 `:authority`, HTTP/1
+    // absolute-form); `target::normalize_host` already ran on the proxy's path.
+    if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
     append_forwarded_for(headers, client);
@@ -269,137 +306,4 @@ pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use http::Request;
-
-    fn parts(build: http::request::Builder) -> Parts {
-        build.body(()).unwrap().into_parts().0
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_are_removed() {
-        let mut p = parts(
-            Request::get("/x")
-                .header("host", "a.example")
-                .header("connection", "keep-alive, x-secret")
-                .header("x-secret", "1")
-                .header("keep-alive", "timeout=5")
-                .header("te", "gzip")
-                .header("x-kept", "yes"),
-        );
-        prepare_upstream(&mut p, "10.1.2.3".parse().unwrap(), "http", false, false);
-        for gone in ["connection", "x-secret", "keep-alive", "te"] {
-            assert!(!p.headers.contains_key(gone), "{gone} forwarded");
-        }
-        assert_eq!(p.headers["x-kept"], "yes");
-        assert_eq!(p.headers["x-forwarded-for"], "10.1.2.3");
-        assert_eq!(p.headers["x-forwarded-host"], "a.example");
-        assert_eq!(p.headers["x-forwarded-proto"], "http");
-        assert_eq!(p.headers["via"], "1.1 fulcrum");
-    }
-
-    #[test]
-    fn te_trailers_is_passed_on_and_nothing_else_of_te() {
-        let mut p = parts(
-            Request::get("/")
-                .header("host", "h")
-                .header("te", "gzip, trailers")
-                .header("connection", "te"),
-        );
-        prepare_upstream(&mut p, "10.0.0.9".parse().unwrap(), "http", false, false);
-        assert_eq!(p.headers["te"], "trailers");
-        assert_eq!(p.headers["connection"], "te");
-    }
-
-    #[test]
-    fn the_trailer_declaration_reaches_the_client() {
-        let mut h = HeaderMap::new();
-        h.insert(header::TRAILER, HeaderValue::from_static("grpc-status"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        prepare_response(&mut h, false);
-        assert_eq!(h[header::TRAILER], "grpc-status");
-        assert!(!h.contains_key(header::TRANSFER_ENCODING));
-    }
-
-    #[test]
-    fn several_forwarded_for_lines_are_one_list() {
-        let mut p = parts(
-            Request::get("/")
-                .header("host", "h")
-                .header("x-forwarded-for", "1.1.1.1, 2.2.2.2")
-                .header("x-forwarded-for", "3.3.3.3"),
-        );
-        prepare_upstream(&mut p, "10.0.0.9".parse().unwrap(), "http", false, false);
-        assert_eq!(p.headers.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(
-            p.headers["x-forwarded-for"],
-            "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"
-        );
-    }
-
-    #[test]
-    fn forwarded_for_is_appended() {
-        let mut p = parts(
-            Request::get("/")
-                .header("host", "h")
-                .header("x-forwarded-for", "1.1.1.1"),
-        );
-        prepare_upstream(
-            &mut p,
-            "::ffff:10.0.0.9".parse().unwrap(),
-            "http",
-            false,
-            false,
-        );
-        assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
-    }
-
-    #[test]
-    fn h2_authority_becomes_host_and_origin_form() {
-        let mut p = parts(Request::get("http://svc.example/p?q=1").version(Version::HTTP_2));
-        prepare_upstream(&mut p, "127.0.0.1".parse().unwrap(), "http", false, false);
-        assert_eq!(p.headers["host"], "svc.example");
-        assert_eq!(p.uri, "/p?q=1");
-        assert_eq!(p.version, Version::HTTP_11);
-        assert_eq!(p.headers["via"], "2 fulcrum");
-    }
-
-    #[test]
-    fn upgrade_handshake_is_kept() {
-        let mut p = parts(
-            Request::get("/ws")
-                .header("host", "h")
-                .header("connection", "Upgrade")
-                .header("upgrade", "websocket"),
-        );
-        assert!(is_upgrade(&p));
-        prepare_upstream(&mut p, "127.0.0.1".parse().unwrap(), "http", true, false);
-        assert_eq!(p.headers["upgrade"], "websocket");
-        assert_eq!(p.headers["connection"], "upgrade");
-    }
-
-    #[test]
-    fn ambiguous_framing_is_refused() {
-        let p = parts(
-            Request::post("/")
-                .header("host", "h")
-                .header("content-length", "3")
-                .header("transfer-encoding", "chunked"),
-        );
-        assert!(matches!(check_request(&p), Err(ProxyError::BadRequest(_))));
-        let p = parts(
-            Request::post("/")
-                .header("host", "h")
-                .header("content-length", "3")
-                .header("content-length", "4"),
-        );
-        assert!(check_request(&p).is_err());
-        let p = parts(Request::get("/"));
-        assert!(check_request(&p).is_err(), "HTTP/1.1 without Host");
-    }
-}
+mod tests;

@@ -10,6 +10,7 @@ mod headers;
 mod proxy;
 mod request_body;
 mod response_body;
+mod target;
 
 pub use framing::FramingFlags;
 pub use proxy::ConnContext;

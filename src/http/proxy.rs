@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -29,6 +29,7 @@ use super::framing::FramingFlags;
 use super::headers;
 use super::request_body::{BodyError, RequestBody};
 use super::response_body::ResponseBody;
+use super::target;
 use crate::backend::InflightGuard;
 use crate::chain::Chain;
 use crate::config::{BackendId, ListenerSlot};
@@ -99,16 +100,18 @@ pub async fn handle(
     };
     let (mut parts, body) = req.into_parts();
     let version = parts.version;
-    if let Err(err) = headers::check_request(&parts) {
+    if let Err(err) = headers::check_request(&parts).and_then(|()| target::check_target(&parts)) {
         reject!(err);
     }
+    // The host is the target's authority when it has one; `Host` says so from here on.
+    target::normalize_host(&mut parts);
     let limit = listener.max_request_body;
     if limit > 0 && headers::content_length(&parts.headers).is_some_and(|len| len > limit) {
         reject!(ProxyError::BodyTooLarge);
     }
 
     let pool_id = listener.routes.pick(
-        headers::request_host(&parts),
+        target::request_host(&parts),
         parts.uri.path(),
         &parts.headers,
     );
@@ -279,6 +282,8 @@ async fn send(
             Err(err) => return Err((err, Some(req))),
         };
     let mut req = req;
+    // `prepare_upstream` left an `Upgrade` only when the client offered the allowed one.
+    let upgrade = req.headers().contains_key(header::UPGRADE);
     // A pooled connection can go stale between checkout and write; that says nothing about
     // the backend, so the unsent request gets one fresh connection to the same backend.
     for fresh in [false, true] {
@@ -286,7 +291,12 @@ async fn send(
             tokio::time::timeout(pool.request_timeout, conn.sender.try_send_request(req)).await;
         match sent {
             Err(_) => return Err((ProxyError::UpstreamTimeout, None)),
-            Ok(Ok(resp)) => return Ok((resp, conn, inflight)),
+            Ok(Ok(resp)) => {
+                // A bad head: the connection (and the body, unread) is dropped with `conn`.
+                headers::check_response(resp.status(), resp.headers(), upgrade)
+                    .map_err(|err| (err, None))?;
+                return Ok((resp, conn, inflight));
+            }
             Ok(Err(mut e)) => {
                 let unsent = e.take_message();
                 let err = e.into_error();

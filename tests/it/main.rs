@@ -29,4 +29,5 @@ mod redis;
 mod region;
 mod reload;
 mod routing;
+mod smuggling;
 mod tcp;

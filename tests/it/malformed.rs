@@ -25,6 +25,22 @@ const MALFORMED: &[(&str, &str)] = &[
         "GET /hosts HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     ),
     ("missing Host", "GET /nohost HTTP/1.1\r\n\r\n"),
+    // RFC 9112 3.2: origin-form, absolute-form, authority-form (CONNECT only), asterisk-form
+    // (OPTIONS only); `GET echo` was forwarded as `GET /`.
+    ("a bare word target", "GET echo HTTP/1.1\r\nHost: h\r\n\r\n"),
+    (
+        "authority-form for GET",
+        "GET h.example:80 HTTP/1.1\r\nHost: h\r\n\r\n",
+    ),
+    ("asterisk-form for GET", "GET * HTTP/1.1\r\nHost: h\r\n\r\n"),
+    (
+        "a scheme other than http(s)",
+        "GET ftp://h.example/x HTTP/1.1\r\nHost: h\r\n\r\n",
+    ),
+    (
+        "userinfo in the target",
+        "GET http://user@h.example/x HTTP/1.1\r\nHost: h.example\r\n\r\n",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,4 +188,26 @@ async fn send_then_read(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     })
     .await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `OPTIONS *` is a valid request-target and goes upstream as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_asterisk_is_forwarded_as_is() {
+    let raw = RawBackend::start().await;
+    let proxy = Proxy::simple(&[raw.addr]);
+    let response = raw_exchange(
+        proxy.addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    assert!(
+        raw.received().starts_with("OPTIONS * HTTP/1.1\r\n"),
+        "{:?}",
+        raw.received()
+    );
 }

@@ -6,7 +6,7 @@ use http::{Request, Version};
 use http_body_util::Full;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::backend::{BackendBuilder, WsEchoBackend};
+use crate::support::backend::{canned, BackendBuilder, WsEchoBackend};
 use crate::support::client::{h2c, EXCHANGE_LIMIT};
 use crate::support::proxy::Proxy;
 
@@ -50,31 +50,6 @@ async fn h2c_request_reaches_the_backend_as_http11_with_host() {
     assert_eq!(seen[0].version, Version::HTTP_11);
     assert_eq!(seen[0].headers["host"], "svc.test");
     assert_eq!(seen[0].path, "/h2");
-}
-
-/// A backend that answers every request with `reply`, as written, then closes; what it
-/// received is kept (one request per connection).
-async fn canned(reply: &'static [u8]) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(reply).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    (addr, task)
 }
 
 /// An HTTP/1.0 backend's response reaches an HTTP/1.1 client in the client's protocol.

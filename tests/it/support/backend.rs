@@ -1,4 +1,5 @@
-//! Backends the proxy talks to: a recording hyper server, a raw-TCP recorder, a WebSocket echo.
+//! Backends the proxy talks to: a recording hyper server, a raw-TCP recorder, a canned-reply
+//! server, a WebSocket echo.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -234,6 +235,30 @@ impl RawBackend {
     pub fn received(&self) -> String {
         String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
     }
+}
+
+/// A backend that answers every request with `reply`, as written, then closes (one request
+/// per connection; what it received is not kept).
+pub async fn canned(reply: &'static [u8]) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while find(&head, b"\r\n\r\n").is_none() {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(reply).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
 }
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -1,0 +1,138 @@
+//! The request-target and the host a request is for (RFC 9112 section 3.2, RFC 9113 8.3.1).
+//!
+//! A request names its host in two places, and a proxy that reads one while the backend reads
+//! the other is a route bypass (`GET http://public.example/x` with `Host: internal.example`
+//! was routed to the internal pool). The request-target's authority wins when there is one:
+//! absolute-form in HTTP/1 (RFC 9112 3.2.2: the recipient ignores `Host`), `:authority` in
+//! HTTP/2. [`normalize_host`] makes `Host` that one value before anything reads it, so routing,
+//! hashing, `X-Forwarded-Host` and the backend's `Host` agree.
+//!
+//! A target of none of the forms a reverse proxy serves is refused: origin-form (`/path`),
+//! absolute-form (`http://` or `https://` with an authority and no userinfo) and asterisk-form
+//! (`*`, OPTIONS only). Authority-form is CONNECT's, which `headers::check_request` refuses.
+//! hyper parses `GET echo` as an authority-only target; it was forwarded as `GET /`.
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::Scheme;
+use http::Method;
+
+use super::error::ProxyError;
+
+/// Refuses a request-target that is not origin-form, absolute-form (http or https, no
+/// userinfo) or `*` for OPTIONS.
+pub fn check_target(parts: &Parts) -> Result<(), ProxyError> {
+    let uri = &parts.uri;
+    let form = match (uri.scheme(), uri.authority()) {
+        (None, None) => true,
+        (Some(scheme), Some(authority)) => {
+            if authority.as_str().contains('@') {
+                return Err(ProxyError::BadRequest("userinfo in the request-target"));
+            }
+            *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS
+        }
+        _ => false,
+    };
+    // An absolute-form target without a path has the path "/".
+    let path = uri.path();
+    if form && (path.starts_with('/') || (path == "*" && parts.method == Method::OPTIONS)) {
+        Ok(())
+    } else {
+        Err(ProxyError::BadRequest("invalid request-target"))
+    }
+}
+
+/// Makes `Host` the target's authority when it has one (absolute-form, `:authority`); a
+/// request without one keeps its `Host`. Run after [`check_target`].
+pub fn normalize_host(parts: &mut Parts) {
+    let Some(authority) = parts.uri.authority() else {
+        return;
+    };
+    let authority = authority.as_str();
+    if parts
+        .headers
+        .get(header::HOST)
+        .is_some_and(|h| h.as_bytes() == authority.as_bytes())
+    {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(authority) {
+        parts.headers.insert(header::HOST, value);
+    }
+}
+
+/// The request's host: `Host` (the target's authority once [`normalize_host`] ran), else the
+/// authority.
+pub fn request_host(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http::{Request, Uri, Version};
+
+    fn parts(method: Method, uri: Uri) -> Parts {
+        let mut p = Request::new(()).into_parts().0;
+        p.method = method;
+        p.uri = uri;
+        p
+    }
+
+    fn target(method: Method, target: &str) -> Result<(), ProxyError> {
+        check_target(&parts(method, target.parse().unwrap()))
+    }
+
+    #[test]
+    fn the_four_forms() {
+        assert!(target(Method::GET, "/a?b").is_ok());
+        assert!(target(Method::GET, "http://h.example/a").is_ok());
+        assert!(target(Method::GET, "https://h.example:8443").is_ok());
+        assert!(target(Method::OPTIONS, "*").is_ok());
+        assert!(target(Method::OPTIONS, "/").is_ok());
+        for bad in ["echo", "h.example:80", "*", "ftp://h/x", "http://u:p@h/x"] {
+            assert!(target(Method::GET, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_h2_asterisk_is_for_options_only() {
+        // h2 builds the URI from :scheme, :authority and :path as they came (a :path that is
+        // not a path at all is its own stream error).
+        let h2 = |method: Method| {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some("h.example".parse().unwrap());
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("*"));
+            check_target(&parts(method, Uri::from_parts(uri).unwrap()))
+        };
+        assert!(h2(Method::GET).is_err());
+        assert!(h2(Method::OPTIONS).is_ok());
+    }
+
+    #[test]
+    fn the_authority_replaces_host() {
+        let mut p = parts(Method::GET, "http://public.example/x".parse().unwrap());
+        p.headers
+            .insert(header::HOST, HeaderValue::from_static("internal.example"));
+        normalize_host(&mut p);
+        assert_eq!(p.headers[header::HOST], "public.example");
+        assert_eq!(request_host(&p), Some("public.example"));
+
+        let mut p = parts(Method::GET, "http://h2.example:8080/".parse().unwrap());
+        p.version = Version::HTTP_2;
+        normalize_host(&mut p);
+        assert_eq!(p.headers[header::HOST], "h2.example:8080");
+
+        let mut p = parts(Method::GET, "/x".parse().unwrap());
+        p.headers
+            .insert(header::HOST, HeaderValue::from_static("kept.example"));
+        normalize_host(&mut p);
+        assert_eq!(p.headers[header::HOST], "kept.example");
+    }
+}
