@@ -23,8 +23,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::clock;
 use crate::config::{ListenerSlot, Protocol as ListenerProtocol};
-use crate::http::{self, ConnContext, FramingFlags};
+use crate::http::{self, Activity, ConnContext, FramingFlags};
 use crate::proxy_protocol;
 use crate::snapshot::Live;
 use crate::tcp;
@@ -295,7 +296,7 @@ async fn accept(
             return;
         }
     };
-    let builder = Arc::new(http::builder(shared.client_header_timeout));
+    let builder = Arc::new(http::builder());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -338,6 +339,8 @@ async fn accept(
         let shared = Arc::clone(&shared);
         let builder = Arc::clone(&builder);
         let shutdown = conn_stop.clone();
+        // The client's header timeout runs from here (a PROXY header counts against it).
+        let accepted = clock::now_ms();
         tokio::spawn(async move {
             let mut stream = stream;
             // `proxy_protocol = true`: a trusted peer's PROXY header names the client.
@@ -357,6 +360,7 @@ async fn accept(
                 peer,
                 proto: "http",
                 framing: Arc::new(FramingFlags::new()),
+                activity: Arc::new(Activity::new(accepted)),
                 requests: AtomicU32::new(0),
             });
             http::serve(&builder, stream, cx, shutdown).await;

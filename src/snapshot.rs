@@ -35,6 +35,7 @@ pub struct Live {
     /// The one shared value of the request path: read with one load per request.
     pub snapshot: ArcSwap<Snapshot>,
     pub client_header_timeout: Duration,
+    pub client_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Snapshots build the request path's metric handles (off only to measure their cost).
     pub metrics: bool,
@@ -51,6 +52,7 @@ impl Live {
         Live {
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None, metrics)),
             client_header_timeout: config.global.client_header_timeout,
+            client_idle_timeout: config.global.client_idle_timeout,
             shutdown_grace: config.global.shutdown_grace,
             metrics,
             tcp_forwarding,

@@ -29,6 +29,7 @@ use super::framing::FramingFlags;
 use super::headers;
 use super::request_body::{BodyError, RequestBody};
 use super::response_body::ResponseBody;
+use super::watchdog::Activity;
 use crate::backend::InflightGuard;
 use crate::chain::Chain;
 use crate::config::{BackendId, ListenerSlot};
@@ -49,6 +50,8 @@ pub struct ConnContext {
     pub proto: &'static str,
     /// What the connection's framing tracker found (`framing::FramingIo` in `http::serve`).
     pub framing: Arc<FramingFlags>,
+    /// Its requests in flight, for its header and idle deadlines (`watchdog`).
+    pub activity: Arc<Activity>,
     /// HTTP/1 requests seen so far: the 0-based index of the next one, counted as the
     /// tracker counts request heads.
     pub requests: AtomicU32,
@@ -76,6 +79,8 @@ pub async fn handle(
     cx: Arc<ConnContext>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let cx = &*cx;
+    // In flight on its connection (no idle deadline) until its response body ends.
+    let in_flight = cx.activity.request(req.version() >= Version::HTTP_2);
     let snapshot = cx.shared.snapshot.load_full();
     let snapshot = &*snapshot;
     // The one lookup of the listener for this request. `None`: a reload removed it; its
@@ -84,7 +89,9 @@ pub async fn handle(
     let mut exchange = Exchange::begin(&req, cx.peer, listener);
     macro_rules! reject {
         ($err:expr) => {
-            return Ok(exchange.refuse(&$err, listener).map(ResponseBody::full))
+            return Ok(exchange
+                .refuse(&$err, listener)
+                .map(|body| ResponseBody::full(body).holding(in_flight)))
         };
     }
 
@@ -183,7 +190,8 @@ pub async fn handle(
                 listener.metrics.pool(choice.pool).cloned(),
                 (conn, inflight),
             );
-            let mut resp = respond(resp, version, client_upgrade, finish);
+            let mut resp =
+                respond(resp, version, client_upgrade, finish).map(|b| b.holding(in_flight));
             if choice.pool == pool_id {
                 let secure = cx.proto == "https";
                 affinity::set_cookie(

@@ -29,3 +29,4 @@ mod region;
 mod reload;
 mod routing;
 mod tcp;
+mod timeouts;
