@@ -136,6 +136,10 @@ pub struct Global {
     /// open stream) is closed after this long (nginx `keepalive_timeout`, HAProxy
     /// `timeout http-keep-alive`). Default 60 s.
     pub client_idle_timeout: Duration,
+    /// A request body from which nothing arrives for this long is answered 408 and the
+    /// connection closed (nginx `client_body_timeout`); the client's fault, never the
+    /// backend's. Default 30 s.
+    pub client_body_timeout: Duration,
     /// Admin API, status page and `/metrics`. The file's default is `127.0.0.1:9901`; configs
     /// built in code have none unless they set it.
     pub admin: Option<SocketAddr>,
@@ -428,6 +432,7 @@ impl Default for Global {
             trusted_proxies: Vec::new(),
             client_header_timeout: Duration::from_secs(10),
             client_idle_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(30),
             admin: None,
             admin_token_file: None,
             access_log_format: AccessLogFormat::Combined,

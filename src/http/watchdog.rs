@@ -1,4 +1,5 @@
-//! Closing client connections that hold a slot without using it.
+//! Closing client connections that hold a slot without using it, and what a connection's
+//! requests tell the proxy about their bodies.
 //!
 //! # Why
 //! A connection costs a descriptor and a `max_connections` slot whether or not it ever sends a
@@ -12,7 +13,7 @@
 //! Every connection has one [`Activity`] (atomics only) and one [`watch`] future beside hyper's
 //! connection future; `http::serve` closes the connection when `watch` returns. Its deadline:
 //! - a request in flight (from its head to the end of its response body, or its upgrade):
-//!   none; `request_timeout` bounds the request itself;
+//!   none; `client_body_timeout` and `request_timeout` bound the request itself;
 //! - no request yet: accept + `client_header_timeout`, HTTP/1 and h2 alike;
 //! - HTTP/1 between requests: `client_idle_timeout` after the last response; once a byte of
 //!   the next head has arrived, that byte + `client_header_timeout`;
@@ -21,6 +22,13 @@
 //!
 //! hyper's HTTP/1 header timeout is off (it also ran between keep-alive requests, where
 //! `client_idle_timeout` rules); [`ActivityIo`] sees every byte read to date the heads.
+//!
+//! # Request bodies
+//! The same value counts the connection's request bodies still streaming upstream
+//! ([`UploadGuard`]) and when the last one ended, so that `request_timeout` runs from the end
+//! of the body: a slow but steady upload is the client's time, not the backend's. HTTP/1 has
+//! one request at a time; on h2 the count is the connection's, so a POST whose own body ended
+//! waits on while another stream still uploads (never the other way round).
 //!
 //! # Cost
 //! Per read two relaxed loads (and a store for the first byte of an HTTP/1 head); per request
@@ -61,6 +69,10 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// The first byte read while no request was in flight (HTTP/1: a head arriving); 0: none.
     head_start: AtomicU64,
+    /// Request bodies still streaming upstream.
+    uploads: AtomicU32,
+    /// When a request body last ended; 0: never.
+    upload_end: AtomicU64,
 }
 
 /// The parts of [`Activity`] a deadline depends on, read once.
@@ -103,6 +115,8 @@ impl Activity {
             h2: AtomicBool::new(false),
             idle_since: AtomicU64::new(accepted),
             head_start: AtomicU64::new(0),
+            uploads: AtomicU32::new(0),
+            upload_end: AtomicU64::new(0),
         }
     }
 
@@ -138,6 +152,21 @@ impl Activity {
         }
         RequestGuard(Arc::clone(self))
     }
+
+    /// A request body starts streaming upstream; it has ended when the guard drops.
+    pub fn upload(self: &Arc<Self>) -> UploadGuard {
+        self.uploads.fetch_add(1, Ordering::Relaxed);
+        UploadGuard(Arc::clone(self))
+    }
+
+    /// `None` while a request body of this connection is still streaming upstream, else when
+    /// the last one ended (`clock::now_ms()`; 0 if none ever did).
+    pub fn uploads_done_at(&self) -> Option<u64> {
+        if self.uploads.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(self.upload_end.load(Ordering::Relaxed))
+    }
 }
 
 /// A request in flight on its connection (see [`Activity::request`]).
@@ -151,6 +180,18 @@ impl Drop for RequestGuard {
             a.idle_since.store(clock::now_ms(), Ordering::Relaxed);
             a.head_start.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+/// A request body streaming upstream (see [`Activity::upload`]).
+#[derive(Debug)]
+pub struct UploadGuard(Arc<Activity>);
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.upload_end.store(clock::now_ms(), Ordering::Relaxed);
+        a.uploads.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

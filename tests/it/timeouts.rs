@@ -1,7 +1,9 @@
 //! Client timeouts: sockets that hold a slot without using it are closed (nothing sent, part
 //! of the h2 preface, the preface and then nothing, a keep-alive connection idle past
-//! `client_idle_timeout`, HTTP/1 and h2).
+//! `client_idle_timeout`, HTTP/1 and h2), a slow but active request is not cut, and a client
+//! whose body stalls gets 408 without the backend being blamed for it.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::backend::BackendBuilder;
-use crate::support::client::get_once;
+use crate::support::client::{get_once, status_line};
 use crate::support::eventually;
 use crate::support::proxy::{config, listener, pool, Config, Proxy};
 
@@ -224,4 +226,209 @@ async fn an_h2_connection_with_no_open_stream_is_closed_after_the_idle_timeout()
         "closed before client_idle_timeout: {:?}",
         started.elapsed()
     );
+}
+
+/// A request that takes longer than every client timeout but keeps going is not cut: a
+/// backend that answers after 1.5 s, and an upload paced at one chunk every 150 ms for 1.5 s
+/// (each gap under `client_body_timeout`, the whole longer than `request_timeout`, which runs
+/// from the end of the upload), on one keep-alive connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_active_request_is_not_cut() {
+    let slow = BackendBuilder::new("slow")
+        .delay(Duration::from_millis(1500))
+        .start()
+        .await;
+    let fast = BackendBuilder::new("fast").start().await;
+    let mut slow_pool = pool("slow", &[slow.addr]);
+    slow_pool.request_timeout = Duration::from_secs(5);
+    let mut fast_pool = pool("fast", &[fast.addr]);
+    fast_pool.request_timeout = Duration::from_millis(800);
+    let mut l = listener();
+    l.routes.push(fulcrum::config::RouteConfig {
+        host: None,
+        path_prefix: Some("/upload".into()),
+        header: None,
+        pool: fulcrum::config::PoolId::new(1),
+    });
+    let mut cfg = config(l, vec![slow_pool, fast_pool]);
+    quick(
+        &mut cfg,
+        Duration::from_millis(300),
+        Duration::from_millis(300),
+    );
+    cfg.global.client_body_timeout = Duration::from_millis(600);
+    let proxy = Proxy::start(cfg);
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "slow\n");
+
+    let chunks = 10;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        chunks * 4
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for i in 0..chunks {
+        tokio::time::sleep(Duration::from_millis(150)).await; // pacing the client
+        stream
+            .write_all(format!("{i:03}.").as_bytes())
+            .await
+            .unwrap();
+    }
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "fast\n");
+    let got = fast.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        &got[0].body[..],
+        b"000.001.002.003.004.005.006.007.008.009."
+    );
+}
+
+/// POSTs whose body stalls: ten that send part of their body and then nothing, two that send
+/// none of it. Each gets 408 after `client_body_timeout` and the connection is closed, and no
+/// backend is ejected (`consecutive_failures = 3` over two backends). Before, the stalled
+/// body ended in the backend's 504 after `request_timeout` and counted as its failure (ten
+/// slow POSTs ejected a healthy backend), and a body that never started held its connection
+/// for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_request_bodies_get_408_and_never_eject_the_backend() {
+    let a = BackendBuilder::new("a").start().await;
+    let b = BackendBuilder::new("b").start().await;
+    let mut p = pool("p", &[a.addr, b.addr]);
+    p.passive.consecutive_failures = 3;
+    p.passive.eject_for = Duration::from_secs(60);
+    p.request_timeout = Duration::from_millis(300);
+    let mut cfg = config(listener(), vec![p]);
+    cfg.global.client_body_timeout = Duration::from_millis(500);
+    let proxy = Proxy::start(cfg);
+
+    let post = |addr: SocketAddr, sent: &'static [u8]| async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n")
+            .await
+            .unwrap();
+        stream.write_all(sent).await.unwrap();
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out));
+        assert!(read.await.is_ok(), "still open after 10 s");
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            started.elapsed(),
+        )
+    };
+    let mut posts = Vec::new();
+    for _ in 0..10 {
+        posts.push(tokio::spawn(post(proxy.addr, b"the first 25 bytes of 100")));
+    }
+    for _ in 0..2 {
+        posts.push(tokio::spawn(post(proxy.addr, b"")));
+    }
+    for p in posts {
+        let (response, took) = p.await.unwrap();
+        assert!(
+            status_line(&response).starts_with("HTTP/1.1 408"),
+            "got {:?} after {took:?}",
+            status_line(&response)
+        );
+        assert!(took >= Duration::from_millis(400), "408 too soon: {took:?}");
+    }
+
+    let handle = proxy.handle.as_ref().unwrap();
+    let status = handle.status();
+    for backend in &status[0].backends {
+        assert!(!backend.ejected, "{} was ejected", backend.address);
+    }
+    // Both still serve.
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        served.insert(get_once(proxy.addr, "/after").await.backend());
+    }
+    assert_eq!(served.len(), 2, "served by {served:?}");
+}
+
+/// h2: a stream whose body stalls gets 408 and the connection's other streams go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_h2_request_body_gets_408_on_its_stream_only() {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let b = BackendBuilder::new("b").start().await;
+    let mut cfg = config(listener(), vec![pool("p", &[b.addr])]);
+    cfg.global.client_body_timeout = Duration::from_millis(400);
+    let proxy = Proxy::start(cfg);
+
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // One chunk, then nothing (the stream stays open).
+    let chunks = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+        Bytes::from_static(b"part of it"),
+    ))])
+    .chain(futures_util::stream::pending());
+    let req = Request::post(format!("http://{}/stalled", proxy.addr))
+        .body(BodyExt::boxed(StreamBody::new(chunks)))
+        .unwrap();
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("no answer to a stalled h2 body within 10 s")
+        .unwrap();
+    assert_eq!(resp.status(), 408);
+
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "408 before client_body_timeout: {:?}",
+        started.elapsed()
+    );
+
+    // The same connection still serves.
+    sender.ready().await.unwrap();
+    let req = Request::get(format!("http://{}/after", proxy.addr))
+        .body(Full::<Bytes>::default().boxed())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// A client that breaks its upload off (closes mid-body) is not the backend's failure either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_request_bodies_never_eject_the_backend() {
+    let a = BackendBuilder::new("a").start().await;
+    let b = BackendBuilder::new("b").start().await;
+    let mut p = pool("p", &[a.addr, b.addr]);
+    p.passive.consecutive_failures = 3;
+    p.passive.eject_for = Duration::from_secs(60);
+    let proxy = Proxy::start(config(listener(), vec![p]));
+
+    for _ in 0..10 {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\npart")
+            .await
+            .unwrap();
+        stream.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    }
+    let status = proxy.handle.as_ref().unwrap().status();
+    for backend in &status[0].backends {
+        assert!(!backend.ejected, "{} was ejected", backend.address);
+    }
 }

@@ -132,6 +132,14 @@ fn bad_values_name_their_key() {
             "[global]\nclient_idle_timeout = \"later\"\n",
             "2:23: global: client_idle_timeout: must be a duration",
         ),
+        (
+            "[global]\nclient_body_timeout = \"0s\"\n",
+            "2:23: global: client_body_timeout: must be between 100ms and 1h",
+        ),
+        (
+            "[global]\nclient_body_timeout = \"2h\"\n",
+            "2:23: global: client_body_timeout: must be between 100ms and 1h, got \"2h\"",
+        ),
     ];
     for (text, want) in cases {
         let errs = errors(&format!("{text}{MINIMAL}"));
