@@ -44,6 +44,12 @@ pub struct Live {
     pub tcp_forwarding: Forwarding,
     /// Open client connections, all listeners together (kept by the accept loops).
     pub(crate) open: AtomicUsize,
+    /// Descriptors the open client connections are charged (theirs and the upstream ones they
+    /// lead to; see `listener`), kept by the accept loops.
+    pub(crate) descriptors: AtomicUsize,
+    /// The most `descriptors` may reach: `RLIMIT_NOFILE` less a reserve, set at start
+    /// (`usize::MAX`: no limit known).
+    pub descriptor_budget: usize,
 }
 
 impl Live {
@@ -59,6 +65,8 @@ impl Live {
             metrics,
             tcp_forwarding,
             open: AtomicUsize::new(0),
+            descriptors: AtomicUsize::new(0),
+            descriptor_budget: usize::MAX,
         }
     }
 
