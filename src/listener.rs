@@ -3,7 +3,8 @@
 //! All sockets of a listener are bound before any worker starts, so a bind error stops the
 //! start cleanly and a `:0` bind resolves to one port shared by every worker. The kernel
 //! spreads new connections over the workers' sockets. `max_connections` is one shared
-//! counter per listener; a connection over the limit is closed at once (counted in the log).
+//! counter per listener; a connection over the limit is closed at once (logged at most once a
+//! second, counted in `fulcrum_connections_refused_total{reason="max_connections"}`).
 //!
 //! [`Sockets`] is the one registry of listening sockets: at start and at every reload it binds
 //! a listener's sockets and deals them to the workers over their channels, and it retires a
@@ -13,20 +14,35 @@
 //!
 //! The loop serves both protocols: each accepted connection goes to `http` or `tcp` by its
 //! listener's `protocol` in the current snapshot.
+//!
+//! # Descriptors
+//! Client connections must never take the descriptors the data plane needs to connect
+//! upstream: with 20,000 clients and a limit of 20,000, 17,875 requests got 502 ("Too many
+//! open files" on connect). At start the soft `RLIMIT_NOFILE` is raised to the hard one (as Go
+//! and HAProxy do) and [`descriptor_budget`] keeps [`descriptor_reserve`] of it back for
+//! everything else (listening sockets, health checks, DNS, files, the admin server, pooled
+//! idle and h2 upstream connections). Each accepted connection is charged what it holds
+//! ([`descriptor_cost`]: itself and its upstream connection, like nginx's
+//! `worker_connections`; two splice pipes more for tcp); one that would overdraw the budget
+//! is closed at accept, logged (at most once a second) and counted in
+//! `fulcrum_connections_refused_total{reason="descriptors"}`.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::clock;
 use crate::config::{ListenerSlot, Protocol as ListenerProtocol};
-use crate::http::{self, ConnContext, FramingFlags};
+use crate::http::{self, Activity, ConnContext, FramingFlags};
+use crate::metrics;
 use crate::proxy_protocol;
 use crate::snapshot::Live;
+use crate::splice::Forwarding;
 use crate::tcp;
 
 /// Pending connections the kernel queues per socket.
@@ -238,16 +254,126 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Decrements the listener's and the process's open-connection counts when the connection ends.
+/// Descriptors kept back from client connections for a process limit of `limit`: a tenth,
+/// and at least 1,024 (a quarter of a small limit).
+pub fn descriptor_reserve(limit: u64) -> u64 {
+    (limit / 10).max(1024.min(limit / 4))
+}
+
+/// What the client connections may be charged under a process limit of `limit` descriptors.
+pub fn descriptor_budget(limit: u64) -> usize {
+    usize::try_from(limit - descriptor_reserve(limit)).unwrap_or(usize::MAX)
+}
+
+/// Descriptors one client connection is charged: its own and the upstream connection it leads
+/// to; a tcp connection that splices holds a pipe (two descriptors) per direction as well.
+pub fn descriptor_cost(protocol: ListenerProtocol, forwarding: Forwarding) -> usize {
+    match protocol {
+        ListenerProtocol::Tcp if cfg!(target_os = "linux") && forwarding == Forwarding::Splice => 6,
+        ListenerProtocol::Http | ListenerProtocol::Tcp => 2,
+    }
+}
+
+/// At start: raises the soft `RLIMIT_NOFILE` to the hard limit and returns the client
+/// connections' [`descriptor_budget`] under it (`usize::MAX` where no limit is known).
+pub fn descriptor_budget_at_start() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let limit = getrlimit(Resource::Nofile);
+        if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
+            if soft < hard {
+                let raised = rustix::process::Rlimit {
+                    current: Some(hard),
+                    maximum: Some(hard),
+                };
+                match setrlimit(Resource::Nofile, raised) {
+                    Ok(()) => tracing::info!(
+                        from = soft,
+                        to = hard,
+                        "raised the descriptor limit (RLIMIT_NOFILE) to its hard limit"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(soft, hard, error = %e, "cannot raise the descriptor limit")
+                    }
+                }
+            }
+        }
+        match getrlimit(Resource::Nofile).current {
+            Some(limit) => {
+                let budget = descriptor_budget(limit);
+                tracing::debug!(limit, budget, "descriptor budget for client connections");
+                budget
+            }
+            None => usize::MAX,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        usize::MAX
+    }
+}
+
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    MaxConnections,
+    Descriptors,
+}
+
+/// When each refusal was last logged (`clock::now_ms()`): at most one line a second each.
+static REFUSAL_LOGGED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// A connection closed at accept: counted, and logged at most once a second per reason.
+#[cold]
+fn refused(shared: &Live, slot: ListenerSlot, why: Refusal, peer: SocketAddr, limit: usize) {
+    let snapshot = shared.snapshot.load();
+    let name = snapshot.listener(slot).map_or("-", |l| &*l.name);
+    let reason = match why {
+        Refusal::MaxConnections => "max_connections",
+        Refusal::Descriptors => "descriptors",
+    };
+    if shared.metrics {
+        metrics::get()
+            .connections_refused
+            .with_label_values(&[name, reason])
+            .inc();
+    }
+    let now = clock::now_ms();
+    let logged = &REFUSAL_LOGGED[why as usize];
+    let last = logged.load(Ordering::Relaxed);
+    if (last != 0 && now.saturating_sub(last) < 1000)
+        || logged
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    match why {
+        Refusal::MaxConnections => {
+            tracing::warn!(listener = name, %peer, limit, "max_connections reached: connection closed (logged once a second; fulcrum_connections_refused_total counts them)");
+        }
+        Refusal::Descriptors => {
+            tracing::warn!(listener = name, %peer, budget = limit, "descriptor budget reached (RLIMIT_NOFILE less the reserve for upstream connections): connection closed (logged once a second; fulcrum_connections_refused_total counts them)");
+        }
+    }
+}
+
+/// Decrements the listener's and the process's open-connection counts, and returns the
+/// connection's descriptors to the budget, when the connection ends.
 struct ActiveGuard {
     listener: Arc<AtomicUsize>,
     shared: Arc<Live>,
+    descriptors: usize,
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.listener.fetch_sub(1, Ordering::Relaxed);
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .descriptors
+            .fetch_sub(self.descriptors, Ordering::Relaxed);
     }
 }
 
@@ -295,7 +421,7 @@ async fn accept(
             return;
         }
     };
-    let builder = Arc::new(http::builder(shared.client_header_timeout));
+    let builder = Arc::new(http::builder());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -326,18 +452,30 @@ async fn accept(
             });
         if active.fetch_add(1, Ordering::Relaxed) >= limit {
             active.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(%peer, limit, "max_connections reached: connection closed");
             drop(stream);
+            refused(&shared, index, Refusal::MaxConnections, peer, limit);
+            continue;
+        }
+        let cost = descriptor_cost(protocol, shared.tcp_forwarding);
+        let budget = shared.descriptor_budget;
+        if shared.descriptors.fetch_add(cost, Ordering::Relaxed) + cost > budget {
+            shared.descriptors.fetch_sub(cost, Ordering::Relaxed);
+            active.fetch_sub(1, Ordering::Relaxed);
+            drop(stream);
+            refused(&shared, index, Refusal::Descriptors, peer, budget);
             continue;
         }
         shared.open.fetch_add(1, Ordering::Relaxed);
         let guard = ActiveGuard {
             listener: Arc::clone(&active),
             shared: Arc::clone(&shared),
+            descriptors: cost,
         };
         let shared = Arc::clone(&shared);
         let builder = Arc::clone(&builder);
         let shutdown = conn_stop.clone();
+        // The client's header timeout runs from here (a PROXY header counts against it).
+        let accepted = clock::now_ms();
         tokio::spawn(async move {
             let mut stream = stream;
             // `proxy_protocol = true`: a trusted peer's PROXY header names the client.
@@ -357,10 +495,45 @@ async fn accept(
                 peer,
                 proto: "http",
                 framing: Arc::new(FramingFlags::new()),
+                activity: Arc::new(Activity::new(accepted)),
                 requests: AtomicU32::new(0),
             });
             http::serve(&builder, stream, cx, shutdown).await;
             drop(guard);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{descriptor_budget, descriptor_cost, descriptor_reserve};
+    use crate::config::Protocol;
+    use crate::splice::Forwarding;
+
+    #[test]
+    fn a_tenth_of_the_descriptors_and_at_least_1024_are_kept_for_upstream() {
+        // systemd's LimitNOFILE of the packaged unit, a raised shell limit, the report's
+        // 20,000, the common default soft limit, and absurdly small ones.
+        assert_eq!(descriptor_reserve(1_048_576), 104_857);
+        assert_eq!(descriptor_reserve(65_536), 6_553);
+        assert_eq!(descriptor_reserve(20_000), 2_000);
+        assert_eq!(descriptor_reserve(8_192), 1_024);
+        assert_eq!(descriptor_reserve(1_024), 256);
+        assert_eq!(descriptor_reserve(16), 4);
+        assert_eq!(descriptor_reserve(0), 0);
+        assert_eq!(descriptor_budget(20_000), 18_000);
+        assert_eq!(descriptor_budget(1_024), 768);
+    }
+
+    /// Under the report's limit of 20,000, 20,000 HTTP clients no longer fit: 9,000 are
+    /// accepted, each with a descriptor left for its upstream connection and 2,000 to spare.
+    #[test]
+    fn each_client_connection_is_charged_its_upstream_descriptor() {
+        let http = descriptor_cost(Protocol::Http, Forwarding::Splice);
+        assert_eq!(http, 2);
+        assert_eq!(descriptor_budget(20_000) / http, 9_000);
+        assert_eq!(descriptor_cost(Protocol::Tcp, Forwarding::Copy), 2);
+        let spliced = if cfg!(target_os = "linux") { 6 } else { 2 };
+        assert_eq!(descriptor_cost(Protocol::Tcp, Forwarding::Splice), spliced);
     }
 }

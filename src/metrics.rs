@@ -40,6 +40,8 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     pub reloads: IntCounterVec,
     pub region_requests: IntCounterVec,
+    /// Connections closed at accept (cold path: looked up by label when it happens).
+    pub connections_refused: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -118,8 +120,13 @@ impl Metrics {
                 "Requests served, by the client's region and the serving backend's region.",
                 &["client_region", "served_region"],
             ),
+            connections_refused: counter(
+                "fulcrum_connections_refused_total",
+                "Client connections closed at accept, by listener and reason (max_connections, descriptors).",
+                &["listener", "reason"],
+            ),
         };
-        let all: [Box<dyn Collector>; 9] = [
+        let all: [Box<dyn Collector>; 10] = [
             Box::new(m.requests.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.backend_up.clone()),
@@ -129,6 +136,7 @@ impl Metrics {
             Box::new(m.health_checks.clone()),
             Box::new(m.reloads.clone()),
             Box::new(m.region_requests.clone()),
+            Box::new(m.connections_refused.clone()),
         ];
         for c in all {
             if let Err(e) = m.registry.register(c) {

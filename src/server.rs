@@ -129,7 +129,10 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
         .map(crate::admin::read_token)
         .transpose()?;
     let admin_bind = config.global.admin;
-    let shared = Arc::new(Live::new(&config, options.metrics, options.tcp_forwarding));
+    let mut live = Live::new(&config, options.metrics, options.tcp_forwarding);
+    // Client connections leave descriptors for the upstream ones (see `listener`).
+    live.descriptor_budget = crate::listener::descriptor_budget_at_start();
+    let shared = Arc::new(live);
     let listeners: Vec<(String, SocketAddr)> =
         bound.iter().map(|b| (b.name.clone(), b.addr)).collect();
     // A fresh snapshot's slots are the listeners' positions.

@@ -35,6 +35,8 @@ pub struct Live {
     /// The one shared value of the request path: read with one load per request.
     pub snapshot: ArcSwap<Snapshot>,
     pub client_header_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub client_body_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Snapshots build the request path's metric handles (off only to measure their cost).
     pub metrics: bool,
@@ -42,6 +44,12 @@ pub struct Live {
     pub tcp_forwarding: Forwarding,
     /// Open client connections, all listeners together (kept by the accept loops).
     pub(crate) open: AtomicUsize,
+    /// Descriptors the open client connections are charged (theirs and the upstream ones they
+    /// lead to; see `listener`), kept by the accept loops.
+    pub(crate) descriptors: AtomicUsize,
+    /// The most `descriptors` may reach: `RLIMIT_NOFILE` less a reserve, set at start
+    /// (`usize::MAX`: no limit known).
+    pub descriptor_budget: usize,
 }
 
 impl Live {
@@ -51,10 +59,14 @@ impl Live {
         Live {
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None, metrics)),
             client_header_timeout: config.global.client_header_timeout,
+            client_idle_timeout: config.global.client_idle_timeout,
+            client_body_timeout: config.global.client_body_timeout,
             shutdown_grace: config.global.shutdown_grace,
             metrics,
             tcp_forwarding,
             open: AtomicUsize::new(0),
+            descriptors: AtomicUsize::new(0),
+            descriptor_budget: usize::MAX,
         }
     }
 

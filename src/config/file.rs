@@ -57,6 +57,8 @@ pub(super) struct RawGlobal {
     pub shutdown_grace: Option<Str>,
     pub trusted_proxies: Option<Vec<Str>>,
     pub client_header_timeout: Option<Str>,
+    pub client_idle_timeout: Option<Str>,
+    pub client_body_timeout: Option<Str>,
     pub admin: Option<Str>,
     pub admin_token_file: Option<Str>,
     pub access_log_format: Option<Str>,

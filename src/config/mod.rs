@@ -128,8 +128,19 @@ pub struct Global {
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// A client that has not sent its whole request header block within this time is closed
-    /// (nginx `client_header_timeout`, HAProxy `timeout http-request`). Default 10 s.
+    /// (nginx `client_header_timeout`, HAProxy `timeout http-request`): counted from accept for
+    /// a connection's first request (HTTP/1 and h2 alike, so a socket that sends nothing or only
+    /// part of the h2 preface is closed too), from the first byte of the head for later HTTP/1
+    /// requests. Default 10 s.
     pub client_header_timeout: Duration,
+    /// A connection with no request in flight (HTTP/1 keep-alive between requests, h2 with no
+    /// open stream) is closed after this long (nginx `keepalive_timeout`, HAProxy
+    /// `timeout http-keep-alive`). Default 60 s.
+    pub client_idle_timeout: Duration,
+    /// A request body from which nothing arrives for this long is answered 408 and the
+    /// connection closed (nginx `client_body_timeout`); the client's fault, never the
+    /// backend's. Default 30 s.
+    pub client_body_timeout: Duration,
     /// Admin API, status page and `/metrics`. The file's default is `127.0.0.1:9901`; configs
     /// built in code have none unless they set it.
     pub admin: Option<SocketAddr>,
@@ -421,6 +432,8 @@ impl Default for Global {
             shutdown_grace: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
             client_header_timeout: Duration::from_secs(10),
+            client_idle_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(30),
             admin: None,
             admin_token_file: None,
             access_log_format: AccessLogFormat::Combined,

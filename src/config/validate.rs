@@ -265,6 +265,18 @@ impl Cx<'_> {
                 d.client_header_timeout,
                 values::positive_duration,
             ),
+            client_idle_timeout: self.opt_str(
+                g.client_idle_timeout.as_ref(),
+                "global: client_idle_timeout",
+                d.client_idle_timeout,
+                values::client_timeout,
+            ),
+            client_body_timeout: self.opt_str(
+                g.client_body_timeout.as_ref(),
+                "global: client_body_timeout",
+                d.client_body_timeout,
+                values::client_timeout,
+            ),
             admin: self.opt_str(
                 g.admin.as_ref(),
                 "global: admin",

@@ -95,7 +95,7 @@ pub async fn connect(
 ) -> Result<PooledConn, ProxyError> {
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(ProxyError::Connect(e)),
+        Ok(Err(e)) => return Err(ProxyError::connect(e)),
         Err(_) => return Err(ProxyError::ConnectTimeout),
     };
     // Small request/response exchanges must not wait on Nagle.

@@ -1,9 +1,19 @@
-//! `ProxyError`: every way a proxied request can fail, with its status and retryability
-//! decided here and only here (one exhaustive match each), so the proxy loop never guesses.
+//! `ProxyError`: every way a proxied request can fail, with its status, retryability and
+//! whose failure it is decided here and only here (one exhaustive match each, and the two
+//! constructors that sort raw connect and exchange errors), so the proxy loop never guesses.
+//!
+//! # Whose failure
+//! Only the backend's failures count toward passive health. A client whose body stalls
+//! (`client_body_timeout`) or breaks off, and Fulcrum itself out of descriptors, memory or
+//! local ports when it connects, say nothing about the backend: before, ten slow POSTs or one
+//! burst of `EMFILE` ejected a healthy backend.
+
+use std::io;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
+use super::request_body::BodyError;
 use crate::config::RetryOn;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +52,62 @@ pub enum ProxyError {
     /// Its connection is closed, never reused.
     #[error("invalid response: {0}")]
     BadResponse(&'static str),
+    /// The client's request body stopped arriving for `client_body_timeout`.
+    #[error("client request body timed out")]
+    ClientTimeout,
+    /// The client's request body broke off (the client closed or sent a bad chunk mid-body).
+    #[error("client request body failed")]
+    ClientAborted(#[source] hyper::Error),
+    /// Connecting failed for lack of a local resource (descriptors, memory, ports): this
+    /// process's trouble, not the backend's. The request was not sent.
+    #[error("local resources exhausted")]
+    LocalResources(#[source] io::Error),
+}
+
+/// `EMFILE` and `ENFILE` (the same numbers on Linux, macOS and the BSDs).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+/// `ENOBUFS`.
+#[cfg(target_os = "linux")]
+const ENOBUFS: i32 = 105;
+#[cfg(not(target_os = "linux"))]
+const ENOBUFS: i32 = 55;
+
+/// Whether a connect error is this process's own shortage rather than the peer's answer.
+fn is_local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::OutOfMemory | io::ErrorKind::AddrNotAvailable
+    ) || matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS))
 }
 
 impl ProxyError {
+    /// A failed TCP connect to a backend: the backend's failure, unless this process ran out
+    /// of descriptors, memory or ports (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`,
+    /// `EADDRNOTAVAIL`).
+    pub fn connect(e: io::Error) -> ProxyError {
+        if is_local_shortage(&e) {
+            ProxyError::LocalResources(e)
+        } else {
+            ProxyError::Connect(e)
+        }
+    }
+
+    /// A sent request whose exchange failed before a response head: the client's body when
+    /// that is what failed (too large, stalled, broken off), else the upstream.
+    pub fn exchange(err: hyper::Error) -> ProxyError {
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            match e.downcast_ref::<BodyError>() {
+                Some(BodyError::TooLarge) => return ProxyError::BodyTooLarge,
+                Some(BodyError::Timeout) => return ProxyError::ClientTimeout,
+                Some(BodyError::Client(_)) => return ProxyError::ClientAborted(err),
+                None => source = e.source(),
+            }
+        }
+        ProxyError::Upstream(err)
+    }
+
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -57,6 +120,9 @@ impl ProxyError {
             | ProxyError::Upstream(_)
             | ProxyError::BadResponse(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientAborted(_) => StatusCode::BAD_REQUEST,
+            ProxyError::LocalResources(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -71,26 +137,40 @@ impl ProxyError {
             // before any response byte reached the client: safe only for a replayable request.
             // A timeout is not retried: the backend may still be working on it.
             ProxyError::Upstream(e) => on.reset && replayable && !e.is_user(),
-            // The backend answered (badly): the request did its work there, maybe.
+            // The backend answered (badly): the request did its work there, maybe. Or
+            // another backend would meet the same client, or the same shortage.
             ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge
             | ProxyError::NoBackend
             | ProxyError::UpstreamTimeout
-            | ProxyError::BadResponse(_) => false,
+            | ProxyError::BadResponse(_)
+            | ProxyError::ClientTimeout
+            | ProxyError::ClientAborted(_)
+            | ProxyError::LocalResources(_) => false,
         }
     }
 
     /// Whether the failure says something about the backend (logs and passive ejection).
     pub fn is_backend_failure(&self) -> bool {
-        matches!(
-            self,
+        match self {
             ProxyError::Connect(_)
-                | ProxyError::ConnectTimeout
-                | ProxyError::NotSent(_)
-                | ProxyError::Upstream(_)
-                | ProxyError::UpstreamTimeout
-                | ProxyError::BadResponse(_)
-        )
+            | ProxyError::ConnectTimeout
+            | ProxyError::NotSent(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamTimeout
+            | ProxyError::BadResponse(_) => true,
+            ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::NoBackend
+            | ProxyError::ClientTimeout
+            | ProxyError::ClientAborted(_)
+            | ProxyError::LocalResources(_) => false,
+        }
+    }
+
+    /// Whether this process ran short of descriptors, memory or ports (logged as such).
+    pub fn is_local_shortage(&self) -> bool {
+        matches!(self, ProxyError::LocalResources(_))
     }
 
     /// Short body: says what went wrong, never which backend.
@@ -105,6 +185,11 @@ impl ProxyError {
             ProxyError::Upstream(_) => "502 bad gateway: backend failed\n",
             ProxyError::UpstreamTimeout => "504 gateway timeout\n",
             ProxyError::BadResponse(_) => "502 bad gateway: invalid response from the backend\n",
+            ProxyError::ClientTimeout => "408 request timeout: the request body stopped arriving\n",
+            ProxyError::ClientAborted(_) => "400 bad request: the request body broke off\n",
+            ProxyError::LocalResources(_) => {
+                "503 service unavailable: the proxy is out of resources\n"
+            }
         }
     }
 
@@ -116,15 +201,76 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         match self {
-            ProxyError::NoBackend => {
+            ProxyError::NoBackend | ProxyError::LocalResources(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            // The rest of a malformed or oversized request cannot be trusted: close.
-            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge => {
+            // The rest of a malformed, oversized, stalled or broken request cannot be
+            // trusted (or is not coming): close.
+            ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::ClientTimeout
+            | ProxyError::ClientAborted(_) => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::ProxyError;
+    use crate::config::RetryOn;
+
+    /// Fulcrum's own "Too many open files" on connect (and its kin) is not the backend's
+    /// failure: it ejected a healthy backend before.
+    #[test]
+    fn a_local_shortage_on_connect_is_not_the_backends_failure() {
+        for (what, e) in [
+            ("EMFILE", io::Error::from_raw_os_error(24)),
+            ("ENFILE", io::Error::from_raw_os_error(23)),
+            ("ENOMEM", io::Error::from(io::ErrorKind::OutOfMemory)),
+            (
+                "EADDRNOTAVAIL",
+                io::Error::from(io::ErrorKind::AddrNotAvailable),
+            ),
+        ] {
+            let err = ProxyError::connect(e);
+            assert!(err.is_local_shortage(), "{what}: {err:?}");
+            assert!(!err.is_backend_failure(), "{what}");
+            assert!(!err.is_retryable(false, RetryOn::default()), "{what}");
+            assert_eq!(err.status(), 503, "{what}");
+            assert!(err.to_response().headers().contains_key("retry-after"));
+        }
+        let refused = ProxyError::connect(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(matches!(refused, ProxyError::Connect(_)));
+        assert!(refused.is_backend_failure());
+        assert_eq!(refused.status(), 502);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_errno_numbers_are_the_systems() {
+        // The real errors, not hand-made ones: what connect(2) returns is what is checked.
+        for errno in [
+            rustix::io::Errno::MFILE,
+            rustix::io::Errno::NFILE,
+            rustix::io::Errno::NOBUFS,
+        ] {
+            let err = ProxyError::connect(io::Error::from_raw_os_error(errno.raw_os_error()));
+            assert!(err.is_local_shortage(), "{errno:?}");
+        }
+    }
+
+    #[test]
+    fn a_stalled_client_body_is_408_and_not_the_backends() {
+        let err = ProxyError::ClientTimeout;
+        assert_eq!(err.status(), 408);
+        assert!(!err.is_backend_failure());
+        assert!(!err.is_retryable(true, RetryOn::default()));
+        assert_eq!(err.to_response().headers()["connection"], "close");
     }
 }

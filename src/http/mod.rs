@@ -1,5 +1,6 @@
 //! Serving one client connection: HTTP/1.1 and h2c (prior knowledge) on the same socket,
-//! upgrades passed through, graceful close on shutdown.
+//! upgrades passed through, graceful close on shutdown, and closed when it holds its slot
+//! without using it (`watchdog`).
 
 mod affinity;
 mod client;
@@ -11,9 +12,11 @@ mod proxy;
 mod request_body;
 mod response_body;
 mod target;
+mod watchdog;
 
 pub use framing::FramingFlags;
 pub use proxy::ConnContext;
+pub use watchdog::Activity;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,13 +31,18 @@ use tokio::sync::watch;
 /// is 32 KiB; HAProxy's tune.bufsize 16 KiB).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// hyper's connection builder, configured once per worker.
-pub fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+/// How long a connection the watchdog closes may take to say goodbye (an h2 GOAWAY) before it
+/// is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// hyper's connection builder, configured once per worker. hyper's own HTTP/1 header timeout
+/// is off: `watchdog` times heads from accept (and between requests), for h2 as well.
+pub fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     builder
@@ -45,7 +53,8 @@ pub fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves `stream` until the client closes, or until `shutdown` fires, after which the
-/// request in flight finishes and the connection is closed.
+/// request in flight finishes and the connection is closed; or until the watchdog finds it
+/// past its header or idle deadline, when it is closed (with a GOAWAY on h2).
 pub async fn serve(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
@@ -53,18 +62,41 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let activity = Arc::clone(&cx.activity);
+    let timeouts = watchdog::Timeouts {
+        header: cx.shared.client_header_timeout,
+        idle: cx.shared.client_idle_timeout,
+    };
     // hyper hides a request framed by both Content-Length and Transfer-Encoding; the framing
     // tracker sees the raw bytes and tells the service (see `framing`).
-    let io = framing::FramingIo::new(stream, Arc::clone(&cx.framing));
+    let io = watchdog::ActivityIo::new(stream, Arc::clone(&activity));
+    let io = framing::FramingIo::new(io, Arc::clone(&cx.framing));
     let service = service_fn(move |req| proxy::handle(req, Arc::clone(&cx)));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let stopping = tokio::select! {
-        _ = conn.as_mut() => false,
-        stop = shutdown.wait_for(|stop| *stop) => stop.is_ok(),
+    let idle = watchdog::watch(&activity, timeouts);
+    enum End {
+        Closed,
+        Stopping,
+        Idle,
+    }
+    let end = tokio::select! {
+        _ = conn.as_mut() => End::Closed,
+        stop = shutdown.wait_for(|stop| *stop) => if stop.is_ok() { End::Stopping } else { End::Closed },
+        () = idle => End::Idle,
     };
-    if stopping {
-        conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
+    match end {
+        End::Closed => {}
+        End::Stopping => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        End::Idle => {
+            tracing::debug!(
+                "client connection closed: no request within client_header_timeout or client_idle_timeout"
+            );
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+        }
     }
 }

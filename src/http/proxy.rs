@@ -10,9 +10,11 @@
 //! attempt's outcome is reported to `health::passive`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -27,9 +29,10 @@ use super::error::ProxyError;
 use super::exchange::{Exchange, Finish};
 use super::framing::FramingFlags;
 use super::headers;
-use super::request_body::{BodyError, RequestBody};
+use super::request_body::RequestBody;
 use super::response_body::ResponseBody;
 use super::target;
+use super::watchdog::Activity;
 use crate::backend::InflightGuard;
 use crate::chain::Chain;
 use crate::config::{BackendId, ListenerSlot};
@@ -50,6 +53,9 @@ pub struct ConnContext {
     pub proto: &'static str,
     /// What the connection's framing tracker found (`framing::FramingIo` in `http::serve`).
     pub framing: Arc<FramingFlags>,
+    /// Its requests in flight and request bodies streaming, for its header and idle
+    /// deadlines (`watchdog`) and for `request_timeout`.
+    pub activity: Arc<Activity>,
     /// HTTP/1 requests seen so far: the 0-based index of the next one, counted as the
     /// tracker counts request heads.
     pub requests: AtomicU32,
@@ -77,6 +83,8 @@ pub async fn handle(
     cx: Arc<ConnContext>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let cx = &*cx;
+    // In flight on its connection (no idle deadline) until its response body ends.
+    let in_flight = cx.activity.request(req.version() >= Version::HTTP_2);
     let snapshot = cx.shared.snapshot.load_full();
     let snapshot = &*snapshot;
     // The one lookup of the listener for this request. `None`: a reload removed it; its
@@ -85,7 +93,9 @@ pub async fn handle(
     let mut exchange = Exchange::begin(&req, cx.peer, listener);
     macro_rules! reject {
         ($err:expr) => {
-            return Ok(exchange.refuse(&$err, listener).map(ResponseBody::full))
+            return Ok(exchange
+                .refuse(&$err, listener)
+                .map(|body| ResponseBody::full(body).holding(in_flight)))
         };
     }
 
@@ -118,18 +128,24 @@ pub async fn handle(
     let pool = snapshot.pool(pool_id);
     exchange.routed(&pool.name, listener.metrics.pool(pool_id));
 
-    // Read the first body frame before choosing a backend: a malformed body ends here.
+    // Read the first body frame before choosing a backend: a malformed body ends here, and
+    // so does one that does not come (`client_body_timeout`, the client's failure).
+    let body_timeout = cx.shared.client_body_timeout;
     let body = if body.is_end_stream() {
         RequestBody::empty()
     } else {
         let mut body = body;
-        match body.frame().await {
-            None => RequestBody::empty(),
-            Some(Err(_)) => reject!(ProxyError::BadRequest("malformed request body")),
-            Some(Ok(first)) => match RequestBody::streaming(first, body, limit) {
-                Ok(body) => body,
-                Err(_) => reject!(ProxyError::BodyTooLarge),
-            },
+        match tokio::time::timeout(body_timeout, body.frame()).await {
+            Err(_) => reject!(ProxyError::ClientTimeout),
+            Ok(None) => RequestBody::empty(),
+            Ok(Some(Err(_))) => reject!(ProxyError::BadRequest("malformed request body")),
+            Ok(Some(Ok(first))) => {
+                let upload = cx.activity.upload();
+                match RequestBody::streaming(first, body, limit, body_timeout, upload) {
+                    Ok(body) => body,
+                    Err(_) => reject!(ProxyError::BodyTooLarge),
+                }
+            }
         }
     };
     let prefetched = !body.is_end_stream();
@@ -186,7 +202,8 @@ pub async fn handle(
                 listener.metrics.pool(choice.pool).cloned(),
                 (conn, inflight),
             );
-            let mut resp = respond(resp, version, client_upgrade, finish);
+            let mut resp =
+                respond(resp, version, client_upgrade, finish).map(|b| b.holding(in_flight));
             if choice.pool == pool_id {
                 let secure = cx.proto == "https";
                 affinity::set_cookie(
@@ -222,7 +239,8 @@ pub async fn handle(
                 None => break,
             },
         };
-        match send(target, index, req).await {
+        let uploading = prefetched.then_some(&*cx.activity);
+        match send(target, index, req, uploading).await {
             Ok(sent) => {
                 let status = sent.0.status();
                 if status.is_server_error() {
@@ -249,6 +267,8 @@ pub async fn handle(
                         // Once per backend per change: the first failure after a success.
                         tracing::warn!(pool = %target.name, backend = %target.backend(index).label, error = %Chain(&err), "backend failed");
                     }
+                } else if err.is_local_shortage() {
+                    local_shortage(&target.name, &err);
                 }
                 let retry = err.is_retryable(replayable, pool.retry_on);
                 tracing::debug!(pool = %target.name, backend = %target.backend(index).label, error = %Chain(&err), retry, "attempt failed");
@@ -268,11 +288,62 @@ pub async fn handle(
 
 type Sent = (Response<Incoming>, PooledConn, InflightGuard);
 
+/// When Fulcrum last logged a local shortage (`clock::now_ms()`): at most one line a second.
+static SHORTAGE_LOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// Fulcrum itself ran out of descriptors, memory or ports connecting upstream: the backend is
+/// not blamed, and the operator hears of it (at most once a second, however many requests).
+#[cold]
+fn local_shortage(pool: &str, err: &ProxyError) {
+    let now = clock::now_ms();
+    let last = SHORTAGE_LOGGED.load(Ordering::Relaxed);
+    if (last == 0 || now.saturating_sub(last) >= 1000)
+        && SHORTAGE_LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(pool, error = %Chain(err), "local resource error: cannot connect upstream (not the backend's failure; raise the descriptor limit or lower max_connections)");
+    }
+}
+
+/// Waits for `response` for `timeout`, not counting the time a request body of this
+/// connection (`uploading`, for a request that has one) was still arriving from the client:
+/// `request_timeout` runs from the end of the upload, which is bounded by
+/// `client_body_timeout` between the client's frames. `None`: timed out.
+async fn within<F: Future>(
+    timeout: Duration,
+    response: F,
+    uploading: Option<&Activity>,
+) -> Option<F::Output> {
+    let mut response = std::pin::pin!(response);
+    let mut wait = timeout;
+    loop {
+        if let Ok(out) = tokio::time::timeout(wait, response.as_mut()).await {
+            return Some(out);
+        }
+        wait = match uploading.map(Activity::uploads_done_at) {
+            None => return None,
+            // Still uploading: look again a full timeout later.
+            Some(None) => timeout,
+            Some(Some(ended)) => {
+                let until =
+                    ended.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+                match until.checked_sub(clock::now_ms()) {
+                    Some(left) if left > 0 => Duration::from_millis(left),
+                    _ => return None,
+                }
+            }
+        };
+    }
+}
+
 /// One attempt on one backend. On failure, the request comes back when it was not sent.
+/// `uploading`: the connection's activity when the request has a body still streaming.
 async fn send(
     pool: &Pool,
     index: BackendId,
     req: Request<RequestBody>,
+    uploading: Option<&Activity>,
 ) -> Result<Sent, (ProxyError, Option<Request<RequestBody>>)> {
     let backend = pool.backend(index);
     let inflight = backend.state.acquire();
@@ -287,17 +358,21 @@ async fn send(
     // A pooled connection can go stale between checkout and write; that says nothing about
     // the backend, so the unsent request gets one fresh connection to the same backend.
     for fresh in [false, true] {
-        let sent =
-            tokio::time::timeout(pool.request_timeout, conn.sender.try_send_request(req)).await;
+        let sent = within(
+            pool.request_timeout,
+            conn.sender.try_send_request(req),
+            uploading,
+        )
+        .await;
         match sent {
-            Err(_) => return Err((ProxyError::UpstreamTimeout, None)),
-            Ok(Ok(resp)) => {
+            None => return Err((ProxyError::UpstreamTimeout, None)),
+            Some(Ok(resp)) => {
                 // A bad head: the connection (and the body, unread) is dropped with `conn`.
                 headers::check_response(resp.status(), resp.headers(), upgrade)
                     .map_err(|err| (err, None))?;
                 return Ok((resp, conn, inflight));
             }
-            Ok(Err(mut e)) => {
+            Some(Err(mut e)) => {
                 let unsent = e.take_message();
                 let err = e.into_error();
                 match unsent {
@@ -311,26 +386,12 @@ async fn send(
                         };
                     }
                     Some(unsent) => return Err((ProxyError::NotSent(err), Some(unsent))),
-                    None if is_body_too_large(&err) => {
-                        return Err((ProxyError::BodyTooLarge, None))
-                    }
-                    None => return Err((ProxyError::Upstream(err), None)),
+                    None => return Err((ProxyError::exchange(err), None)),
                 }
             }
         }
     }
     unreachable!("the second attempt always returns")
-}
-
-fn is_body_too_large(err: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if matches!(e.downcast_ref::<BodyError>(), Some(BodyError::TooLarge)) {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// The client's response: headers cleaned, body streamed; a 101 becomes a tunnel.

@@ -1,31 +1,59 @@
 //! The request body sent upstream: the client's body, streamed, with its first frame read
-//! before any backend is chosen (so a malformed body is answered 400 and never reaches one) and
-//! the listener's size limit enforced as it streams.
+//! before any backend is chosen (so a malformed body is answered 400 and never reaches one),
+//! the listener's size limit enforced as it streams, and `client_body_timeout` between the
+//! client's frames.
+//!
+//! # A client that stops sending
+//! While the body waits on the client, a timer runs (made at the first wait, so a body that
+//! arrives in one piece never has one); nothing for `client_body_timeout` ends the body with
+//! [`BodyError::Timeout`], which the proxy answers 408 and counts against the client, never
+//! the backend (a stalled body used to end in the backend's 504 after `request_timeout`, and
+//! ten slow POSTs ejected a healthy backend). The body also tells its connection's
+//! `watchdog::Activity` while it streams, so `request_timeout` starts when it ends.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::watchdog::UploadGuard;
 
 /// Why a request body stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("request body exceeds the listener's limit")]
     TooLarge,
+    #[error("no request body byte within client_body_timeout")]
+    Timeout,
     #[error("client body")]
     Client(#[from] hyper::Error),
 }
 
-/// The request body sent upstream: the client's body, streamed, with its first frame already
-/// read (so a malformed body is answered 400 before anything is sent) and a size limit.
-#[derive(Debug)]
-pub struct RequestBody {
-    first: Option<Frame<Bytes>>,
-    rest: Option<Incoming>,
-    /// Bytes still allowed; `u64::MAX` when unlimited.
-    remaining: u64,
+pin_project_lite::pin_project! {
+    /// The request body sent upstream: the client's body, streamed, with its first frame
+    /// already read (so a malformed body is answered 400 before anything is sent), a size
+    /// limit and a timeout between frames.
+    #[derive(Debug)]
+    pub struct RequestBody {
+        first: Option<Frame<Bytes>>,
+        rest: Option<Incoming>,
+        // Bytes still allowed; `u64::MAX` when unlimited.
+        remaining: u64,
+        // `client_body_timeout`.
+        timeout: Duration,
+        // When the client last sent a frame (`None`: an empty body).
+        last: Option<Instant>,
+        // Runs while the body waits on the client; made at the first wait.
+        #[pin]
+        stall: Option<Sleep>,
+        // The connection counts this body as streaming until it ends.
+        upload: Option<UploadGuard>,
+    }
 }
 
 impl RequestBody {
@@ -34,31 +62,48 @@ impl RequestBody {
             first: None,
             rest: None,
             remaining: u64::MAX,
+            timeout: Duration::ZERO,
+            last: None,
+            stall: None,
+            upload: None,
         }
     }
 
-    /// `first` was read from `rest` already; `limit` is 0 for no limit.
-    pub fn streaming(first: Frame<Bytes>, rest: Incoming, limit: u64) -> Result<Self, BodyError> {
+    /// `first` was read from `rest` already; `limit` is 0 for no limit; `timeout` is
+    /// `client_body_timeout`; `upload` counts it on its connection until it ends.
+    pub fn streaming(
+        first: Frame<Bytes>,
+        rest: Incoming,
+        limit: u64,
+        timeout: Duration,
+        upload: UploadGuard,
+    ) -> Result<Self, BodyError> {
+        // A body whose first frame was all of it is not streaming any more.
+        let upload = (!rest.is_end_stream()).then_some(upload);
         let mut body = RequestBody {
             first: None,
             rest: Some(rest),
             remaining: if limit == 0 { u64::MAX } else { limit },
+            timeout,
+            last: Some(Instant::now()),
+            stall: None,
+            upload,
         };
-        body.charge(&first)?;
+        charge(&mut body.remaining, &first)?;
         body.first = Some(first);
         Ok(body)
     }
+}
 
-    fn charge(&mut self, frame: &Frame<Bytes>) -> Result<(), BodyError> {
-        if let Some(data) = frame.data_ref() {
-            let len = data.len() as u64;
-            if len > self.remaining {
-                return Err(BodyError::TooLarge);
-            }
-            self.remaining -= len;
+fn charge(remaining: &mut u64, frame: &Frame<Bytes>) -> Result<(), BodyError> {
+    if let Some(data) = frame.data_ref() {
+        let len = data.len() as u64;
+        if len > *remaining {
+            return Err(BodyError::TooLarge);
         }
-        Ok(())
+        *remaining -= len;
     }
+    Ok(())
 }
 
 impl Body for RequestBody {
@@ -66,29 +111,63 @@ impl Body for RequestBody {
     type Error = BodyError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        if let Some(frame) = self.first.take() {
+        let mut this = self.project();
+        if let Some(frame) = this.first.take() {
             return Poll::Ready(Some(Ok(frame)));
         }
-        let Some(rest) = self.rest.as_mut() else {
+        let Some(rest) = this.rest.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(Pin::new(rest).poll_frame(cx)) {
+        let polled = match Pin::new(rest).poll_frame(cx) {
+            Poll::Ready(polled) => polled,
+            Poll::Pending => {
+                // Waiting on the client: at most `timeout` after its last frame.
+                let Some(deadline) = this.last.and_then(|l| l.checked_add(*this.timeout)) else {
+                    return Poll::Pending;
+                };
+                match this.stall.as_mut().as_pin_mut() {
+                    Some(stall) if stall.deadline() == deadline => {}
+                    Some(stall) => stall.reset(deadline),
+                    None => this.stall.set(Some(tokio::time::sleep_until(deadline))),
+                }
+                let expired = this
+                    .stall
+                    .as_mut()
+                    .as_pin_mut()
+                    .is_some_and(|stall| stall.poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                *this.rest = None;
+                *this.upload = None;
+                return Poll::Ready(Some(Err(BodyError::Timeout)));
+            }
+        };
+        match polled {
             Some(Ok(frame)) => {
-                if let Err(e) = self.charge(&frame) {
-                    self.rest = None;
+                *this.last = Some(Instant::now());
+                if let Err(e) = charge(this.remaining, &frame) {
+                    *this.rest = None;
+                    *this.upload = None;
                     return Poll::Ready(Some(Err(e)));
+                }
+                if this.rest.as_ref().is_some_and(Incoming::is_end_stream) {
+                    // hyper may not ask again after the last frame.
+                    *this.upload = None;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                self.rest = None;
+                *this.rest = None;
+                *this.upload = None;
                 Poll::Ready(Some(Err(BodyError::Client(e))))
             }
             None => {
-                self.rest = None;
+                *this.rest = None;
+                *this.upload = None;
                 Poll::Ready(None)
             }
         }

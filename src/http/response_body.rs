@@ -1,7 +1,8 @@
 //! The response body streamed back to the client. It also finishes the request's bookkeeping
 //! (in-flight count, returning the upstream connection to the worker's pool, metrics and the
 //! access-log line, all held by `exchange::Finish`) at the moment the last byte has gone
-//! through, not when the response head was sent.
+//! through, not when the response head was sent, and holds the request's place on its client
+//! connection (`watchdog::RequestGuard`) until then: a long download is not an idle connection.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -11,11 +12,14 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::exchange::Finish;
+use super::watchdog::RequestGuard;
 
 /// The response body sent to the client.
 pub struct ResponseBody {
     kind: Kind,
     bytes: u64,
+    /// The request stays in flight on its connection while this body lives.
+    _request: Option<RequestGuard>,
 }
 
 // The upstream variant is the common one; boxing it would cost an allocation per request.
@@ -42,6 +46,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full(Some(data)),
             bytes: 0,
+            _request: None,
         }
     }
 
@@ -49,6 +54,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full(None),
             bytes: 0,
+            _request: None,
         }
     }
 
@@ -60,7 +66,14 @@ impl ResponseBody {
                 done: Some(done),
             },
             bytes: 0,
+            _request: None,
         }
+    }
+
+    /// The same body, keeping `request` in flight on its connection until it ends.
+    pub fn holding(mut self, request: RequestGuard) -> Self {
+        self._request = Some(request);
+        self
     }
 
     fn finish(&mut self, clean: bool) {

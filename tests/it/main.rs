@@ -31,3 +31,4 @@ mod reload;
 mod routing;
 mod smuggling;
 mod tcp;
+mod timeouts;

@@ -120,6 +120,26 @@ fn bad_values_name_their_key() {
             "[global]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
             "2:20: global: trusted_proxies: \"10.0.0.0/33\": must be a CIDR",
         ),
+        (
+            "[global]\nclient_idle_timeout = \"1ms\"\n",
+            "2:23: global: client_idle_timeout: must be between 100ms and 1h, got \"1ms\"",
+        ),
+        (
+            "[global]\nclient_idle_timeout = \"18446744073709551615s\"\n",
+            "2:23: global: client_idle_timeout: must be between 100ms and 1h",
+        ),
+        (
+            "[global]\nclient_idle_timeout = \"later\"\n",
+            "2:23: global: client_idle_timeout: must be a duration",
+        ),
+        (
+            "[global]\nclient_body_timeout = \"0s\"\n",
+            "2:23: global: client_body_timeout: must be between 100ms and 1h",
+        ),
+        (
+            "[global]\nclient_body_timeout = \"2h\"\n",
+            "2:23: global: client_body_timeout: must be between 100ms and 1h, got \"2h\"",
+        ),
     ];
     for (text, want) in cases {
         let errs = errors(&format!("{text}{MINIMAL}"));

@@ -38,6 +38,25 @@ pub(super) fn positive_duration(text: &str) -> Result<Duration, Msg> {
     Ok(d)
 }
 
+/// A duration within `min..=max`, said in the message as written by an operator.
+pub(super) fn duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, Msg> {
+    let d = duration(text)?;
+    if d < min || d > max {
+        return Err(format!(
+            "must be between {} and {}, got {text:?}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+/// A client-side timeout: at least 100 ms (shorter cuts every real client), at most an hour
+/// (longer lets idle sockets pile up as if there were none).
+pub(super) fn client_timeout(text: &str) -> Result<Duration, Msg> {
+    duration_in(text, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
 /// An integer >= 0 that fits the target type.
 pub(super) fn non_negative<T: TryFrom<i64>>(value: i64) -> Result<T, Msg> {
     if value < 0 {
