@@ -30,7 +30,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::file::{self, Int, RawGlobal, Str};
-use super::{Config, ConfigError, ConfigErrors, Global, DEFAULT_ADMIN};
+use super::{AccessLogTarget, Config, ConfigError, ConfigErrors, Global, DEFAULT_ADMIN};
 use values::Msg;
 
 /// Parses and validates `text`; `path` names the file in every message.
@@ -246,24 +246,19 @@ impl Cx<'_> {
                 d.workers,
                 values::non_negative,
             ),
-            access_log: self.opt_str(
-                g.access_log.as_ref(),
-                "global: access_log",
-                d.access_log,
-                values::access_log,
-            ),
+            access_log: self.access_log(g.access_log.as_ref(), d.access_log),
             shutdown_grace: self.opt_str(
                 g.shutdown_grace.as_ref(),
                 "global: shutdown_grace",
                 d.shutdown_grace,
-                values::duration,
+                values::grace,
             ),
             trusted_proxies,
             client_header_timeout: self.opt_str(
                 g.client_header_timeout.as_ref(),
                 "global: client_header_timeout",
                 d.client_header_timeout,
-                values::positive_duration,
+                values::client_timeout,
             ),
             client_idle_timeout: self.opt_str(
                 g.client_idle_timeout.as_ref(),
@@ -283,12 +278,7 @@ impl Cx<'_> {
                 DEFAULT_ADMIN.parse().ok(),
                 values::admin,
             ),
-            admin_token_file: self.opt_str(
-                g.admin_token_file.as_ref(),
-                "global: admin_token_file",
-                None,
-                |t| Ok((!t.is_empty()).then(|| PathBuf::from(t))),
-            ),
+            admin_token_file: self.token_file(g.admin_token_file.as_ref()),
             access_log_format: self.opt_str(
                 g.access_log_format.as_ref(),
                 "global: access_log_format",
@@ -307,6 +297,50 @@ impl Cx<'_> {
             }
         }
         global
+    }
+
+    /// `admin_token_file`, relative to the config's folder: read now, as at start, so a
+    /// missing, unreadable or empty token file fails `check`, not the start.
+    fn token_file(&mut self, v: Option<&Str>) -> Option<PathBuf> {
+        let v = v.filter(|v| !v.get_ref().is_empty())?;
+        let path = regions::resolve(self.path, v.get_ref());
+        let problem = match super::files::read_bounded(&path, 64 * 1024) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                match text.lines().next().map(str::trim) {
+                    Some(token) if !token.is_empty() => return Some(path),
+                    _ => format!("{} is empty (the token is its first line)", path.display()),
+                }
+            }
+            Err(e) => format!("cannot read {}: {e}", path.display()),
+        };
+        self.error(v.span(), "global: admin_token_file", problem);
+        None
+    }
+
+    /// `access_log`; a file is relative to the config's folder and must be creatable there
+    /// (not a directory, its folder existing), checked now rather than failing the start.
+    fn access_log(&mut self, v: Option<&Str>, default: AccessLogTarget) -> AccessLogTarget {
+        let Some(v) = v else { return default };
+        let key = "global: access_log";
+        let Some(target) = self.check_str(v, key, values::access_log) else {
+            return default;
+        };
+        let AccessLogTarget::File(file) = target else {
+            return target;
+        };
+        let path = regions::resolve(self.path, &file.to_string_lossy());
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if path.is_dir() {
+            self.error(v.span(), key, format!("{} is a directory", path.display()));
+            default
+        } else if folder.is_some_and(|f| !f.is_dir()) {
+            let folder = folder.map(|f| f.display().to_string()).unwrap_or_default();
+            self.error(v.span(), key, format!("folder {folder} does not exist"));
+            default
+        } else {
+            AccessLogTarget::File(path)
+        }
     }
 
     /// Records `value` as seen at `span`; reports a duplicate (with the first one's line).

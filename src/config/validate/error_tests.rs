@@ -94,7 +94,19 @@ fn bad_values_name_their_key() {
         ),
         (
             "[global]\nclient_header_timeout = \"0s\"\n",
-            "2:25: global: client_header_timeout: must be > 0",
+            "2:25: global: client_header_timeout: must be between 100ms and 1h, got \"0s\"",
+        ),
+        (
+            "[global]\nclient_header_timeout = \"18446744073709551615s\"\n",
+            "2:25: global: client_header_timeout: must be at most 30 days",
+        ),
+        (
+            "[global]\nshutdown_grace = \"2h\"\n",
+            "2:18: global: shutdown_grace: must be between 0s and 1h",
+        ),
+        (
+            "[[listener]]\nname = \"x\"\nbind = \"127.0.0.1:1\"\npool = \"web\"\n[[pool]]\nname = \"y\"\nconnect_timeout = \"40days\"\nbackends = [{ address = \"10.0.0.1:80\" }]\n",
+            "7:19: pool \"y\": connect_timeout: must be at most 30 days",
         ),
         (
             "[global]\nworkers = -1\n",
@@ -126,7 +138,7 @@ fn bad_values_name_their_key() {
         ),
         (
             "[global]\nclient_idle_timeout = \"18446744073709551615s\"\n",
-            "2:23: global: client_idle_timeout: must be between 100ms and 1h",
+            "2:23: global: client_idle_timeout: must be at most 30 days",
         ),
         (
             "[global]\nclient_idle_timeout = \"later\"\n",

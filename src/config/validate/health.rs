@@ -56,7 +56,7 @@ impl Cx<'_> {
             r.interval.as_ref(),
             &k("interval"),
             d.interval,
-            values::positive_duration,
+            values::check_interval,
         );
         let timeout = self.opt_str(
             r.timeout.as_ref(),

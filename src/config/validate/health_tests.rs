@@ -98,7 +98,7 @@ eject_for = "0s"
         "15:17: pool \"web\": health: expect_status: range \"500-200\" is empty",
         "16:8: pool \"web\": health: rise: must be > 0",
         "17:8: pool \"web\": health: fall: must be > 0",
-        "18:12: pool \"web\": health: interval: must be > 0",
+        "18:12: pool \"web\": health: interval: must be between 10ms and 1h, got \"0s\"",
         "19:8: pool \"web\": health: port: is too large",
         "20:8: pool \"web\": health: send: only for kind = \"tcp\"",
         "22:24: pool \"web\": passive: consecutive_failures: must be >= 0",

@@ -83,7 +83,7 @@ fn full_config_is_read_as_written() {
     let text = r#"
 [global]
 workers = 4
-access_log = "/var/log/fulcrum/access.log"
+access_log = "/tmp/fulcrum-access.log"
 shutdown_grace = "5s"
 trusted_proxies = ["10.1.2.3/8", "192.0.2.1", "2001:db8::1"]
 client_header_timeout = "250ms"
@@ -125,7 +125,7 @@ backends = [{ address = "10.0.3.10:80" }]
     assert_eq!(c.global.workers, 4);
     assert_eq!(
         c.global.access_log,
-        AccessLogTarget::File("/var/log/fulcrum/access.log".into())
+        AccessLogTarget::File("/tmp/fulcrum-access.log".into())
     );
     assert_eq!(c.global.shutdown_grace, Duration::from_secs(5));
     assert_eq!(c.global.client_header_timeout, Duration::from_millis(250));
@@ -321,9 +321,44 @@ fn admin_defaults_and_off() {
         c.global.access_log_format,
         crate::config::AccessLogFormat::Json
     );
+    let dir = tempfile::tempdir().expect("dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
     let c = parse(&format!(
-        "[global]\nadmin = \"0.0.0.0:9901\"\nadmin_token_file = \"/etc/fulcrum/token\"\n{MINIMAL}"
+        "[global]\nadmin = \"0.0.0.0:9901\"\nadmin_token_file = \"{}\"\n{MINIMAL}",
+        token.display()
     ))
     .expect("valid");
-    assert!(c.global.admin_token_file.is_some());
+    assert_eq!(c.global.admin_token_file, Some(token.clone()));
+    // Read at check time: an empty or missing token file fails `check`, not the start.
+    std::fs::write(&token, "\n").expect("token");
+    let e = errors(&format!(
+        "[global]\nadmin_token_file = \"{}\"\n{MINIMAL}",
+        token.display()
+    ));
+    assert!(
+        e[0].contains("admin_token_file") && e[0].contains("is empty"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "[global]\nadmin_token_file = \"no-such-token\"\n{MINIMAL}"
+    ));
+    assert!(e[0].contains("cannot read"), "{e:?}");
+}
+
+/// Relative paths are the config file's folder's; an access log that cannot be created
+/// (a directory, a missing folder) fails `check`.
+#[test]
+fn file_paths_are_relative_to_the_config_and_checked() {
+    let c = parse(&format!("[global]\naccess_log = \"access.log\"\n{MINIMAL}")).expect("valid");
+    assert_eq!(
+        c.global.access_log,
+        AccessLogTarget::File("access.log".into())
+    );
+    let e = errors(&format!("[global]\naccess_log = \"/tmp\"\n{MINIMAL}"));
+    assert!(e[0].contains("/tmp is a directory"), "{e:?}");
+    let e = errors(&format!(
+        "[global]\naccess_log = \"/no/such/dir/a.log\"\n{MINIMAL}"
+    ));
+    assert!(e[0].contains("folder /no/such/dir does not exist"), "{e:?}");
 }

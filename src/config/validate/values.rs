@@ -19,14 +19,35 @@ use crate::config::{
 /// A message for the user; the caller adds file, line, column and key.
 pub(super) type Msg = String;
 
-/// `"250ms"`, `"2s"`, `"1m"`: humantime syntax, so operators can write what they mean.
+/// The longest duration any key takes. Every duration is added to an `Instant` somewhere (a
+/// deadline); `"18446744073709551615s"` passed `check` and then panicked every connection.
+/// Thirty days is far beyond any timeout, grace or interval an operator means.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `"250ms"`, `"2s"`, `"1m"`: humantime syntax, so operators can write what they mean; at
+/// most [`MAX_DURATION`].
 pub(super) fn duration(text: &str) -> Result<Duration, Msg> {
     if text.trim().is_empty() {
         return Err("must be a duration such as \"250ms\", \"2s\" or \"1m\", got \"\"".into());
     }
-    humantime::parse_duration(text).map_err(|e| {
+    let d = humantime::parse_duration(text).map_err(|e| {
         format!("must be a duration such as \"250ms\", \"2s\" or \"1m\", got {text:?} ({e})")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!("must be at most 30 days, got {text:?}"));
+    }
+    Ok(d)
+}
+
+/// A health check's `interval`: at least 10 ms (`"1ns"` checked in a busy loop), at most an
+/// hour.
+pub(super) fn check_interval(text: &str) -> Result<Duration, Msg> {
+    duration_in(text, Duration::from_millis(10), Duration::from_secs(3600))
+}
+
+/// `shutdown_grace`: at most an hour (systemd and orchestrators give up long before).
+pub(super) fn grace(text: &str) -> Result<Duration, Msg> {
+    duration_in(text, Duration::ZERO, Duration::from_secs(3600))
 }
 
 /// A duration that must be > 0: a zero timeout would fail every request.
