@@ -133,7 +133,10 @@ fn mmdb_must_open() {
 #[test]
 fn mmdb_must_be_a_regular_file() {
     let e = errors(&with("\n[geo]\nmmdb = \"/dev/zero\"\n"));
-    assert!(e[0].contains("/dev/zero") && e[0].contains("not a regular file"), "{e:?}");
+    assert!(
+        e[0].contains("/dev/zero") && e[0].contains("not a regular file"),
+        "{e:?}"
+    );
     let dir = tempfile::tempdir().expect("dir");
     let fifo = dir.path().join("geo.mmdb");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status();
