@@ -40,6 +40,7 @@ mod clock;
 mod error;
 mod health;
 mod http;
+mod limits;
 mod listener;
 mod metrics;
 mod pool;
@@ -75,6 +76,7 @@ pub mod internals {
     };
     pub use crate::backend::{Backend, BackendState, InflightGuard};
     pub use crate::balance::{key_hash, Affinity, Balancer};
+    pub use crate::limits::ClientLimits;
     pub use crate::region::Regions;
     pub use crate::route::RouteTable;
 }
