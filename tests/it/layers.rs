@@ -19,6 +19,8 @@ const LAYERS: &[&[&str]] = &[
     &["pool"],
     &["select"],
     &["metrics"],
+    // Below `snapshot` (the design lists it beside `health`): a listener's snapshot holds its
+    // limiter state, carried across reloads by slot like the tcp byte counts.
     &["limits"],
     &["snapshot"],
     &["health", "proxy_protocol"],
