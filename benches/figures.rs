@@ -21,6 +21,10 @@
 //! without and then with 20 reloads (failed requests, p99); file write to the new backend
 //! serving, through the file watcher; the reload time of a 10,000-backend config.
 //!
+//! `limits`: the memory of `[listener.limits]`'s per-client rate table: RSS before and after
+//! one request from each of 1,000,000 distinct clients (IPv4, then IPv6), the time per check
+//! of a new and of a known client, and what the sweep leaves once their states are fresh.
+//!
 //! Under `cargo test --benches` (no `--bench` argument) it only says how to run it.
 
 #![allow(clippy::unwrap_used)]
@@ -70,6 +74,66 @@ fn main() {
     }
     if selected("reload") {
         rt.block_on(reload_figures());
+    }
+    if selected("limits") {
+        limits_memory();
+    }
+}
+
+/// The per-client rate table with 1M distinct clients: bytes per client (RSS delta), check
+/// times, and the sweep that empties it.
+fn limits_memory() {
+    use fulcrum::config::LimitsConfig;
+    use fulcrum::internals::ClientLimits;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    const CLIENTS: u32 = 1_000_000;
+    let config = LimitsConfig {
+        requests_per_second: 1,
+        burst: 0,
+        connections_per_client: 0,
+    };
+    type Address = fn(u32) -> IpAddr;
+    let families: [(&str, Address); 2] = [
+        ("IPv4", |i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))),
+        ("IPv6", |i| {
+            IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)))
+        }),
+    ];
+    for (family, ip) in families {
+        let limits = ClientLimits::build(&config, None, "figure", false);
+        let before = rss_kib();
+        let t0 = Instant::now();
+        for i in 0..CLIENTS {
+            assert!(limits.check_request(ip(i)).is_ok());
+        }
+        let first = t0.elapsed();
+        let after = rss_kib();
+        // Known clients: no insert (most are over their rate still, the earliest fresh again).
+        let t0 = Instant::now();
+        for i in 0..CLIENTS {
+            let _ = limits.check_request(ip(i));
+        }
+        let known = t0.elapsed();
+        assert_eq!(limits.tracked_clients(), CLIENTS as usize);
+        let per_client = (after - before) * 1024 / u64::from(CLIENTS);
+        println!(
+            "limits {family}: {CLIENTS} clients: RSS +{} KiB ({per_client} B per client); \
+             check {} ns (new client), {} ns (known)",
+            after - before,
+            first.as_nanos() / u128::from(CLIENTS),
+            known.as_nanos() / u128::from(CLIENTS),
+        );
+        // 1/s, no burst: forgettable (`retain_recent`) 2 s after a client's last request.
+        std::thread::sleep(Duration::from_millis(2100));
+        let t0 = Instant::now();
+        limits.sweep();
+        println!(
+            "limits {family}: sweep 2.1 s later: {} clients left, {:?}, RSS {} KiB (was {after})",
+            limits.tracked_clients(),
+            t0.elapsed(),
+            rss_kib()
+        );
     }
 }
 

@@ -10,8 +10,9 @@
 //!   connection pool (`worker`).
 //!
 //! # One HTTP request
-//! `listener` accepts -> `http` serves the connection (HTTP/1.1 or h2c) -> `http::proxy` loads the
-//! snapshot, `route` picks the pool, `balance` picks a backend, the request goes out over the
+//! `listener` accepts (`limits`: a client over `connections_per_client` is closed) -> `http`
+//! serves the connection (HTTP/1.1 or h2c) -> `http::proxy` loads the snapshot, `limits`
+//! answers 429 to a client over its rate, `route` picks the pool, `balance` picks a backend, the request goes out over the
 //! worker's pooled connection (`http::client`), a connect failure moves it to another backend,
 //! and the response streams back; the access log records it when its last byte has gone.
 //!
@@ -40,6 +41,7 @@ mod clock;
 mod error;
 mod health;
 mod http;
+mod limits;
 mod listener;
 mod metrics;
 mod pool;
@@ -75,6 +77,7 @@ pub mod internals {
     };
     pub use crate::backend::{Backend, BackendState, InflightGuard};
     pub use crate::balance::{key_hash, Affinity, Balancer};
+    pub use crate::limits::ClientLimits;
     pub use crate::region::Regions;
     pub use crate::route::RouteTable;
 }

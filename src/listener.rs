@@ -12,6 +12,9 @@
 //! that listener's sockets) and its connections finish their in-flight request, then close.
 //! Sockets of listeners a reload keeps are never touched.
 //!
+//! `[listener.limits] connections_per_client` is checked once the client is known (after a
+//! PROXY header, if any): a client over its share is closed before anything is served.
+//!
 //! The loop serves both protocols: each accepted connection goes to `http` or `tcp` by its
 //! listener's `protocol` in the current snapshot.
 //!
@@ -39,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock;
 use crate::config::{ListenerSlot, Protocol as ListenerProtocol};
 use crate::http::{self, Activity, ConnContext, FramingFlags};
+use crate::limits::{ClientConnection, OverLimit};
 use crate::metrics;
 use crate::proxy_protocol;
 use crate::snapshot::Live;
@@ -359,6 +363,23 @@ fn refused(shared: &Live, slot: ListenerSlot, why: Refusal, peer: SocketAddr, li
     }
 }
 
+/// A new connection of `client` under its listener's `connections_per_client` (the client
+/// being the peer, or the source a trusted PROXY header named): `Err` when it already has
+/// its share open, and the caller closes this one.
+fn admit_client(
+    shared: &Live,
+    slot: ListenerSlot,
+    client: SocketAddr,
+) -> Result<Option<ClientConnection>, OverLimit> {
+    let snapshot = shared.snapshot.load();
+    let Some(listener) = snapshot.listener(slot) else {
+        return Ok(None);
+    };
+    listener.limits.admit(client.ip()).inspect_err(|_| {
+        tracing::debug!(%client, listener = %listener.name, "connections_per_client reached: connection closed");
+    })
+}
+
 /// Decrements the listener's and the process's open-connection counts, and returns the
 /// connection's descriptors to the budget, when the connection ends.
 struct ActiveGuard {
@@ -480,6 +501,10 @@ async fn accept(
             let mut stream = stream;
             // `proxy_protocol = true`: a trusted peer's PROXY header names the client.
             let Some(peer) = proxy_protocol::client(&mut stream, peer, index, &shared).await else {
+                return;
+            };
+            // `connections_per_client`: counted while the connection lives (the guard).
+            let Ok(_per_client) = admit_client(&shared, index, peer) else {
                 return;
             };
             if protocol == ListenerProtocol::Tcp {

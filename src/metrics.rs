@@ -42,6 +42,7 @@ pub struct Metrics {
     pub region_requests: IntCounterVec,
     /// Connections closed at accept (cold path: looked up by label when it happens).
     pub connections_refused: IntCounterVec,
+    pub limited: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -125,8 +126,13 @@ impl Metrics {
                 "Client connections closed at accept, by listener and reason (max_connections, descriptors).",
                 &["listener", "reason"],
             ),
+            limited: counter(
+                "fulcrum_limited_total",
+                "Refused by the listener's per-client limits: requests answered 429 (kind=requests), connections closed at accept (kind=connections).",
+                &["listener", "kind"],
+            ),
         };
-        let all: [Box<dyn Collector>; 10] = [
+        let all: [Box<dyn Collector>; 11] = [
             Box::new(m.requests.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.backend_up.clone()),
@@ -137,6 +143,7 @@ impl Metrics {
             Box::new(m.reloads.clone()),
             Box::new(m.region_requests.clone()),
             Box::new(m.connections_refused.clone()),
+            Box::new(m.limited.clone()),
         ];
         for c in all {
             if let Err(e) = m.registry.register(c) {
@@ -276,6 +283,29 @@ impl ListenerMetrics {
     #[inline]
     pub fn pool(&self, id: PoolId) -> Option<&Arc<PoolMetrics>> {
         self.pools.get(id.index())
+    }
+}
+
+/// `fulcrum_limited_total` of one listener, resolved when its snapshot is built: `None` for a
+/// limit that is off (or with metrics off), so a series exists only where it can move.
+#[derive(Debug, Default)]
+pub struct LimitedCounters {
+    /// `kind="requests"`: answered 429 by `requests_per_second`.
+    pub requests: Option<IntCounter>,
+    /// `kind="connections"`: closed at accept by `connections_per_client`.
+    pub connections: Option<IntCounter>,
+}
+
+impl LimitedCounters {
+    /// The handles of `listener` for the limits that are on; none when `on` is false.
+    pub fn build(listener: &str, requests: bool, connections: bool, on: bool) -> Self {
+        let handle = |wanted: bool, kind: &str| {
+            (on && wanted).then(|| get().limited.with_label_values(&[listener, kind]))
+        };
+        LimitedCounters {
+            requests: handle(requests, "requests"),
+            connections: handle(connections, "connections"),
+        }
     }
 }
 

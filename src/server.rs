@@ -18,6 +18,7 @@ use crate::chain::Chain;
 use crate::config::{Config, ListenerSlot};
 use crate::error::Error;
 use crate::health::{self, status::PoolStatus};
+use crate::limits;
 use crate::listener::Sockets;
 use crate::reload::{ReloadError, ReloadResult, Reloader, Trigger};
 use crate::snapshot::Live;
@@ -183,6 +184,7 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
     if let Some(every) = systemd::watchdog_interval() {
         control_thread.spawn(systemd::watchdog(every));
     }
+    control_thread.spawn(sweep_limits(Arc::clone(&shared)));
 
     let shared_threads = shared_rt.then_some(workers);
     let mut handles = Vec::with_capacity(receivers.len());
@@ -306,6 +308,19 @@ impl Drop for Handle {
         let _ = self.shutdown.send(true);
         if let Some(control) = self.control.take() {
             control.shutdown_background();
+        }
+    }
+}
+
+/// Every `limits::SWEEP_EVERY`, forgets the clients of every listener's `[listener.limits]`
+/// whose state is back to fresh: what bounds the limiter's memory (see `limits`).
+async fn sweep_limits(shared: Arc<Live>) {
+    let mut every = tokio::time::interval(limits::SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for listener in &shared.snapshot.load().listeners {
+            listener.limits.sweep();
         }
     }
 }

@@ -5,6 +5,10 @@
 //! per-backend state (`BackendState`) is looked up in the previous snapshot by `(pool, address)`
 //! and shared, so in-flight counts and health survive a rebuild.
 //!
+//! Per-listener state is carried the same way, by slot: a tcp listener's byte counts and the
+//! per-client limiter state of `[listener.limits]` (`limits::ClientLimits::build` decides what
+//! of it a changed config keeps).
+//!
 //! Listeners are addressed by a *slot* that stays the same across rebuilds while the listener's
 //! name and bind stay the same: a connection remembers its slot, so after a reload that adds or
 //! removes other listeners it still finds its own listener (or learns it was removed).
@@ -19,6 +23,7 @@ use crate::backend::{Backend, BackendState};
 use crate::chain::Chain;
 use crate::clock;
 use crate::config::{Config, ListenerConfig, ListenerSlot, PoolId, Protocol};
+use crate::limits::ClientLimits;
 use crate::metrics::{ListenerMetrics, RegionMetrics, TcpBytes};
 use crate::pool::Pool;
 use crate::region::Regions;
@@ -109,6 +114,8 @@ pub struct ListenerSnapshot {
     pub protocol: Protocol,
     /// tcp: bytes forwarded each way; carried with the slot across rebuilds.
     pub bytes: Arc<TcpBytes>,
+    /// `[listener.limits]` and its per-client state; carried with the slot across rebuilds.
+    pub limits: ClientLimits,
     /// Request-path metric handles, per pool of the snapshot.
     pub metrics: ListenerMetrics,
 }
@@ -185,15 +192,12 @@ impl Snapshot {
                         .find(|l| *l.name == *lc.name && l.bind == lc.bind)
                         .map(|l| l.slot)
                 });
-                let bytes = kept
-                    .and_then(|slot| previous.and_then(|p| p.listener(slot)))
-                    .map(|l| Arc::clone(&l.bytes))
-                    .unwrap_or_default();
+                let before = kept.and_then(|slot| previous.and_then(|p| p.listener(slot)));
                 let slot = kept.unwrap_or_else(|| {
                     next_slot += 1;
                     ListenerSlot::new(next_slot - 1)
                 });
-                ListenerSnapshot::build(lc, slot, bytes, &pools, metrics)
+                ListenerSnapshot::build(lc, slot, before, &pools, metrics)
             })
             .collect();
         let mut slots = vec![NO_LISTENER; next_slot];
@@ -228,10 +232,11 @@ impl Snapshot {
 }
 
 impl ListenerSnapshot {
+    /// `before`: the same listener in the previous snapshot, whose state is carried.
     fn build(
         lc: &ListenerConfig,
         slot: ListenerSlot,
-        bytes: Arc<TcpBytes>,
+        before: Option<&ListenerSnapshot>,
         built: &[Pool],
         metrics: bool,
     ) -> Self {
@@ -239,6 +244,8 @@ impl ListenerSnapshot {
         ListenerSnapshot {
             slot,
             metrics: ListenerMetrics::build(&name, built, metrics),
+            limits: ClientLimits::build(&lc.limits, before.map(|l| &l.limits), &name, metrics),
+            bytes: before.map(|l| Arc::clone(&l.bytes)).unwrap_or_default(),
             name,
             bind: lc.bind,
             routes: RouteTable::new(&lc.routes, lc.pool),
@@ -246,7 +253,6 @@ impl ListenerSnapshot {
             max_request_body: lc.max_request_body,
             proxy_protocol: lc.proxy_protocol,
             protocol: lc.protocol,
-            bytes,
         }
     }
 }

@@ -174,7 +174,8 @@ fn listener_fields(
         protocol,
         max_connections,
         max_request_body,
-        proxy_protocol
+        proxy_protocol,
+        limits
     );
     let (was, is) = (old.pool_name(o.pool), new.pool_name(l.pool));
     if was != is {

@@ -75,8 +75,18 @@ pub(super) struct RawListener {
     pub max_connections: Option<Int>,
     pub max_request_body: Option<Int>,
     pub proxy_protocol: Option<Spanned<bool>>,
+    pub limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+}
+
+/// `[listener.limits]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub requests_per_second: Option<Int>,
+    pub burst: Option<Int>,
+    pub connections_per_client: Option<Int>,
 }
 
 /// `[[listener.route]]`.

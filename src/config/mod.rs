@@ -202,6 +202,23 @@ pub struct ListenerConfig {
     pub routes: Vec<RouteConfig>,
     /// Connections from `trusted_proxies` start with a PROXY v1/v2 header naming the client.
     pub proxy_protocol: bool,
+    /// `[listener.limits]`: per-client request rate and open connections (all off by default).
+    pub limits: LimitsConfig,
+}
+
+/// `[listener.limits]`: what one client may do, the client being the resolved address
+/// (`trusted_proxies` honoured: the `X-Forwarded-For` client for requests, the PROXY header's
+/// source for connections). Every field 0 = off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LimitsConfig {
+    /// Requests per second a client may send (GCRA: one every `1 / requests_per_second` s);
+    /// over it the request gets 429 with `Retry-After`. 0 = off.
+    pub requests_per_second: u32,
+    /// Requests a client may send at once beyond `requests_per_second`: a client that was
+    /// quiet may send `requests_per_second + burst` back to back. Needs `requests_per_second`.
+    pub burst: u32,
+    /// Open connections per client; one over it is closed at accept. 0 = off.
+    pub connections_per_client: u32,
 }
 
 /// `[[listener.route]]`: every condition that is set must match.
@@ -479,6 +496,7 @@ impl ListenerConfig {
             max_request_body: 0,
             routes: Vec::new(),
             proxy_protocol: false,
+            limits: LimitsConfig::default(),
         }
     }
 

@@ -21,6 +21,8 @@ mod error_tests;
 #[cfg(test)]
 mod health_tests;
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod region_tests;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,8 @@
 
 use std::io;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -27,6 +29,11 @@ pub enum ProxyError {
     /// No backend of the pool is available.
     #[error("no backend available")]
     NoBackend,
+    /// The client is over its `[listener.limits] requests_per_second` (and burst); its next
+    /// request would pass after this wait. Nothing was sent upstream; the client's fault,
+    /// never the backend's.
+    #[error("client over its request rate")]
+    RateLimited(Duration),
     /// TCP connect to the backend failed; the request was not sent.
     #[error("connect failed")]
     Connect(#[source] std::io::Error),
@@ -114,6 +121,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
             | ProxyError::NotSent(_)
@@ -142,6 +150,7 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge
             | ProxyError::NoBackend
+            | ProxyError::RateLimited(_)
             | ProxyError::UpstreamTimeout
             | ProxyError::BadResponse(_)
             | ProxyError::ClientTimeout
@@ -164,7 +173,8 @@ impl ProxyError {
             | ProxyError::NoBackend
             | ProxyError::ClientTimeout
             | ProxyError::ClientAborted(_)
-            | ProxyError::LocalResources(_) => false,
+            | ProxyError::LocalResources(_)
+            | ProxyError::RateLimited(_) => false,
         }
     }
 
@@ -179,6 +189,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "400 bad request\n",
             ProxyError::BodyTooLarge => "413 request body too large\n",
             ProxyError::NoBackend => "503 no backend available\n",
+            ProxyError::RateLimited(_) => "429 too many requests\n",
             ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::NotSent(_) => {
                 "502 bad gateway: backend unreachable\n"
             }
@@ -204,6 +215,12 @@ impl ProxyError {
             ProxyError::NoBackend | ProxyError::LocalResources(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            ProxyError::RateLimited(wait) => {
+                h.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs(*wait)),
+                );
+            }
             // The rest of a malformed, oversized, stalled or broken request cannot be
             // trusted (or is not coming): close.
             ProxyError::BadRequest(_)
@@ -218,9 +235,19 @@ impl ProxyError {
     }
 }
 
+/// `Retry-After` for a client that may send again after `wait`: whole seconds rounded up, at
+/// least 1 (a `0` would invite an immediate retry that is refused again).
+fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io;
+    use std::time::Duration;
+
+    use http::{header, StatusCode};
 
     use super::ProxyError;
     use crate::config::RetryOn;
@@ -272,5 +299,24 @@ mod tests {
         assert!(!err.is_backend_failure());
         assert!(!err.is_retryable(true, RetryOn::default()));
         assert_eq!(err.to_response().headers()["connection"], "close");
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_the_wait_rounded_up_and_never_retried_or_blamed() {
+        let retry_after = |wait: Duration| {
+            let resp = ProxyError::RateLimited(wait).to_response();
+            assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+            resp.headers()[header::RETRY_AFTER]
+                .to_str()
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        assert_eq!(retry_after(Duration::from_millis(1)), "1");
+        assert_eq!(retry_after(Duration::ZERO), "1");
+        assert_eq!(retry_after(Duration::from_secs(2)), "2");
+        assert_eq!(retry_after(Duration::from_millis(2001)), "3");
+        let err = ProxyError::RateLimited(Duration::from_secs(1));
+        assert!(!err.is_retryable(true, RetryOn::default()));
+        assert!(!err.is_backend_failure());
     }
 }

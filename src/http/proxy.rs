@@ -108,6 +108,25 @@ pub async fn handle(
     let Some(listener) = listener else {
         reject!(ProxyError::NoBackend);
     };
+    // The client's address (believing `trusted_proxies` only) and region, from the headers as
+    // the client sent them (before our own hop is appended to X-Forwarded-For).
+    let client = client_ip::resolve(
+        cx.peer.ip(),
+        &snapshot.trusted_proxies,
+        req.headers()
+            .get_all(headers::X_FORWARDED_FOR)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    let client_region = snapshot.regions.lookup(client);
+    exchange.client(
+        client,
+        client_region.and_then(|id| snapshot.regions.name(id)),
+    );
+    // `[listener.limits]`: a client over its rate gets 429 before anything is done for it.
+    if let Err(wait) = listener.limits.check_request(client) {
+        reject!(ProxyError::RateLimited(wait));
+    }
     let (mut parts, body) = req.into_parts();
     let version = parts.version;
     if let Err(err) = headers::check_request(&parts).and_then(|()| target::check_target(&parts)) {
@@ -155,22 +174,6 @@ pub async fn handle(
     } else {
         None
     };
-    // The client's address (believing `trusted_proxies` only) and region, before our own
-    // hop is appended to X-Forwarded-For.
-    let client = client_ip::resolve(
-        cx.peer.ip(),
-        &snapshot.trusted_proxies,
-        parts
-            .headers
-            .get_all(headers::X_FORWARDED_FOR)
-            .iter()
-            .map(|v| v.as_bytes()),
-    );
-    let client_region = snapshot.regions.lookup(client);
-    exchange.client(
-        client,
-        client_region.and_then(|id| snapshot.regions.name(id)),
-    );
     // consistent_hash / sticky_cookie only (`client_ip` keys hash the resolved client); strips
     // the sticky cookie before anything is copied.
     let affinity = affinity::extract(&pool.balancer, &mut parts, client);

@@ -47,7 +47,7 @@ fn json(reply: &Reply) -> Value {
 }
 
 /// The value of the sample of `name` whose labels include every `labels` pair.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .find(|l| {
@@ -59,7 +59,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// `promtool check metrics` accepts `text` (`promtool`: from [`require`]).
-fn promtool_check(promtool: &Path, text: &str) {
+pub(crate) fn promtool_check(promtool: &Path, text: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "metrics.txt", text);
     let out = std::process::Command::new(promtool)

@@ -22,6 +22,7 @@ mod headers;
 mod health;
 mod layers;
 mod lifecycle;
+mod limits;
 mod malformed;
 mod postgres;
 mod protocols;

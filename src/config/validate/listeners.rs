@@ -11,10 +11,16 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::{key, label, values, Cx};
-use crate::config::file::{RawListener, RawRoute, Str};
+use crate::config::file::{Int, RawLimits, RawListener, RawRoute, Str};
 use crate::config::{
-    BalanceKind, HashKey, HeaderMatch, ListenerConfig, PoolConfig, PoolId, Protocol, RouteConfig,
+    BalanceKind, HashKey, HeaderMatch, LimitsConfig, ListenerConfig, PoolConfig, PoolId, Protocol,
+    RouteConfig,
 };
+
+/// The largest `requests_per_second`, `burst` and `connections_per_client`: a million a second
+/// is one request per microsecond per client, far past any real client, and keeps
+/// `requests_per_second + burst` within the limiter's counter.
+const MAX_LIMIT: i64 = 1_000_000;
 
 impl Cx<'_> {
     /// Every `[[listener]]`: unique names and binds, known pools; at least one must exist.
@@ -75,6 +81,11 @@ impl Cx<'_> {
                 0,
                 values::non_negative,
             );
+            let limits = r
+                .limits
+                .as_ref()
+                .map(|t| self.limits(t.get_ref(), &key(&prefix, "limits"), protocol))
+                .unwrap_or_default();
             if protocol == Protocol::Tcp {
                 self.tcp_listener(r, &prefix, pool, pools);
             }
@@ -96,10 +107,52 @@ impl Cx<'_> {
                     max_request_body,
                     routes,
                     proxy_protocol: r.proxy_protocol.as_ref().is_some_and(|v| *v.get_ref()),
+                    limits,
                 });
             }
         }
         out
+    }
+
+    /// `[listener.limits]`: each value in 0..=`MAX_LIMIT`; `burst` only with a rate; no request
+    /// rate on a tcp listener (it has no requests).
+    fn limits(&mut self, raw: &RawLimits, prefix: &str, protocol: Protocol) -> LimitsConfig {
+        let mut count = |v: Option<&Int>, field: &str| {
+            self.opt_int(v, &key(prefix, field), 0, |n| {
+                if n > MAX_LIMIT {
+                    return Err(format!("must be at most {MAX_LIMIT} (got {n})"));
+                }
+                values::non_negative(n)
+            })
+        };
+        let limits = LimitsConfig {
+            requests_per_second: count(raw.requests_per_second.as_ref(), "requests_per_second"),
+            burst: count(raw.burst.as_ref(), "burst"),
+            connections_per_client: count(
+                raw.connections_per_client.as_ref(),
+                "connections_per_client",
+            ),
+        };
+        if let Some(v) = &raw.requests_per_second {
+            if protocol == Protocol::Tcp && *v.get_ref() != 0 {
+                let msg = "only for protocol = \"http\" (a tcp listener limits connections: connections_per_client)";
+                self.error(v.span(), &key(prefix, "requests_per_second"), msg);
+            }
+        }
+        if let Some(v) = &raw.burst {
+            let no_rate = raw
+                .requests_per_second
+                .as_ref()
+                .is_none_or(|r| *r.get_ref() == 0);
+            if *v.get_ref() > 0 && no_rate {
+                self.error(
+                    v.span(),
+                    &key(prefix, "burst"),
+                    "needs requests_per_second > 0 (a burst of a rate that is off)",
+                );
+            }
+        }
+        limits
     }
 
     /// A `protocol = "tcp"` listener: no HTTP-only keys, and a pool whose balancer needs nothing
