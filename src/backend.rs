@@ -10,6 +10,13 @@
 //! (`health::passive`, called by the proxy after each attempt) writes the failure streak and
 //! `ejected_until`. Times are `clock::now_ms()` values. The last state change with its reason is
 //! kept for the admin API in `last_change`, a cold-path value the request path never reads.
+//!
+//! Open upstream connections are counted here too (`[[pool]] max_connections`, per backend,
+//! across all workers): a new connection takes a slot ([`BackendState::take_slot`]) and holds it
+//! until the connection closes ([`UpstreamSlot`]'s drop). Taking a free slot is one
+//! compare-and-swap; only a request that finds the backend full waits, in a bounded queue
+//! (`max_queue`) for at most `queue_timeout`, parked on a `tokio::sync::Notify` (whose internal
+//! lock is touched on that slow path only). An idle pooled connection reuses its own slot.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -17,6 +24,36 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
+use tokio::sync::Notify;
+
+/// The cap on one backend's open upstream connections (`[[pool]] max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamCap {
+    /// Open connections at most; 0 = no cap.
+    pub max: u32,
+    /// Requests (or tcp connections) waiting for a slot at most; past it: refused at once.
+    pub max_queue: u32,
+    /// How long one waits for a free slot.
+    pub queue_timeout: Duration,
+}
+
+impl UpstreamCap {
+    /// No cap: connections are only counted.
+    pub const NONE: UpstreamCap = UpstreamCap {
+        max: 0,
+        max_queue: 0,
+        queue_timeout: Duration::ZERO,
+    };
+}
+
+/// Why no upstream connection slot was had: the backend is at `max_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Busy {
+    #[error("backend at max_connections and its wait queue is full")]
+    QueueFull,
+    #[error("backend at max_connections: no connection freed within queue_timeout")]
+    Timeout,
+}
 
 /// What a backend is, as logs, the status page and the admin API name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +138,12 @@ pub struct BackendState {
     last_change: ArcSwapOption<StateChange>,
     /// Last active check (cold path: the admin API).
     last_check: ArcSwapOption<CheckResult>,
+    /// Open upstream connections (each holds an [`UpstreamSlot`]), across all workers.
+    upstream: AtomicU32,
+    /// Waiting for a slot ([`BackendState::take_slot`]'s queue).
+    waiting: AtomicU32,
+    /// A slot was freed while someone waited.
+    freed: Notify,
 }
 
 impl Default for BackendState {
@@ -118,6 +161,9 @@ impl Default for BackendState {
             up_since: AtomicU64::new(0),
             last_change: ArcSwapOption::empty(),
             last_check: ArcSwapOption::empty(),
+            upstream: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+            freed: Notify::new(),
         }
     }
 }
@@ -260,6 +306,102 @@ impl BackendState {
     pub fn acquire(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::Relaxed);
         InflightGuard(Arc::clone(self))
+    }
+}
+
+impl BackendState {
+    /// Open upstream connections to this backend, across all workers.
+    pub fn upstream_connections(&self) -> u32 {
+        self.upstream.load(Ordering::Relaxed)
+    }
+
+    /// Requests (or tcp connections) waiting for a free slot now.
+    #[inline]
+    pub fn slot_waiters(&self) -> u32 {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// One compare-and-swap: a slot when fewer than `max` are open (`max` 0: always).
+    #[inline]
+    fn try_slot(&self, max: u32) -> bool {
+        if max == 0 {
+            self.upstream.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        self.upstream
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A slot for one new upstream connection under `cap`: at once when one is free, else
+    /// after waiting in the backend's queue (at most `cap.max_queue` waiters) for up to
+    /// `cap.queue_timeout`.
+    #[inline]
+    pub async fn take_slot(self: &Arc<Self>, cap: UpstreamCap) -> Result<UpstreamSlot, Busy> {
+        if self.try_slot(cap.max) {
+            return Ok(UpstreamSlot(Arc::clone(self)));
+        }
+        // Cold path: boxed, so callers' futures stay small.
+        Box::pin(self.wait_slot(cap)).await
+    }
+
+    #[cold]
+    async fn wait_slot(self: &Arc<Self>, cap: UpstreamCap) -> Result<UpstreamSlot, Busy> {
+        let joined = self
+            .waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < cap.max_queue).then_some(n + 1)
+            });
+        if joined.is_err() {
+            return Err(Busy::QueueFull);
+        }
+        let _queued = Queued(&self.waiting);
+        let deadline = tokio::time::Instant::now() + cap.queue_timeout;
+        loop {
+            // Registered before looking, so a slot freed in between is not missed: a release
+            // that sees no waiter happened before `waiting` grew, and this look sees it.
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if self.try_slot(cap.max) {
+                return Ok(UpstreamSlot(Arc::clone(self)));
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(Busy::Timeout);
+            }
+        }
+    }
+}
+
+/// Leaves the wait queue when dropped (slot taken, timed out, or the request abandoned).
+struct Queued<'a>(&'a AtomicU32);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One open upstream connection's slot: held by the connection (its task, or the tcp proxy)
+/// and freed when it closes, waking one waiter.
+#[derive(Debug)]
+pub struct UpstreamSlot(Arc<BackendState>);
+
+impl UpstreamSlot {
+    /// The backend whose slot this is.
+    pub fn state(&self) -> &Arc<BackendState> {
+        &self.0
+    }
+}
+
+impl Drop for UpstreamSlot {
+    fn drop(&mut self) {
+        self.0.upstream.fetch_sub(1, Ordering::SeqCst);
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.freed.notify_one();
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, UpstreamCap};
 use crate::balance::Balancer;
 use crate::budget::RetryBudget;
 use crate::config::{BackendId, HealthConfig, OnDown, PassiveConfig, PoolConfig, PoolId, RetryOn};
@@ -26,6 +26,8 @@ pub struct Pool {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
+    /// `max_connections`, `max_queue`, `queue_timeout`: open connections per backend.
+    pub upstream: UpstreamCap,
     /// The pool that serves when none here is available.
     pub backup: Option<PoolId>,
     /// Ramp length in milliseconds; 0 = none.
@@ -60,6 +62,11 @@ impl Pool {
             connect_timeout: pc.connect_timeout,
             request_timeout: pc.request_timeout,
             idle_timeout: pc.idle_timeout,
+            upstream: UpstreamCap {
+                max: pc.max_connections,
+                max_queue: pc.max_queue,
+                queue_timeout: pc.queue_timeout,
+            },
             backup: pc.backup,
             slow_start_ms: u64::try_from(pc.slow_start.as_millis()).unwrap_or(u64::MAX),
             fail_open: pc.fail_open,

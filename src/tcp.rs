@@ -4,7 +4,10 @@
 //! fail-open, every balancer; `consistent_hash` hashes the client IP, validated), connected
 //! within `connect_timeout`, and on failure another backend is tried, up to `retries` more.
 //! The backend's in-flight guard is held for the connection's life, so `least_conn` balances
-//! open connections.
+//! open connections. Under the pool's `max_connections` the connection also holds one of the
+//! backend's slots (`BackendState::take_slot`) for its life: a client that finds the backend
+//! full waits in its bounded queue up to `queue_timeout`, then tries the next backend, and is
+//! closed when none has room.
 //!
 //! Forwarding (`crate::splice`) runs both directions in this one task. A client's FIN becomes
 //! a shutdown of the backend's write side (and the other way round) while the other direction
@@ -25,7 +28,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::backend::{BackendState, InflightGuard};
+use crate::backend::{BackendState, Busy, InflightGuard, UpstreamSlot};
 use crate::balance::{ip_hash, Affinity, Balancer};
 use crate::chain::Chain;
 use crate::clock;
@@ -47,6 +50,8 @@ pub enum TcpError {
     NoBackend,
     #[error("connect to {0} failed")]
     Connect(SocketAddr, #[source] io::Error),
+    #[error("backend {0} at max_connections")]
+    Busy(SocketAddr, #[source] Busy),
     #[error("connect to {0} timed out after {1:?}")]
     ConnectTimeout(SocketAddr, Duration),
     #[error("PROXY header")]
@@ -65,6 +70,8 @@ struct Upstream {
     addr: SocketAddr,
     state: Arc<BackendState>,
     _inflight: InflightGuard,
+    /// Counts this connection toward the backend's `max_connections` until it closes.
+    _slot: UpstreamSlot,
     idle_timeout: Duration,
     on_down: OnDown,
 }
@@ -92,7 +99,12 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, slot: ListenerSlot, shar
 fn report(peer: SocketAddr, result: Result<(), TcpError>) {
     match result {
         Ok(()) => {}
-        Err(e @ (TcpError::NoBackend | TcpError::Connect(..) | TcpError::ConnectTimeout(..))) => {
+        Err(
+            e @ (TcpError::NoBackend
+            | TcpError::Busy(..)
+            | TcpError::Connect(..)
+            | TcpError::ConnectTimeout(..)),
+        ) => {
             tracing::warn!(%peer, error = %Chain(&e), "tcp connection refused")
         }
         Err(e) => tracing::debug!(%peer, error = %Chain(&e), "tcp connection closed"),
@@ -148,6 +160,15 @@ async fn connect(
         let (target, i) = (snapshot.pool(choice.pool), choice.backend);
         let backend = target.backend(i);
         let inflight = backend.state.acquire();
+        // At the cap: wait for a slot; none in time is no failure of the backend's.
+        let slot = match backend.state.take_slot(target.upstream).await {
+            Ok(slot) => slot,
+            Err(busy) => {
+                tracing::debug!(pool = %target.name, backend = %backend.label, error = %busy, "tcp backend busy");
+                error = TcpError::Busy(backend.addr, busy);
+                continue;
+            }
+        };
         let attempt =
             tokio::time::timeout(target.connect_timeout, TcpStream::connect(backend.addr));
         match attempt.await {
@@ -167,6 +188,7 @@ async fn connect(
                         addr: backend.addr,
                         state: Arc::clone(&backend.state),
                         _inflight: inflight,
+                        _slot: slot,
                         idle_timeout: target.idle_timeout,
                         on_down: target.on_down,
                     },

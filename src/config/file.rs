@@ -118,6 +118,9 @@ pub(super) struct RawPool {
     pub connect_timeout: Option<Str>,
     pub request_timeout: Option<Str>,
     pub idle_timeout: Option<Str>,
+    pub max_connections: Option<Int>,
+    pub max_queue: Option<Int>,
+    pub queue_timeout: Option<Str>,
     pub hash_key: Option<Str>,
     pub sticky_cookie: Option<Str>,
     /// Spanned as a whole so an empty list can be pointed at.

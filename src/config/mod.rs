@@ -321,6 +321,13 @@ pub struct PoolConfig {
     pub request_timeout: Duration,
     /// Pooled upstream connections idle longer than this are closed.
     pub idle_timeout: Duration,
+    /// Open upstream connections per backend, across all workers; 0 = no cap.
+    pub max_connections: u32,
+    /// Requests (or tcp connections) waiting per backend for a free connection when it is at
+    /// `max_connections`; past it: 503 at once (tcp: the next backend, else closed).
+    pub max_queue: u32,
+    /// How long one waits for a free connection before 503.
+    pub queue_timeout: Duration,
     /// `consistent_hash` only: the request's key. Default `ClientIp`.
     pub hash_key: HashKey,
     /// `sticky_cookie` only: the cookie's name. Default `FULCRUM_STICKY`.
@@ -469,6 +476,9 @@ impl PoolConfig {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
+            max_queue: 100,
+            queue_timeout: Duration::from_secs(1),
             hash_key: HashKey::ClientIp,
             sticky_cookie: "FULCRUM_STICKY".to_string(),
             backends,

@@ -26,6 +26,8 @@ mod limits_tests;
 mod region_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upstream_tests;
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::request_body::BodyError;
+use crate::backend::Busy;
 use crate::config::RetryOn;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,11 @@ pub enum ProxyError {
     /// process's trouble, not the backend's. The request was not sent.
     #[error("local resources exhausted")]
     LocalResources(#[source] io::Error),
+    /// The backend is at its pool's `max_connections` and no connection was freed within
+    /// `queue_timeout` (or its wait queue was full). Nothing was sent: another backend may take
+    /// it; the backend did nothing wrong (it is protected, not failing).
+    #[error("backend busy")]
+    Busy(#[source] Busy),
 }
 
 /// `EMFILE` and `ENFILE` (the same numbers on Linux, macOS and the BSDs).
@@ -130,7 +136,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientAborted(_) => StatusCode::BAD_REQUEST,
-            ProxyError::LocalResources(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::LocalResources(_) | ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -141,6 +147,8 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::ConnectTimeout => on.connect,
             // A stale pooled connection: nothing reached the backend, nothing was its fault.
             ProxyError::NotSent(_) => true,
+            // Nothing was sent; another backend may have a free connection.
+            ProxyError::Busy(_) => true,
             // Reset, or an answer that is not HTTP/1 (a backend speaking another protocol),
             // before any response byte reached the client: safe only for a replayable request.
             // A timeout is not retried: the backend may still be working on it.
@@ -174,7 +182,8 @@ impl ProxyError {
             | ProxyError::ClientTimeout
             | ProxyError::ClientAborted(_)
             | ProxyError::LocalResources(_)
-            | ProxyError::RateLimited(_) => false,
+            | ProxyError::RateLimited(_)
+            | ProxyError::Busy(_) => false,
         }
     }
 
@@ -201,6 +210,7 @@ impl ProxyError {
             ProxyError::LocalResources(_) => {
                 "503 service unavailable: the proxy is out of resources\n"
             }
+            ProxyError::Busy(_) => "503 service unavailable: backends at their connection limit\n",
         }
     }
 
@@ -212,7 +222,7 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         match self {
-            ProxyError::NoBackend | ProxyError::LocalResources(_) => {
+            ProxyError::NoBackend | ProxyError::LocalResources(_) | ProxyError::Busy(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ProxyError::RateLimited(wait) => {

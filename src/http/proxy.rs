@@ -350,11 +350,17 @@ async fn send(
 ) -> Result<Sent, (ProxyError, Option<Request<RequestBody>>)> {
     let backend = pool.backend(index);
     let inflight = backend.state.acquire();
-    let mut conn =
-        match client::checkout(backend.addr, pool.connect_timeout, pool.idle_timeout).await {
-            Ok(conn) => conn,
-            Err(err) => return Err((err, Some(req))),
-        };
+    let mut conn = match client::checkout(
+        backend,
+        pool.upstream,
+        pool.connect_timeout,
+        pool.idle_timeout,
+    )
+    .await
+    {
+        Ok(conn) => conn,
+        Err(err) => return Err((err, Some(req))),
+    };
     let mut req = req;
     // `prepare_upstream` left an `Upgrade` only when the client offered the allowed one.
     let upgrade = req.headers().contains_key(header::UPGRADE);
@@ -381,8 +387,12 @@ async fn send(
                 match unsent {
                     Some(unsent) if conn.reused && !fresh => {
                         req = unsent;
-                        conn = match Box::pin(client::connect(backend.addr, pool.connect_timeout))
-                            .await
+                        conn = match Box::pin(client::connect(
+                            backend,
+                            pool.upstream,
+                            pool.connect_timeout,
+                        ))
+                        .await
                         {
                             Ok(conn) => conn,
                             Err(err) => return Err((err, Some(req))),

@@ -33,3 +33,4 @@ mod routing;
 mod smuggling;
 mod tcp;
 mod timeouts;
+mod upstream;

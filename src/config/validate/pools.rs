@@ -134,6 +134,24 @@ impl Cx<'_> {
             "idle_timeout",
             d.idle_timeout,
         );
+        let max_connections = self.opt_int(
+            r.max_connections.as_ref(),
+            &key(prefix, "max_connections"),
+            d.max_connections,
+            |v| values::at_most(v, values::MAX_UPSTREAM_CONNECTIONS),
+        );
+        let max_queue = self.opt_int(
+            r.max_queue.as_ref(),
+            &key(prefix, "max_queue"),
+            d.max_queue,
+            |v| values::at_most(v, values::MAX_UPSTREAM_QUEUE),
+        );
+        let queue_timeout = self.opt_str(
+            r.queue_timeout.as_ref(),
+            &key(prefix, "queue_timeout"),
+            d.queue_timeout,
+            values::queue_timeout,
+        );
         let hash_key = self.opt_str(
             r.hash_key.as_ref(),
             &key(prefix, "hash_key"),
@@ -229,6 +247,9 @@ impl Cx<'_> {
             connect_timeout,
             request_timeout,
             idle_timeout,
+            max_connections,
+            max_queue,
+            queue_timeout,
             hash_key,
             sticky_cookie,
             backends,

@@ -94,6 +94,25 @@ pub(super) fn positive<T: TryFrom<i64>>(value: i64) -> Result<T, Msg> {
     T::try_from(value).map_err(|_| format!("is too large ({value})"))
 }
 
+/// `[[pool]] max_connections`: per backend; a million is beyond any one backend.
+pub(super) const MAX_UPSTREAM_CONNECTIONS: i64 = 1_000_000;
+/// `[[pool]] max_queue`: waiters per backend (each a parked request).
+pub(super) const MAX_UPSTREAM_QUEUE: i64 = 1_000_000;
+
+/// An integer in `0..=max` that fits the target type.
+pub(super) fn at_most<T: TryFrom<i64>>(value: i64, max: i64) -> Result<T, Msg> {
+    if !(0..=max).contains(&value) {
+        return Err(format!("must be between 0 and {max}, got {value}"));
+    }
+    T::try_from(value).map_err(|_| format!("is too large ({value})"))
+}
+
+/// `[[pool]] queue_timeout`: 0 (no wait: 503 at once when full) up to a minute (a request
+/// parked longer has long been given up by its client).
+pub(super) fn queue_timeout(text: &str) -> Result<Duration, Msg> {
+    duration_in(text, Duration::ZERO, Duration::from_secs(60))
+}
+
 /// `ip:port`, with IPv6 in brackets. Names are not resolved here (DNS backends come later).
 pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, Msg> {
     text.parse().map_err(|_| {
