@@ -108,6 +108,7 @@ fn pools(snapshot: &Snapshot) -> Vec<Value> {
                         "region": b.region.as_deref(),
                         "weight": b.weight,
                         "inflight": s.inflight(),
+                        "upstream_connections": s.upstream_connections(),
                         "connections": s.connections(),
                         "requests": requests,
                         "errors": errors,
