@@ -35,6 +35,11 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const UNSENT_LOW_WATER: u32 = 128 * 1024;
 
+/// h2: streams reset by the client before being accepted, at once, before a GOAWAY.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// h2: streams reset by h2 for the client's protocol errors before a GOAWAY.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 /// How long a connection the watchdog closes may take to say goodbye (an h2 GOAWAY) before it
 /// is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -52,7 +57,13 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        // Rapid reset: streams the client resets before hyper accepts them (h2's default, made
+        // explicit), and streams h2 itself resets for the client's errors (hyper's default).
+        // Streams reset after they were accepted (paced rapid reset) are counted by
+        // `watchdog` instead: neither limit sees them.
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS);
     builder
 }
 
