@@ -41,6 +41,7 @@ pub struct Live {
     pub snapshot: ArcSwap<Snapshot>,
     pub client_header_timeout: Duration,
     pub client_idle_timeout: Duration,
+    pub client_send_timeout: Duration,
     pub client_body_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Snapshots build the request path's metric handles (off only to measure their cost).
@@ -65,6 +66,7 @@ impl Live {
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None, metrics)),
             client_header_timeout: config.global.client_header_timeout,
             client_idle_timeout: config.global.client_idle_timeout,
+            client_send_timeout: config.global.client_send_timeout,
             client_body_timeout: config.global.client_body_timeout,
             shutdown_grace: config.global.shutdown_grace,
             metrics,

@@ -58,6 +58,7 @@ pub(super) struct RawGlobal {
     pub trusted_proxies: Option<Vec<Str>>,
     pub client_header_timeout: Option<Str>,
     pub client_idle_timeout: Option<Str>,
+    pub client_send_timeout: Option<Str>,
     pub client_body_timeout: Option<Str>,
     pub admin: Option<Str>,
     pub admin_token_file: Option<Str>,

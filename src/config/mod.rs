@@ -137,6 +137,10 @@ pub struct Global {
     /// open stream) is closed after this long (nginx `keepalive_timeout`, HAProxy
     /// `timeout http-keep-alive`). Default 60 s.
     pub client_idle_timeout: Duration,
+    /// A write to the client that takes no byte for this long (the client stopped reading)
+    /// closes the connection, and drops the upstream connection streaming to it (nginx
+    /// `send_timeout`). Default 60 s.
+    pub client_send_timeout: Duration,
     /// A request body from which nothing arrives for this long is answered 408 and the
     /// connection closed (nginx `client_body_timeout`); the client's fault, never the
     /// backend's. Default 30 s.
@@ -457,6 +461,7 @@ impl Default for Global {
             trusted_proxies: Vec::new(),
             client_header_timeout: Duration::from_secs(10),
             client_idle_timeout: Duration::from_secs(60),
+            client_send_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(30),
             admin: None,
             admin_token_file: None,

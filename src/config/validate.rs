@@ -270,6 +270,12 @@ impl Cx<'_> {
                 d.client_idle_timeout,
                 values::client_timeout,
             ),
+            client_send_timeout: self.opt_str(
+                g.client_send_timeout.as_ref(),
+                "global: client_send_timeout",
+                d.client_send_timeout,
+                values::client_timeout,
+            ),
             client_body_timeout: self.opt_str(
                 g.client_body_timeout.as_ref(),
                 "global: client_body_timeout",

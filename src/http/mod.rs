@@ -31,6 +31,15 @@ use tokio::sync::watch;
 /// is 32 KiB; HAProxy's tune.bufsize 16 KiB).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// Unsent bytes a client socket may queue before writes to it block (`TCP_NOTSENT_LOWAT`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const UNSENT_LOW_WATER: u32 = 128 * 1024;
+
+/// h2: streams reset by the client before being accepted, at once, before a GOAWAY.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// h2: streams reset by h2 for the client's protocol errors before a GOAWAY.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 /// How long a connection the watchdog closes may take to say goodbye (an h2 GOAWAY) before it
 /// is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -48,7 +57,13 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        // Rapid reset: streams the client resets before hyper accepts them (h2's default, made
+        // explicit), and streams h2 itself resets for the client's errors (hyper's default).
+        // Streams reset after they were accepted (paced rapid reset) are counted by
+        // `watchdog` instead: neither limit sees them.
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS);
     builder
 }
 
@@ -62,10 +77,17 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Writes block (and `client_send_timeout` counts) once this much is queued unsent, not
+    // once the kernel's send buffer (autotuned to MiBs) is full: a client that reads, however
+    // slowly, lets each write progress; one that stops reading stalls them.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_LOW_WATER);
     let activity = Arc::clone(&cx.activity);
+    let peer = cx.peer;
     let timeouts = watchdog::Timeouts {
         header: cx.shared.client_header_timeout,
         idle: cx.shared.client_idle_timeout,
+        send: cx.shared.client_send_timeout,
     };
     // hyper hides a request framed by both Content-Length and Transfer-Encoding; the framing
     // tracker sees the raw bytes and tells the service (see `framing`).
@@ -78,12 +100,12 @@ pub async fn serve(
     enum End {
         Closed,
         Stopping,
-        Idle,
+        Expired(watchdog::Expired),
     }
     let end = tokio::select! {
         _ = conn.as_mut() => End::Closed,
         stop = shutdown.wait_for(|stop| *stop) => if stop.is_ok() { End::Stopping } else { End::Closed },
-        () = idle => End::Idle,
+        why = idle => End::Expired(why),
     };
     match end {
         End::Closed => {}
@@ -91,10 +113,22 @@ pub async fn serve(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
-        End::Idle => {
-            tracing::debug!(
-                "client connection closed: no request within client_header_timeout or client_idle_timeout"
-            );
+        End::Expired(watchdog::Expired::Stalled) => {
+            // It reads nothing, a GOAWAY included: dropped now, with its requests' upstream
+            // connections (their responses unfinished, they are not reused).
+            tracing::debug!("client connection closed: it read nothing for client_send_timeout");
+        }
+        End::Expired(why) => {
+            if why == watchdog::Expired::Abusive {
+                tracing::info!(
+                    peer = %peer,
+                    "client connection closed: it cancelled too many h2 streams (rapid reset)"
+                );
+            } else {
+                tracing::debug!(
+                    "client connection closed: no request within client_header_timeout or client_idle_timeout"
+                );
+            }
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
         }

@@ -18,8 +18,9 @@ use super::watchdog::RequestGuard;
 pub struct ResponseBody {
     kind: Kind,
     bytes: u64,
-    /// The request stays in flight on its connection while this body lives.
-    _request: Option<RequestGuard>,
+    /// The request stays in flight on its connection while this body lives; dropped before
+    /// its end, the request counts as cancelled (h2 rapid reset, see `watchdog`).
+    request: Option<RequestGuard>,
 }
 
 // The upstream variant is the common one; boxing it would cost an allocation per request.
@@ -46,7 +47,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full(Some(data)),
             bytes: 0,
-            _request: None,
+            request: None,
         }
     }
 
@@ -54,7 +55,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full(None),
             bytes: 0,
-            _request: None,
+            request: None,
         }
     }
 
@@ -66,13 +67,13 @@ impl ResponseBody {
                 done: Some(done),
             },
             bytes: 0,
-            _request: None,
+            request: None,
         }
     }
 
     /// The same body, keeping `request` in flight on its connection until it ends.
     pub fn holding(mut self, request: RequestGuard) -> Self {
-        self._request = Some(request);
+        self.request = Some(request);
         self
     }
 
@@ -134,6 +135,16 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // Sent whole (or ended by the upstream's error): not the client's cancellation.
+        let ended = match &self.kind {
+            Kind::Full(data) => data.is_none(),
+            Kind::Upstream { body, done } => done.is_none() || body.is_end_stream(),
+        };
+        if ended {
+            if let Some(request) = self.request.as_mut() {
+                request.ended();
+            }
+        }
         // The client went away (or the body was never polled to its end): account for it, and
         // do not reuse the upstream connection, whose response was not read to the end.
         self.finish(false);

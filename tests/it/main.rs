@@ -17,6 +17,7 @@ mod admin_safety;
 mod balance;
 mod cli;
 mod errors;
+mod h2_abuse;
 mod hash;
 mod headers;
 mod health;

@@ -432,3 +432,136 @@ async fn aborted_request_bodies_never_eject_the_backend() {
         assert!(!backend.ejected, "{} was ejected", backend.address);
     }
 }
+
+/// A backend that answers `/big` with a 1 GiB body it streams until the socket fails, and
+/// anything else with `ok`; it counts the `/big` streams that ended (the proxy dropped them).
+struct Streaming {
+    addr: SocketAddr,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Streaming {
+    async fn start() -> Streaming {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&dropped);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // Requests one at a time on the connection (keep-alive).
+                    loop {
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let big = head.starts_with(b"GET /big ");
+                        head.clear();
+                        if !big {
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n")
+                            .await;
+                        let chunk = vec![b'x'; 64 * 1024];
+                        while s.write_all(&chunk).await.is_ok() {}
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                });
+            }
+        });
+        Streaming { addr, dropped }
+    }
+
+    fn dropped(&self) -> usize {
+        self.dropped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A client that asks for a large response and then reads nothing: once the proxy's writes to
+/// it have made no progress for `client_send_timeout`, the connection is closed and the
+/// upstream connection streaming to it is dropped (the backend sees its stream fail), and the
+/// backend serves the next client. Before, both stayed open for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
+    let b = Streaming::start().await;
+    let mut cfg = config(listener(), vec![pool("p", &[b.addr])]);
+    cfg.global.client_send_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(cfg);
+
+    // A small receive window, so that the proxy's writes block soon, whatever the kernel's
+    // buffer autotuning would allow.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut silent = socket.connect(proxy.addr).await.unwrap();
+    silent
+        .write_all(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+
+    // 300 ms of no progress, plus the watchdog's step and a loaded machine's slack.
+    eventually(
+        Duration::from_secs(10),
+        "the upstream stream to the silent client dropped",
+        || async { b.dropped() == 1 },
+    )
+    .await;
+    let took = closed_within(&mut silent, Duration::from_secs(10)).await;
+    assert!(
+        took.is_some(),
+        "the silent client's connection is still open"
+    );
+
+    let r = get_once(proxy.addr, "/small").await;
+    assert_eq!(r.status, 200);
+}
+
+/// A client that keeps reading, slowly, is not cut by the send timeout: its small receive
+/// window keeps the proxy's writes blocking, but each sip lets one progress (the proxy keeps
+/// at most about 128 KiB unsent per socket, so a client draining that much per
+/// `client_send_timeout` is never cut). It reads in small sips for three send timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_slowly_is_not_cut_by_the_send_timeout() {
+    let b = Streaming::start().await;
+    let mut cfg = config(listener(), vec![pool("p", &[b.addr])]);
+    cfg.global.client_send_timeout = Duration::from_millis(600);
+    let proxy = Proxy::start(cfg);
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(proxy.addr).await.unwrap();
+    slow.write_all(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16 * 1024];
+    let mut got = 0usize;
+    // Reading at a steady pace for three send timeouts: the stream goes on.
+    while started.elapsed() < Duration::from_millis(1800) {
+        let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+            .await
+            .expect("the proxy stopped sending")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed after {got} bytes, at {:?}",
+            started.elapsed()
+        );
+        got += n;
+        // A pace, not a synchronisation: about 800 KB/s at most through an 8 KiB window.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.dropped(), 0);
+}

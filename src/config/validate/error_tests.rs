@@ -145,6 +145,14 @@ fn bad_values_name_their_key() {
             "2:23: global: client_idle_timeout: must be a duration",
         ),
         (
+            "[global]\nclient_send_timeout = \"50ms\"\n",
+            "2:23: global: client_send_timeout: must be between 100ms and 1h, got \"50ms\"",
+        ),
+        (
+            "[global]\nclient_send_timeout = \"2h\"\n",
+            "2:23: global: client_send_timeout: must be between 100ms and 1h, got \"2h\"",
+        ),
+        (
             "[global]\nclient_body_timeout = \"0s\"\n",
             "2:23: global: client_body_timeout: must be between 100ms and 1h",
         ),

@@ -88,6 +88,7 @@ shutdown_grace = "5s"
 trusted_proxies = ["10.1.2.3/8", "192.0.2.1", "2001:db8::1"]
 client_header_timeout = "250ms"
 client_idle_timeout = "2m"
+client_send_timeout = "90s"
 client_body_timeout = "5s"
 
 [[listener]]
@@ -130,6 +131,7 @@ backends = [{ address = "10.0.3.10:80" }]
     assert_eq!(c.global.shutdown_grace, Duration::from_secs(5));
     assert_eq!(c.global.client_header_timeout, Duration::from_millis(250));
     assert_eq!(c.global.client_idle_timeout, Duration::from_secs(120));
+    assert_eq!(c.global.client_send_timeout, Duration::from_secs(90));
     assert_eq!(c.global.client_body_timeout, Duration::from_secs(5));
     let proxies: Vec<String> = c
         .global
