@@ -78,6 +78,8 @@ pub mod internals {
     pub use crate::backend::{Backend, BackendState, InflightGuard};
     pub use crate::balance::{key_hash, Affinity, Balancer};
     pub use crate::limits::ClientLimits;
+    /// The PROXY header reader's parser (`fuzz/`).
+    pub use crate::proxy_protocol::{source as proxy_source, HeaderError as ProxyHeaderError};
     pub use crate::region::Regions;
     pub use crate::route::RouteTable;
 }
