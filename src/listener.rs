@@ -464,13 +464,16 @@ async fn accept(
                 continue;
             }
         };
-        let (limit, protocol) = shared
-            .snapshot
-            .load()
-            .listener(index)
-            .map_or((usize::MAX, ListenerProtocol::Http), |l| {
-                (l.max_connections, l.protocol)
-            });
+        // The connection's one look at the listener before it is served.
+        let (limit, protocol, proxy_header) = {
+            let snapshot = shared.snapshot.load();
+            snapshot
+                .listener(index)
+                .map_or((usize::MAX, ListenerProtocol::Http, false), |l| {
+                    let header = proxy_protocol::expected(l, &snapshot, peer);
+                    (l.max_connections, l.protocol, header)
+                })
+        };
         if active.fetch_add(1, Ordering::Relaxed) >= limit {
             active.fetch_sub(1, Ordering::Relaxed);
             drop(stream);
@@ -500,7 +503,9 @@ async fn accept(
         tokio::spawn(async move {
             let mut stream = stream;
             // `proxy_protocol = true`: a trusted peer's PROXY header names the client.
-            let Some(peer) = proxy_protocol::client(&mut stream, peer, index, &shared).await else {
+            let within = shared.client_header_timeout;
+            let Some(peer) = proxy_protocol::client(&mut stream, peer, proxy_header, within).await
+            else {
                 return;
             };
             // `connections_per_client`: counted while the connection lives (the guard).

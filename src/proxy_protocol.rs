@@ -22,8 +22,8 @@ use tokio::net::TcpStream;
 
 use crate::chain::Chain;
 use crate::client_ip;
-use crate::config::ListenerSlot;
-use crate::snapshot::Live;
+
+use crate::snapshot::{ListenerSnapshot, Snapshot};
 
 /// v2's binary signature.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -47,24 +47,25 @@ pub enum HeaderError {
     Malformed(String),
 }
 
-/// The client address of a new connection on listener `index`: the peer, or, on a
-/// `proxy_protocol` listener and from a trusted peer, the source its PROXY header names.
-/// `None`: the connection must be closed (logged at debug).
+/// Whether a new connection from `peer` on `listener` starts with a PROXY header: the
+/// listener takes them and the peer is one of `trusted_proxies`.
+pub fn expected(listener: &ListenerSnapshot, snapshot: &Snapshot, peer: SocketAddr) -> bool {
+    listener.proxy_protocol && client_ip::is_trusted(peer.ip(), &snapshot.trusted_proxies)
+}
+
+/// The client address of a new connection: the peer, or, when a PROXY header is
+/// [`expected`], the source it names (read within `within`). `None`: the connection must be
+/// closed (logged at debug).
 pub async fn client(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    index: ListenerSlot,
-    shared: &Live,
+    header: bool,
+    within: Duration,
 ) -> Option<SocketAddr> {
-    let trusted = {
-        let snapshot = shared.snapshot.load();
-        let on = snapshot.listener(index).is_some_and(|l| l.proxy_protocol);
-        on && client_ip::is_trusted(peer.ip(), &snapshot.trusted_proxies)
-    };
-    if !trusted {
+    if !header {
         return Some(peer);
     }
-    match read_header(stream, shared.client_header_timeout).await {
+    match read_header(stream, within).await {
         Ok(source) => Some(source.unwrap_or(peer)),
         Err(e) => {
             tracing::debug!(%peer, error = %Chain(&e), "connection closed");

@@ -12,6 +12,7 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::support::backend::read_head;
 use crate::support::client::h2c;
 use crate::support::eventually;
 use crate::support::proxy::{config, listener, pool, Proxy};
@@ -36,11 +37,8 @@ impl Holding {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
                     loop {
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
+                        if !read_head(&mut s, &mut head).await {
+                            return;
                         }
                         if !head.starts_with(b"GET /ok ") {
                             counter.fetch_add(1, Ordering::SeqCst);

@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::backend::BackendBuilder;
+use crate::support::backend::{read_head, BackendBuilder};
 use crate::support::client::{get_once, status_line};
 use crate::support::eventually;
 use crate::support::proxy::{config, listener, pool, Config, Proxy};
@@ -453,14 +453,10 @@ impl Streaming {
                 let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
                     let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
                     // Requests one at a time on the connection (keep-alive).
                     loop {
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
+                        if !read_head(&mut s, &mut head).await {
+                            return;
                         }
                         let big = head.starts_with(b"GET /big ");
                         head.clear();

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// Aborts the server task when the backend is dropped.
@@ -245,13 +245,8 @@ pub async fn canned(reply: &'static [u8]) -> (SocketAddr, JoinHandle<()>) {
     let task = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while find(&head, b"\r\n\r\n").is_none() {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream, &mut Vec::new()).await {
+                    return;
                 }
                 let _ = stream.write_all(reply).await;
                 let _ = stream.shutdown().await;
@@ -259,6 +254,19 @@ pub async fn canned(reply: &'static [u8]) -> (SocketAddr, JoinHandle<()>) {
         }
     });
     (addr, task)
+}
+
+/// Reads from `stream` into `head` until it holds a whole request head (`\r\n\r\n`);
+/// `false` when the peer closed or failed first.
+pub async fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    while find(head, b"\r\n\r\n").is_none() {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
