@@ -55,6 +55,7 @@ mod snapshot;
 mod splice;
 mod systemd;
 mod tcp;
+mod upgrade;
 mod watch;
 mod worker;
 
@@ -64,8 +65,9 @@ pub use config::Config;
 pub use error::Error;
 pub use health::status::{BackendStatus, PoolStatus};
 pub use reload::{ReloadError, ReloadResult, Reloader, Trigger};
-pub use server::{start, start_with, Handle, Options};
+pub use server::{start, start_inheriting, start_with, Handle, Options};
 pub use splice::Forwarding;
+pub use upgrade::{Inherited, UpgradeError};
 pub use worker::Threading;
 
 /// Pieces `benches/` and the integration tests measure or check directly. Not API: no

@@ -87,6 +87,18 @@ struct LiveListener {
     retire: watch::Sender<bool>,
     /// Its open connections (kept by the accept loops), for the admin API and metrics.
     active: Arc<AtomicUsize>,
+    /// A duplicate of every socket the workers hold (same kernel socket): what a binary
+    /// upgrade hands to the new process. Closed with the listener.
+    handover: Vec<std::net::TcpListener>,
+}
+
+/// Listening sockets a binary upgrade handed over from the old process (`upgrade`): the
+/// same kernel sockets, so connections queued on them are never reset.
+#[derive(Debug)]
+pub struct InheritedListener {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub sockets: Vec<std::net::TcpListener>,
 }
 
 /// Every listening socket of the process, and the workers' channels they are dealt over.
@@ -98,6 +110,8 @@ struct LiveListener {
 pub struct Sockets {
     workers: Vec<mpsc::UnboundedSender<WorkerSocket>>,
     live: Vec<LiveListener>,
+    /// Handed over by the old process and not yet taken by a listener (upgrade only).
+    inherited: Vec<InheritedListener>,
 }
 
 impl Sockets {
@@ -110,6 +124,7 @@ impl Sockets {
         let sockets = Sockets {
             workers: senders,
             live: Vec::new(),
+            inherited: Vec::new(),
         };
         (sockets, receivers)
     }
@@ -117,7 +132,12 @@ impl Sockets {
     /// Binds the sockets of one listener; nothing is handed out yet. Refused when another
     /// process (another Fulcrum started twice) already listens there, unless it is one of our
     /// own live listeners (a reload that renames a listener keeps its address).
-    pub fn bind(&self, name: &str, addr: SocketAddr) -> Result<BoundListener, BindError> {
+    /// A listener with an inherited socket for its address (or its name, for a `:0` bind on
+    /// the same IP) takes those sockets instead (binary upgrade).
+    pub fn bind(&mut self, name: &str, addr: SocketAddr) -> Result<BoundListener, BindError> {
+        if let Some(bound) = self.take_inherited(name, addr) {
+            return Ok(bound);
+        }
         let ours = self.live.iter().any(|l| l.addr == addr);
         if !ours {
             check_exclusive(addr).map_err(|source| BindError {
@@ -138,8 +158,19 @@ impl Sockets {
     /// it accepts as listener `slot` of the snapshot.
     pub fn deal(&mut self, slot: ListenerSlot, bound: BoundListener) {
         let (retire, retired) = watch::channel(false);
+        let handover = bound
+            .sockets
+            .iter()
+            .filter_map(|s| {
+                s.try_clone()
+                    .inspect_err(|e| tracing::warn!(listener = %bound.name, error = %e, "cannot keep a socket for a binary upgrade"))
+                    .ok()
+            })
+            .collect();
+        let workers = self.workers.len().max(1);
+        // Inherited sockets may outnumber the workers: some take two.
         for (w, socket) in bound.sockets.into_iter().enumerate() {
-            let sent = self.workers.get(w).map(|tx| {
+            let sent = self.workers.get(w % workers).map(|tx| {
                 tx.send(WorkerSocket {
                     slot,
                     socket,
@@ -157,6 +188,7 @@ impl Sockets {
             addr: bound.addr,
             retire,
             active: bound.active,
+            handover,
         });
     }
 
@@ -183,6 +215,55 @@ impl Sockets {
         self.live
             .iter()
             .map(|l| (l.name.clone(), l.addr, l.active.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    // ---- binary upgrade (`upgrade`): sockets in from the old process, out to the new one.
+
+    /// Sockets the old process handed over, taken by [`bind`](Self::bind) before it binds.
+    pub fn inherit(&mut self, listeners: Vec<InheritedListener>) {
+        self.inherited = listeners;
+    }
+
+    fn take_inherited(&mut self, name: &str, addr: SocketAddr) -> Option<BoundListener> {
+        let at = self.inherited.iter().position(|i| {
+            i.addr == addr || (addr.port() == 0 && i.name == name && i.addr.ip() == addr.ip())
+        })?;
+        let i = self.inherited.swap_remove(at);
+        tracing::info!(listener = name, addr = %i.addr, sockets = i.sockets.len(), "listening on the sockets the old process handed over");
+        Some(BoundListener {
+            name: name.to_string(),
+            addr: i.addr,
+            sockets: i.sockets,
+            active: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Closes the inherited sockets no listener took (the new config dropped them); the old
+    /// process drains their connections.
+    pub fn drop_unused_inherited(&mut self) {
+        for i in self.inherited.drain(..) {
+            tracing::info!(listener = %i.name, addr = %i.addr, "not in the new config: inherited socket closed");
+        }
+    }
+
+    /// A fresh duplicate of every listening socket (name, address, one per worker socket),
+    /// for the new process of a binary upgrade.
+    pub fn duplicates(&self) -> io::Result<Vec<InheritedListener>> {
+        self.live
+            .iter()
+            .map(|l| {
+                let sockets = l
+                    .handover
+                    .iter()
+                    .map(std::net::TcpListener::try_clone)
+                    .collect::<io::Result<_>>()?;
+                Ok(InheritedListener {
+                    name: l.name.clone(),
+                    addr: l.addr,
+                    sockets,
+                })
+            })
             .collect()
     }
 }

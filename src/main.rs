@@ -137,13 +137,29 @@ fn check(path: &std::path::Path, old: Option<&std::path::Path>) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::from_file(path).map_err(|errors| {
-        for e in &errors.0 {
-            eprintln!("{e}");
+    // Started by a binary upgrade (SIGUSR2 to the old process): take its sockets first.
+    let inherited =
+        fulcrum::Inherited::from_env().context("cannot take over the old process's sockets")?;
+    let config = match Config::from_file(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            let text: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            for e in &text {
+                eprintln!("{e}");
+            }
+            let why = format!("{} config error(s), not starting", errors.0.len());
+            if let Some(inherited) = inherited {
+                inherited.fail(&format!("{why}:\n{}", text.join("\n")));
+            }
+            anyhow::bail!(why);
         }
-        anyhow::anyhow!("{} config error(s), not starting", errors.0.len())
-    })?;
-    let handle = fulcrum::start_with(config, options_from_env()).context("cannot start")?;
+    };
+    let options = options_from_env();
+    let handle = match inherited {
+        None => fulcrum::start_with(config, options),
+        Some(inherited) => fulcrum::start_inheriting(config, options, inherited),
+    }
+    .context("cannot start")?;
     handle.run_until_signal()?;
     Ok(())
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::chain::Chain;
 use crate::config::{fingerprint, Config, ConfigDiff, ConfigErrors};
 use crate::health::checker::{self, HealthTasks};
-use crate::listener::{BindError, Sockets};
+use crate::listener::{BindError, InheritedListener, Sockets};
 use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
 use crate::systemd;
@@ -278,6 +278,11 @@ impl Reloader {
     /// Every live listener: name, bound address, open connections (cold path).
     pub fn listeners(&self) -> Vec<(String, SocketAddr, usize)> {
         self.lock().sockets.listeners()
+    }
+
+    /// A duplicate of every listening socket, for the new process of a binary upgrade.
+    pub(crate) fn duplicate_sockets(&self) -> std::io::Result<Vec<InheritedListener>> {
+        self.lock().sockets.duplicates()
     }
 
     /// Backends under active checks.

@@ -4,6 +4,11 @@
 //! What a reload changes (snapshot, listeners, health checks) is owned by `reload::Reloader`;
 //! this file starts it, the file watcher and the SIGHUP trigger, and stops reloads before a
 //! shutdown begins.
+//!
+//! A binary upgrade (SIGUSR2, `upgrade`) is a shutdown that waits for a successor first: the
+//! old process hands its sockets over and drains once the new one is ready; the new one
+//! (started with [`start_inheriting`]) listens on them instead of binding. `Live::phase` is
+//! what `/ready` reports through all of it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,9 +26,10 @@ use crate::health::{self, status::PoolStatus};
 use crate::limits;
 use crate::listener::Sockets;
 use crate::reload::{ReloadError, ReloadResult, Reloader, Trigger};
-use crate::snapshot::Live;
+use crate::snapshot::{Live, Phase};
 use crate::splice::Forwarding;
 use crate::systemd;
+use crate::upgrade::{self, Handover, Inherited, Predecessor};
 use crate::watch::ConfigWatcher;
 use crate::worker::{self, Threading};
 
@@ -40,6 +46,10 @@ pub struct Handle {
     control: Option<tokio::runtime::Runtime>,
     /// Where the admin server listens (`None`: disabled, or its address was taken).
     admin: Option<SocketAddr>,
+    /// The admin socket (a duplicate), for a binary upgrade.
+    admin_socket: Option<(SocketAddr, std::net::TcpListener)>,
+    /// The old process of a binary upgrade, told once this one is ready.
+    predecessor: Option<Predecessor>,
 }
 
 /// How a process runs, beside its config: settings an embedder (or the binary, from its
@@ -90,6 +100,35 @@ pub fn start(config: Config) -> Result<Handle, Error> {
 /// Starts Fulcrum with a validated config: binds every listener (errors here are returned,
 /// nothing is left running), then starts the workers.
 pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
+    start_inner(config, options, Handover::default())
+}
+
+/// Starts the new process of a binary upgrade: like [`start_with`], but listeners whose
+/// address the old process had take its sockets instead of binding, the backends it had down
+/// start down, and the old process is told when this one is ready (in `run_until_signal`), or
+/// why it failed to start (here).
+pub fn start_inheriting(
+    config: Config,
+    options: Options,
+    inherited: Inherited,
+) -> Result<Handle, Error> {
+    let Inherited {
+        handover,
+        predecessor,
+    } = inherited;
+    match start_inner(config, options, handover) {
+        Ok(mut handle) => {
+            handle.predecessor = Some(predecessor);
+            Ok(handle)
+        }
+        Err(e) => {
+            predecessor.fail(&Chain(&e).to_string());
+            Err(e)
+        }
+    }
+}
+
+fn start_inner(config: Config, options: Options, handover: Handover) -> Result<Handle, Error> {
     // A file was validated already; a config built in code may name a pool it lacks.
     config.check_references()?;
     let workers = match config.global.workers {
@@ -102,10 +141,13 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
 
     // Every listener is bound before anything runs: a bind error stops the start cleanly.
     let (mut sockets, receivers) = Sockets::new(worker_threads);
+    // Binary upgrade: the old process's sockets, taken by listeners with their address.
+    sockets.inherit(handover.listeners);
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
         bound.push(sockets.bind(&l.name, l.bind)?);
     }
+    sockets.drop_unused_inherited();
 
     // The control runtime: everything off the request path (the access-log writer, health
     // checks, the config watcher, the admin server).
@@ -131,6 +173,8 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
         .transpose()?;
     let admin_bind = config.global.admin;
     let mut live = Live::new(&config, options.metrics, options.tcp_forwarding);
+    // Binary upgrade: what the old process had down gets no traffic before the checks say so.
+    health::checker::start_down(&live.snapshot.load(), &handover.down);
     // Client connections leave descriptors for the upstream ones (see `listener`).
     live.descriptor_budget = crate::listener::descriptor_budget_at_start();
     let shared = Arc::new(live);
@@ -162,21 +206,26 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
             }
         },
     };
-    let admin = match admin_bind {
-        None => None,
+    let inherited_admin = handover.admin.and_then(|(was, socket)| {
+        let same = |addr: SocketAddr| was == addr || (addr.port() == 0 && addr.ip() == was.ip());
+        admin_bind.filter(|a| same(*a)).map(|_| socket)
+    });
+    let (admin, admin_socket) = match admin_bind {
+        None => (None, None),
         Some(addr) => match crate::admin::start(
             addr,
+            inherited_admin,
             admin_token,
             Arc::clone(&shared),
             Arc::clone(&reloader),
             options.admin_extension.clone(),
             control_thread.handle(),
         ) {
-            Ok(bound) => Some(bound),
+            Ok((bound, socket)) => (Some(bound), Some((bound, socket))),
             // Traffic matters more than the admin page: serve without it, loudly.
             Err(e @ crate::admin::AdminError::Bind { .. }) => {
                 tracing::error!("{}; serving without the admin API", Chain(&e));
-                None
+                (None, None)
             }
             Err(e) => return Err(e.into()),
         },
@@ -185,6 +234,7 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
         control_thread.spawn(systemd::watchdog(every));
     }
     control_thread.spawn(sweep_limits(Arc::clone(&shared)));
+    control_thread.spawn(serving_once_checked(Arc::clone(&shared)));
 
     let shared_threads = shared_rt.then_some(workers);
     let mut handles = Vec::with_capacity(receivers.len());
@@ -214,6 +264,8 @@ pub fn start_with(config: Config, options: Options) -> Result<Handle, Error> {
         workers: handles,
         control: Some(control_thread),
         admin,
+        admin_socket,
+        predecessor: None,
     })
 }
 
@@ -268,29 +320,57 @@ impl Handle {
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns
     /// when every worker has stopped. Blocking.
     pub fn shutdown(mut self) {
-        self.stop_and_join();
+        self.stop_and_join(false);
     }
 
-    /// Tells systemd it is ready, reloads on SIGHUP, and blocks until SIGTERM or SIGINT
-    /// (Ctrl-C), then shuts down gracefully.
-    pub fn run_until_signal(self) -> Result<(), Error> {
+    /// Tells systemd it is ready, reloads on SIGHUP, upgrades on SIGUSR2, and blocks until
+    /// SIGTERM or SIGINT (Ctrl-C) or a successful upgrade, then shuts down gracefully.
+    pub fn run_until_signal(mut self) -> Result<(), Error> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
-        rt.block_on(wait_for_signal(&self.reloader))
+        let predecessor = self.predecessor.take();
+        let stop = rt
+            .block_on(wait_for_signal(&self, predecessor))
             .map_err(Error::Runtime)?;
-        tracing::info!(grace = ?self.shared.shutdown_grace, "shutting down: no new connections, finishing in-flight requests");
-        self.shutdown();
+        let grace = self.shared.shutdown_grace;
+        let upgraded = match stop {
+            Stop::Signal => {
+                tracing::info!(
+                    ?grace,
+                    "shutting down: no new connections, finishing in-flight requests"
+                );
+                false
+            }
+            Stop::Upgraded(pid) => {
+                tracing::info!(pid, ?grace, "binary upgrade: the new process serves; draining: no new connections, finishing in-flight requests");
+                systemd::main_pid(pid);
+                self.shared.phase.send_replace(Phase::HandedOver);
+                true
+            }
+        };
+        self.stop_and_join(upgraded);
         tracing::info!("stopped");
         Ok(())
     }
 
-    fn stop_and_join(&mut self) {
+    fn stop_and_join(&mut self, upgraded: bool) {
+        // `/ready` says 503 from here while in-flight work finishes.
+        self.shared.phase.send_if_modified(|p| {
+            let was = *p;
+            if was != Phase::HandedOver {
+                *p = Phase::Draining;
+            }
+            *p != was
+        });
         // A reload in progress finishes; later ones are ignored.
         self.reloader.begin_shutdown();
         self.watcher = None;
-        systemd::stopping();
+        // After an upgrade the service goes on (the new process is its main PID).
+        if !upgraded {
+            systemd::stopping();
+        }
         let _ = self.shutdown.send(true);
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -325,30 +405,134 @@ async fn sweep_limits(shared: Arc<Live>) {
     }
 }
 
-/// Waits for SIGTERM / SIGINT; each SIGHUP meanwhile runs a reload on the control runtime.
+/// Why `wait_for_signal` returned.
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A binary upgrade's new process (this pid) is ready.
+    Upgraded(u32),
+}
+
+/// Sets `Serving` once every checked backend has had its first check (`/ready`).
+async fn serving_once_checked(shared: Arc<Live>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while !health::checker::first_round_done(&shared.snapshot.load()) {
+        tick.tick().await;
+    }
+    shared.phase.send_if_modified(|p| {
+        let starting = *p == Phase::Starting;
+        if starting {
+            *p = Phase::Serving;
+        }
+        starting
+    });
+}
+
+/// Waits for SIGTERM / SIGINT; each SIGHUP meanwhile runs a reload on the control runtime,
+/// each SIGUSR2 a binary upgrade. The new process of an upgrade tells its predecessor (and
+/// systemd) once it is ready.
 #[cfg(unix)]
-async fn wait_for_signal(reloader: &Arc<Reloader>) -> std::io::Result<()> {
+async fn wait_for_signal(
+    handle: &Handle,
+    predecessor: Option<Predecessor>,
+) -> std::io::Result<Stop> {
     use tokio::signal::unix::{signal, SignalKind};
+    let reloader = &handle.reloader;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    // Only now: systemd may send SIGHUP (ExecReload) as soon as it hears READY=1.
-    systemd::ready();
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    match predecessor {
+        // Only now: systemd may send SIGHUP (ExecReload) as soon as it hears READY=1.
+        None => systemd::ready(),
+        Some(predecessor) => {
+            let mut phase = handle.shared.phase.subscribe();
+            tokio::select! {
+                _ = phase.wait_for(|p| *p != Phase::Starting) => {}
+                // Stopped before ready: the old process sees this one go, and keeps serving.
+                _ = term.recv() => return Ok(Stop::Signal),
+                _ = int.recv() => return Ok(Stop::Signal),
+            }
+            systemd::ready_as_main();
+            predecessor.ready();
+            tracing::info!("binary upgrade: ready; the old process drains");
+        }
+    }
+    let mut upgrading: Option<tokio::sync::oneshot::Receiver<_>> = None;
     loop {
+        let outcome = async {
+            match upgrading.as_mut() {
+                Some(rx) => rx.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = term.recv() => return Ok(Stop::Signal),
+            _ = int.recv() => return Ok(Stop::Signal),
             _ = hup.recv() => {
                 let r = Arc::clone(reloader);
                 // Outcome logged and recorded by reload() itself.
                 reloader.control().spawn_blocking(move || r.reload(Trigger::Signal));
             }
+            _ = usr2.recv() => {
+                if upgrading.is_some() {
+                    tracing::warn!("binary upgrade already in progress: SIGUSR2 ignored");
+                } else {
+                    upgrading = Some(begin_upgrade(handle));
+                }
+            }
+            done = outcome => {
+                upgrading = None;
+                match done {
+                    Ok(Ok(pid)) => return Ok(Stop::Upgraded(pid)),
+                    Ok(Err(e)) => {
+                        tracing::error!("{}; this process keeps serving", Chain(&e));
+                        let checked = health::checker::first_round_done(&handle.shared.snapshot.load());
+                        let back = if checked { Phase::Serving } else { Phase::Starting };
+                        handle.shared.phase.send_replace(back);
+                    }
+                    Err(_) => tracing::error!("binary upgrade: lost its thread; this process keeps serving"),
+                }
+            }
         }
     }
 }
 
+/// Starts a binary upgrade on a thread of its own: `/ready` says 503 from now; the receiver
+/// gets the new process's pid once it is ready, or why it failed.
+fn begin_upgrade(
+    handle: &Handle,
+) -> tokio::sync::oneshot::Receiver<Result<u32, upgrade::UpgradeError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    handle.shared.phase.send_replace(Phase::Draining);
+    tracing::info!("SIGUSR2: binary upgrade: starting the new process");
+    let sockets = handle.reloader.duplicate_sockets();
+    let admin = handle
+        .admin_socket
+        .as_ref()
+        .map(|(addr, s)| s.try_clone().map(|s| (*addr, s)))
+        .transpose();
+    let down = health::checker::down_set(&handle.shared.snapshot.load());
+    std::thread::spawn(move || {
+        let result = match (sockets, admin) {
+            (Ok(listeners), Ok(admin)) => upgrade::spawn_successor(Handover {
+                listeners,
+                admin,
+                down,
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(upgrade::UpgradeError::Channel(e)),
+        };
+        let _ = tx.send(result);
+    });
+    rx
+}
+
 #[cfg(not(unix))]
-async fn wait_for_signal(_reloader: &Arc<Reloader>) -> std::io::Result<()> {
+async fn wait_for_signal(
+    _handle: &Handle,
+    _predecessor: Option<Predecessor>,
+) -> std::io::Result<Stop> {
     systemd::ready();
-    tokio::signal::ctrl_c().await
+    tokio::signal::ctrl_c().await?;
+    Ok(Stop::Signal)
 }

@@ -56,6 +56,24 @@ pub struct Live {
     /// The most `descriptors` may reach: `RLIMIT_NOFILE` less a reserve, set at start
     /// (`usize::MAX`: no limit known).
     pub descriptor_budget: usize,
+    /// Where the process is in its life (`/ready`, shutdown, binary upgrade); never read on
+    /// the request path.
+    pub phase: tokio::sync::watch::Sender<Phase>,
+}
+
+/// The process's lifecycle as `/ready` reports it (`GET /ready` is 200 only in `Serving`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Listening; the first round of active health checks has not finished.
+    Starting,
+    /// Listening, and every checked backend has had its first check.
+    Serving,
+    /// A shutdown or a binary upgrade began: in-flight work finishes (upgrade: the old
+    /// process keeps serving until the new one is ready, and again if it fails).
+    Draining,
+    /// The new process of a binary upgrade is ready: this one stops accepting on every
+    /// socket, the admin API's included, and drains.
+    HandedOver,
 }
 
 impl Live {
@@ -74,6 +92,7 @@ impl Live {
             open: AtomicUsize::new(0),
             descriptors: AtomicUsize::new(0),
             descriptor_budget: usize::MAX,
+            phase: tokio::sync::watch::Sender::new(Phase::Starting),
         }
     }
 

@@ -21,6 +21,18 @@ pub fn ready() {
     send(&[NotifyState::Ready]);
 }
 
+/// Another process is the service's main process from now on (the new process of a binary
+/// upgrade; sent by the old main process, so `NotifyAccess=main` accepts it).
+pub fn main_pid(pid: u32) {
+    send(&[NotifyState::MainPid(pid)]);
+}
+
+/// The new process of a binary upgrade is ready and is the main process (accepted from it
+/// with `NotifyAccess=all`; the old process's `MAINPID=` covers `main`).
+pub fn ready_as_main() {
+    send(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready]);
+}
+
 /// A reload starts (systemd shows `reloading` until the next `ready`).
 pub fn reloading() {
     match NotifyState::monotonic_usec_now() {

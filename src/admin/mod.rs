@@ -31,8 +31,9 @@ use tokio::sync::Semaphore;
 use crate::backend::Condition;
 use crate::chain::Chain;
 use crate::reload::{ReloadError, Reloader, Trigger};
-use crate::snapshot::Live;
+use crate::snapshot::{Live, Phase};
 
+mod probe;
 mod scrape;
 mod status;
 
@@ -117,22 +118,30 @@ pub fn read_token(path: &Path) -> Result<Vec<u8>, AdminError> {
     Ok(token.as_bytes().to_vec())
 }
 
-/// Binds `addr` and serves the admin API on `control`; returns the bound address.
+/// Binds `addr` (or takes `inherited`, the old process's socket in a binary upgrade) and
+/// serves the admin API on `control`; returns the bound address and a duplicate of the socket
+/// for the next upgrade. It stops accepting once the process has handed over to a new one.
 pub fn start(
     addr: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
     token: Option<Vec<u8>>,
     shared: Arc<Live>,
     reloader: Arc<Reloader>,
     extension: Option<Arc<dyn Extension>>,
     control: &tokio::runtime::Handle,
-) -> Result<SocketAddr, AdminError> {
+) -> Result<(SocketAddr, std::net::TcpListener), AdminError> {
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(AdminError::Unprotected(addr));
     }
     let bind_err = |source| AdminError::Bind { addr, source };
-    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    let std_listener = match inherited {
+        Some(socket) => socket,
+        None => std::net::TcpListener::bind(addr).map_err(bind_err)?,
+    };
     std_listener.set_nonblocking(true).map_err(bind_err)?;
     let bound = std_listener.local_addr().map_err(bind_err)?;
+    let handover = std_listener.try_clone().map_err(bind_err)?;
+    let mut phase = shared.phase.subscribe();
     let admin = Arc::new(Admin {
         shared,
         reloader,
@@ -148,7 +157,12 @@ pub fn start(
         // Whether the cap is full and said so: logged once each time it fills, not per socket.
         let mut full = false;
         loop {
-            let Ok((stream, peer)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                // The new process answers from here on (it shares this socket).
+                _ = phase.wait_for(|p| *p == Phase::HandedOver) => return,
+            };
+            let Ok((stream, peer)) = accepted else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
@@ -178,7 +192,7 @@ pub fn start(
         }
     });
     tracing::info!(%bound, "admin API and status page at http://{bound}/");
-    Ok(bound)
+    Ok((bound, handover))
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -269,6 +283,10 @@ impl Admin {
             };
             if let Some((content_type, body)) = page {
                 return reply(StatusCode::OK, content_type, body);
+            }
+            // `/live`, `/ready`: probes carry no token (see `probe`).
+            if let Some(resp) = probe::answer(&path, &self.shared) {
+                return resp;
             }
         }
         if !self.authorized(&req) {

@@ -60,6 +60,54 @@ pub fn spawn(snapshot: &Arc<Snapshot>, rt: &tokio::runtime::Handle) -> HealthTas
     HealthTasks(tasks)
 }
 
+/// Whether every backend under an active check has had its first check (`/ready`, and the
+/// new process of a binary upgrade before it tells the old one to go).
+pub fn first_round_done(snapshot: &Snapshot) -> bool {
+    snapshot
+        .pools
+        .iter()
+        .filter(|p| p.health.is_some())
+        .flat_map(|p| &p.backends)
+        .all(|b| b.state.last_check().is_some())
+}
+
+/// The backends under active checks that are down now, as (pool, address): what the old
+/// process of a binary upgrade hands over, so the new one sends them nothing before its own
+/// checks bring them back.
+pub fn down_set(snapshot: &Snapshot) -> Vec<(String, SocketAddr)> {
+    snapshot
+        .pools
+        .iter()
+        .filter(|p| p.health.is_some())
+        .flat_map(|p| {
+            p.backends
+                .iter()
+                .filter(|b| !b.state.is_healthy() && !b.state.is_unknown())
+                .map(|b| (p.name.to_string(), b.addr))
+        })
+        .collect()
+}
+
+/// Marks the backends of `down` (from [`down_set`] of the old process) down in a fresh
+/// snapshot: they need `rise` passing checks here too. Pools without checks ignore it.
+pub fn start_down(snapshot: &Snapshot, down: &[(String, SocketAddr)]) {
+    for p in snapshot.pools.iter().filter(|p| p.health.is_some()) {
+        for b in &p.backends {
+            if down
+                .iter()
+                .any(|(pool, addr)| **pool == *p.name && *addr == b.addr)
+            {
+                b.state.set_healthy(false);
+                b.state.record_change(
+                    Condition::Down,
+                    "down in the old process (binary upgrade)".to_string(),
+                );
+            }
+        }
+        p.membership_changed();
+    }
+}
+
 /// `interval` scaled by `factor`, where `factor` in `[0, 1)` maps to -10%..+10%.
 pub fn jittered(interval: Duration, factor: f64) -> Duration {
     interval.mul_f64(0.9 + 0.2 * factor.clamp(0.0, 1.0))

@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["http", "tcp"],
     &["listener"],
     &["worker"],
-    &["reload"],
+    &["reload", "upgrade"],
     &["admin", "watch"],
     &["error"],
     &["server", "demo"],
