@@ -486,10 +486,10 @@ async fn wait_for_signal(
                 match done {
                     Ok(Ok(pid)) => return Ok(Stop::Upgraded(pid)),
                     Ok(Err(e)) => {
-                        tracing::error!("{}; this process keeps serving", Chain(&e));
                         let checked = health::checker::first_round_done(&handle.shared.snapshot.load());
                         let back = if checked { Phase::Serving } else { Phase::Starting };
                         handle.shared.phase.send_replace(back);
+                        tracing::error!("{}; this process keeps serving", Chain(&e));
                     }
                     Err(_) => tracing::error!("binary upgrade: lost its thread; this process keeps serving"),
                 }

@@ -34,4 +34,5 @@ mod routing;
 mod smuggling;
 mod tcp;
 mod timeouts;
+mod upgrade;
 mod upstream;
