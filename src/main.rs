@@ -38,6 +38,17 @@ enum Command {
         #[arg(long, value_name = "OLD")]
         diff_against: Option<PathBuf>,
     },
+    /// Ask a running Fulcrum's admin API whether it is live (or ready): exit 0 on a 2xx
+    /// answer, 1 otherwise. For probes where no HTTP client is installed (the container's
+    /// HEALTHCHECK). Only plain `http://` on an IP address.
+    Probe {
+        /// The URL to GET.
+        #[arg(default_value = "http://127.0.0.1:9901/live")]
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Run a self-contained demo: in-process backends in two regions behind a balancer.
     Demo {
         /// Where the demo balancer listens.
@@ -59,6 +70,19 @@ fn main() -> ExitCode {
         } => return check(&config, diff_against.as_deref()),
         Command::Run { config } => run(&config),
         Command::Demo { listen, admin } => demo(listen, admin),
+        Command::Probe { url, timeout } => {
+            return match probe(&url, timeout) {
+                Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
+                Ok(status) => {
+                    eprintln!("fulcrum probe: {url}: {status}");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("fulcrum probe: {url}: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,4 +202,36 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     handle.run_until_signal()?;
     drop(backends);
     Ok(())
+}
+
+/// `GET url` (plain HTTP/1.0 to an `ip:port`) and the response's status code.
+fn probe(url: &str, timeout: std::time::Duration) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr: SocketAddr = authority
+        .parse()
+        .context("the host must be an ip:port")?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        anyhow::ensure!(n > 0, "connection closed before a response");
+        head.extend_from_slice(&buf[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(_) = response.parse(&head)? {
+            return response.code.context("no status code");
+        }
+        anyhow::ensure!(head.len() < 64 * 1024, "response head too large");
+    }
 }
