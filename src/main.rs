@@ -40,11 +40,15 @@ enum Command {
     },
     /// Ask a running Fulcrum's admin API whether it is live (or ready): exit 0 on a 2xx
     /// answer, 1 otherwise. For probes where no HTTP client is installed (the container's
-    /// HEALTHCHECK). Only plain `http://` on an IP address.
+    /// HEALTHCHECK).
     Probe {
-        /// The URL to GET.
-        #[arg(default_value = "http://127.0.0.1:9901/live")]
-        url: String,
+        /// A path on the admin API named by the config's `[global] admin` (`/live`,
+        /// `/ready`), or a whole `http://IP:PORT/PATH` URL.
+        #[arg(default_value = "/live")]
+        target: String,
+        /// The config whose admin address to ask (with a path as TARGET).
+        #[arg(short, long, default_value = "/etc/fulcrum/fulcrum.toml")]
+        config: PathBuf,
         /// How long to wait for the answer.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
@@ -70,7 +74,18 @@ fn main() -> ExitCode {
         } => return check(&config, diff_against.as_deref()),
         Command::Run { config } => run(&config),
         Command::Demo { listen, admin } => demo(listen, admin),
-        Command::Probe { url, timeout } => {
+        Command::Probe {
+            target,
+            config,
+            timeout,
+        } => {
+            let url = match probe_url(&target, &config) {
+                Ok(url) => url,
+                Err(e) => {
+                    eprintln!("fulcrum probe: {e:#}");
+                    return ExitCode::from(1);
+                }
+            };
             return match probe(&url, timeout) {
                 Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
                 Ok(status) => {
@@ -81,7 +96,7 @@ fn main() -> ExitCode {
                     eprintln!("fulcrum probe: {url}: {e:#}");
                     ExitCode::from(1)
                 }
-            }
+            };
         }
     };
     match result {
@@ -204,6 +219,29 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `target` as a URL: as given, or the path on the admin API of the config at `config` (an
+/// unspecified address is asked on loopback).
+fn probe_url(target: &str, config: &std::path::Path) -> anyhow::Result<String> {
+    if target.starts_with("http://") {
+        return Ok(target.to_string());
+    }
+    let config = Config::from_file(config).map_err(|errors| {
+        let text: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{}", text.join("\n"))
+    })?;
+    let mut admin = config
+        .global
+        .admin
+        .context("the config has no admin API ([global] admin = \"\")")?;
+    if admin.ip().is_unspecified() {
+        admin.set_ip(match admin {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(format!("http://{admin}{target}"))
+}
+
 /// `GET url` (plain HTTP/1.0 to an `ip:port`) and the response's status code.
 fn probe(url: &str, timeout: std::time::Duration) -> anyhow::Result<u16> {
     use std::io::{Read, Write};
@@ -214,9 +252,7 @@ fn probe(url: &str, timeout: std::time::Duration) -> anyhow::Result<u16> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr: SocketAddr = authority
-        .parse()
-        .context("the host must be an ip:port")?;
+    let addr: SocketAddr = authority.parse().context("the host must be an ip:port")?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
