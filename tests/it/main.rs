@@ -25,6 +25,7 @@ mod layers;
 mod lifecycle;
 mod limits;
 mod malformed;
+mod packaging;
 mod postgres;
 mod protocols;
 mod redis;
