@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ -x target/release/fulcrum ]] || { echo "target/release/fulcrum missing: cargo build --release first" >&2; exit 1; }
 started=$SECONDS
 
-cargo deb --no-build
+cargo deb --no-build --strip
 deb=$(ls -t target/debian/fulcrum_*.deb | head -n 1)
 dpkg-deb --info "$deb"
 dpkg-deb --contents "$deb"

@@ -1,6 +1,7 @@
 //! systemd readiness protocol (`Type=notify`): `READY=1` once listening, `RELOADING=1` with
 //! `MONOTONIC_USEC` then `READY=1` around each reload, `STOPPING=1` on shutdown, and `WATCHDOG=1`
-//! pings at half of `WATCHDOG_USEC`. Every call is a no-op without `NOTIFY_SOCKET`, so the
+//! pings at half of `WATCHDOG_USEC`; around a binary upgrade, `MAINPID=` from the old process
+//! and `MAINPID=` + `READY=1` from the new one (`upgrade`). Every call is a no-op without `NOTIFY_SOCKET`, so the
 //! library and tests can call them unconditionally; a failed send is logged, never fatal.
 
 use std::time::Duration;
