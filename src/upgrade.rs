@@ -164,6 +164,21 @@ pub fn spawn_successor(handover: Handover) -> Result<u32, UpgradeError> {
     }
 }
 
+/// Asks process `pid` (a new process this one started) to stop gracefully (SIGTERM).
+pub fn terminate(pid: u32) {
+    #[cfg(target_os = "linux")]
+    {
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pid;
+}
+
 /// The binary to start: this process's, at its path. When a package upgrade replaced the
 /// file, `/proc/self/exe` names the deleted one ("... (deleted)"): the new file is at the path.
 pub fn binary() -> Result<std::path::PathBuf, UpgradeError> {

@@ -131,7 +131,15 @@ fn begin_upgrade(
             }),
             (Err(e), _) | (_, Err(e)) => Err(upgrade::UpgradeError::Channel(e)),
         };
-        let _ = tx.send(result);
+        if let Err(Ok(pid)) = tx.send(result) {
+            // This process stopped (SIGTERM) while the new one started: it must not outlive
+            // the stop it was asked for.
+            tracing::warn!(
+                pid,
+                "binary upgrade: this process is stopping; stopping the new one too"
+            );
+            upgrade::terminate(pid);
+        }
     });
     rx
 }

@@ -105,3 +105,11 @@ backends = [{{ address = "127.0.0.1:9" }}]
     p.signal("TERM");
     assert!(p.wait_exit(Duration::from_secs(5)).success());
 }
+
+/// The config the .deb and the image install passes `check` as shipped.
+#[test]
+fn packaged_config_passes_check() {
+    let path = root().join("packaging/fulcrum.toml");
+    let (status, stdout, stderr) = run_cli(&["check", "-c", path.to_str().unwrap()]);
+    assert!(status.success(), "{stdout}{stderr}");
+}
