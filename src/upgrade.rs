@@ -26,13 +26,15 @@
 //!
 //! Messages are JSON objects. Old to new: `{"listener": name, "addr": a}` with that
 //! listener's sockets (up to [`FDS_PER_MESSAGE`] a message; more messages for more),
-//! `{"admin": a}` with the admin socket, `{"down": [[pool, address], ...]}`, then
+//! `{"admin": a}` with the admin socket, `{"down": [[pool, address, ejected_ms, ejections],
+//! ...]}`, then
 //! `{"end": true}`. New to old: `{"ready": pid}` or `{"error": text}`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::health::checker::Down;
 use crate::listener::InheritedListener;
 
 /// The environment variable that names the old process's channel (abstract socket name).
@@ -54,7 +56,7 @@ const MAX_MESSAGE: usize = 64 * 1024;
 pub struct Handover {
     pub listeners: Vec<InheritedListener>,
     pub admin: Option<(SocketAddr, std::net::TcpListener)>,
-    pub down: Vec<(String, SocketAddr)>,
+    pub down: Vec<Down>,
 }
 
 /// Why a binary upgrade failed (the old process keeps serving), or why the new process could

@@ -8,6 +8,7 @@
 //! with its reason, and sleeps `interval` +-10% (jitter so checks of many backends spread out).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,32 +72,64 @@ pub fn first_round_done(snapshot: &Snapshot) -> bool {
         .all(|b| b.state.last_check().is_some())
 }
 
-/// The backends under active checks that are down now, as (pool, address): what the old
-/// process of a binary upgrade hands over, so the new one sends them nothing before its own
-/// checks bring them back.
-pub fn down_set(snapshot: &Snapshot) -> Vec<(String, SocketAddr)> {
-    snapshot
-        .pools
-        .iter()
-        .filter(|p| p.health.is_some())
-        .flat_map(|p| {
-            p.backends
-                .iter()
-                .filter(|b| !b.state.is_healthy() && !b.state.is_unknown())
-                .map(|b| (p.name.to_string(), b.addr))
-        })
-        .collect()
+/// A backend the old process of a binary upgrade had out of service: down by its active
+/// checks, or passively ejected for `ejected_ms` more milliseconds (then also `ejections`, the
+/// doubling exponent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Down {
+    pub pool: String,
+    pub addr: SocketAddr,
+    /// 0: down by its checks; else the rest of its passive ejection.
+    pub ejected_ms: u64,
+    pub ejections: u32,
 }
 
-/// Marks the backends of `down` (from [`down_set`] of the old process) down in a fresh
-/// snapshot: they need `rise` passing checks here too. Pools without checks ignore it.
-pub fn start_down(snapshot: &Snapshot, down: &[(String, SocketAddr)]) {
-    for p in snapshot.pools.iter().filter(|p| p.health.is_some()) {
+/// Every backend out of service now: down by its active checks (pools with checks), or
+/// passively ejected (any pool). What the old process of a binary upgrade hands over, so the
+/// new one sends them nothing before its own checks (or the ejection's end) bring them back.
+pub fn down_set(snapshot: &Snapshot) -> Vec<Down> {
+    let now = clock::now_ms();
+    let mut down = Vec::new();
+    for p in &snapshot.pools {
         for b in &p.backends {
-            if down
-                .iter()
-                .any(|(pool, addr)| **pool == *p.name && *addr == b.addr)
-            {
+            let checked_down = p.health.is_some() && !b.state.is_healthy() && !b.state.is_unknown();
+            let until = b.state.ejected_until.load(Ordering::Relaxed);
+            if checked_down || until > now {
+                down.push(Down {
+                    pool: p.name.to_string(),
+                    addr: b.addr,
+                    ejected_ms: if checked_down { 0 } else { until - now },
+                    ejections: b.state.ejections.load(Ordering::Relaxed),
+                });
+            }
+        }
+    }
+    down
+}
+
+/// Applies `down` (from [`down_set`] of the old process) to a fresh snapshot: a backend down
+/// by checks starts down (it needs `rise` passing checks here too; pools without checks here
+/// ignore it), an ejected one stays ejected for the rest of its time.
+pub fn start_down(snapshot: &Snapshot, down: &[Down]) {
+    if down.is_empty() {
+        return;
+    }
+    let now = clock::now_ms();
+    for p in &snapshot.pools {
+        for b in &p.backends {
+            let Some(d) = down.iter().find(|d| *d.pool == *p.name && d.addr == b.addr) else {
+                continue;
+            };
+            if d.ejected_ms > 0 {
+                b.state
+                    .ejected_until
+                    .store(now + d.ejected_ms, Ordering::Relaxed);
+                b.state.ejections.store(d.ejections, Ordering::Relaxed);
+                b.state.record_change(
+                    Condition::Ejected,
+                    "ejected in the old process (binary upgrade)".to_string(),
+                );
+            } else if p.health.is_some() {
                 b.state.set_healthy(false);
                 b.state.record_change(
                     Condition::Down,

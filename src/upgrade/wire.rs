@@ -22,6 +22,7 @@ use super::{
     Handover, Inherited, Predecessor, UpgradeError, CONNECT_WITHIN, DOWN_PER_MESSAGE, ENV,
     FDS_PER_MESSAGE, MAX_MESSAGE, READY_WITHIN,
 };
+use crate::health::checker::Down;
 use crate::listener::InheritedListener;
 
 /// How often the old process looks at the child and the clock while it waits.
@@ -144,8 +145,17 @@ pub fn receive(name: &[u8]) -> Result<Inherited, UpgradeError> {
             for entry in down {
                 let pool = entry[0].as_str();
                 let backend = entry[1].as_str().and_then(|a| a.parse().ok());
-                if let (Some(pool), Some(backend)) = (pool, backend) {
-                    handover.down.push((pool.to_string(), backend));
+                if let (Some(pool), Some(addr)) = (pool, backend) {
+                    handover.down.push(Down {
+                        pool: pool.to_string(),
+                        addr,
+                        // Ejections last 5 minutes at most; an hour bounds a bad value.
+                        ejected_ms: entry[2].as_u64().unwrap_or(0).min(3_600_000),
+                        ejections: entry[3]
+                            .as_u64()
+                            .and_then(|n| u32::try_from(n).ok())
+                            .unwrap_or(0),
+                    });
                 }
             }
         } else if msg["end"] == json!(true) {
@@ -248,7 +258,7 @@ fn hand_over(
     for chunk in handover.down.chunks(DOWN_PER_MESSAGE) {
         let down: Vec<Value> = chunk
             .iter()
-            .map(|(pool, addr)| json!([pool, addr.to_string()]))
+            .map(|d| json!([d.pool, d.addr.to_string(), d.ejected_ms, d.ejections]))
             .collect();
         send(&channel, &json!({ "down": down }), &[]).map_err(UpgradeError::Channel)?;
     }

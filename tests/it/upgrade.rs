@@ -126,7 +126,7 @@ backends = [{}]
 [pool.health]
 kind = "http"
 path = "/healthz"
-interval = "1s"
+interval = "10s"
 fall = 1
 rise = 2
 "#,
@@ -330,4 +330,58 @@ async fn ready_turns_503_when_shutdown_begins_while_the_request_finishes() {
     assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "slow\n"));
     let status = eventually(WAIT, "exit", async || p.child.try_wait().unwrap()).await;
     assert!(status.success(), "{status:?}: {}", p.text());
+}
+
+/// A backend passively ejected in the old process stays ejected in the new one for the rest of
+/// its time: the new process sends it nothing (round robin would send it every other request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passively_ejected_backend_stays_ejected_across_the_upgrade() {
+    let good = FlipBackend::start("good").await;
+    let bad = FlipBackend::start("bad").await;
+    bad.set_fail(true);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"[global]
+access_log = "off"
+admin = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+pool = "p"
+
+[[pool]]
+name = "p"
+backends = [{{ address = "{}" }}, {{ address = "{}" }}]
+[pool.passive]
+consecutive_failures = 1
+eject_for = "1m"
+"#,
+        good.addr, bad.addr
+    );
+    let path = write_file(dir.path(), "fulcrum.toml", &text);
+    let p = Logged::run(&path, dir.path().join("log"));
+    let started = p.line("fulcrum started", 0).await;
+    let addr: SocketAddr = field(&started, "(\"web\", ").unwrap().parse().unwrap();
+    eventually(WAIT, "the bad backend ejected", || async {
+        let _ = get_once(addr, "/").await;
+        bad.hits() > 0 && get_once(addr, "/").await.status == 200 && p.text().contains("ejected")
+    })
+    .await;
+    let bad_before = bad.hits();
+
+    p.signal(p.child.id(), "USR2");
+    p.line("the new process serves; draining", 0).await;
+    let old = p.child.id();
+    eventually(WAIT, "the old process to exit", || async { !alive(old) }).await;
+    for _ in 0..20 {
+        let r = get_once(addr, "/").await;
+        assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "good\n"));
+    }
+    assert_eq!(
+        bad.hits(),
+        bad_before,
+        "the new process sent requests to the ejected backend"
+    );
 }
