@@ -23,6 +23,13 @@
 //! # Start and stop
 //! `start(Config) -> Handle` binds every listener before anything runs; `Handle::shutdown`
 //! stops accepting, lets in-flight requests finish within `shutdown_grace` and returns.
+//!
+//! # Binary upgrade
+//! SIGUSR2 (`Handle::run_until_signal`) -> `upgrade` starts the binary at its path and hands
+//! it every listening socket of `listener::Sockets` and the admin socket, and the backends
+//! that are down -> the new process (`Inherited::from_env`, `start_inheriting`) listens on
+//! them, waits for its first round of checks, answers ready -> the old one stops accepting and
+//! drains. `/ready` (`admin`) follows `snapshot::Phase` throughout.
 
 // The public API: `start`, `Handle`, `Options`, `Config` (and the `config` model it is made
 // of), `Error`, reload outcomes, health views, and the demo the binary runs. Every other module
