@@ -52,6 +52,7 @@ mod route;
 mod select;
 mod server;
 mod snapshot;
+mod sni;
 mod splice;
 mod systemd;
 mod tcp;
@@ -72,6 +73,8 @@ pub use worker::Threading;
 /// stability promise, kept to what they need.
 #[doc(hidden)]
 pub mod internals {
+    /// The admin handler without a network (`fuzz/`).
+    pub use crate::admin::harness::{Harness as AdminHarness, TOKEN as ADMIN_TOKEN};
     pub use crate::admin::{
         HEADER_READ_TIMEOUT as ADMIN_HEADER_READ_TIMEOUT, MAX_CONNECTIONS as ADMIN_MAX_CONNECTIONS,
     };

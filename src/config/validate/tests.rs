@@ -148,6 +148,7 @@ backends = [{ address = "10.0.3.10:80" }]
     assert_eq!(
         l.routes,
         vec![RouteConfig {
+            sni: None,
             host: Some("*.example.com".into()),
             path_prefix: Some("/api/".into()),
             header: Some(HeaderMatch {
