@@ -390,7 +390,11 @@ mod tests {
             assert_eq!(t.pick_sni(name).index(), pool, "{name:?}");
         }
         // sni routes never take part in HTTP routing.
-        assert_eq!(t.pick(Some("db.example.com"), "/", &HeaderMap::new()).index(), 0);
+        assert_eq!(
+            t.pick(Some("db.example.com"), "/", &HeaderMap::new())
+                .index(),
+            0
+        );
     }
 
     #[test]

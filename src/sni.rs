@@ -31,6 +31,9 @@ use tokio::net::TcpStream;
 /// The most bytes peeked: one record header and the longest record `tls-parser` accepts.
 pub const MAX_RECORD: usize = 5 + MAX_RECORD_LEN as usize;
 
+/// The content type of a handshake record (RFC 8446 5.1).
+const HANDSHAKE: u8 = 22;
+
 /// What the first record of a connection says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hello {
@@ -61,6 +64,11 @@ pub enum Parsed {
 
 /// Reads the ClientHello's server name from the start of `bytes`.
 pub fn parse(bytes: &[u8]) -> Parsed {
+    // Framing only: a first byte that cannot start a handshake record settles it at once,
+    // whatever else the client's first message holds (or how short it is).
+    if bytes.first().is_some_and(|&b| b != HANDSHAKE) {
+        return Parsed::Done(Hello::Unnamed);
+    }
     let header = match parse_tls_record_header(bytes) {
         Ok((_, header)) => header,
         Err(tls_parser::Err::Incomplete(_)) => return Parsed::NeedMore(5),
@@ -138,7 +146,11 @@ mod tests {
     #[test]
     fn not_tls_is_unnamed_at_once() {
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Done(Hello::Unnamed));
-        assert_eq!(parse(b"\x17\x03\x03\x00\x01x"), Parsed::Done(Hello::Unnamed));
+        assert_eq!(parse(b"G"), Parsed::Done(Hello::Unnamed));
+        assert_eq!(
+            parse(b"\x17\x03\x03\x00\x01x"),
+            Parsed::Done(Hello::Unnamed)
+        );
         assert_eq!(parse(b"\x16\x03\x01\xff\xff"), Parsed::Done(Hello::Unnamed));
     }
 

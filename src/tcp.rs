@@ -42,9 +42,9 @@ use crate::health::passive;
 use crate::metrics::TcpBytes;
 use crate::proxy_protocol;
 use crate::select::{self, Tried};
-use crate::sni::{self, Hello, PeekError};
 use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
+use crate::sni::{self, Hello, PeekError};
 use crate::splice::{self, Flow, Forwarding};
 
 /// Why a forwarded connection ended early.

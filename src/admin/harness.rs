@@ -93,10 +93,7 @@ impl Harness {
     /// The status the admin server answers `req` with (its body is not read by any endpoint).
     pub fn status<B>(&self, req: Request<B>) -> u16 {
         let admin = Arc::clone(&self.admin);
-        self.runtime
-            .block_on(admin.handle(req))
-            .status()
-            .as_u16()
+        self.runtime.block_on(admin.handle(req)).status().as_u16()
     }
 
     /// Whether `method` on `path` is one of the static files served without the token.

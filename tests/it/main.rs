@@ -33,5 +33,6 @@ mod reload;
 mod routing;
 mod smuggling;
 mod tcp;
+mod tcp_sni;
 mod timeouts;
 mod upstream;
