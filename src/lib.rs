@@ -85,4 +85,8 @@ pub mod internals {
     pub use crate::proxy_protocol::{source as proxy_source, HeaderError as ProxyHeaderError};
     pub use crate::region::Regions;
     pub use crate::route::RouteTable;
+    /// The ClientHello reader of TLS passthrough (`fuzz/`).
+    pub use crate::sni::{
+        parse as sni_parse, Hello as SniHello, Parsed as SniParsed, MAX_RECORD as SNI_MAX_RECORD,
+    };
 }

@@ -143,6 +143,54 @@ async fn peek_unbounded(stream: &TcpStream) -> Result<Hello, PeekError> {
 mod tests {
     use super::*;
 
+    /// The first flight of a rustls client naming `name`.
+    fn client_hello(name: &'static str) -> Vec<u8> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+        let Ok(config) = config else {
+            panic!("client config");
+        };
+        let Ok(server) = rustls_pki_types::ServerName::try_from(name) else {
+            panic!("name {name}");
+        };
+        let Ok(mut conn) = rustls::ClientConnection::new(std::sync::Arc::new(config), server)
+        else {
+            panic!("client");
+        };
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            if conn.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_real_client_hello_names_its_server_and_is_framed() {
+        let hello = client_hello("db.example.com");
+        assert_eq!(
+            parse(&hello),
+            Parsed::Done(Hello::Named("db.example.com".into()))
+        );
+        let total = 5 + usize::from(u16::from_be_bytes([hello[3], hello[4]]));
+        assert_eq!(total, hello.len());
+        for cut in [1, 4, 5, 6, total / 2, total - 1] {
+            let want = if cut < 5 { 5 } else { total };
+            assert_eq!(parse(&hello[..cut]), Parsed::NeedMore(want), "cut at {cut}");
+        }
+        // Clients naming an IP address send no server_name.
+        assert_eq!(
+            parse(&client_hello("127.0.0.1")),
+            Parsed::Done(Hello::Unnamed)
+        );
+    }
+
     #[test]
     fn not_tls_is_unnamed_at_once() {
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Done(Hello::Unnamed));
