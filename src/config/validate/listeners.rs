@@ -169,9 +169,14 @@ impl Cx<'_> {
         if let Some(v) = &r.max_request_body {
             self.error(v.span(), &key(prefix, "max_request_body"), only_http);
         }
-        let (Some(id), Some(v)) = (pool, &r.pool) else {
-            return;
-        };
+        if let (Some(id), Some(v)) = (pool, &r.pool) {
+            self.tcp_pool(id, v.span(), &key(prefix, "pool"), pools);
+        }
+    }
+
+    /// A pool a tcp listener sends connections to (its own, or an `sni` route's): its
+    /// balancer must need nothing but the connection.
+    fn tcp_pool(&mut self, id: PoolId, span: Range<usize>, key: &str, pools: &[PoolConfig]) {
         let Some(p) = pools.get(id.index()) else {
             return;
         };
@@ -184,11 +189,7 @@ impl Cx<'_> {
             _ => None,
         };
         if let Some(problem) = problem {
-            self.error(
-                v.span(),
-                &key(prefix, "pool"),
-                format!("pool {name:?}: {problem}"),
-            );
+            self.error(span, key, format!("pool {name:?}: {problem}"));
         }
     }
 
@@ -260,6 +261,9 @@ impl Cx<'_> {
             }
         };
         let pool = self.pool_ref(r.pool.as_ref(), route.span(), &key(prefix, "pool"), pools);
+        if let (Protocol::Tcp, Some(id), Some(v)) = (protocol, pool, &r.pool) {
+            self.tcp_pool(id, v.span(), &key(prefix, "pool"), pools);
+        }
         Some(RouteConfig {
             sni: sni.ok()?,
             host: host.ok()?,

@@ -53,3 +53,19 @@ fn sni_only_on_tcp_and_only_sni_there() {
         ]
     );
 }
+
+#[test]
+fn an_sni_routes_pool_follows_the_tcp_rules() {
+    let text = with_routes(
+        "tcp",
+        "[[listener.route]]\nsni = \"db.example.com\"\npool = \"db\"\n",
+    )
+    .replace(
+        "name = \"db\"\n",
+        "name = \"db\"\nbalance = \"sticky_cookie\"\n",
+    );
+    assert_eq!(
+        errors(&text),
+        ["fulcrum.toml:8:8: listener \"web\": route #1: pool: pool \"db\": balance = \"sticky_cookie\" needs HTTP"]
+    );
+}
