@@ -7,6 +7,11 @@
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). cargo-fuzz passes nightly-only flags
 # (-Zsanitizer=address and friends); on a stable toolchain this script sets RUSTC_BOOTSTRAP=1
 # so stable rustc accepts them. Extra libFuzzer flags: FUZZ_ARGS="-rss_limit_mb=4096".
+#
+# Targets (`cargo fuzz list`): config, proxy_header, region, admin (the admin request handler,
+# no network: never a panic, never a 2xx without the token), sni (the ClientHello reader).
+# fuzz/seeds/<target>/, where present, holds hand-made starting inputs (real endpoints, real
+# ClientHellos); the corpus the run grows is fuzz/corpus/<target>/ (not in git).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,6 +33,8 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     echo "== $t (${seconds}s)"
     # shellcheck disable=SC2086
-    cargo fuzz run "$t" "fuzz/corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 ${FUZZ_ARGS:-}
+    seeds=()
+    if [ -d "fuzz/seeds/$t" ]; then seeds=("fuzz/seeds/$t"); fi
+    cargo fuzz run "$t" "fuzz/corpus/$t" "${seeds[@]}" -- -max_total_time="$seconds" -print_final_stats=1 ${FUZZ_ARGS:-}
 done
 echo "fuzz.sh: every target ran ${seconds}s without a crash"

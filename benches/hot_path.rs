@@ -117,6 +117,7 @@ fn route_table() -> RouteTable {
                  path: Option<&str>,
                  header: Option<(&str, &str)>,
                  pool: usize| RouteConfig {
+        sni: None,
         host: host.map(String::from),
         path_prefix: path.map(String::from),
         header: header.map(|(name, value)| HeaderMatch {

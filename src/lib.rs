@@ -59,6 +59,7 @@ mod route;
 mod select;
 mod server;
 mod snapshot;
+mod sni;
 mod splice;
 mod systemd;
 mod tcp;
@@ -81,6 +82,8 @@ pub use worker::Threading;
 /// stability promise, kept to what they need.
 #[doc(hidden)]
 pub mod internals {
+    /// The admin handler without a network (`fuzz/`).
+    pub use crate::admin::harness::{Harness as AdminHarness, TOKEN as ADMIN_TOKEN};
     pub use crate::admin::{
         HEADER_READ_TIMEOUT as ADMIN_HEADER_READ_TIMEOUT, MAX_CONNECTIONS as ADMIN_MAX_CONNECTIONS,
     };
@@ -91,4 +94,8 @@ pub mod internals {
     pub use crate::proxy_protocol::{source as proxy_source, HeaderError as ProxyHeaderError};
     pub use crate::region::Regions;
     pub use crate::route::RouteTable;
+    /// The ClientHello reader of TLS passthrough (`fuzz/`).
+    pub use crate::sni::{
+        parse as sni_parse, Hello as SniHello, Parsed as SniParsed, MAX_RECORD as SNI_MAX_RECORD,
+    };
 }

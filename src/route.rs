@@ -1,4 +1,5 @@
-//! Host / path / header rules to a pool, compiled once per snapshot; first match wins.
+//! Host / path / header rules (http listeners) and server-name rules (`sni`, tcp listeners)
+//! to a pool, compiled once per snapshot; first match wins.
 //!
 //! Routing runs on every request, so everything that can be decided from the config alone is
 //! decided in [`RouteTable::new`]: host patterns are lower-cased and split into exact and
@@ -10,6 +11,7 @@
 //! depth of subdomain (`a.b.example.com`) but not `example.com` itself; the request host's port
 //! and a trailing dot are ignored; a header condition holds when any of the request's values of
 //! that header (several field lines, or a comma-separated list) equals the configured value.
+//! An `sni` pattern matches the ClientHello's server name by the same rules as a host.
 
 use http::header::{HeaderMap, HeaderName};
 
@@ -19,6 +21,9 @@ use crate::config::{PoolId, RouteConfig};
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Box<[Route]>,
+    /// The `sni` routes, in order (validation keeps them apart from the HTTP routes: a
+    /// listener has only the kind its protocol can match).
+    sni: Box<[(HostMatch, PoolId)]>,
     default_pool: PoolId,
 }
 
@@ -51,8 +56,13 @@ struct HeaderRule {
 impl RouteTable {
     /// Compiles `routes` (their pools resolved by validation) over the listener's own pool.
     pub fn new(routes: &[RouteConfig], default_pool: PoolId) -> Self {
+        let sni = routes
+            .iter()
+            .filter_map(|r| Some((HostMatch::compile(r.sni.as_deref()?), r.pool)))
+            .collect();
         let routes = routes
             .iter()
+            .filter(|r| r.sni.is_none())
             .map(|r| Route {
                 host: r.host.as_deref().map(HostMatch::compile),
                 path_prefix: r.path_prefix.as_deref().map(Box::from),
@@ -65,14 +75,34 @@ impl RouteTable {
             .collect();
         RouteTable {
             routes,
+            sni,
             default_pool,
         }
     }
 
-    /// The listener's own pool (what a tcp listener, which has no routes, always uses).
+    /// The listener's own pool (what a tcp listener without `sni` routes always uses).
     #[inline]
     pub fn default_pool(&self) -> PoolId {
         self.default_pool
+    }
+
+    /// Whether connections must be routed by their ClientHello's server name.
+    #[inline]
+    pub fn has_sni(&self) -> bool {
+        !self.sni.is_empty()
+    }
+
+    /// The pool for a TLS connection whose ClientHello names `server_name` (`None`: no name,
+    /// or not a ClientHello at all): the first matching `sni` route's, else the default.
+    pub fn pick_sni(&self, server_name: Option<&str>) -> PoolId {
+        let Some(name) = server_name else {
+            return self.default_pool;
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        self.sni
+            .iter()
+            .find(|(pattern, _)| pattern.matches(name))
+            .map_or(self.default_pool, |(_, pool)| *pool)
     }
 
     /// The pool for a request. `host` is the request's host (from `Host` or the URI
@@ -178,6 +208,7 @@ mod tests {
         // Pools are named "p<index>".
         let pool = PoolId::new(pool[1..].parse().unwrap());
         RouteConfig {
+            sni: None,
             host: host.map(String::from),
             path_prefix: path.map(String::from),
             header: header.map(|(name, value)| HeaderMatch {
@@ -330,6 +361,38 @@ mod tests {
         assert_eq!(t.pick(Some("other.org"), "", &none).index(), 0);
         assert_eq!(
             table(&[]).pick(Some("a.example.com"), "/", &none).index(),
+            0
+        );
+    }
+
+    fn sni(name: &str, pool: &str) -> RouteConfig {
+        RouteConfig {
+            sni: Some(name.into()),
+            ..route(None, None, None, pool)
+        }
+    }
+
+    #[test]
+    fn sni_exact_and_wildcard_first_match_else_default() {
+        let t = table(&[sni("db.example.com", "p1"), sni("*.example.com", "p2")]);
+        assert!(t.has_sni());
+        assert!(!table(&[route(Some("a.b"), None, None, "p1")]).has_sni());
+        for (name, pool) in [
+            (Some("db.example.com"), 1),
+            (Some("DB.Example.COM"), 1),
+            (Some("db.example.com."), 1),
+            (Some("x.example.com"), 2),
+            (Some("a.b.example.com"), 2),
+            (Some("example.com"), 0),
+            (Some("other.org"), 0),
+            (None, 0),
+        ] {
+            assert_eq!(t.pick_sni(name).index(), pool, "{name:?}");
+        }
+        // sni routes never take part in HTTP routing.
+        assert_eq!(
+            t.pick(Some("db.example.com"), "/", &HeaderMap::new())
+                .index(),
             0
         );
     }

@@ -8,6 +8,13 @@
 //! 4. the same, in the `backup` pool, then its backup, and so on (validation forbids cycles);
 //! 5. `fail_open = true`: every backend of the first pool that is not draining, down or not.
 //!
+//! Under the pool's `max_connections`, tiers 1 and 2 first look among the backends with a free
+//! upstream slot (fewer open connections than the cap, one atomic load each): a backend at its
+//! cap would make the attempt wait in its queue while another could take it at once. When
+//! every candidate is full, the pick is made as without the cap (and waits in that backend's
+//! queue). Not with an affinity (consistent hash, sticky cookie): the client's backend stays
+//! its backend, full or not.
+//!
 //! Slow start: a backend back in service for `elapsed < slow_start` is skipped with probability
 //! `1 - elapsed / slow_start` (admitted at least 5% of the time), so its share ramps linearly
 //! from small to its full weight without touching the balancers' precomputed state.
@@ -189,9 +196,30 @@ fn pick_one(
     pool.balancer.pick_for(&pool.backends, affinity, eligible)
 }
 
-/// Tiers 1 and 2 among the backends `fresh` admits: slow start first, then without it.
+/// Tiers 1 and 2 among the backends `fresh` admits: under a `max_connections` cap (and with no
+/// affinity) those with a free slot first, then any.
 #[inline]
 fn pick_fresh(
+    pool: &Pool,
+    region: Option<RegionId>,
+    affinity: Affinity,
+    now: u64,
+    fresh: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let cap = pool.upstream.max;
+    if cap > 0 && matches!(affinity, Affinity::None) {
+        let backends = &pool.backends;
+        let room = |i: usize| fresh(i) && backends[i].state.upstream_connections() < cap;
+        if let Some(i) = pick_ramped(pool, region, affinity, now, room) {
+            return Some(i);
+        }
+    }
+    pick_ramped(pool, region, affinity, now, fresh)
+}
+
+/// Tiers 1 and 2 among the backends `fresh` admits: slow start first, then without it.
+#[inline]
+fn pick_ramped(
     pool: &Pool,
     region: Option<RegionId>,
     affinity: Affinity,
@@ -343,6 +371,22 @@ mod tests {
         let pools = plain(3);
         pools[0].backends[1].state.set_healthy(false);
         assert_eq!(only(&pools, NOW, None), [(0, 0), (0, 2)]);
+    }
+
+    /// Issue 14: a backend at its `max_connections` is passed over while another has room,
+    /// and picked again (to wait in its queue) once every backend is full.
+    #[tokio::test]
+    async fn a_backend_at_its_cap_is_skipped_while_another_has_room() {
+        let mut cfg = PoolConfig::new("p", Vec::new());
+        cfg.max_connections = 1;
+        let pools = vec![pool(cfg, 0, &[None, None], &regions())];
+        let cap = pools[0].upstream;
+        let full = pools[0].backends[0].state.take_slot(cap).await.unwrap();
+        assert_eq!(only(&pools, NOW, None), [(0, 1)]);
+        let other = pools[0].backends[1].state.take_slot(cap).await.unwrap();
+        assert_eq!(only(&pools, NOW, None), [(0, 0), (0, 1)]);
+        drop((full, other));
+        assert_eq!(only(&pools, NOW, None), [(0, 0), (0, 1)]);
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! `on_down = "close"`, once its backend is down for that pool (checked on the same tick, a
 //! plain atomic load: clients reconnect and reach a backend that is up, e.g. a new primary).
 //!
+//! `[[listener.route]] sni = "..."` (TLS passthrough): before picking, the ClientHello is
+//! peeked (`crate::sni`, not consumed, within `client_header_timeout`) and its server name
+//! picks the pool; a first record that names no server (or is no ClientHello) goes to the
+//! listener's own pool, and a client that sends no complete first record in time is closed.
+//!
 //! `send_proxy = true` starts the backend connection with a PROXY v2 header naming the client
 //! (as resolved by the listener's own `proxy_protocol`) and the address it connected to.
 
@@ -32,13 +37,14 @@ use crate::backend::{BackendState, Busy, InflightGuard, UpstreamSlot};
 use crate::balance::{ip_hash, Affinity, Balancer};
 use crate::chain::Chain;
 use crate::clock;
-use crate::config::{ListenerSlot, OnDown};
+use crate::config::{ListenerSlot, OnDown, PoolId};
 use crate::health::passive;
 use crate::metrics::TcpBytes;
 use crate::proxy_protocol;
 use crate::select::{self, Tried};
 use crate::snapshot::Live;
 use crate::snapshot::Snapshot;
+use crate::sni::{self, Hello, PeekError};
 use crate::splice::{self, Flow, Forwarding};
 
 /// Why a forwarded connection ended early.
@@ -54,6 +60,8 @@ pub enum TcpError {
     Busy(SocketAddr, #[source] Busy),
     #[error("connect to {0} timed out after {1:?}")]
     ConnectTimeout(SocketAddr, Duration),
+    #[error("ClientHello")]
+    Hello(#[source] PeekError),
     #[error("PROXY header")]
     ProxyHeader(#[source] io::Error),
     #[error("idle for {0:?}")]
@@ -83,10 +91,24 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, slot: ListenerSlot, shar
     // long-lived connection must not keep old snapshots alive across reloads.
     let (bytes, connected) = {
         let snapshot = shared.snapshot.load_full();
-        let Some(bytes) = snapshot.listener(slot).map(|l| Arc::clone(&l.bytes)) else {
+        let Some(listener) = snapshot.listener(slot) else {
             return;
         };
-        let connected = connect(peer, slot, &snapshot).await;
+        let bytes = Arc::clone(&listener.bytes);
+        // TLS passthrough: the ClientHello's name picks the pool (bounded wait, see `sni`).
+        let pool = if listener.routes.has_sni() {
+            match sni::peek(&client, shared.client_header_timeout).await {
+                Ok(Hello::Named(name)) => Ok(listener.routes.pick_sni(Some(&name))),
+                Ok(Hello::Unnamed) => Ok(listener.routes.pick_sni(None)),
+                Err(e) => Err(TcpError::Hello(e)),
+            }
+        } else {
+            Ok(listener.routes.default_pool())
+        };
+        let connected = match pool {
+            Ok(pool) => connect(peer, slot, pool, &snapshot).await,
+            Err(e) => Err(e),
+        };
         (bytes, connected)
     };
     let result = match connected {
@@ -133,14 +155,15 @@ struct Connected {
     proxy_header: Option<Vec<u8>>,
 }
 
-/// Picks and connects a backend, trying others after a failure (up to the pool's `retries`).
+/// Picks and connects a backend of pool `first` (or its backups), trying others after a
+/// failure (up to the pool's `retries`).
 async fn connect(
     peer: SocketAddr,
     slot: ListenerSlot,
+    first: PoolId,
     snapshot: &Snapshot,
 ) -> Result<Connected, TcpError> {
-    let listener = snapshot.listener(slot).ok_or(TcpError::NoListener)?;
-    let first = listener.routes.default_pool();
+    snapshot.listener(slot).ok_or(TcpError::NoListener)?;
     let pool = snapshot.pool(first);
     let affinity = match &pool.balancer {
         Balancer::ConsistentHash(_) => Affinity::Hash(ip_hash(peer.ip())),

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
@@ -33,6 +32,7 @@ use crate::chain::Chain;
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::snapshot::{Live, Phase};
 
+pub mod harness;
 mod probe;
 mod scrape;
 mod status;
@@ -241,7 +241,7 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Admin {
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
@@ -254,7 +254,9 @@ impl Admin {
         bool::from(given.as_bytes().ct_eq(token))
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Reply {
+    /// One request, whatever its body type: no endpoint reads a body, and the fuzz harness
+    /// (`harness.rs`) calls this without a network.
+    async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Reply {
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
         // Segments are percent-decoded one by one (the page encodes a backend's address, and

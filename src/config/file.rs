@@ -94,6 +94,7 @@ pub(super) struct RawLimits {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
+    pub sni: Option<Str>,
     pub host: Option<Str>,
     pub path_prefix: Option<Str>,
     pub header: Option<Spanned<RawHeader>>,

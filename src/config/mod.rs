@@ -228,6 +228,9 @@ pub struct LimitsConfig {
 /// `[[listener.route]]`: every condition that is set must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
+    /// tcp listeners: the ClientHello's server name, exact or `*.example.com`, lower-cased (TLS
+    /// passthrough); never set together with the HTTP conditions below.
+    pub sni: Option<String>,
     /// Exact host (`example.com`) or wildcard (`*.example.com`), lower-cased, without port.
     pub host: Option<String>,
     pub path_prefix: Option<String>,

@@ -25,6 +25,8 @@ mod limits_tests;
 #[cfg(test)]
 mod region_tests;
 #[cfg(test)]
+mod sni_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod upstream_tests;

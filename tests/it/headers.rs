@@ -176,6 +176,7 @@ async fn public_and_internal() -> (
     let internal = BackendBuilder::new("internal").start().await;
     let mut l = listener();
     l.routes = vec![RouteConfig {
+        sni: None,
         host: Some("internal.example".to_string()),
         path_prefix: None,
         header: None,

@@ -13,7 +13,7 @@ use std::path::Path;
 /// not import each other.
 const LAYERS: &[&[&str]] = &[
     &["config", "clock", "client_ip", "systemd", "chain"],
-    &["backend", "access_log", "splice"],
+    &["backend", "access_log", "splice", "sni"],
     &["balance", "budget", "route"],
     &["region"],
     &["pool"],

@@ -34,6 +34,7 @@ mod reload;
 mod routing;
 mod smuggling;
 mod tcp;
+mod tcp_sni;
 mod timeouts;
 mod upgrade;
 mod upstream;

@@ -21,6 +21,7 @@ fn route(
         .map(PoolId::new)
         .unwrap();
     RouteConfig {
+        sni: None,
         host: host.map(str::to_string),
         path_prefix: path.map(str::to_string),
         header: header.map(|(name, value)| HeaderMatch {

@@ -245,6 +245,7 @@ async fn a_slow_but_active_request_is_not_cut() {
     fast_pool.request_timeout = Duration::from_millis(800);
     let mut l = listener();
     l.routes.push(fulcrum::config::RouteConfig {
+        sni: None,
         host: None,
         path_prefix: Some("/upload".into()),
         header: None,

@@ -94,7 +94,8 @@ impl Cx<'_> {
                 .iter()
                 .enumerate()
                 .filter_map(|(j, route)| {
-                    self.route(route, &format!("{prefix}: route #{}", j + 1), pools)
+                    let at = format!("{prefix}: route #{}", j + 1);
+                    self.route(route, &at, protocol, pools)
                 })
                 .collect();
             if let (Some(name), Some(bind), Some(pool)) = (name, bind, pool) {
@@ -165,15 +166,17 @@ impl Cx<'_> {
         pools: &[PoolConfig],
     ) {
         let only_http = "only for protocol = \"http\"";
-        if let Some(route) = r.route.first() {
-            self.error(route.span(), &key(prefix, "route"), only_http);
-        }
         if let Some(v) = &r.max_request_body {
             self.error(v.span(), &key(prefix, "max_request_body"), only_http);
         }
-        let (Some(id), Some(v)) = (pool, &r.pool) else {
-            return;
-        };
+        if let (Some(id), Some(v)) = (pool, &r.pool) {
+            self.tcp_pool(id, v.span(), &key(prefix, "pool"), pools);
+        }
+    }
+
+    /// A pool a tcp listener sends connections to (its own, or an `sni` route's): its
+    /// balancer must need nothing but the connection.
+    fn tcp_pool(&mut self, id: PoolId, span: Range<usize>, key: &str, pools: &[PoolConfig]) {
         let Some(p) = pools.get(id.index()) else {
             return;
         };
@@ -186,25 +189,49 @@ impl Cx<'_> {
             _ => None,
         };
         if let Some(problem) = problem {
-            self.error(
-                v.span(),
-                &key(prefix, "pool"),
-                format!("pool {name:?}: {problem}"),
-            );
+            self.error(span, key, format!("pool {name:?}: {problem}"));
         }
     }
 
-    /// One `[[listener.route]]`: at least one condition, and a pool that exists.
+    /// One `[[listener.route]]`: at least one condition, and a pool that exists. An http
+    /// listener's routes match on host, path and headers; a tcp listener's only on `sni` (TLS
+    /// passthrough: the bytes are not decrypted, so nothing else of the request is known).
     fn route(
         &mut self,
         route: &Spanned<RawRoute>,
         prefix: &str,
+        protocol: Protocol,
         pools: &[PoolConfig],
     ) -> Option<RouteConfig> {
         let r = route.get_ref();
-        if r.host.is_none() && r.path_prefix.is_none() && r.header.is_none() {
-            self.error(route.span(), prefix, "needs at least one of host, path_prefix, header (it would match every request; use the listener's pool instead)");
+        let http_condition = r.host.is_some() || r.path_prefix.is_some() || r.header.is_some();
+        match protocol {
+            Protocol::Http => {
+                if let Some(v) = &r.sni {
+                    let msg = "only for protocol = \"tcp\" listeners without tls (TLS passthrough); an http listener routes by host";
+                    self.error(v.span(), &key(prefix, "sni"), msg);
+                } else if !http_condition {
+                    self.error(route.span(), prefix, "needs at least one of host, path_prefix, header (it would match every request; use the listener's pool instead)");
+                }
+            }
+            Protocol::Tcp => {
+                if r.sni.is_none() {
+                    self.error(route.span(), prefix, "a tcp listener's route needs sni (the ClientHello's server name; host, path_prefix and header need protocol = \"http\")");
+                }
+                let only_http = "only for protocol = \"http\" (a tcp listener's routes match sni)";
+                let keys = [
+                    ("host", r.host.as_ref().map(|v| v.span())),
+                    ("path_prefix", r.path_prefix.as_ref().map(|v| v.span())),
+                    ("header", r.header.as_ref().map(|v| v.span())),
+                ];
+                for (name, span) in keys {
+                    if let Some(span) = span {
+                        self.error(span, &key(prefix, name), only_http);
+                    }
+                }
+            }
         }
+        let sni = self.maybe_str(r.sni.as_ref(), &key(prefix, "sni"), values::host);
         let host = self.maybe_str(r.host.as_ref(), &key(prefix, "host"), values::host);
         let path_prefix = self.maybe_str(
             r.path_prefix.as_ref(),
@@ -234,7 +261,11 @@ impl Cx<'_> {
             }
         };
         let pool = self.pool_ref(r.pool.as_ref(), route.span(), &key(prefix, "pool"), pools);
+        if let (Protocol::Tcp, Some(id), Some(v)) = (protocol, pool, &r.pool) {
+            self.tcp_pool(id, v.span(), &key(prefix, "pool"), pools);
+        }
         Some(RouteConfig {
+            sni: sni.ok()?,
             host: host.ok()?,
             path_prefix: path_prefix.ok()?,
             header: header.ok()?,

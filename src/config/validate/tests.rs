@@ -148,6 +148,7 @@ backends = [{ address = "10.0.3.10:80" }]
     assert_eq!(
         l.routes,
         vec![RouteConfig {
+            sni: None,
             host: Some("*.example.com".into()),
             path_prefix: Some("/api/".into()),
             header: Some(HeaderMatch {
@@ -240,7 +241,9 @@ fn fulcrum_toml_has_the_documented_shape() {
             "cache",
             "sessions",
             "redis-primary",
-            "redis-replicas"
+            "redis-replicas",
+            "tls-db",
+            "tls-default"
         ]
     );
     assert_eq!(c.pools[2].balance, BalanceKind::ConsistentHash);
@@ -252,7 +255,14 @@ fn fulcrum_toml_has_the_documented_shape() {
         .filter(|l| l.protocol == crate::config::Protocol::Tcp)
         .map(|l| l.name.as_str())
         .collect();
-    assert_eq!(tcp, ["redis-write", "redis-read"]);
+    assert_eq!(tcp, ["redis-write", "redis-read", "tls-passthrough"]);
+    // TLS passthrough: routes by SNI only.
+    let sni: Vec<Option<&str>> = c.listeners[3]
+        .routes
+        .iter()
+        .map(|r| r.sni.as_deref())
+        .collect();
+    assert_eq!(sni, [Some("db.example.com"), Some("*.example.com")]);
     assert_eq!(
         c.pools[5].backup.map(|b| c.pool_name(b)),
         Some("redis-primary")
