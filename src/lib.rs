@@ -55,6 +55,7 @@ mod snapshot;
 mod splice;
 mod systemd;
 mod tcp;
+mod tls;
 mod watch;
 mod worker;
 

@@ -218,6 +218,7 @@ impl Cx<'_> {
             values::on_down,
         );
         let health = r.health.as_ref().map(|h| self.health(h, prefix));
+        let (protocol, tls) = self.upstream(r, prefix);
         let passive = r
             .passive
             .as_ref()
@@ -233,6 +234,8 @@ impl Cx<'_> {
             on
         });
         PoolConfig {
+            protocol,
+            tls,
             send_proxy,
             on_down,
             retry_on,
