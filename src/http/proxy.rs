@@ -150,8 +150,18 @@ pub async fn handle(
     // Read the first body frame before choosing a backend: a malformed body ends here, and
     // so does one that does not come (`client_body_timeout`, the client's failure).
     let body_timeout = cx.shared.client_body_timeout;
+    // gRPC: streamed as it comes (a bidi client may speak only after the server), never
+    // replayed, its deadline honoured up to the pool's `request_timeout`.
+    let grpc = headers::is_grpc(&parts.headers);
+    let deadline = if grpc {
+        headers::grpc_timeout(&parts.headers)
+    } else {
+        None
+    };
     let body = if body.is_end_stream() {
         RequestBody::empty()
+    } else if grpc {
+        RequestBody::unread(body, limit, cx.activity.upload())
     } else {
         let mut body = body;
         match tokio::time::timeout(body_timeout, body.frame()).await {
@@ -243,7 +253,7 @@ pub async fn handle(
             },
         };
         let uploading = prefetched.then_some(&*cx.activity);
-        match send(target, index, req, uploading).await {
+        match send(target, index, req, uploading, deadline).await {
             Ok(sent) => {
                 let status = sent.0.status();
                 if status.is_server_error() {
@@ -341,23 +351,19 @@ async fn within<F: Future>(
 }
 
 /// One attempt on one backend. On failure, the request comes back when it was not sent.
-/// `uploading`: the connection's activity when the request has a body still streaming.
+/// `uploading`: the connection's activity when the request has a body still streaming;
+/// `deadline`: a gRPC request's `grpc-timeout`, shortening `request_timeout`.
 async fn send(
     pool: &Pool,
     index: BackendId,
     req: Request<RequestBody>,
     uploading: Option<&Activity>,
+    deadline: Option<Duration>,
 ) -> Result<Sent, (ProxyError, Option<Request<RequestBody>>)> {
     let backend = pool.backend(index);
     let inflight = backend.state.acquire();
-    let mut conn = match client::checkout(
-        backend,
-        pool.upstream,
-        pool.connect_timeout,
-        pool.idle_timeout,
-    )
-    .await
-    {
+    let timeout = deadline.map_or(pool.request_timeout, |d| d.min(pool.request_timeout));
+    let mut conn = match client::checkout(pool, backend).await {
         Ok(conn) => conn,
         Err(err) => return Err((err, Some(req))),
     };
@@ -367,12 +373,7 @@ async fn send(
     // A pooled connection can go stale between checkout and write; that says nothing about
     // the backend, so the unsent request gets one fresh connection to the same backend.
     for fresh in [false, true] {
-        let sent = within(
-            pool.request_timeout,
-            conn.sender.try_send_request(req),
-            uploading,
-        )
-        .await;
+        let sent = within(timeout, conn.send(req), uploading).await;
         match sent {
             None => return Err((ProxyError::UpstreamTimeout, None)),
             Some(Ok(resp)) => {
@@ -387,13 +388,7 @@ async fn send(
                 match unsent {
                     Some(unsent) if conn.reused && !fresh => {
                         req = unsent;
-                        conn = match Box::pin(client::connect(
-                            backend,
-                            pool.upstream,
-                            pool.connect_timeout,
-                        ))
-                        .await
-                        {
+                        conn = match Box::pin(client::connect(pool, backend)).await {
                             Ok(conn) => conn,
                             Err(err) => return Err((err, Some(req))),
                         };
