@@ -14,8 +14,8 @@ use crate::budget::RetryBudget;
 use crate::config::{
     BackendId, HealthConfig, OnDown, PassiveConfig, PoolConfig, PoolId, RetryOn, UpstreamProtocol,
 };
-use crate::tls::client::UpstreamTls;
 use crate::region::{PoolRegions, Regions};
+use crate::tls::client::UpstreamTls;
 
 /// A pool as the request path uses it.
 #[derive(Debug)]

@@ -25,7 +25,11 @@ pub(super) async fn check(
     transport: Transport<'_>,
 ) -> Result<(), ProbeError> {
     let (io, _) = open(addr, transport).await?;
-    let scheme = if transport.tls.is_some() { "https" } else { "http" };
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await

@@ -167,12 +167,18 @@ async fn http_check(
     transport: Transport<'_>,
 ) -> Result<(), ProbeError> {
     let (io, h2) = open(addr, transport).await?;
-    let scheme = if transport.tls.is_some() { "https" } else { "http" };
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let result = if h2 {
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(io))
-                .await
-                .map_err(ProbeError::Http)?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(io),
+        )
+        .await
+        .map_err(ProbeError::Http)?;
         let driver = tokio::spawn(conn);
         let req = Request::get(format!("{scheme}://{addr}{}", cfg.path))
             .header(header::USER_AGENT, "fulcrum-health")
@@ -379,7 +385,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // Accepted by the kernel's backlog, never answered.
-        let result = check(addr, &expect_master(Duration::from_millis(200)), super::Transport::PLAIN).await;
+        let result = check(
+            addr,
+            &expect_master(Duration::from_millis(200)),
+            super::Transport::PLAIN,
+        )
+        .await;
         assert!(matches!(result, Err(ProbeError::Timeout(_))), "{result:?}");
         drop(listener);
     }

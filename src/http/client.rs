@@ -250,7 +250,9 @@ pub async fn connect(pool: &Pool, backend: &Backend) -> Result<PooledConn, Proxy
     // A failed connect drops `slot`: freed at once. The TLS handshake counts within the
     // connect timeout.
     let io = tokio::time::timeout(pool.connect_timeout, async {
-        let stream = TcpStream::connect(addr).await.map_err(ProxyError::connect)?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(ProxyError::connect)?;
         // Small request/response exchanges must not wait on Nagle.
         let _ = stream.set_nodelay(true);
         match &pool.tls {

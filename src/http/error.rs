@@ -17,8 +17,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::request_body::BodyError;
 use crate::backend::Busy;
-use crate::tls::client::TlsError;
 use crate::config::RetryOn;
+use crate::tls::client::TlsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -150,9 +150,7 @@ impl ProxyError {
     /// request is idempotent and carries no body, so sending it again cannot do anything twice.
     pub fn is_retryable(&self, replayable: bool, on: RetryOn) -> bool {
         match self {
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::Tls(_) => {
-                on.connect
-            }
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::Tls(_) => on.connect,
             // A stale pooled connection: nothing reached the backend, nothing was its fault.
             ProxyError::NotSent(_) => true,
             // Nothing was sent; another backend may have a free connection.

@@ -315,7 +315,9 @@ pub fn for_h2<B>(req: http::Request<B>, tls: bool) -> http::Request<B> {
         let trailers = te_trailers(&parts.headers);
         parts.headers.remove(header::TE);
         if trailers {
-            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
         }
         parts.version = Version::HTTP_2;
     }
@@ -339,7 +341,9 @@ pub fn for_h1<B>(req: http::Request<B>) -> http::Request<B> {
         parts.uri = uri;
     }
     if te_trailers(&parts.headers) {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("te"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("te"));
     }
     parts.version = Version::HTTP_11;
     http::Request::from_parts(parts, body)

@@ -157,7 +157,10 @@ impl UpstreamTls {
 
     /// The TLS handshake over `tcp`, connected to `addr`.
     pub async fn connect(&self, tcp: TcpStream, addr: SocketAddr) -> Result<UpstreamIo, TlsError> {
-        let config = self.config.as_ref().map_err(|e| TlsError::Config(e.clone()))?;
+        let config = self
+            .config
+            .as_ref()
+            .map_err(|e| TlsError::Config(e.clone()))?;
         let connector = TlsConnector::from(Arc::clone(config));
         match connector.connect(self.name_for(addr), tcp).await {
             Ok(tls) => Ok(UpstreamIo::Tls(Box::new(tls))),
@@ -230,9 +233,7 @@ impl ServerCertVerifier for NoVerification {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -14,6 +14,7 @@ mod support;
 
 mod admin;
 mod admin_safety;
+mod backend_tls;
 mod balance;
 mod cli;
 mod errors;

@@ -174,4 +174,3 @@ fn protocol(text: &str) -> Result<UpstreamProtocol, super::values::Msg> {
         )),
     }
 }
-

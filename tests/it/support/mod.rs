@@ -6,6 +6,7 @@ pub mod browser;
 pub mod client;
 pub mod external;
 pub mod flip;
+pub mod pki;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
