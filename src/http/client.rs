@@ -135,6 +135,8 @@ pub struct PooledConn {
     state: Arc<BackendState>,
     /// h2: this request's stream on the connection, freed with it.
     _stream: Option<StreamGuard>,
+    /// h2, a new connection's first request: settles it once the response head came.
+    settle: Option<h2pool::Settle>,
 }
 
 impl PooledConn {
@@ -148,7 +150,11 @@ impl PooledConn {
             Sender::H1(sender) => sender.try_send_request(headers::for_h1(req)).await,
             Sender::H2(sender, tls) => {
                 let tls = *tls;
-                sender.try_send_request(headers::for_h2(req, tls)).await
+                let sent = sender.try_send_request(headers::for_h2(req, tls)).await;
+                if let Some(settle) = self.settle.take() {
+                    settle.done();
+                }
+                sent
             }
         }
     }
@@ -193,12 +199,13 @@ pub async fn checkout(pool: &Pool, backend: &Backend) -> Result<PooledConn, Prox
                     reused: true,
                     state: Arc::clone(&backend.state),
                     _stream: Some(stream),
+                    settle: None,
                 });
             }
             // A connection to it is being made on this worker: wait for it rather than open
             // another (ALPN may yet pick HTTP/1.1 for `auto`: then look again below).
             match h2pool::pending(key) {
-                Some(done) => done.notified().await,
+                Some(wait) => wait.wait().await,
                 None => break,
             }
         }
@@ -219,6 +226,7 @@ pub async fn checkout(pool: &Pool, backend: &Backend) -> Result<PooledConn, Prox
                     reused: true,
                     state: idle.state,
                     _stream: None,
+                    settle: None,
                 });
             }
         }
@@ -242,8 +250,8 @@ pub async fn connect(pool: &Pool, backend: &Backend) -> Result<PooledConn, Proxy
     if cap.max > 0 {
         ensure_sweeper();
     }
-    // Other requests of this worker for an h2 backend wait for this one (until dropped).
-    let _connecting = match pool.protocol {
+    // Other requests of this worker for an h2 backend wait for this one (until it settled).
+    let connecting = match pool.protocol {
         UpstreamProtocol::Http1 => None,
         _ => h2pool::Connecting::start(key),
     };
@@ -269,15 +277,17 @@ pub async fn connect(pool: &Pool, backend: &Backend) -> Result<PooledConn, Proxy
     };
     let state = Arc::clone(slot.state());
     if h2 {
-        let (sender, stream) = h2pool::handshake(io, slot, key).await?;
+        let (sender, stream, settle) = h2pool::handshake(io, slot, key, connecting).await?;
         return Ok(PooledConn {
             sender: Sender::H2(sender, pool.tls.is_some()),
             key,
             reused: false,
             state,
             _stream: Some(stream),
+            settle: Some(settle),
         });
     }
+    drop(connecting);
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -294,5 +304,6 @@ pub async fn connect(pool: &Pool, backend: &Backend) -> Result<PooledConn, Proxy
         reused: false,
         state,
         _stream: None,
+        settle: None,
     })
 }

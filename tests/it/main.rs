@@ -19,6 +19,7 @@ mod balance;
 mod cli;
 mod errors;
 mod h2_abuse;
+mod h2_upstream;
 mod hash;
 mod headers;
 mod health;
