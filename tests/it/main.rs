@@ -18,6 +18,7 @@ mod backend_tls;
 mod balance;
 mod cli;
 mod errors;
+mod grpc;
 mod h2_abuse;
 mod h2_upstream;
 mod hash;
