@@ -265,9 +265,3 @@ pub async fn handshake(
     let settle = Settle(tell);
     Ok((sender, guard, settle))
 }
-
-/// Upstream HTTP/2 connections this worker holds to `key`'s backend (tests and status).
-#[cfg(test)]
-pub fn open_connections(key: Key) -> usize {
-    CONNS.with(|c| c.borrow().get(&key).map_or(0, Vec::len))
-}

@@ -311,7 +311,10 @@ pub fn for_h2<B>(req: http::Request<B>, tls: bool) -> http::Request<B> {
             // Not a valid authority: sent as it came, h2 says no, the client gets a 502.
             parts.headers.insert(header::HOST, host);
         }
+        // HTTP/2 has no upgrade (RFC 8441's extended CONNECT is not spoken to backends): a
+        // WebSocket handshake reaches an h2 backend as a plain request, which refuses it.
         parts.headers.remove(header::CONNECTION);
+        parts.headers.remove(header::UPGRADE);
         let trailers = te_trailers(&parts.headers);
         parts.headers.remove(header::TE);
         if trailers {
