@@ -44,10 +44,21 @@ cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 run_on() { local cpu=$1; shift; if [[ $PIN == 1 ]]; then taskset -c "$cpu" "$@"; else "$@"; fi; }
-start() { local name=$1 cpu=$2; shift 2; run_on "$cpu" "$@" >"$T/$name.out" 2>&1 & PIDS+=("$!"); eval "PID_$name=$!"; }
-cpu_ticks() {   # user+system ticks of a process and its children (nginx master + worker)
+start() {   # name cpu command... (exec'd: the PID is the program's)
+    local name=$1 cpu=$2; shift 2
+    if [[ $PIN == 1 ]]; then taskset -c "$cpu" "$@" >"$T/$name.out" 2>&1 &
+    else "$@" >"$T/$name.out" 2>&1 &
+    fi
+    PIDS+=("$!"); eval "PID_$name=$!"
+}
+tree() {    # PID and all its descendants (nginx's master and worker)
+    ps -e -o pid=,ppid= | awk -v r="$1" '{ par[$1] = $2 } END { k[r] = 1
+        do { g = 0; for (p in par) if (!(p in k) && (par[p] in k)) { k[p] = 1; g = 1 } } while (g)
+        for (p in k) print p }'
+}
+cpu_ticks() {   # user+system ticks of a process tree
     local sum=0 p s
-    for p in $1 $(ps -o pid= --ppid "$1"); do
+    for p in $(tree "$1"); do
         { s=$(<"/proc/$p/stat"); } 2>/dev/null || continue; s=${s##*) }; set -- $s
         sum=$(( sum + ${12} + ${13} ))
     done
@@ -60,7 +71,7 @@ mkdir -p "$T/nginx-backend" "$T/nginx-front"
 cat >"$T/nginx-backend/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $T/nginx-backend/pid; error_log $T/nginx-backend/error.log;
 events { worker_connections 4096; }
-http { access_log off; http2_max_concurrent_streams 1000;
+http { access_log off; http2_max_concurrent_streams 1000; keepalive_requests 100000000;
   server { listen 127.0.0.1:$BACKEND http2; location / { return 200 "hello over h2\n"; } } }
 CONF
 start backend "$CLIENT_CPU" nginx -p "$T/nginx-backend" -c "$T/nginx-backend/nginx.conf"
@@ -90,8 +101,8 @@ CONF
         cat >"$T/nginx-front/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $T/nginx-front/pid; error_log $T/nginx-front/error.log;
 events { worker_connections 4096; }
-http { access_log off; http2_max_concurrent_streams 1000;
-  upstream b { server 127.0.0.1:$BACKEND; keepalive 64; }
+http { access_log off; http2_max_concurrent_streams 1000; keepalive_requests 100000000;
+  upstream b { server 127.0.0.1:$BACKEND; keepalive 64; keepalive_requests 100000000; }
   server { listen 127.0.0.1:$port http2; location / { grpc_pass grpc://b; } } }
 CONF
         start nginx "$PROXY_CPU" nginx -p "$T/nginx-front" -c "$T/nginx-front/nginx.conf" ;;

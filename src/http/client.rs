@@ -159,6 +159,11 @@ impl PooledConn {
         }
     }
 
+    /// Whether it is a stream on an HTTP/2 connection.
+    pub fn is_h2(&self) -> bool {
+        matches!(self.sender, Sender::H2(..))
+    }
+
     /// Returns the connection to this worker's idle list (h1), or frees its stream (h2).
     pub fn release(self) {
         let Sender::H1(sender) = self.sender else {

@@ -253,6 +253,21 @@ impl ProxyError {
     }
 }
 
+/// Whether an HTTP/2 backend left the request unprocessed: it refused the stream
+/// (REFUSED_STREAM) or said GOAWAY with a last stream below it (RFC 9113 8.7). Such a request
+/// may go again, on another connection, whatever its method.
+pub fn is_unprocessed(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
+        }
+        source = e.source();
+    }
+    false
+}
+
 impl ProxyError {
     /// The gRPC status and message for a gRPC request: 502 and 503 are UNAVAILABLE (14, the
     /// client may retry), 504 DEADLINE_EXCEEDED (4), the client's own faults their codes.

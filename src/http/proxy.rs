@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 
 use super::affinity;
 use super::client::{self, PooledConn};
-use super::error::ProxyError;
+use super::error::{is_unprocessed, ProxyError};
 use super::exchange::{Exchange, Finish};
 use super::framing::FramingFlags;
 use super::headers;
@@ -371,8 +371,12 @@ async fn send(
     // `prepare_upstream` left an `Upgrade` only when the client offered the allowed one.
     let upgrade = req.headers().contains_key(header::UPGRADE);
     // A pooled connection can go stale between checkout and write; that says nothing about
-    // the backend, so the unsent request gets one fresh connection to the same backend.
+    // the backend, so the unsent request gets one fresh connection to the same backend. An
+    // HTTP/2 backend may also refuse a stream unprocessed (REFUSED_STREAM, or above its
+    // GOAWAY's last stream: a closing connection races the next requests); hyper keeps no
+    // copy of such a request, so a bodyless one keeps its head to go once more.
     for fresh in [false, true] {
+        let head = (conn.is_h2() && !fresh && req.body().is_end_stream()).then(|| copy_head(&req));
         let sent = within(timeout, conn.send(req), uploading).await;
         match sent {
             None => return Err((ProxyError::UpstreamTimeout, None)),
@@ -385,16 +389,31 @@ async fn send(
             Some(Err(mut e)) => {
                 let unsent = e.take_message();
                 let err = e.into_error();
-                match unsent {
-                    Some(unsent) if conn.reused && !fresh => {
+                match (unsent, head) {
+                    (Some(unsent), _) if conn.reused && !fresh => {
                         req = unsent;
-                        conn = match Box::pin(client::connect(pool, backend)).await {
+                        // h2: the connection closed; others of this worker may have made a
+                        // new one already (or be making it): take a stream there.
+                        let again = if conn.is_h2() {
+                            Box::pin(client::checkout(pool, backend)).await
+                        } else {
+                            Box::pin(client::connect(pool, backend)).await
+                        };
+                        conn = match again {
                             Ok(conn) => conn,
                             Err(err) => return Err((err, Some(req))),
                         };
                     }
-                    Some(unsent) => return Err((ProxyError::NotSent(err), Some(unsent))),
-                    None => return Err((ProxyError::exchange(err), None)),
+                    (Some(unsent), _) => return Err((ProxyError::NotSent(err), Some(unsent))),
+                    (None, Some(head)) if is_unprocessed(&err) => {
+                        tracing::debug!(backend = %backend.label, error = %crate::chain::Chain(&err), "stream refused unprocessed: sent again");
+                        req = head;
+                        conn = match Box::pin(client::checkout(pool, backend)).await {
+                            Ok(conn) => conn,
+                            Err(err) => return Err((err, Some(req))),
+                        };
+                    }
+                    (None, _) => return Err((ProxyError::exchange(err), None)),
                 }
             }
         }
@@ -450,6 +469,16 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
     )
+}
+
+/// A bodyless request's head, to send it once more.
+fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {

@@ -280,3 +280,56 @@ async fn a_goaway_moves_new_requests_to_a_new_connection_without_failures() {
         "{connections} connections for 10 requests, GOAWAY after 3"
     );
 }
+
+#[tokio::test]
+async fn concurrent_requests_survive_goaways_racing_them() {
+    // Every connection says GOAWAY after 5 requests while about 40 are in flight: the
+    // streams in flight finish, the rest go to new connections, none fails.
+    let backend = H2Backend::start(5).await;
+    let proxy = h2c_proxy(backend.addr);
+    for _ in 0..3 {
+        concurrent(&proxy, 40).await;
+    }
+    assert!(backend.connections.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn a_stream_refused_unprocessed_is_sent_again() {
+    // A backend (the h2 crate's server) that answers every third stream with REFUSED_STREAM:
+    // nothing was processed, so Fulcrum sends the request once more, and the client never
+    // sees the refusal.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&refused);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                let mut n = 0;
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    n += 1;
+                    if n % 3 == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        let _ = respond.send_response(Response::new(()), true);
+                    }
+                }
+            });
+        }
+    });
+    let proxy = h2c_proxy(addr);
+    let client = http1();
+    for i in 0..12 {
+        let reply = get(&client, proxy.addr, "/").await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
+    }
+    assert!(
+        refused.load(Ordering::SeqCst) >= 4,
+        "the backend refused nothing"
+    );
+}
