@@ -89,16 +89,16 @@ fn pool_protocol_and_tls_rules() {
     assert_eq!(ok.pools[0].protocol, crate::config::UpstreamProtocol::H2c);
     let ok = check("protocol = \"auto\"\n[pool.tls]\nverify = false\n").expect("auto");
     assert!(!ok.pools[0].tls.as_ref().expect("tls").verify);
-    let err = check("protocol = \"h3\"\n").unwrap_err();
+    let err = check("protocol = \"h3\"\n").expect_err("refused");
     assert!(err.contains("pool \"p\": protocol"), "{err}");
-    let err = check("protocol = \"h2c\"\n[pool.tls]\n").unwrap_err();
+    let err = check("protocol = \"h2c\"\n[pool.tls]\n").expect_err("refused");
     assert!(err.contains("pool \"p\": tls"), "{err}");
-    let err = check("[pool.tls]\ncert = \"c.pem\"\n").unwrap_err();
+    let err = check("[pool.tls]\ncert = \"c.pem\"\n").expect_err("refused");
     assert!(err.contains("cert needs its key"), "{err}");
-    let err = check("[pool.health]\nkind = \"grpc\"\n").unwrap_err();
+    let err = check("[pool.health]\nkind = \"grpc\"\n").expect_err("refused");
     assert!(err.contains("grpc checks speak HTTP/2"), "{err}");
-    let err =
-        check("protocol = \"h2c\"\n[pool.health]\nkind = \"http\"\nservice = \"x\"\n").unwrap_err();
+    let err = check("protocol = \"h2c\"\n[pool.health]\nkind = \"http\"\nservice = \"x\"\n")
+        .expect_err("refused");
     assert!(err.contains("only for kind = \"grpc\""), "{err}");
     let ok = check("protocol = \"h2c\"\n[pool.health]\nkind = \"grpc\"\nservice = \"x\"\n")
         .expect("grpc");
