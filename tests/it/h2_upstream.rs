@@ -333,3 +333,32 @@ async fn a_stream_refused_unprocessed_is_sent_again() {
         "the backend refused nothing"
     );
 }
+
+#[tokio::test]
+async fn http_health_checks_of_an_h2c_pool_speak_http2() {
+    // The backend speaks HTTP/2 only: an HTTP/1.1 check would fail and mark it down.
+    let backend = H2Backend::start(0).await;
+    let mut p = pool("p", &[backend.addr]);
+    p.protocol = fulcrum::config::UpstreamProtocol::H2c;
+    p.health = Some(fulcrum::config::HealthConfig {
+        path: "/".into(),
+        interval: Duration::from_millis(50),
+        rise: 1,
+        fall: 1,
+        ..fulcrum::config::HealthConfig::http()
+    });
+    let proxy = Proxy::start(config(listener(), vec![p]));
+    let connections = &backend.connections;
+    crate::support::eventually(Duration::from_secs(5), "a few checks", || async {
+        connections.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    let status = proxy.handle.as_ref().unwrap().status();
+    let b = &status[0].backends[0];
+    assert!(b.healthy, "{:?}", b.last_change);
+    assert!(
+        b.last_change.is_none(),
+        "it never changed: {:?}",
+        b.last_change
+    );
+}
