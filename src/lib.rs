@@ -63,6 +63,7 @@ mod sni;
 mod splice;
 mod systemd;
 mod tcp;
+mod tls;
 mod upgrade;
 mod watch;
 mod worker;

@@ -11,8 +11,11 @@ use std::time::Duration;
 use crate::backend::{Backend, UpstreamCap};
 use crate::balance::Balancer;
 use crate::budget::RetryBudget;
-use crate::config::{BackendId, HealthConfig, OnDown, PassiveConfig, PoolConfig, PoolId, RetryOn};
+use crate::config::{
+    BackendId, HealthConfig, OnDown, PassiveConfig, PoolConfig, PoolId, RetryOn, UpstreamProtocol,
+};
 use crate::region::{PoolRegions, Regions};
+use crate::tls::client::UpstreamTls;
 
 /// A pool as the request path uses it.
 #[derive(Debug)]
@@ -46,6 +49,11 @@ pub struct Pool {
     pub send_proxy: bool,
     /// tcp: open connections of a backend that goes down are closed.
     pub on_down: OnDown,
+    /// HTTP/1.1, h2c, h2 or auto (ALPN) to the backends.
+    pub protocol: UpstreamProtocol,
+    /// `[pool.tls]`, built once per snapshot (its session cache resumes reconnects); used by
+    /// requests and health checks alike.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl Pool {
@@ -76,6 +84,11 @@ impl Pool {
             budget: Default::default(),
             send_proxy: pc.send_proxy,
             on_down: pc.on_down,
+            protocol: pc.protocol,
+            tls: pc
+                .tls
+                .as_ref()
+                .map(|t| crate::tls::client::build(&pc.name, t, pc.protocol)),
         }
     }
 

@@ -212,7 +212,8 @@ fn pool_fields((old, o): (&Config, &PoolConfig), (new, p): (&Config, &PoolConfig
         sticky_cookie,
         region_split,
         send_proxy,
-        on_down
+        on_down,
+        protocol
     );
     let (was, is) = (
         o.backup.map(|b| old.pool_name(b)),
@@ -223,6 +224,9 @@ fn pool_fields((old, o): (&Config, &PoolConfig), (new, p): (&Config, &PoolConfig
     }
     if o.health != p.health {
         v.push("health changed".into());
+    }
+    if o.tls != p.tls {
+        v.push("tls changed".into());
     }
     // Keys added later that this list does not name yet still show up.
     let settings = |c: &PoolConfig| PoolConfig {

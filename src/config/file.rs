@@ -136,6 +136,20 @@ pub(super) struct RawPool {
     pub region_split: Option<Spanned<std::collections::BTreeMap<Str, Int>>>,
     pub send_proxy: Option<Spanned<bool>>,
     pub on_down: Option<Str>,
+    /// `"http1"` | `"h2c"` | `"h2"` | `"auto"`.
+    pub protocol: Option<Str>,
+    pub tls: Option<Spanned<RawPoolTls>>,
+}
+
+/// `[pool.tls]`: TLS to the backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPoolTls {
+    pub ca: Option<Str>,
+    pub server_name: Option<Str>,
+    pub verify: Option<Spanned<bool>>,
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
 }
 
 /// `[pool.health]`.
@@ -152,6 +166,8 @@ pub(super) struct RawHealth {
     pub database: Option<Str>,
     pub password_file: Option<Str>,
     pub max_lag: Option<Str>,
+    /// grpc: the service name asked about.
+    pub service: Option<Str>,
     pub port: Option<Int>,
     pub interval: Option<Str>,
     pub timeout: Option<Str>,

@@ -20,6 +20,8 @@ pub struct HealthConfig {
     pub expect: String,
     /// postgres: the role login, database, role wanted and replica lag allowed.
     pub postgres: Option<PostgresCheck>,
+    /// grpc: the service asked about in `grpc.health.v1.Health/Check` ("" = the server).
+    pub service: String,
     /// Side port to check instead of the backend's; 0 = the backend's own port.
     pub port: u16,
     pub interval: Duration,
@@ -36,6 +38,9 @@ pub enum HealthKind {
     Tcp,
     /// Log in with tokio-postgres (no TLS) and compare `pg_is_in_recovery()` with the role.
     Postgres,
+    /// `grpc.health.v1.Health/Check` over HTTP/2 (h2c, or h2 with `[pool.tls]`): up when
+    /// the answer is SERVING.
+    Grpc,
 }
 
 /// `kind = "postgres"`: who logs in where, and which role the node must have.
@@ -68,6 +73,8 @@ impl HealthConfig {
         match self.kind {
             HealthKind::Postgres => true,
             HealthKind::Tcp => !self.expect.is_empty(),
+            // A server answers NOT_SERVING for a service it does not (yet) serve.
+            HealthKind::Grpc => true,
             HealthKind::Http => false,
         }
     }
@@ -81,6 +88,7 @@ impl HealthConfig {
             send: String::new(),
             expect: String::new(),
             postgres: None,
+            service: String::new(),
             port: 0,
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(1),

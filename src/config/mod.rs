@@ -6,6 +6,7 @@
 //! outside `config/` ever sees the raw form, and nothing here is read on the request path: the
 //! snapshot (`crate::snapshot`) compiles this model into request-path structures.
 
+pub mod backend_tls;
 pub mod diff;
 mod error;
 mod file;
@@ -13,6 +14,7 @@ pub(crate) mod files;
 mod health;
 mod validate;
 
+pub use backend_tls::{BackendTls, CaBundle, ClientIdentity, UpstreamProtocol};
 pub use diff::{diff, ConfigDiff};
 pub use error::{ConfigError, ConfigErrors};
 pub use health::{
@@ -356,6 +358,10 @@ pub struct PoolConfig {
     pub send_proxy: bool,
     /// tcp pools: close open connections of a backend once it is down for this pool.
     pub on_down: OnDown,
+    /// `protocol`: HTTP/1.1, h2c, h2 (TLS) or auto (TLS, ALPN decides) to the backends.
+    pub protocol: UpstreamProtocol,
+    /// `[pool.tls]`: TLS to the backends (requests and health checks); `None`: plain TCP.
+    pub tls: Option<BackendTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,6 +443,12 @@ impl Config {
         self.source
             .iter()
             .chain(self.geo.mmdb.as_ref())
+            .chain(
+                self.pools
+                    .iter()
+                    .filter_map(|p| p.tls.as_ref())
+                    .flat_map(BackendTls::files),
+            )
             .cloned()
             .collect()
     }
@@ -498,6 +510,8 @@ impl PoolConfig {
             region_split: Vec::new(),
             send_proxy: false,
             on_down: OnDown::Keep,
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
         }
     }
 }

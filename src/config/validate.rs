@@ -10,6 +10,7 @@
 //! deserialization, so at most one such error is reported (see `file.rs`). Unknown keys are all
 //! reported: `file::parse` leaves each one out and reads the file again.
 
+mod backend_tls;
 mod health;
 mod listeners;
 mod pools;

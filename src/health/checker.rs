@@ -171,7 +171,12 @@ impl Checker {
         };
         loop {
             let started = std::time::Instant::now();
-            let result = probe::check(self.addr, cfg).await;
+            let pool = &self.snapshot.pools[self.pool_index];
+            let transport = probe::Transport {
+                tls: pool.tls.as_deref(),
+                protocol: pool.protocol,
+            };
+            let result = probe::check(self.addr, cfg, transport).await;
             self.state
                 .set_standby(matches!(&result, Err(e) if e.is_standby()));
             self.state.record_check(CheckResult {

@@ -13,11 +13,13 @@
 //! interval`) and, before that, by connect failures that retries and passive ejection absorb.
 //!
 //! - `probe.rs`: one check (http, tcp, tcp send/expect, postgres role and replica lag).
+//! - `grpc.rs`: the grpc check (`grpc.health.v1.Health/Check`).
 //! - `checker.rs`: one task per backend on the control runtime.
 //! - `passive.rs`: ejection from real traffic, called by the proxy.
 //! - `status.rs`: a read-only view for `Handle::status` and the admin API.
 
 pub mod checker;
+mod grpc;
 pub mod passive;
 pub mod probe;
 pub mod status;

@@ -1,5 +1,11 @@
-//! One active check of one backend: http GET, tcp connect, tcp send/expect, or a postgres login
-//! that compares the node's role (`pg_is_in_recovery()`) and, for replicas, its replay lag.
+//! One active check of one backend: http GET, tcp connect, tcp send/expect, a postgres login
+//! that compares the node's role (`pg_is_in_recovery()`) and, for replicas, its replay lag, or a
+//! gRPC `grpc.health.v1.Health/Check` (the tiny protobuf hand-encoded: no codegen for a few
+//! bytes).
+//!
+//! http and grpc checks go the way the pool's requests go: over `[pool.tls]` when it is set
+//! (the pool's client config, so the same CA, name and client certificate), and HTTP/2 when the
+//! pool's `protocol` says so (h2c, h2, or auto when ALPN picks h2).
 //!
 //! Every check opens a fresh connection (a pooled one would test the pool, not the backend) and
 //! the whole exchange is bounded by the check's `timeout`. The error says what failed in words
@@ -15,7 +21,24 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{HealthConfig, HealthKind};
+use crate::config::{HealthConfig, HealthKind, UpstreamProtocol};
+use crate::tls::client::{TlsError, UpstreamIo, UpstreamTls};
+
+/// How the pool's requests reach a backend, which http and grpc checks follow.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport<'a> {
+    pub tls: Option<&'a UpstreamTls>,
+    pub protocol: UpstreamProtocol,
+}
+
+#[cfg(test)]
+impl Transport<'_> {
+    /// Plain TCP, HTTP/1.1.
+    pub const PLAIN: Transport<'static> = Transport {
+        tls: None,
+        protocol: UpstreamProtocol::Http1,
+    };
+}
 
 /// Largest reply a tcp `expect` check reads before giving up.
 const MAX_REPLY: usize = 64 * 1024;
@@ -44,6 +67,14 @@ pub enum ProbeError {
     Request(#[source] http::Error),
     #[error("status {0}")]
     Status(u16),
+    #[error("tls")]
+    Tls(#[source] TlsError),
+    #[error("grpc-status {0}: {1}")]
+    GrpcStatus(u32, String),
+    #[error("grpc health: {0}")]
+    NotServing(&'static str),
+    #[error("grpc health: reply is not a HealthCheckResponse")]
+    GrpcReply,
     #[error("i/o")]
     Io(#[source] std::io::Error),
     #[error("reply does not contain {0:?}")]
@@ -66,7 +97,10 @@ impl ProbeError {
     /// The node answered, and its answer says it holds another role (a Redis replica asked
     /// for `role:master`, a PostgreSQL replica in a primary pool): a standby, not a failure.
     pub fn is_standby(&self) -> bool {
-        matches!(self, ProbeError::Mismatch(_) | ProbeError::Role(..))
+        matches!(
+            self,
+            ProbeError::Mismatch(_) | ProbeError::Role(..) | ProbeError::NotServing(_)
+        )
     }
 }
 
@@ -78,14 +112,20 @@ pub fn target(backend: SocketAddr, cfg: &HealthConfig) -> SocketAddr {
     }
 }
 
-/// Runs one check of `backend` within the check's timeout.
-pub async fn check(backend: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
+/// Runs one check of `backend` within the check's timeout; http and grpc checks go over
+/// `transport` (the pool's TLS and protocol).
+pub async fn check(
+    backend: SocketAddr,
+    cfg: &HealthConfig,
+    transport: Transport<'_>,
+) -> Result<(), ProbeError> {
     let addr = target(backend, cfg);
     let run = async {
         match cfg.kind {
-            HealthKind::Http => http_check(addr, cfg).await,
+            HealthKind::Http => http_check(addr, cfg, transport).await,
             HealthKind::Tcp => tcp_check(addr, cfg).await,
             HealthKind::Postgres => postgres_check(addr, cfg).await,
+            HealthKind::Grpc => super::grpc::check(addr, cfg, transport).await,
         }
     };
     tokio::time::timeout(cfg.timeout, run)
@@ -100,23 +140,69 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
     })
 }
 
-/// `GET path` with `Host:` the checked address; healthy when the status is in `expect_status`.
-async fn http_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
+/// A connection for an http or grpc check: TCP, then TLS when the pool has it. `true` when
+/// HTTP/2 is to be spoken on it.
+pub(super) async fn open(
+    addr: SocketAddr,
+    transport: Transport<'_>,
+) -> Result<(UpstreamIo, bool), ProbeError> {
     let stream = connect(addr).await?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let io = match transport.tls {
+        None => UpstreamIo::Plain(stream),
+        Some(tls) => tls.connect(stream, addr).await.map_err(ProbeError::Tls)?,
+    };
+    let h2 = match transport.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => true,
+        UpstreamProtocol::Auto => io.alpn_h2(),
+    };
+    Ok((io, h2))
+}
+
+/// `GET path` with `Host:` the checked address; healthy when the status is in `expect_status`.
+async fn http_check(
+    addr: SocketAddr,
+    cfg: &HealthConfig,
+    transport: Transport<'_>,
+) -> Result<(), ProbeError> {
+    let (io, h2) = open(addr, transport).await?;
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let result = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(io),
+        )
         .await
         .map_err(ProbeError::Http)?;
-    // Drives the connection; ends when the sender is dropped or the peer closes.
-    let driver = tokio::spawn(conn);
-    let req = Request::get(cfg.path.as_str())
-        .header(header::HOST, addr.to_string())
-        .header(header::USER_AGENT, "fulcrum-health")
-        .header(header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(ProbeError::Request)?;
-    let result = sender.send_request(req).await;
-    driver.abort();
+        let driver = tokio::spawn(conn);
+        let req = Request::get(format!("{scheme}://{addr}{}", cfg.path))
+            .header(header::USER_AGENT, "fulcrum-health")
+            .body(Empty::<Bytes>::new())
+            .map_err(ProbeError::Request)?;
+        let result = sender.send_request(req).await;
+        driver.abort();
+        result
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(ProbeError::Http)?;
+        // Drives the connection; ends when the sender is dropped or the peer closes.
+        let driver = tokio::spawn(conn);
+        let req = Request::get(cfg.path.as_str())
+            .header(header::HOST, addr.to_string())
+            .header(header::USER_AGENT, "fulcrum-health")
+            .header(header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(ProbeError::Request)?;
+        let result = sender.send_request(req).await;
+        driver.abort();
+        result
+    };
     let status = result.map_err(ProbeError::Http)?.status().as_u16();
     if cfg.expect_status.contains(status) {
         Ok(())
@@ -275,7 +361,7 @@ mod tests {
         let addr = server("$30\r\n# Replication\r\nrole:slave\r\n\r\n", false).await;
         let timeout = Duration::from_secs(5);
         let started = Instant::now();
-        let result = check(addr, &expect_master(timeout)).await;
+        let result = check(addr, &expect_master(timeout), super::Transport::PLAIN).await;
         let took = started.elapsed();
         assert!(matches!(result, Err(ProbeError::Mismatch(_))), "{result:?}");
         assert!(
@@ -288,9 +374,9 @@ mod tests {
     async fn the_substring_passes_and_a_close_decides_on_what_was_read() {
         let cfg = expect_master(Duration::from_secs(5));
         let open = server("# Replication\r\nrole:master\r\n", false).await;
-        assert!(check(open, &cfg).await.is_ok());
+        assert!(check(open, &cfg, super::Transport::PLAIN).await.is_ok());
         let closed = server("role:slave\r\n", true).await;
-        let result = check(closed, &cfg).await;
+        let result = check(closed, &cfg, super::Transport::PLAIN).await;
         assert!(matches!(result, Err(ProbeError::Mismatch(_))), "{result:?}");
     }
 
@@ -299,7 +385,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // Accepted by the kernel's backlog, never answered.
-        let result = check(addr, &expect_master(Duration::from_millis(200))).await;
+        let result = check(
+            addr,
+            &expect_master(Duration::from_millis(200)),
+            super::Transport::PLAIN,
+        )
+        .await;
         assert!(matches!(result, Err(ProbeError::Timeout(_))), "{result:?}");
         drop(listener);
     }

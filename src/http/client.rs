@@ -1,4 +1,10 @@
-//! Upstream HTTP/1.1 keep-alive connections, pooled per worker thread.
+//! Upstream connections, pooled per worker thread: HTTP/1.1 keep-alive connections here, HTTP/2
+//! ones (multiplexed) in `h2pool`; TCP, then TLS when the pool has `[pool.tls]`
+//! (`tls::client`, whose handshake counts within `connect_timeout`), then the protocol the
+//! pool's `protocol` names (or, for `auto`, the one ALPN chose).
+//!
+//! Idle lists are keyed by the backend's address and the pool's TLS settings ([`Key`]), so a
+//! plain and a TLS pool to the same address never share a connection.
 //!
 //! Each worker is a single-threaded runtime, so its pool is a thread-local: checking a
 //! connection out or back in takes no lock and no atomic. A connection goes back only when its
@@ -21,21 +27,53 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, TrySendError};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
+use super::h2pool::{self, H2Sender, StreamGuard};
+use super::headers;
 use super::request_body::RequestBody;
-use crate::backend::{Backend, BackendState, UpstreamCap};
+use crate::backend::{Backend, BackendState};
+use crate::config::UpstreamProtocol;
+use crate::pool::Pool;
+use crate::tls::client::UpstreamIo;
 
 /// Idle connections kept per backend per worker; more are closed on return.
 const MAX_IDLE_PER_BACKEND: usize = 256;
 
-pub type Sender = http1::SendRequest<RequestBody>;
+pub type H1Sender = http1::SendRequest<RequestBody>;
+
+/// Which connection a request goes over.
+#[derive(Debug)]
+pub enum Sender {
+    H1(H1Sender),
+    /// A stream on a shared HTTP/2 connection; `true`: over TLS (`https` as `:scheme`).
+    H2(H2Sender, bool),
+}
+
+/// What an idle connection is kept under: the backend's address and the pool's TLS settings
+/// (`UpstreamTls::id`; 0 = plain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    addr: SocketAddr,
+    tls: u64,
+}
+
+impl Key {
+    fn of(pool: &Pool, backend: &Backend) -> Key {
+        Key {
+            addr: backend.addr,
+            tls: pool.tls.as_ref().map_or(0, |t| t.id),
+        }
+    }
+}
 
 struct Idle {
-    sender: Sender,
+    sender: H1Sender,
     since: Instant,
     state: Arc<BackendState>,
 }
@@ -44,7 +82,7 @@ struct Idle {
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
     /// This worker's sweeper, once a capped connection was made here (`None` before; a
     /// finished one, after its runtime ended, is replaced).
     static SWEEPER: Cell<Option<tokio::task::AbortHandle>> = const { Cell::new(None) };
@@ -85,33 +123,65 @@ async fn sweep() {
     }
 }
 
-/// An upstream connection checked out of this worker's pool (or freshly made).
+/// An upstream connection checked out of this worker's pool (or freshly made): an HTTP/1.1
+/// connection of its own, or a stream on a shared HTTP/2 one.
 #[derive(Debug)]
 pub struct PooledConn {
-    pub sender: Sender,
-    addr: SocketAddr,
+    sender: Sender,
+    key: Key,
     /// Whether it came from the pool (a failure before sending may just mean it went stale).
     pub reused: bool,
     /// Its backend's shared state (moved along with the connection, never cloned per request).
     state: Arc<BackendState>,
+    /// h2: this request's stream on the connection, freed with it.
+    _stream: Option<StreamGuard>,
+    /// h2, a new connection's first request: settles it once the response head came.
+    settle: Option<h2pool::Settle>,
 }
 
 impl PooledConn {
-    /// Returns the connection to this worker's idle list.
+    /// Sends `req` over this connection (rewritten for HTTP/2 when it is one); a request that
+    /// never left comes back in the error.
+    pub async fn send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        match &mut self.sender {
+            Sender::H1(sender) => sender.try_send_request(headers::for_h1(req)).await,
+            Sender::H2(sender, tls) => {
+                let tls = *tls;
+                let sent = sender.try_send_request(headers::for_h2(req, tls)).await;
+                if let Some(settle) = self.settle.take() {
+                    settle.done();
+                }
+                sent
+            }
+        }
+    }
+
+    /// Whether it is a stream on an HTTP/2 connection.
+    pub fn is_h2(&self) -> bool {
+        matches!(self.sender, Sender::H2(..))
+    }
+
+    /// Returns the connection to this worker's idle list (h1), or frees its stream (h2).
     pub fn release(self) {
+        let Sender::H1(sender) = self.sender else {
+            return;
+        };
         // Requests wait for a slot of this backend (maybe on another worker): closing this
         // connection frees its slot for them.
-        if self.sender.is_closed() || self.state.slot_waiters() > 0 {
+        if sender.is_closed() || self.state.slot_waiters() > 0 {
             return;
         }
         let idle = Idle {
-            sender: self.sender,
+            sender,
             since: Instant::now(),
             state: self.state,
         };
         IDLE.with(|pool| {
             let mut pool = pool.borrow_mut();
-            let list = pool.entry(self.addr).or_default();
+            let list = pool.entry(self.key).or_default();
             if list.len() >= MAX_IDLE_PER_BACKEND {
                 list.remove(0);
             }
@@ -120,44 +190,63 @@ impl PooledConn {
     }
 }
 
-/// A ready connection to `backend`: the most recently used idle one, else a new one (under
-/// `cap`).
-pub async fn checkout(
-    backend: &Backend,
-    cap: UpstreamCap,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-) -> Result<PooledConn, ProxyError> {
-    let addr = backend.addr;
-    loop {
-        let idle = IDLE.with(|pool| pool.borrow_mut().get_mut(&addr).and_then(Vec::pop));
-        let Some(mut idle) = idle else { break };
-        if idle.sender.is_closed() || idle.since.elapsed() >= idle_timeout {
-            continue;
+/// A ready connection to `backend` of `pool`: h2 pools a stream on a connection with room,
+/// h1 the most recently used idle connection; else a new one (under the pool's cap).
+pub async fn checkout(pool: &Pool, backend: &Backend) -> Result<PooledConn, ProxyError> {
+    let key = Key::of(pool, backend);
+    let tls = pool.tls.is_some();
+    if pool.protocol != UpstreamProtocol::Http1 {
+        loop {
+            if let Some((sender, stream)) = h2pool::take(key, pool.idle_timeout) {
+                return Ok(PooledConn {
+                    sender: Sender::H2(sender, tls),
+                    key,
+                    reused: true,
+                    state: Arc::clone(&backend.state),
+                    _stream: Some(stream),
+                    settle: None,
+                });
+            }
+            // A connection to it is being made on this worker: wait for it rather than open
+            // another (ALPN may yet pick HTTP/1.1 for `auto`: then look again below).
+            match h2pool::pending(key) {
+                Some(wait) => wait.wait().await,
+                None => break,
+            }
         }
-        // Usually ready at once; otherwise the connection task is still finishing the last
-        // response, or the connection is closing (an error: try the next one).
-        if idle.sender.is_ready() || idle.sender.ready().await.is_ok() {
-            return Ok(PooledConn {
-                sender: idle.sender,
-                addr,
-                reused: true,
-                state: idle.state,
-            });
+    }
+    if pool.protocol == UpstreamProtocol::Http1 || pool.protocol == UpstreamProtocol::Auto {
+        loop {
+            let idle = IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(Vec::pop));
+            let Some(mut idle) = idle else { break };
+            if idle.sender.is_closed() || idle.since.elapsed() >= pool.idle_timeout {
+                continue;
+            }
+            // Usually ready at once; otherwise the connection task is still finishing the last
+            // response, or the connection is closing (an error: try the next one).
+            if idle.sender.is_ready() || idle.sender.ready().await.is_ok() {
+                return Ok(PooledConn {
+                    sender: Sender::H1(idle.sender),
+                    key,
+                    reused: true,
+                    state: idle.state,
+                    _stream: None,
+                    settle: None,
+                });
+            }
         }
     }
     // Cold path (a new connection): boxed, so the per-request future stays small.
-    Box::pin(connect(backend, cap, connect_timeout)).await
+    Box::pin(connect(pool, backend)).await
 }
 
-/// A new connection to `backend`, its connection task spawned on the current worker and
-/// holding one of the backend's slots under `cap` (waited for when all are taken).
-pub async fn connect(
-    backend: &Backend,
-    cap: UpstreamCap,
-    connect_timeout: Duration,
-) -> Result<PooledConn, ProxyError> {
+/// A new connection to `backend` of `pool`, its connection task spawned on the current worker
+/// and holding one of the backend's slots under the pool's cap (waited for when all are
+/// taken): TCP, TLS when the pool has it, then HTTP/1.1 or HTTP/2.
+pub async fn connect(pool: &Pool, backend: &Backend) -> Result<PooledConn, ProxyError> {
     let addr = backend.addr;
+    let key = Key::of(pool, backend);
+    let cap = pool.upstream;
     let slot = backend
         .state
         .take_slot(cap)
@@ -166,19 +255,48 @@ pub async fn connect(
     if cap.max > 0 {
         ensure_sweeper();
     }
-    // A failed connect drops `slot`: freed at once.
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(ProxyError::connect(e)),
-        Err(_) => return Err(ProxyError::ConnectTimeout),
+    // Other requests of this worker for an h2 backend wait for this one (until it settled).
+    let connecting = match pool.protocol {
+        UpstreamProtocol::Http1 => None,
+        _ => h2pool::Connecting::start(key),
     };
-    // Small request/response exchanges must not wait on Nagle.
-    let _ = stream.set_nodelay(true);
+    // A failed connect drops `slot`: freed at once. The TLS handshake counts within the
+    // connect timeout.
+    let io = tokio::time::timeout(pool.connect_timeout, async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(ProxyError::connect)?;
+        // Small request/response exchanges must not wait on Nagle.
+        let _ = stream.set_nodelay(true);
+        match &pool.tls {
+            None => Ok(UpstreamIo::Plain(stream)),
+            Some(tls) => tls.connect(stream, addr).await.map_err(ProxyError::Tls),
+        }
+    })
+    .await
+    .map_err(|_| ProxyError::ConnectTimeout)??;
+    let h2 = match pool.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => true,
+        UpstreamProtocol::Auto => io.alpn_h2(),
+    };
+    let state = Arc::clone(slot.state());
+    if h2 {
+        let (sender, stream, settle) = h2pool::handshake(io, slot, key, connecting).await?;
+        return Ok(PooledConn {
+            sender: Sender::H2(sender, pool.tls.is_some()),
+            key,
+            reused: false,
+            state,
+            _stream: Some(stream),
+            settle: Some(settle),
+        });
+    }
+    drop(connecting);
     let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(ProxyError::NotSent)?;
-    let state = Arc::clone(slot.state());
     tokio::spawn(async move {
         // Ends when the backend or the pool closes the connection; upgrades (WebSocket)
         // hand the socket over to the tunnel instead. The slot is freed here, with it.
@@ -186,9 +304,11 @@ pub async fn connect(
         drop(slot);
     });
     Ok(PooledConn {
-        sender,
-        addr,
+        sender: Sender::H1(sender),
+        key,
         reused: false,
         state,
+        _stream: None,
+        settle: None,
     })
 }

@@ -18,6 +18,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use super::request_body::BodyError;
 use crate::backend::Busy;
 use crate::config::RetryOn;
+use crate::tls::client::TlsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -38,6 +39,10 @@ pub enum ProxyError {
     /// TCP connect to the backend failed; the request was not sent.
     #[error("connect failed")]
     Connect(#[source] std::io::Error),
+    /// The TLS handshake with the backend failed (its certificate did not verify, or it
+    /// refused ours); the request was not sent.
+    #[error("TLS to the backend failed")]
+    Tls(#[source] TlsError),
     /// TCP connect did not finish within `connect_timeout`; the request was not sent.
     #[error("connect timed out")]
     ConnectTimeout,
@@ -129,6 +134,7 @@ impl ProxyError {
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Connect(_)
+            | ProxyError::Tls(_)
             | ProxyError::ConnectTimeout
             | ProxyError::NotSent(_)
             | ProxyError::Upstream(_)
@@ -144,7 +150,7 @@ impl ProxyError {
     /// request is idempotent and carries no body, so sending it again cannot do anything twice.
     pub fn is_retryable(&self, replayable: bool, on: RetryOn) -> bool {
         match self {
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout => on.connect,
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::Tls(_) => on.connect,
             // A stale pooled connection: nothing reached the backend, nothing was its fault.
             ProxyError::NotSent(_) => true,
             // Nothing was sent; another backend may have a free connection.
@@ -171,6 +177,7 @@ impl ProxyError {
     pub fn is_backend_failure(&self) -> bool {
         match self {
             ProxyError::Connect(_)
+            | ProxyError::Tls(_)
             | ProxyError::ConnectTimeout
             | ProxyError::NotSent(_)
             | ProxyError::Upstream(_)
@@ -203,6 +210,7 @@ impl ProxyError {
                 "502 bad gateway: backend unreachable\n"
             }
             ProxyError::Upstream(_) => "502 bad gateway: backend failed\n",
+            ProxyError::Tls(_) => "502 bad gateway: TLS to the backend failed\n",
             ProxyError::UpstreamTimeout => "504 gateway timeout\n",
             ProxyError::BadResponse(_) => "502 bad gateway: invalid response from the backend\n",
             ProxyError::ClientTimeout => "408 request timeout: the request body stopped arriving\n",
@@ -241,6 +249,53 @@ impl ProxyError {
             }
             _ => {}
         }
+        resp
+    }
+}
+
+/// Whether an HTTP/2 backend left the request unprocessed: it refused the stream
+/// (REFUSED_STREAM) or said GOAWAY with a last stream below it (RFC 9113 8.7). Such a request
+/// may go again, on another connection, whatever its method.
+pub fn is_unprocessed(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
+        }
+        source = e.source();
+    }
+    false
+}
+
+impl ProxyError {
+    /// The gRPC status and message for a gRPC request: 502 and 503 are UNAVAILABLE (14, the
+    /// client may retry), 504 DEADLINE_EXCEEDED (4), the client's own faults their codes.
+    pub fn grpc_status(&self) -> (u8, &'static str) {
+        match self.status().as_u16() {
+            502 | 503 => (14, "unavailable"),
+            504 => (4, "deadline exceeded"),
+            408 => (4, "request body timed out"),
+            413 => (8, "request too large"),
+            429 => (8, "too many requests"),
+            _ => (13, "bad request"),
+        }
+    }
+
+    /// The answer to a gRPC request: a trailers-only response (HTTP 200, `grpc-status`,
+    /// `grpc-message`, no body), which every gRPC client reads as the call's status; a bare
+    /// HTTP 502 reaches the application as a confusing UNKNOWN or INTERNAL.
+    pub fn to_grpc_response(&self) -> Response<Bytes> {
+        let (code, message) = self.grpc_status();
+        let mut resp = Response::new(Bytes::new());
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(u16::from(code)));
+        // Plain ASCII without '%': nothing to percent-encode.
+        h.insert("grpc-message", HeaderValue::from_static(message));
         resp
     }
 }
@@ -300,6 +355,19 @@ mod tests {
             let err = ProxyError::connect(io::Error::from_raw_os_error(errno.raw_os_error()));
             assert!(err.is_local_shortage(), "{errno:?}");
         }
+    }
+
+    #[test]
+    fn grpc_requests_get_trailers_only_statuses() {
+        let unavailable = ProxyError::NoBackend.to_grpc_response();
+        assert_eq!(unavailable.status(), StatusCode::OK);
+        assert_eq!(unavailable.headers()["grpc-status"], "14");
+        assert!(unavailable.body().is_empty());
+        let refused = ProxyError::connect(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(refused.to_grpc_response().headers()["grpc-status"], "14");
+        let late = ProxyError::UpstreamTimeout.to_grpc_response();
+        assert_eq!(late.headers()["grpc-status"], "4");
+        assert_eq!(late.headers()["content-type"], "application/grpc");
     }
 
     #[test]

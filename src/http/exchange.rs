@@ -36,6 +36,8 @@ pub struct Exchange {
     routed: Option<Arc<PoolMetrics>>,
     /// The last backend that failed this request: a refusal counts against it.
     failed: Option<Choice>,
+    /// A gRPC request: a refusal is a gRPC status (`ProxyError::to_grpc_response`).
+    grpc: bool,
 }
 
 impl Exchange {
@@ -67,6 +69,7 @@ impl Exchange {
             log,
             routed: None,
             failed: None,
+            grpc: super::headers::is_grpc(req.headers()),
         }
     }
 
@@ -98,7 +101,11 @@ impl Exchange {
             let name = listener.map_or("-", |l| &*l.name);
             tracing::debug!(listener = name, error = %Chain(err), "request failed");
         }
-        let resp = err.to_response();
+        let resp = if self.grpc {
+            err.to_grpc_response()
+        } else {
+            err.to_response()
+        };
         let code = resp.status().as_u16();
         let took = self.started.elapsed();
         let blamed = self.failed.and_then(|c| {

@@ -290,6 +290,96 @@ fn set_owned(headers: &mut HeaderMap, name: HeaderName, value: String) {
     }
 }
 
+/// The request as sent over an HTTP/2 connection to a backend (`prepare_upstream` made an
+/// HTTP/1.1 one): `Host` becomes `:authority` (with `:scheme` https over TLS, else http),
+/// connection-specific headers go (`Connection` and what it named were removed already; the
+/// `Connection: te` added for trailers with them), and `TE` stays only as `trailers`.
+pub fn for_h2<B>(req: http::Request<B>, tls: bool) -> http::Request<B> {
+    let (mut parts, body) = req.into_parts();
+    if parts.version != Version::HTTP_2 {
+        let scheme = if tls { "https" } else { "http" };
+        let host = parts.headers.remove(header::HOST);
+        let authority = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost");
+        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if let Ok(uri) = Uri::try_from(format!("{scheme}://{authority}{pq}")) {
+            parts.uri = uri;
+        } else if let Some(host) = host {
+            // Not a valid authority: sent as it came, h2 says no, the client gets a 502.
+            parts.headers.insert(header::HOST, host);
+        }
+        // HTTP/2 has no upgrade (RFC 8441's extended CONNECT is not spoken to backends): a
+        // WebSocket handshake reaches an h2 backend as a plain request, which refuses it.
+        parts.headers.remove(header::CONNECTION);
+        parts.headers.remove(header::UPGRADE);
+        let trailers = te_trailers(&parts.headers);
+        parts.headers.remove(header::TE);
+        if trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        parts.version = Version::HTTP_2;
+    }
+    http::Request::from_parts(parts, body)
+}
+
+/// The request as sent over an HTTP/1.1 connection: [`for_h2`] undone when a request made for
+/// an HTTP/2 connection goes over HTTP/1.1 after all (a fresh connection of an `auto` pool).
+pub fn for_h1<B>(req: http::Request<B>) -> http::Request<B> {
+    if req.version() != Version::HTTP_2 {
+        return req;
+    }
+    let (mut parts, body) = req.into_parts();
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
+    let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if let Ok(uri) = Uri::try_from(origin_form) {
+        parts.uri = uri;
+    }
+    if te_trailers(&parts.headers) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("te"));
+    }
+    parts.version = Version::HTTP_11;
+    http::Request::from_parts(parts, body)
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc`, `application/grpc+proto`...):
+/// Fulcrum's own errors then answer in gRPC's terms.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A gRPC request's `grpc-timeout` (`"100m"`, `"5S"`...), if it has a valid one.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Cleans a backend response for the client. A `101 Switching Protocols` keeps its
 /// `Upgrade` / `Connection`, which are the handshake itself.
 pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {

@@ -7,6 +7,7 @@ mod client;
 mod error;
 mod exchange;
 mod framing;
+mod h2pool;
 mod headers;
 mod proxy;
 mod request_body;

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 
 use super::affinity;
 use super::client::{self, PooledConn};
-use super::error::ProxyError;
+use super::error::{is_unprocessed, ProxyError};
 use super::exchange::{Exchange, Finish};
 use super::framing::FramingFlags;
 use super::headers;
@@ -150,8 +150,18 @@ pub async fn handle(
     // Read the first body frame before choosing a backend: a malformed body ends here, and
     // so does one that does not come (`client_body_timeout`, the client's failure).
     let body_timeout = cx.shared.client_body_timeout;
+    // gRPC: streamed as it comes (a bidi client may speak only after the server), never
+    // replayed, its deadline honoured up to the pool's `request_timeout`.
+    let grpc = headers::is_grpc(&parts.headers);
+    let deadline = if grpc {
+        headers::grpc_timeout(&parts.headers)
+    } else {
+        None
+    };
     let body = if body.is_end_stream() {
         RequestBody::empty()
+    } else if grpc {
+        RequestBody::unread(body, limit, cx.activity.upload())
     } else {
         let mut body = body;
         match tokio::time::timeout(body_timeout, body.frame()).await {
@@ -243,7 +253,7 @@ pub async fn handle(
             },
         };
         let uploading = prefetched.then_some(&*cx.activity);
-        match send(target, index, req, uploading).await {
+        match send(target, index, req, uploading, deadline).await {
             Ok(sent) => {
                 let status = sent.0.status();
                 if status.is_server_error() {
@@ -341,23 +351,19 @@ async fn within<F: Future>(
 }
 
 /// One attempt on one backend. On failure, the request comes back when it was not sent.
-/// `uploading`: the connection's activity when the request has a body still streaming.
+/// `uploading`: the connection's activity when the request has a body still streaming;
+/// `deadline`: a gRPC request's `grpc-timeout`, shortening `request_timeout`.
 async fn send(
     pool: &Pool,
     index: BackendId,
     req: Request<RequestBody>,
     uploading: Option<&Activity>,
+    deadline: Option<Duration>,
 ) -> Result<Sent, (ProxyError, Option<Request<RequestBody>>)> {
     let backend = pool.backend(index);
     let inflight = backend.state.acquire();
-    let mut conn = match client::checkout(
-        backend,
-        pool.upstream,
-        pool.connect_timeout,
-        pool.idle_timeout,
-    )
-    .await
-    {
+    let timeout = deadline.map_or(pool.request_timeout, |d| d.min(pool.request_timeout));
+    let mut conn = match client::checkout(pool, backend).await {
         Ok(conn) => conn,
         Err(err) => return Err((err, Some(req))),
     };
@@ -365,14 +371,13 @@ async fn send(
     // `prepare_upstream` left an `Upgrade` only when the client offered the allowed one.
     let upgrade = req.headers().contains_key(header::UPGRADE);
     // A pooled connection can go stale between checkout and write; that says nothing about
-    // the backend, so the unsent request gets one fresh connection to the same backend.
+    // the backend, so the unsent request gets one fresh connection to the same backend. An
+    // HTTP/2 backend may also refuse a stream unprocessed (REFUSED_STREAM, or above its
+    // GOAWAY's last stream: a closing connection races the next requests); hyper keeps no
+    // copy of such a request, so a bodyless one keeps its head to go once more.
     for fresh in [false, true] {
-        let sent = within(
-            pool.request_timeout,
-            conn.sender.try_send_request(req),
-            uploading,
-        )
-        .await;
+        let head = (conn.is_h2() && !fresh && req.body().is_end_stream()).then(|| copy_head(&req));
+        let sent = within(timeout, conn.send(req), uploading).await;
         match sent {
             None => return Err((ProxyError::UpstreamTimeout, None)),
             Some(Ok(resp)) => {
@@ -384,22 +389,31 @@ async fn send(
             Some(Err(mut e)) => {
                 let unsent = e.take_message();
                 let err = e.into_error();
-                match unsent {
-                    Some(unsent) if conn.reused && !fresh => {
+                match (unsent, head) {
+                    (Some(unsent), _) if conn.reused && !fresh => {
                         req = unsent;
-                        conn = match Box::pin(client::connect(
-                            backend,
-                            pool.upstream,
-                            pool.connect_timeout,
-                        ))
-                        .await
-                        {
+                        // h2: the connection closed; others of this worker may have made a
+                        // new one already (or be making it): take a stream there.
+                        let again = if conn.is_h2() {
+                            Box::pin(client::checkout(pool, backend)).await
+                        } else {
+                            Box::pin(client::connect(pool, backend)).await
+                        };
+                        conn = match again {
                             Ok(conn) => conn,
                             Err(err) => return Err((err, Some(req))),
                         };
                     }
-                    Some(unsent) => return Err((ProxyError::NotSent(err), Some(unsent))),
-                    None => return Err((ProxyError::exchange(err), None)),
+                    (Some(unsent), _) => return Err((ProxyError::NotSent(err), Some(unsent))),
+                    (None, Some(head)) if is_unprocessed(&err) => {
+                        tracing::debug!(backend = %backend.label, error = %crate::chain::Chain(&err), "stream refused unprocessed: sent again");
+                        req = head;
+                        conn = match Box::pin(client::checkout(pool, backend)).await {
+                            Ok(conn) => conn,
+                            Err(err) => return Err((err, Some(req))),
+                        };
+                    }
+                    (None, _) => return Err((ProxyError::exchange(err), None)),
                 }
             }
         }
@@ -455,6 +469,16 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
     )
+}
+
+/// A bodyless request's head, to send it once more.
+fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {

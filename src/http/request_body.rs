@@ -34,26 +34,24 @@ pub enum BodyError {
     Client(#[from] hyper::Error),
 }
 
-pin_project_lite::pin_project! {
-    /// The request body sent upstream: the client's body, streamed, with its first frame
-    /// already read (so a malformed body is answered 400 before anything is sent), a size
-    /// limit and a timeout between frames.
-    #[derive(Debug)]
-    pub struct RequestBody {
-        first: Option<Frame<Bytes>>,
-        rest: Option<Incoming>,
-        // Bytes still allowed; `u64::MAX` when unlimited.
-        remaining: u64,
-        // `client_body_timeout`.
-        timeout: Duration,
-        // When the client last sent a frame (`None`: an empty body).
-        last: Option<Instant>,
-        // Runs while the body waits on the client; made at the first wait.
-        #[pin]
-        stall: Option<Sleep>,
-        // The connection counts this body as streaming until it ends.
-        upload: Option<UploadGuard>,
-    }
+/// The request body sent upstream: the client's body, streamed, with its first frame
+/// already read (so a malformed body is answered 400 before anything is sent), a size
+/// limit and a timeout between frames. `Unpin` (its timer boxed, made only when a body
+/// waits): hyper's HTTP/2 client connection needs its bodies to be.
+#[derive(Debug)]
+pub struct RequestBody {
+    first: Option<Frame<Bytes>>,
+    rest: Option<Incoming>,
+    // Bytes still allowed; `u64::MAX` when unlimited.
+    remaining: u64,
+    // `client_body_timeout`.
+    timeout: Duration,
+    // When the client last sent a frame (`None`: an empty body).
+    last: Option<Instant>,
+    // Runs while the body waits on the client; made at the first wait.
+    stall: Option<Pin<Box<Sleep>>>,
+    // The connection counts this body as streaming until it ends.
+    upload: Option<UploadGuard>,
 }
 
 impl RequestBody {
@@ -95,6 +93,24 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// A body streamed as it comes, nothing read yet and no timeout between frames: a gRPC
+    /// stream, whose client may send its first message (or its next one) only after the
+    /// server's, or minutes later; the size limit still holds.
+    pub fn unread(rest: Incoming, limit: u64, upload: UploadGuard) -> Self {
+        RequestBody {
+            first: None,
+            rest: Some(rest),
+            remaining: if limit == 0 { u64::MAX } else { limit },
+            // No deadline: `Instant + Duration::MAX` does not exist, so no timer is made.
+            timeout: Duration::MAX,
+            last: None,
+            stall: None,
+            upload: Some(upload),
+        }
+    }
+}
+
 fn charge(remaining: &mut u64, frame: &Frame<Bytes>) -> Result<(), BodyError> {
     if let Some(data) = frame.data_ref() {
         let len = data.len() as u64;
@@ -114,7 +130,7 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let mut this = self.project();
+        let this = self.get_mut();
         if let Some(frame) = this.first.take() {
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -125,49 +141,48 @@ impl Body for RequestBody {
             Poll::Ready(polled) => polled,
             Poll::Pending => {
                 // Waiting on the client: at most `timeout` after its last frame.
-                let Some(deadline) = this.last.and_then(|l| l.checked_add(*this.timeout)) else {
+                let Some(deadline) = this.last.and_then(|l| l.checked_add(this.timeout)) else {
                     return Poll::Pending;
                 };
-                match this.stall.as_mut().as_pin_mut() {
+                match this.stall.as_mut() {
                     Some(stall) if stall.deadline() == deadline => {}
-                    Some(stall) => stall.reset(deadline),
-                    None => this.stall.set(Some(tokio::time::sleep_until(deadline))),
+                    Some(stall) => stall.as_mut().reset(deadline),
+                    None => this.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
                 }
                 let expired = this
                     .stall
                     .as_mut()
-                    .as_pin_mut()
-                    .is_some_and(|stall| stall.poll(cx).is_ready());
+                    .is_some_and(|stall| stall.as_mut().poll(cx).is_ready());
                 if !expired {
                     return Poll::Pending;
                 }
-                *this.rest = None;
-                *this.upload = None;
+                this.rest = None;
+                this.upload = None;
                 return Poll::Ready(Some(Err(BodyError::Timeout)));
             }
         };
         match polled {
             Some(Ok(frame)) => {
-                *this.last = Some(Instant::now());
-                if let Err(e) = charge(this.remaining, &frame) {
-                    *this.rest = None;
-                    *this.upload = None;
+                this.last = Some(Instant::now());
+                if let Err(e) = charge(&mut this.remaining, &frame) {
+                    this.rest = None;
+                    this.upload = None;
                     return Poll::Ready(Some(Err(e)));
                 }
                 if this.rest.as_ref().is_some_and(Incoming::is_end_stream) {
                     // hyper may not ask again after the last frame.
-                    *this.upload = None;
+                    this.upload = None;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                *this.rest = None;
-                *this.upload = None;
+                this.rest = None;
+                this.upload = None;
                 Poll::Ready(Some(Err(BodyError::Client(e))))
             }
             None => {
-                *this.rest = None;
-                *this.upload = None;
+                this.rest = None;
+                this.upload = None;
                 Poll::Ready(None)
             }
         }

@@ -13,7 +13,9 @@ use std::path::Path;
 /// not import each other.
 const LAYERS: &[&[&str]] = &[
     &["config", "clock", "client_ip", "systemd", "chain"],
-    &["backend", "access_log", "splice", "sni"],
+    // `tls` (rustls client configs, the upstream stream type) reads config only; pools hold
+    // their TLS client config, so it sits below `pool`.
+    &["backend", "access_log", "splice", "sni", "tls"],
     &["balance", "budget", "route"],
     &["region"],
     &["pool"],

@@ -14,10 +14,13 @@ mod support;
 
 mod admin;
 mod admin_safety;
+mod backend_tls;
 mod balance;
 mod cli;
 mod errors;
+mod grpc;
 mod h2_abuse;
+mod h2_upstream;
 mod hash;
 mod headers;
 mod health;

@@ -18,7 +18,7 @@ impl Cx<'_> {
         let kind = self.opt_str(r.kind.as_ref(), &k("kind"), HealthKind::Http, health_kind);
         let d = match kind {
             HealthKind::Http => HealthConfig::http(),
-            HealthKind::Tcp | HealthKind::Postgres => HealthConfig::tcp(),
+            HealthKind::Tcp | HealthKind::Postgres | HealthKind::Grpc => HealthConfig::tcp(),
         };
         let path = self.opt_str(
             r.path.as_ref(),
@@ -51,6 +51,12 @@ impl Cx<'_> {
             }
         }
         let postgres = self.postgres_keys(r, kind, &prefix);
+        let service = self.opt_str(r.service.as_ref(), &k("service"), String::new(), |s| {
+            Ok(s.into())
+        });
+        if let (Some(v), false) = (&r.service, kind == HealthKind::Grpc) {
+            self.error(v.span(), &k("service"), "only for kind = \"grpc\"");
+        }
         let port = self.opt_int(r.port.as_ref(), &k("port"), d.port, values::non_negative);
         let interval = self.opt_str(
             r.interval.as_ref(),
@@ -73,6 +79,7 @@ impl Cx<'_> {
             send,
             expect,
             postgres,
+            service,
             port,
             interval,
             timeout,
@@ -194,14 +201,15 @@ impl Cx<'_> {
     }
 }
 
-/// `"http"` | `"tcp"` | `"postgres"`.
+/// `"http"` | `"tcp"` | `"postgres"` | `"grpc"`.
 fn health_kind(text: &str) -> Result<HealthKind, values::Msg> {
     match text {
         "http" => Ok(HealthKind::Http),
         "tcp" => Ok(HealthKind::Tcp),
         "postgres" => Ok(HealthKind::Postgres),
+        "grpc" => Ok(HealthKind::Grpc),
         other => Err(format!(
-            "must be \"http\", \"tcp\" or \"postgres\", got {other:?}"
+            "must be \"http\", \"tcp\", \"postgres\" or \"grpc\", got {other:?}"
         )),
     }
 }

@@ -93,7 +93,7 @@ eject_for = "0s"
     let expected = [
         "10:10: pool \"web\": backup: must name another pool, not itself",
         "11:14: pool \"web\": slow_start: must be a duration",
-        "13:8: pool \"web\": health: kind: must be \"http\", \"tcp\" or \"postgres\", got \"postgrs\"",
+        "13:8: pool \"web\": health: kind: must be \"http\", \"tcp\", \"postgres\" or \"grpc\", got \"postgrs\"",
         "14:8: pool \"web\": health: path: must start with \"/\"",
         "15:17: pool \"web\": health: expect_status: range \"500-200\" is empty",
         "16:8: pool \"web\": health: rise: must be > 0",

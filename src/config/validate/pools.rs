@@ -10,7 +10,9 @@ use toml::Spanned;
 
 use super::{key, label, values, Cx};
 use crate::config::file::{RawBackend, RawPool, Str};
-use crate::config::{BackendConfig, BalanceKind, PoolConfig, PoolId, RetryOn};
+use crate::config::{
+    BackendConfig, BalanceKind, HealthKind, PoolConfig, PoolId, RetryOn, UpstreamProtocol,
+};
 
 impl Cx<'_> {
     /// Every `[[pool]]`, with unique names.
@@ -218,6 +220,17 @@ impl Cx<'_> {
             values::on_down,
         );
         let health = r.health.as_ref().map(|h| self.health(h, prefix));
+        let (protocol, tls) = self.upstream(r, prefix);
+        if let (Some(h), UpstreamProtocol::Http1) = (&health, protocol) {
+            let kind = r.health.as_ref().and_then(|h| h.get_ref().kind.as_ref());
+            if let (HealthKind::Grpc, Some(v)) = (h.kind, kind) {
+                self.error(
+                    v.span(),
+                    &key(prefix, "health: kind"),
+                    "grpc checks speak HTTP/2: set the pool's protocol to \"h2c\", \"h2\" or \"auto\"",
+                );
+            }
+        }
         let passive = r
             .passive
             .as_ref()
@@ -233,6 +246,8 @@ impl Cx<'_> {
             on
         });
         PoolConfig {
+            protocol,
+            tls,
             send_proxy,
             on_down,
             retry_on,

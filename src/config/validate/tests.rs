@@ -240,12 +240,22 @@ fn fulcrum_toml_has_the_documented_shape() {
             "static",
             "cache",
             "sessions",
+            "api",
+            "grpc",
             "redis-primary",
             "redis-replicas",
             "tls-db",
             "tls-default"
         ]
     );
+    // To the backends: TLS with ALPN's choice; gRPC in the clear with its health service.
+    assert_eq!(c.pools[4].protocol, crate::config::UpstreamProtocol::Auto);
+    let tls = c.pools[4].tls.as_ref().expect("[pool.tls]");
+    assert!(tls.verify && tls.ca.is_none() && tls.identity.is_none());
+    assert_eq!(c.pools[5].protocol, crate::config::UpstreamProtocol::H2c);
+    let grpc = c.pools[5].health.as_ref().expect("grpc health");
+    assert_eq!(grpc.kind, crate::config::HealthKind::Grpc);
+    assert_eq!(grpc.service, "helloworld.Greeter");
     assert_eq!(c.pools[2].balance, BalanceKind::ConsistentHash);
     assert_eq!(c.pools[3].balance, BalanceKind::StickyCookie);
     // The Redis read/write split: two tcp listeners, reads backed by the primary pool.
@@ -264,10 +274,10 @@ fn fulcrum_toml_has_the_documented_shape() {
         .collect();
     assert_eq!(sni, [Some("db.example.com"), Some("*.example.com")]);
     assert_eq!(
-        c.pools[5].backup.map(|b| c.pool_name(b)),
+        c.pools[7].backup.map(|b| c.pool_name(b)),
         Some("redis-primary")
     );
-    assert_eq!(c.pools[4].on_down, crate::config::OnDown::Close);
+    assert_eq!(c.pools[6].on_down, crate::config::OnDown::Close);
     let regions: Vec<Option<&str>> = c.pools[0]
         .backends
         .iter()

@@ -77,3 +77,32 @@ fn bad_values_name_their_key() {
         );
     }
 }
+
+#[test]
+fn pool_protocol_and_tls_rules() {
+    let base = "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\n[[pool]]\nname = \"p\"\nbackends = [{ address = \"127.0.0.1:9\" }]\n";
+    let check = |extra: &str| {
+        super::validate(&format!("{base}{extra}"), std::path::Path::new("t.toml"))
+            .map_err(|e| e.to_string())
+    };
+    let ok = check("protocol = \"h2c\"\n").expect("h2c");
+    assert_eq!(ok.pools[0].protocol, crate::config::UpstreamProtocol::H2c);
+    let ok = check("protocol = \"auto\"\n[pool.tls]\nverify = false\n").expect("auto");
+    assert!(!ok.pools[0].tls.as_ref().expect("tls").verify);
+    let err = check("protocol = \"h3\"\n").expect_err("refused");
+    assert!(err.contains("pool \"p\": protocol"), "{err}");
+    let err = check("protocol = \"h2c\"\n[pool.tls]\n").expect_err("refused");
+    assert!(err.contains("pool \"p\": tls"), "{err}");
+    let err = check("[pool.tls]\ncert = \"c.pem\"\n").expect_err("refused");
+    assert!(err.contains("cert needs its key"), "{err}");
+    let err = check("[pool.health]\nkind = \"grpc\"\n").expect_err("refused");
+    assert!(err.contains("grpc checks speak HTTP/2"), "{err}");
+    let err = check("protocol = \"h2c\"\n[pool.health]\nkind = \"http\"\nservice = \"x\"\n")
+        .expect_err("refused");
+    assert!(err.contains("only for kind = \"grpc\""), "{err}");
+    let ok = check("protocol = \"h2c\"\n[pool.health]\nkind = \"grpc\"\nservice = \"x\"\n")
+        .expect("grpc");
+    let h = ok.pools[0].health.as_ref().expect("health");
+    assert_eq!(h.service, "x");
+    assert!(h.decides_role());
+}

@@ -17,8 +17,8 @@ pub const REQUIRE_ALL: &str = "FULCRUM_TEST_REQUIRE_ALL";
 ///
 /// With `FULCRUM_TEST_REQUIRE_ALL=1` it panics with the same words instead.
 ///
-/// `name`: `"redis-server"`, `"postgresql"`, `"promtool"`, `"chromium"` or
-/// `"country database"`.
+/// `name`: `"redis-server"`, `"postgresql"`, `"promtool"`, `"chromium"`, `"python grpc"`
+/// (python3 importing grpcio and grpcio-health-checking) or `"country database"`.
 #[track_caller]
 pub fn require(name: &str) -> Option<PathBuf> {
     let (found, missing) = match name {
@@ -28,6 +28,10 @@ pub fn require(name: &str) -> Option<PathBuf> {
         ),
         "promtool" => (on_path(name), installed(name, "apt-get install prometheus")),
         "chromium" => (on_path(name), installed(name, "apt-get install chromium")),
+        "python grpc" => (
+            python_grpc(),
+            "python3 with grpcio and grpcio-health-checking not installed (pip install grpcio grpcio-health-checking; .ci/run installs them)".to_string(),
+        ),
         "postgresql" => (
             postgres_bin(),
             installed(name, "apt-get install postgresql"),
@@ -56,6 +60,18 @@ pub fn require(name: &str) -> Option<PathBuf> {
     // Written to the stderr handle, not with eprintln!: the test harness captures the macros.
     let _ = writeln!(std::io::stderr(), "skipped: {missing}{test}");
     None
+}
+
+/// `python3` when it imports grpcio and its health service.
+fn python_grpc() -> Option<PathBuf> {
+    let python = on_path("python3")?;
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import grpc, grpc_health.v1.health"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(python)
 }
 
 fn installed(program: &str, install: &str) -> String {
