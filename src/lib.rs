@@ -55,6 +55,7 @@ mod snapshot;
 mod splice;
 mod systemd;
 mod tcp;
+mod tls;
 mod watch;
 mod worker;
 
@@ -64,7 +65,7 @@ pub use config::Config;
 pub use error::Error;
 pub use health::status::{BackendStatus, PoolStatus};
 pub use reload::{ReloadError, ReloadResult, Reloader, Trigger};
-pub use server::{start, start_with, Handle, Options};
+pub use server::{check_files, start, start_with, Handle, Options};
 pub use splice::Forwarding;
 pub use worker::Threading;
 

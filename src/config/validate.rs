@@ -14,6 +14,7 @@ mod health;
 mod listeners;
 mod pools;
 mod regions;
+mod server_tls;
 mod values;
 
 #[cfg(test)]

@@ -71,6 +71,38 @@ pub fn request_host(parts: &Parts) -> Option<&str> {
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
+/// Where a `redirect_https` listener sends the request: `https://HOST/path?query`, HOST being
+/// the request's own host (its port dropped: HTTPS is on its default port) and nothing else,
+/// so the redirect never leaves the authority the client asked for. A host that is not a
+/// plain DNS name or IP literal is refused.
+pub fn https_location(parts: &Parts) -> Result<HeaderValue, ProxyError> {
+    let bad = ProxyError::BadRequest("invalid Host for the https redirect");
+    let authority: http::uri::Authority = request_host(parts)
+        .and_then(|h| h.parse().ok())
+        .ok_or(ProxyError::BadRequest("invalid Host for the https redirect"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad);
+    }
+    let host = authority.host();
+    let plain = |h: &str| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    if !(plain(host) || literal) {
+        return Err(bad);
+    }
+    let path = match parts.uri.path_and_query().map(|pq| pq.as_str()) {
+        Some(pq) if pq.starts_with('/') => pq,
+        _ => "/",
+    };
+    HeaderValue::from_str(&format!("https://{host}{path}")).map_err(|_| bad)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -13,7 +13,9 @@ use std::path::Path;
 /// not import each other.
 const LAYERS: &[&[&str]] = &[
     &["config", "clock", "client_ip", "systemd", "chain"],
-    &["backend", "access_log", "splice"],
+    // `tls` reads certificates into rustls configs: it needs only `config`, and the snapshot
+    // holds a listener's `ServerTls`.
+    &["backend", "access_log", "splice", "tls"],
     &["balance", "budget", "route"],
     &["region"],
     &["pool"],

@@ -89,6 +89,7 @@ impl Cx<'_> {
             if protocol == Protocol::Tcp {
                 self.tcp_listener(r, &prefix, pool, pools);
             }
+            let (tls, redirect_https) = self.listener_tls(r, &prefix, protocol);
             let routes = r
                 .route
                 .iter()
@@ -108,6 +109,8 @@ impl Cx<'_> {
                     routes,
                     proxy_protocol: r.proxy_protocol.as_ref().is_some_and(|v| *v.get_ref()),
                     limits,
+                    tls,
+                    redirect_https,
                 });
             }
         }
