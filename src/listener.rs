@@ -468,12 +468,13 @@ async fn accept(
         // Its TLS config too: the handshake runs with the certificates of this snapshot.
         let (limit, protocol, proxy_header, tls) = {
             let snapshot = shared.snapshot.load();
-            snapshot
-                .listener(index)
-                .map_or((usize::MAX, ListenerProtocol::Http, false, None), |l| {
+            snapshot.listener(index).map_or(
+                (usize::MAX, ListenerProtocol::Http, false, None),
+                |l| {
                     let header = proxy_protocol::expected(l, &snapshot, peer);
                     (l.max_connections, l.protocol, header, l.tls.clone())
-                })
+                },
+            )
         };
         if active.fetch_add(1, Ordering::Relaxed) >= limit {
             active.fetch_sub(1, Ordering::Relaxed);

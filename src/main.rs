@@ -102,8 +102,8 @@ fn init_logging() {
 
 fn check(path: &std::path::Path, old: Option<&std::path::Path>) -> ExitCode {
     // The certificates and keys it names are read and checked too.
-    let checked = Config::from_file(path)
-        .and_then(|config| fulcrum::check_files(&config).map(|()| config));
+    let checked =
+        Config::from_file(path).and_then(|config| fulcrum::check_files(&config).map(|()| config));
     match checked {
         Ok(config) => {
             println!("ok: {}: {}", path.display(), config.summary());

@@ -327,9 +327,8 @@ pub struct HandshakeCounters {
 
 impl HandshakeCounters {
     pub fn build(listener: &str, on: bool) -> Self {
-        let handle = |result: &str| {
-            on.then(|| get().tls_handshakes.with_label_values(&[listener, result]))
-        };
+        let handle =
+            |result: &str| on.then(|| get().tls_handshakes.with_label_values(&[listener, result]));
         HandshakeCounters {
             ok: handle("ok"),
             error: handle("error"),

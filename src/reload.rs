@@ -321,7 +321,10 @@ fn with_named_files(hash: u64, path: &Path, config: &Config) -> u64 {
         meta.as_ref().map(|m| m.len()).hash(&mut h);
         meta.as_ref().and_then(|m| m.modified().ok()).hash(&mut h);
         if meta.is_some_and(|m| m.is_file() && m.len() <= SMALL_FILE) {
-            std::fs::read(file).ok().map(|b| fingerprint(&b)).hash(&mut h);
+            std::fs::read(file)
+                .ok()
+                .map(|b| fingerprint(&b))
+                .hash(&mut h);
         }
     }
     h.finish()

@@ -271,14 +271,16 @@ impl ListenerSnapshot {
             max_request_body: lc.max_request_body,
             proxy_protocol: lc.proxy_protocol,
             protocol: lc.protocol,
-            tls: lc.tls.as_ref().map(|t| Arc::new(ListenerTls {
-                server: server_tls(t, lc, before),
-                hsts: t
-                    .hsts
-                    .as_deref()
-                    .and_then(|v| http::HeaderValue::from_str(v).ok()),
-                handshakes: HandshakeCounters::build(&lc.name, metrics),
-            })),
+            tls: lc.tls.as_ref().map(|t| {
+                Arc::new(ListenerTls {
+                    server: server_tls(t, lc, before),
+                    hsts: t
+                        .hsts
+                        .as_deref()
+                        .and_then(|v| http::HeaderValue::from_str(v).ok()),
+                    handshakes: HandshakeCounters::build(&lc.name, metrics),
+                })
+            }),
             redirect_https: lc.redirect_https,
         }
     }

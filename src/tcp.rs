@@ -121,7 +121,11 @@ pub async fn serve_tls(
 
 /// [`forward`] for a client stream that is not a plain socket (TLS): the userspace copy, and
 /// a shutdown of the write side (TLS: close_notify) for each direction's EOF.
-async fn proxy_stream<S>(client: S, mut upstream: Connected, bytes: &TcpBytes) -> Result<(), TcpError>
+async fn proxy_stream<S>(
+    client: S,
+    mut upstream: Connected,
+    bytes: &TcpBytes,
+) -> Result<(), TcpError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -16,10 +16,10 @@ mod validate;
 
 pub use diff::{diff, ConfigDiff};
 pub use error::{ConfigError, ConfigErrors};
-pub use server_tls::{ClientAuth, CertFiles, ListenerTls, NamedFile, Origin, TlsVersion};
 pub use health::{
     HealthConfig, HealthKind, PassiveConfig, PgRole, PostgresCheck, StatusRanges, MAX_EJECTION,
 };
+pub use server_tls::{CertFiles, ClientAuth, ListenerTls, NamedFile, Origin, TlsVersion};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

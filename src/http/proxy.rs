@@ -310,7 +310,10 @@ type Sent = (Response<Incoming>, PooledConn, InflightGuard);
 /// own, if it sent one, is replaced).
 #[inline]
 fn hsts(listener: Option<&crate::snapshot::ListenerSnapshot>, headers: &mut http::HeaderMap) {
-    if let Some(value) = listener.and_then(|l| l.tls.as_ref()).and_then(|t| t.hsts.as_ref()) {
+    if let Some(value) = listener
+        .and_then(|l| l.tls.as_ref())
+        .and_then(|t| t.hsts.as_ref())
+    {
         headers.insert(header::STRICT_TRANSPORT_SECURITY, value.clone());
     }
 }

@@ -77,9 +77,12 @@ pub fn request_host(parts: &Parts) -> Option<&str> {
 /// plain DNS name or IP literal is refused.
 pub fn https_location(parts: &Parts) -> Result<HeaderValue, ProxyError> {
     let bad = ProxyError::BadRequest("invalid Host for the https redirect");
-    let authority: http::uri::Authority = request_host(parts)
-        .and_then(|h| h.parse().ok())
-        .ok_or(ProxyError::BadRequest("invalid Host for the https redirect"))?;
+    let authority: http::uri::Authority =
+        request_host(parts)
+            .and_then(|h| h.parse().ok())
+            .ok_or(ProxyError::BadRequest(
+                "invalid Host for the https redirect",
+            ))?;
     if authority.as_str().contains('@') {
         return Err(bad);
     }

@@ -44,25 +44,49 @@ pub struct LoadedCert {
 }
 
 /// Reads a cert/key pair and checks it can serve at `now` (unix seconds).
-pub fn load(files: &CertFiles, provider: &CryptoProvider, now: i64) -> Result<LoadedCert, ConfigError> {
+pub fn load(
+    files: &CertFiles,
+    provider: &CryptoProvider,
+    now: i64,
+) -> Result<LoadedCert, ConfigError> {
     let chain = read_chain(&files.cert)?;
     let Some(leaf) = chain.first() else {
-        return Err(at(&files.cert, "no certificate (PEM \"CERTIFICATE\" block) in it"));
+        return Err(at(
+            &files.cert,
+            "no certificate (PEM \"CERTIFICATE\" block) in it",
+        ));
     };
     let info = describe(leaf, &files.cert)?;
     if info.not_after < now {
-        return Err(at(&files.cert, format!("expired on {} (serial {})", date(info.not_after), info.serial)));
+        return Err(at(
+            &files.cert,
+            format!(
+                "expired on {} (serial {})",
+                date(info.not_after),
+                info.serial
+            ),
+        ));
     }
     if info.names.is_empty() {
-        return Err(at(&files.cert, "no usable name: neither a DNS subjectAltName nor a CN that is a host name"));
+        return Err(at(
+            &files.cert,
+            "no usable name: neither a DNS subjectAltName nor a CN that is a host name",
+        ));
     }
     let key_bytes = read(&files.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_bytes)
-        .map_err(|e| at(&files.key, format!("no private key (PEM \"PRIVATE KEY\" block): {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+        at(
+            &files.key,
+            format!("no private key (PEM \"PRIVATE KEY\" block): {e}"),
+        )
+    })?;
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
         let what = match e {
             rustls::Error::InconsistentKeys(_) => {
-                format!("does not match the certificate {}", files.cert.path.display())
+                format!(
+                    "does not match the certificate {}",
+                    files.cert.path.display()
+                )
             }
             other => format!("unusable key: {other}"),
         };
@@ -124,7 +148,12 @@ pub fn describe(der: &CertificateDer<'_>, file: &NamedFile) -> Result<CertInfo, 
         }
     }
     if names.is_empty() {
-        if let Some(cn) = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()) {
+        if let Some(cn) = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+        {
             names.push(cn.to_ascii_lowercase());
         }
     }
@@ -134,7 +163,11 @@ pub fn describe(der: &CertificateDer<'_>, file: &NamedFile) -> Result<CertInfo, 
         names,
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
-        serial: cert.tbs_certificate.raw_serial_as_string().replace(':', "").to_ascii_uppercase(),
+        serial: cert
+            .tbs_certificate
+            .raw_serial_as_string()
+            .replace(':', "")
+            .to_ascii_uppercase(),
         subject: cert.subject().to_string(),
         file: file.path.display().to_string(),
     })
@@ -149,13 +182,15 @@ fn is_host_name(name: &str) -> bool {
         && rest.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
 /// `2026-12-02 03:55:00 UTC` for a unix time.
 pub fn date(unix: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

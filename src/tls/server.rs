@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    StoresServerSessions, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
@@ -25,7 +28,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::certs::{self, CertInfo, LoadedCert};
-use crate::config::{ClientAuth, Config, ConfigError, ConfigErrors, ListenerTls, Protocol, TlsVersion};
+use crate::config::{
+    ClientAuth, Config, ConfigError, ConfigErrors, ListenerTls, Protocol, TlsVersion,
+};
 
 /// Sessions the server cache keeps per listener (TLS 1.2 session ids; about 100 bytes each).
 const SESSION_CACHE: usize = 20_000;
@@ -48,7 +53,8 @@ impl Certs {
                 Some(base) => (&mut self.wildcard, base),
                 None => (&mut self.exact, name.as_str()),
             };
-            map.entry(key.to_string()).or_insert_with(|| Arc::clone(&cert.key));
+            map.entry(key.to_string())
+                .or_insert_with(|| Arc::clone(&cert.key));
         }
         if self.default.is_none() {
             self.default = Some(Arc::clone(&cert.key));
@@ -129,7 +135,10 @@ impl ServerTls {
         let resolver = Arc::clone(&store) as Arc<dyn ResolvesServerCert>;
         let mut config = ServerConfig::builder_with_provider(Arc::clone(super::provider()))
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map(|b| b.with_no_client_auth().with_cert_resolver(Arc::clone(&resolver)))
+            .map(|b| {
+                b.with_no_client_auth()
+                    .with_cert_resolver(Arc::clone(&resolver))
+            })
             .unwrap_or_else(|_| {
                 ServerConfig::builder()
                     .with_no_client_auth()
@@ -168,7 +177,10 @@ impl ServerTls {
             (Some(ca), ClientAuth::Optional | ClientAuth::Required) => {
                 match certs::load_roots(ca) {
                     Ok(roots) => {
-                        let builder = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(provider));
+                        let builder = WebPkiClientVerifier::builder_with_provider(
+                            roots,
+                            Arc::clone(provider),
+                        );
                         let builder = if tls.client_auth == ClientAuth::Optional {
                             builder.allow_unauthenticated()
                         } else {
@@ -177,7 +189,10 @@ impl ServerTls {
                         match builder.build() {
                             Ok(v) => Some(v),
                             Err(e) => {
-                                errors.push(ca.origin.error(format!("{}: unusable as client CA: {e}", ca.path.display())));
+                                errors.push(ca.origin.error(format!(
+                                    "{}: unusable as client CA: {e}",
+                                    ca.path.display()
+                                )));
                                 None
                             }
                         }
@@ -214,7 +229,8 @@ impl ServerTls {
         let store = Arc::new(CertStore {
             certs: ArcSwap::from_pointee(store),
         });
-        let mut config = builder.with_cert_resolver(Arc::clone(&store) as Arc<dyn ResolvesServerCert>);
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(&store) as Arc<dyn ResolvesServerCert>);
         if protocol == Protocol::Http {
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         }
@@ -231,9 +247,16 @@ impl ServerTls {
 
 /// rustls refused a config Fulcrum built (never for a validated file).
 fn internal(tls: &ListenerTls, e: rustls::Error) -> ConfigErrors {
-    let origin = tls.certs.first().map(|c| c.cert.origin.clone()).unwrap_or_default();
+    let origin = tls
+        .certs
+        .first()
+        .map(|c| c.cert.origin.clone())
+        .unwrap_or_default();
     ConfigErrors(vec![ConfigError {
-        key: origin.key.rsplit_once(": certs").map_or(origin.key.clone(), |(k, _)| k.to_string()),
+        key: origin
+            .key
+            .rsplit_once(": certs")
+            .map_or(origin.key.clone(), |(k, _)| k.to_string()),
         ..origin.error(format!("cannot build the TLS config: {e}"))
     }])
 }
@@ -304,8 +327,12 @@ impl PeerCert {
                     GeneralName::URI(u) => san.push(format!("URI:{u}")),
                     GeneralName::IPAddress(b) => {
                         let ip = match b.len() {
-                            4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a)),
-                            16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a)),
+                            4 => <[u8; 4]>::try_from(*b)
+                                .ok()
+                                .map(|a| std::net::IpAddr::from(a)),
+                            16 => <[u8; 16]>::try_from(*b)
+                                .ok()
+                                .map(|a| std::net::IpAddr::from(a)),
                             _ => None,
                         };
                         if let Some(ip) = ip {

@@ -34,4 +34,6 @@ mod routing;
 mod smuggling;
 mod tcp;
 mod timeouts;
+mod tls;
+mod tls_reload;
 mod upstream;

@@ -10,9 +10,7 @@ use toml::Spanned;
 
 use super::{key, regions, Cx};
 use crate::config::file::{RawListener, RawTls, Str};
-use crate::config::{
-    CertFiles, ClientAuth, ListenerTls, NamedFile, Origin, Protocol, TlsVersion,
-};
+use crate::config::{CertFiles, ClientAuth, ListenerTls, NamedFile, Origin, Protocol, TlsVersion};
 
 impl Cx<'_> {
     /// Where `span` is, as an [`Origin`] for errors found later.
@@ -52,7 +50,11 @@ impl Cx<'_> {
         let redirect = r.redirect_https.as_ref().is_some_and(|v| *v.get_ref());
         if let Some(v) = r.redirect_https.as_ref().filter(|v| *v.get_ref()) {
             if protocol == Protocol::Tcp {
-                self.error(v.span(), &key(prefix, "redirect_https"), "only for protocol = \"http\"");
+                self.error(
+                    v.span(),
+                    &key(prefix, "redirect_https"),
+                    "only for protocol = \"http\"",
+                );
             } else if r.tls.is_some() {
                 self.error(
                     v.span(),
@@ -68,23 +70,37 @@ impl Cx<'_> {
         (tls, redirect)
     }
 
-    fn tls(&mut self, t: &Spanned<RawTls>, prefix: &str, protocol: Protocol) -> Option<ListenerTls> {
+    fn tls(
+        &mut self,
+        t: &Spanned<RawTls>,
+        prefix: &str,
+        protocol: Protocol,
+    ) -> Option<ListenerTls> {
         let raw = t.get_ref();
         let mut ok = true;
         let mut certs = Vec::new();
         match &raw.certs {
             None => {
-                self.error(t.span(), &key(prefix, "certs"), "missing (required): at least one { cert, key }");
+                self.error(
+                    t.span(),
+                    &key(prefix, "certs"),
+                    "missing (required): at least one { cert, key }",
+                );
                 ok = false;
             }
             Some(list) if list.get_ref().is_empty() => {
-                self.error(list.span(), &key(prefix, "certs"), "at least one { cert, key } is required");
+                self.error(
+                    list.span(),
+                    &key(prefix, "certs"),
+                    "at least one { cert, key } is required",
+                );
                 ok = false;
             }
             Some(list) => {
                 for (i, c) in list.get_ref().iter().enumerate() {
                     let k = key(prefix, &format!("certs #{}", i + 1));
-                    let cert = self.named_file(c.get_ref().cert.as_ref(), c.span(), &key(&k, "cert"));
+                    let cert =
+                        self.named_file(c.get_ref().cert.as_ref(), c.span(), &key(&k, "cert"));
                     let pkey = self.named_file(c.get_ref().key.as_ref(), c.span(), &key(&k, "key"));
                     match (cert, pkey) {
                         (Some(cert), Some(key)) => certs.push(CertFiles { cert, key }),
@@ -100,7 +116,9 @@ impl Cx<'_> {
             |s| match s {
                 "1.2" => Ok(TlsVersion::Tls12),
                 "1.3" => Ok(TlsVersion::Tls13),
-                other => Err(format!("expected \"1.2\" or \"1.3\" (got {other:?}; older versions are not offered)")),
+                other => Err(format!(
+                    "expected \"1.2\" or \"1.3\" (got {other:?}; older versions are not offered)"
+                )),
             },
         );
         let client_auth = self.opt_str(
@@ -111,13 +129,16 @@ impl Cx<'_> {
                 "off" => Ok(ClientAuth::Off),
                 "optional" => Ok(ClientAuth::Optional),
                 "required" => Ok(ClientAuth::Required),
-                other => Err(format!("expected \"off\", \"optional\" or \"required\" (got {other:?})")),
+                other => Err(format!(
+                    "expected \"off\", \"optional\" or \"required\" (got {other:?})"
+                )),
             },
         );
         let ca = raw.client_ca.as_ref().filter(|v| !v.get_ref().is_empty());
         let client_ca = match (ca, client_auth) {
             (Some(v), ClientAuth::Off) => {
-                let msg = "has no effect with client_auth = \"off\" (set \"optional\" or \"required\")";
+                let msg =
+                    "has no effect with client_auth = \"off\" (set \"optional\" or \"required\")";
                 self.error(v.span(), &key(prefix, "client_ca"), msg);
                 None
             }
@@ -125,7 +146,11 @@ impl Cx<'_> {
             (None, ClientAuth::Off) => None,
             (None, _) => {
                 let span = raw.client_auth.as_ref().map_or(t.span(), |v| v.span());
-                self.error(span, &key(prefix, "client_ca"), "missing: client_auth needs the CA bundle client certificates must chain to");
+                self.error(
+                    span,
+                    &key(prefix, "client_ca"),
+                    "missing: client_auth needs the CA bundle client certificates must chain to",
+                );
                 ok = false;
                 None
             }
@@ -133,7 +158,11 @@ impl Cx<'_> {
         let hsts = match raw.hsts.as_ref().filter(|v| !v.get_ref().is_empty()) {
             None => None,
             Some(v) if protocol == Protocol::Tcp => {
-                self.error(v.span(), &key(prefix, "hsts"), "only for protocol = \"http\"");
+                self.error(
+                    v.span(),
+                    &key(prefix, "hsts"),
+                    "only for protocol = \"http\"",
+                );
                 None
             }
             Some(v) => self.check_str(v, &key(prefix, "hsts"), hsts),
@@ -157,11 +186,15 @@ fn hsts(text: &str) -> Result<String, String> {
         .and_then(|p| p.strip_prefix("max-age="))
         .and_then(|n| n.parse::<u64>().ok());
     if age.is_none() {
-        return Err(format!("expected \"max-age=SECONDS\" first, e.g. \"max-age=31536000\" (got {text:?})"));
+        return Err(format!(
+            "expected \"max-age=SECONDS\" first, e.g. \"max-age=31536000\" (got {text:?})"
+        ));
     }
     for p in parts {
         if !(p.eq_ignore_ascii_case("includeSubDomains") || p.eq_ignore_ascii_case("preload")) {
-            return Err(format!("unknown directive {p:?} (max-age, includeSubDomains, preload)"));
+            return Err(format!(
+                "unknown directive {p:?} (max-age, includeSubDomains, preload)"
+            ));
         }
     }
     Ok(text.trim().to_string())
