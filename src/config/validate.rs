@@ -28,6 +28,8 @@ mod region_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tls_tests;
+#[cfg(test)]
 mod upstream_tests;
 
 use std::collections::HashMap;

@@ -7,13 +7,16 @@
 //! explicitly to every config built, so no config depends on what was installed first.
 
 pub mod certs;
+pub mod peer;
 pub mod server;
+pub mod store;
 
 use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 
-pub use server::{Handshake, PeerCert, ServerTls};
+pub use peer::PeerCert;
+pub use server::{Handshake, ServerTls};
 
 /// The provider every TLS config of the process uses: aws-lc-rs (faster than ring for full
 /// ECDSA P-256 handshakes, see README).

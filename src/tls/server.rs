@@ -1,112 +1,34 @@
-//! A listener's TLS: its rustls `ServerConfig`, the cert store SNI picks from, and the
-//! handshake the accept loop runs in each connection's task.
+//! A listener's TLS: its rustls `ServerConfig` (built with the snapshot at start and at every
+//! reload, so new handshakes get the files' new contents while open connections keep theirs),
+//! and the handshake the accept loop runs in each connection's task.
 //!
-//! The store is an `ArcSwap` of the certificate map, read once per handshake: SNI picks the
-//! certificate with that exact name, else one whose wildcard covers it, else the listener's
-//! first certificate (also for a client that sends no SNI). Built with the snapshot at start
-//! and at every reload (so a reload serves new handshakes with the files' new contents while
-//! open connections keep theirs); [`CertStore::add`] puts a certificate in at run time (for
-//! issued certificates, ACME) without a rebuild.
+//! TLS 1.2 and 1.3 only (`min_version` may raise it to 1.3), rustls's default cipher suites
+//! (AEAD with forward secrecy only), no renegotiation (rustls has none), ALPN h2 and
+//! http/1.1 on http listeners, client certificates checked by webpki against `client_ca`.
 //!
 //! Session resumption: a rotating ticketer and a server session cache, both carried from the
 //! listener's previous snapshot, so a reload does not cost every client a full handshake.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use rustls::server::{
-    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
-    StoresServerSessions, WebPkiClientVerifier,
+    ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+    WebPkiClientVerifier,
 };
-use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::certs::{self, CertInfo, LoadedCert};
+use super::certs;
+use super::store::{CertStore, Certs};
 use crate::config::{
     ClientAuth, Config, ConfigError, ConfigErrors, ListenerTls, Protocol, TlsVersion,
 };
 
 /// Sessions the server cache keeps per listener (TLS 1.2 session ids; about 100 bytes each).
 const SESSION_CACHE: usize = 20_000;
-
-/// The certificates SNI picks from.
-#[derive(Debug, Default)]
-struct Certs {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// By the part after `*.`: `*.example.com` is under `example.com`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Option<Arc<CertifiedKey>>,
-    infos: Vec<CertInfo>,
-}
-
-impl Certs {
-    /// Adds `cert` under its names; a name already taken keeps its first certificate.
-    fn add(&mut self, cert: &LoadedCert) {
-        for name in &cert.info.names {
-            let (map, key) = match name.strip_prefix("*.") {
-                Some(base) => (&mut self.wildcard, base),
-                None => (&mut self.exact, name.as_str()),
-            };
-            map.entry(key.to_string())
-                .or_insert_with(|| Arc::clone(&cert.key));
-        }
-        if self.default.is_none() {
-            self.default = Some(Arc::clone(&cert.key));
-        }
-        self.infos.push(cert.info.clone());
-    }
-
-    fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let found = sni.and_then(|name| {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            self.exact.get(&name).or_else(|| {
-                let (_, parent) = name.split_once('.')?;
-                self.wildcard.get(parent)
-            })
-        });
-        found.or(self.default.as_ref()).cloned()
-    }
-}
-
-/// A listener's certificates, swapped whole.
-#[derive(Debug, Default)]
-pub struct CertStore {
-    certs: ArcSwap<Certs>,
-}
-
-impl CertStore {
-    /// Adds a certificate at run time: handshakes from now on may pick it by its names
-    /// (certificates of the config keep theirs).
-    pub fn add(&self, cert: &LoadedCert) {
-        self.certs.rcu(|old| {
-            let mut next = Certs {
-                exact: old.exact.clone(),
-                wildcard: old.wildcard.clone(),
-                default: old.default.clone(),
-                infos: old.infos.clone(),
-            };
-            next.add(cert);
-            next
-        });
-    }
-
-    /// What the status page shows: every certificate, the default first.
-    pub fn infos(&self) -> Vec<CertInfo> {
-        self.certs.load().infos.clone()
-    }
-}
-
-impl ResolvesServerCert for CertStore {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.certs.load().pick(hello.server_name())
-    }
-}
 
 /// Session state kept across reloads.
 #[derive(Debug, Clone)]
@@ -226,9 +148,7 @@ impl ServerTls {
             Some(v) => builder.with_client_cert_verifier(v),
             None => builder.with_no_client_auth(),
         };
-        let store = Arc::new(CertStore {
-            certs: ArcSwap::from_pointee(store),
-        });
+        let store = Arc::new(CertStore::new(store));
         let mut config =
             builder.with_cert_resolver(Arc::clone(&store) as Arc<dyn ResolvesServerCert>);
         if protocol == Protocol::Http {
@@ -301,65 +221,4 @@ pub async fn accept(
         Ok(Err(e)) => Err(Handshake::Failed(e)),
         Err(_) => Err(Handshake::Timeout),
     }
-}
-
-/// A verified client certificate, as the backend is told of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCert {
-    /// RFC 4514-style subject, e.g. `CN=alice, O=Example`.
-    pub subject: String,
-    /// Its subjectAltNames: `DNS:a.example, email:alice@example.com, URI:spiffe://...`.
-    pub san: String,
-}
-
-impl PeerCert {
-    /// The leaf of a client's verified chain (rustls verified it during the handshake).
-    pub fn of(chain: Option<&[CertificateDer<'_>]>) -> Option<PeerCert> {
-        let leaf = chain?.first()?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-        let mut san = Vec::new();
-        if let Ok(Some(ext)) = cert.subject_alternative_name() {
-            use x509_parser::extensions::GeneralName;
-            for n in &ext.value.general_names {
-                match n {
-                    GeneralName::DNSName(d) => san.push(format!("DNS:{d}")),
-                    GeneralName::RFC822Name(m) => san.push(format!("email:{m}")),
-                    GeneralName::URI(u) => san.push(format!("URI:{u}")),
-                    GeneralName::IPAddress(b) => {
-                        let ip = match b.len() {
-                            4 => <[u8; 4]>::try_from(*b)
-                                .ok()
-                                .map(|a| std::net::IpAddr::from(a)),
-                            16 => <[u8; 16]>::try_from(*b)
-                                .ok()
-                                .map(|a| std::net::IpAddr::from(a)),
-                            _ => None,
-                        };
-                        if let Some(ip) = ip {
-                            san.push(format!("IP:{ip}"));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Some(PeerCert {
-            subject: header_safe(&cert.subject().to_string()),
-            san: header_safe(&san.join(", ")),
-        })
-    }
-}
-
-/// Visible ASCII and spaces as they are; anything else (a header cannot carry it) as `\xNN`.
-fn header_safe(text: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'\\' {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "\\x{b:02X}");
-        }
-    }
-    out
 }
