@@ -457,3 +457,29 @@ async fn a_tcp_listener_terminates_tls_and_forwards_the_plaintext() {
         .unwrap();
     assert!(rest.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sticky_cookie_is_secure_on_https_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Test CA");
+    let a = ca.leaf(&["a.test"], 1);
+    let backend = echo_backend().await;
+    let sticky = |l: ListenerConfig| {
+        let mut p = pool("p", &[backend.addr]);
+        p.balance = fulcrum::config::BalanceKind::StickyCookie;
+        Proxy::start(config(l, vec![p]))
+    };
+    let secure = sticky(tls_listener(dir.path(), &[("a", &a)]));
+    let hello = Hello {
+        sni: Some("a.test"),
+        ..Hello::default()
+    };
+    let conn = connect(secure.addr, &ca, &hello).await.unwrap();
+    let reply = tls::request(conn, tls::get("a.test", "/")).await;
+    let cookie = reply.headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let plain = sticky(listener());
+    let reply = get_once(plain.addr, "/").await;
+    let cookie = reply.headers["set-cookie"].to_str().unwrap();
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}
