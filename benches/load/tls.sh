@@ -155,7 +155,7 @@ for t in $TARGETS; do
         cat >"$T/haproxy.cfg" <<HAPROXY
 global
     nbthread 1
-    maxconn 20000
+    maxconn 8000
     ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
     mode http
@@ -198,7 +198,7 @@ done
 
 wait_https() {   # port
     local i
-    for (( i = 0; i < 100; i++ )); do
+    for (( i = 0; i < 300; i++ )); do
         curl -sk -o /dev/null "https://127.0.0.1:$1/" && return 0; sleep 0.1
     done
     return 1
@@ -229,9 +229,10 @@ for (( rep = 1; rep <= REPS; rep++ )); do
             flag=""; [[ $proto == h1 ]] && flag="--h1"
             per=$(( RATE / RATE_CONNS )); (( per < 1 )) && per=1
             c0=$(cpu_ticks "$pid")
-            out=$(pin "$CLIENT_CPU" h2load $flag -c "$RATE_CONNS" --rps "$per" -D "$RATE_DURATION" "https://127.0.0.1:$port/" 2>&1)
+            out=$T/h2load.$t.$proto.$rep.out
+            pin "$CLIENT_CPU" h2load $flag -t1 -c "$RATE_CONNS" --rps "$per" -D "$RATE_DURATION" "https://127.0.0.1:$port/" >"$out" 2>&1
             c1=$(cpu_ticks "$pid")
-            done_n=$(awk '/^requests:/ { print $8 }' <<<"$out")
+            done_n=$(awk '/^requests:/ { print $8 }' "$out")   # succeeded
             us=$(awk -v c=$(( c1 - c0 )) -v n="${done_n:-0}" -v hz="$HZ" 'BEGIN { if (n > 0) printf "%.1f", c / hz * 1e6 / n; else print "nan" }')
             printf '%s\tkeepalive_%s_us\t%s\t%s\n' "$t" "$proto" "$rep" "$us" >>"$RUNS"
             log "$t rep $rep: keep-alive $proto $us µs proxy CPU per request ($done_n requests)"
