@@ -483,3 +483,41 @@ async fn the_sticky_cookie_is_secure_on_https_only() {
     let cookie = reply.headers["set-cookie"].to_str().unwrap();
     assert!(!cookie.contains("Secure"), "{cookie}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_client_resumes_its_session_in_tls_1_3_and_1_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Test CA");
+    let a = ca.leaf(&["a.test"], 1);
+    let backend = echo_backend().await;
+    let proxy = start(tls_listener(dir.path(), &[("a", &a)]), &backend);
+    for tls12_only in [false, true] {
+        let hello = Hello {
+            sni: Some("a.test"),
+            tls12_only,
+            ..Hello::default()
+        };
+        // One client config: its session store keeps what the server handed out.
+        let connector = tokio_rustls::TlsConnector::from(tls::client_config(&ca, &hello));
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+            let conn = connector.connect(name, tcp).await.unwrap();
+            kinds.push(conn.get_ref().1.handshake_kind());
+            // The request's reply carries the TLS 1.3 tickets with it.
+            assert_eq!(
+                tls::request(conn, tls::get("a.test", "/")).await.status,
+                200
+            );
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ],
+            "tls12_only = {tls12_only}"
+        );
+    }
+}
