@@ -10,8 +10,10 @@
 //!   connection pool (`worker`).
 //!
 //! # One HTTP request
-//! `listener` accepts (`limits`: a client over `connections_per_client` is closed) -> `http`
-//! serves the connection (HTTP/1.1 or h2c) -> `http::proxy` loads the snapshot, `limits`
+//! `listener` accepts (`limits`: a client over `connections_per_client` is closed) -> on a
+//! `[listener.tls]` listener, the TLS handshake in the connection's task (`tls`: the
+//! snapshot's rustls config, SNI picking the certificate) -> `http` serves the connection
+//! (HTTP/1.1, h2c, or either over TLS as ALPN said) -> `http::proxy` loads the snapshot, `limits`
 //! answers 429 to a client over its rate, `route` picks the pool, `balance` picks a backend, the request goes out over the
 //! worker's pooled connection (`http::client`), a connect failure moves it to another backend,
 //! and the response streams back; the access log records it when its last byte has gone.
@@ -74,7 +76,7 @@ pub use config::Config;
 pub use error::Error;
 pub use health::status::{BackendStatus, PoolStatus};
 pub use reload::{ReloadError, ReloadResult, Reloader, Trigger};
-pub use server::{start, start_inheriting, start_with, Handle, Options};
+pub use server::{check_files, start, start_inheriting, start_with, Handle, Options};
 pub use splice::Forwarding;
 pub use upgrade::{Inherited, UpgradeError};
 pub use worker::Threading;

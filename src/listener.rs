@@ -491,14 +491,16 @@ async fn accept(
             }
         };
         // The connection's one look at the listener before it is served.
-        let (limit, protocol, proxy_header) = {
+        // Its TLS config too: the handshake runs with the certificates of this snapshot.
+        let (limit, protocol, proxy_header, tls) = {
             let snapshot = shared.snapshot.load();
-            snapshot
-                .listener(index)
-                .map_or((usize::MAX, ListenerProtocol::Http, false), |l| {
+            snapshot.listener(index).map_or(
+                (usize::MAX, ListenerProtocol::Http, false, None),
+                |l| {
                     let header = proxy_protocol::expected(l, &snapshot, peer);
-                    (l.max_connections, l.protocol, header)
-                })
+                    (l.max_connections, l.protocol, header, l.tls.clone())
+                },
+            )
         };
         if active.fetch_add(1, Ordering::Relaxed) >= limit {
             active.fetch_sub(1, Ordering::Relaxed);
@@ -538,6 +540,17 @@ async fn accept(
             let Ok(_per_client) = admit_client(&shared, index, peer) else {
                 return;
             };
+            if let Some(tls) = tls {
+                let conn = Conn {
+                    shared,
+                    index,
+                    peer,
+                    accepted,
+                };
+                serve_tls(stream, tls, protocol, conn, &builder, shutdown).await;
+                drop(guard);
+                return;
+            }
             if protocol == ListenerProtocol::Tcp {
                 // Bytes both ways until either side is done; a retired listener's tcp
                 // connections run to their end (or shutdown_grace).
@@ -550,6 +563,7 @@ async fn accept(
                 listener: index,
                 peer,
                 proto: "http",
+                client_cert: None,
                 framing: Arc::new(FramingFlags::new()),
                 activity: Arc::new(Activity::new(accepted)),
                 requests: AtomicU32::new(0),
@@ -558,6 +572,78 @@ async fn accept(
             drop(guard);
         });
     }
+}
+
+/// An accepted connection, admitted, as its protocol's serve path needs it.
+struct Conn {
+    shared: Arc<Live>,
+    index: ListenerSlot,
+    /// The client (after a PROXY header, if any).
+    peer: SocketAddr,
+    /// `clock::now_ms()` at accept: the header timeout counts from here.
+    accepted: u64,
+}
+
+/// A TLS listener's connection: the handshake (within what is left of
+/// `client_header_timeout`, in the connection's own task), then HTTPS through the same serve
+/// path as plaintext (hyper picks h2 or HTTP/1.1 as ALPN said), or, on a tcp listener, the
+/// plaintext forwarded to the backend.
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    tls: Arc<crate::snapshot::ListenerTls>,
+    protocol: ListenerProtocol,
+    conn: Conn,
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Conn {
+        shared,
+        index,
+        peer,
+        accepted,
+    } = conn;
+    http::tune(&stream);
+    let spent = std::time::Duration::from_millis(clock::now_ms().saturating_sub(accepted));
+    let within = shared.client_header_timeout.saturating_sub(spent);
+    let config = Arc::clone(&tls.server.config);
+    let count = |c: &Option<prometheus::IntCounter>| {
+        if let Some(c) = c {
+            c.inc();
+        }
+    };
+    let stream = match crate::tls::server::accept(config, stream, within).await {
+        Ok(stream) => {
+            count(&tls.handshakes.ok);
+            stream
+        }
+        Err(e) => {
+            let c = match e {
+                crate::tls::Handshake::Timeout => &tls.handshakes.timeout,
+                crate::tls::Handshake::Failed(_) => &tls.handshakes.error,
+            };
+            count(c);
+            tracing::debug!(%peer, error = %crate::chain::Chain(&e), "TLS handshake failed");
+            return;
+        }
+    };
+    if protocol == ListenerProtocol::Tcp {
+        tcp::serve_tls(stream, peer, index, shared).await;
+        return;
+    }
+    let client_cert = (tls.server.client_auth != crate::config::ClientAuth::Off)
+        .then(|| crate::tls::PeerCert::of(stream.get_ref().1.peer_certificates()));
+    drop(tls);
+    let cx = Arc::new(ConnContext {
+        shared,
+        listener: index,
+        peer,
+        proto: "https",
+        client_cert,
+        framing: Arc::new(FramingFlags::new()),
+        activity: Arc::new(Activity::new(accepted)),
+        requests: AtomicU32::new(0),
+    });
+    http::serve_io(builder, stream, cx, shutdown).await;
 }
 
 #[cfg(test)]

@@ -140,7 +140,10 @@ fn init_logging() {
 }
 
 fn check(path: &std::path::Path, old: Option<&std::path::Path>) -> ExitCode {
-    match Config::from_file(path) {
+    // The certificates and keys it names are read and checked too.
+    let checked =
+        Config::from_file(path).and_then(|config| fulcrum::check_files(&config).map(|()| config));
+    match checked {
         Ok(config) => {
             println!("ok: {}: {}", path.display(), config.summary());
             let Some(old_path) = old else {

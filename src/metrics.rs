@@ -43,6 +43,7 @@ pub struct Metrics {
     /// Connections closed at accept (cold path: looked up by label when it happens).
     pub connections_refused: IntCounterVec,
     pub limited: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -131,8 +132,13 @@ impl Metrics {
                 "Refused by the listener's per-client limits: requests answered 429 (kind=requests), connections closed at accept (kind=connections).",
                 &["listener", "kind"],
             ),
+            tls_handshakes: counter(
+                "fulcrum_tls_handshakes_total",
+                "TLS handshakes of TLS listeners, by result: ok, error (refused or broken), timeout (not done within client_header_timeout).",
+                &["listener", "result"],
+            ),
         };
-        let all: [Box<dyn Collector>; 11] = [
+        let all: [Box<dyn Collector>; 12] = [
             Box::new(m.requests.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.backend_up.clone()),
@@ -144,6 +150,7 @@ impl Metrics {
             Box::new(m.region_requests.clone()),
             Box::new(m.connections_refused.clone()),
             Box::new(m.limited.clone()),
+            Box::new(m.tls_handshakes.clone()),
         ];
         for c in all {
             if let Err(e) = m.registry.register(c) {
@@ -305,6 +312,27 @@ impl LimitedCounters {
         LimitedCounters {
             requests: handle(requests, "requests"),
             connections: handle(connections, "connections"),
+        }
+    }
+}
+
+/// `fulcrum_tls_handshakes_total` of one TLS listener, resolved when its snapshot is built
+/// (`None` with metrics off), so a handshake increments a handle, never looks up a label.
+#[derive(Debug, Default)]
+pub struct HandshakeCounters {
+    pub ok: Option<IntCounter>,
+    pub error: Option<IntCounter>,
+    pub timeout: Option<IntCounter>,
+}
+
+impl HandshakeCounters {
+    pub fn build(listener: &str, on: bool) -> Self {
+        let handle =
+            |result: &str| on.then(|| get().tls_handshakes.with_label_values(&[listener, result]));
+        HandshakeCounters {
+            ok: handle("ok"),
+            error: handle("error"),
+            timeout: handle("timeout"),
         }
     }
 }

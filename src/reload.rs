@@ -307,7 +307,12 @@ impl Reloader {
 }
 
 /// `hash` combined with the size and mtime of every other file the config names (a GeoIP
-/// database is large; its metadata is enough to notice a replacement).
+/// database is large; its metadata is enough to notice a replacement), and the contents of
+/// small ones (certificates and keys: a renewal may rewrite one within the same second, at
+/// the same size). Symlinks are followed, so a swapped link (Kubernetes' `..data`) counts.
+/// Named files up to this size are hashed whole by [`with_named_files`].
+const SMALL_FILE: u64 = 1 << 20;
+
 fn with_named_files(hash: u64, path: &Path, config: &Config) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -319,7 +324,13 @@ fn with_named_files(hash: u64, path: &Path, config: &Config) -> u64 {
     {
         let meta = std::fs::metadata(file).ok();
         meta.as_ref().map(|m| m.len()).hash(&mut h);
-        meta.and_then(|m| m.modified().ok()).hash(&mut h);
+        meta.as_ref().and_then(|m| m.modified().ok()).hash(&mut h);
+        if meta.is_some_and(|m| m.is_file() && m.len() <= SMALL_FILE) {
+            std::fs::read(file)
+                .ok()
+                .map(|b| fingerprint(&b))
+                .hash(&mut h);
+        }
     }
     h.finish()
 }
@@ -329,5 +340,8 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Config, ReloadError> {
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         ReloadError::Config(ConfigErrors::io(path, &io))
     })?;
-    Config::from_toml(text, path).map_err(ReloadError::Config)
+    let config = Config::from_toml(text, path).map_err(ReloadError::Config)?;
+    // The certificates it names, read as the snapshot will read them.
+    crate::tls::server::check(&config).map_err(ReloadError::Config)?;
+    Ok(config)
 }

@@ -95,6 +95,14 @@ impl std::fmt::Debug for Options {
     }
 }
 
+/// Reads and checks the files a validated config names that validation does not read: the
+/// certificates, keys and client CAs of `[listener.tls]` (unreadable, key not matching, expired,
+/// no usable name), each error at the config key that named the file. `fulcrum check`, the
+/// start and every reload run it.
+pub fn check_files(config: &Config) -> Result<(), crate::config::ConfigErrors> {
+    crate::tls::server::check(config)
+}
+
 /// Starts Fulcrum with a validated config and the default [`Options`].
 pub fn start(config: Config) -> Result<Handle, Error> {
     start_with(config, Options::default())
@@ -134,6 +142,8 @@ pub fn start_inheriting(
 fn start_inner(config: Config, options: Options, handover: Handover) -> Result<Handle, Error> {
     // A file was validated already; a config built in code may name a pool it lacks.
     config.check_references()?;
+    crate::tls::install_default();
+    check_files(&config)?;
     let workers = match config.global.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

@@ -24,11 +24,12 @@ use crate::chain::Chain;
 use crate::clock;
 use crate::config::{Config, ListenerConfig, ListenerSlot, PoolId, Protocol};
 use crate::limits::ClientLimits;
-use crate::metrics::{ListenerMetrics, RegionMetrics, TcpBytes};
+use crate::metrics::{HandshakeCounters, ListenerMetrics, RegionMetrics, TcpBytes};
 use crate::pool::Pool;
 use crate::region::Regions;
 use crate::route::RouteTable;
 use crate::splice::Forwarding;
+use crate::tls::ServerTls;
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
@@ -139,6 +140,21 @@ pub struct ListenerSnapshot {
     pub limits: ClientLimits,
     /// Request-path metric handles, per pool of the snapshot.
     pub metrics: ListenerMetrics,
+    /// `[listener.tls]`: the config each handshake runs with (read in the connection's one
+    /// snapshot load), its certificates, and `hsts` as a header value.
+    pub tls: Option<Arc<ListenerTls>>,
+    /// A plain http listener redirecting every request to `https://`.
+    pub redirect_https: bool,
+}
+
+/// A TLS listener's view in the snapshot.
+#[derive(Debug)]
+pub struct ListenerTls {
+    pub server: Arc<ServerTls>,
+    /// `Strict-Transport-Security` for every response.
+    pub hsts: Option<http::HeaderValue>,
+    /// `fulcrum_tls_handshakes_total` handles.
+    pub handshakes: HandshakeCounters,
 }
 
 impl Snapshot {
@@ -274,6 +290,38 @@ impl ListenerSnapshot {
             max_request_body: lc.max_request_body,
             proxy_protocol: lc.proxy_protocol,
             protocol: lc.protocol,
+            tls: lc.tls.as_ref().map(|t| {
+                Arc::new(ListenerTls {
+                    server: server_tls(t, lc, before),
+                    hsts: t
+                        .hsts
+                        .as_deref()
+                        .and_then(|v| http::HeaderValue::from_str(v).ok()),
+                    handshakes: HandshakeCounters::build(&lc.name, metrics),
+                })
+            }),
+            redirect_https: lc.redirect_https,
+        }
+    }
+}
+
+/// The listener's TLS from its files. Validation (`tls::server::check`) read them already;
+/// when they changed since and no longer load, the listener keeps the certificates it served
+/// before (logged), or, new, serves no handshake until they are fixed: never plaintext.
+fn server_tls(
+    t: &crate::config::ListenerTls,
+    lc: &ListenerConfig,
+    before: Option<&ListenerSnapshot>,
+) -> Arc<ServerTls> {
+    let previous = before.and_then(|b| b.tls.as_ref()).map(|t| &t.server);
+    match ServerTls::build(t, lc.protocol, previous.map(|p| &**p)) {
+        Ok(server) => Arc::new(server),
+        Err(e) => {
+            tracing::error!(listener = %lc.name, "TLS config not loaded: {e}");
+            match previous {
+                Some(p) => Arc::clone(p),
+                None => Arc::new(ServerTls::refusing(lc.protocol)),
+            }
         }
     }
 }

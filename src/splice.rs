@@ -92,6 +92,28 @@ pub async fn copy_pump(from: &TcpStream, to: &TcpStream, flow: &Flow<'_>) -> io:
     }
 }
 
+/// The copy for streams that are not plain sockets (TLS terminated on a tcp listener): read,
+/// write all of it, flush (TLS buffers records), repeat; `Ok` at `from`'s EOF.
+pub async fn copy_io<R, W>(from: &mut R, to: &mut W, flow: &Flow<'_>) -> io::Result<u64>
+where
+    R: tokio::io::AsyncRead + Unpin + ?Sized,
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+        total += n as u64;
+        flow.moved(n);
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use std::io;

@@ -118,6 +118,83 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, slot: ListenerSlot, shar
     report(peer, result);
 }
 
+/// Serves one connection of a tcp listener with `[listener.tls]`: the handshake is done, the
+/// backend gets the plaintext. Bytes are copied (splice needs a socket on both ends).
+pub async fn serve_tls(
+    client: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    slot: ListenerSlot,
+    shared: Arc<Live>,
+) {
+    let (bytes, connected) = {
+        let snapshot = shared.snapshot.load_full();
+        let Some(listener) = snapshot.listener(slot) else {
+            return;
+        };
+        let bytes = Arc::clone(&listener.bytes);
+        // `sni` routes are for passthrough only (`check`): a terminating listener has one pool.
+        let pool = listener.routes.default_pool();
+        let connected = connect(peer, slot, pool, &snapshot).await;
+        (bytes, connected)
+    };
+    let result = match connected {
+        Ok(upstream) => proxy_stream(client, upstream, &bytes).await,
+        Err(e) => Err(e),
+    };
+    report(peer, result);
+}
+
+/// [`forward`] for a client stream that is not a plain socket (TLS): the userspace copy, and
+/// a shutdown of the write side (TLS: close_notify) for each direction's EOF.
+async fn proxy_stream<S>(
+    client: S,
+    mut upstream: Connected,
+    bytes: &TcpBytes,
+) -> Result<(), TcpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Some(header) = upstream.proxy_header.take() {
+        upstream
+            .up
+            .stream
+            .write_all(&header)
+            .await
+            .map_err(TcpError::ProxyHeader)?;
+    }
+    let mut up = upstream.up;
+    let last_active = AtomicU64::new(clock::now_ms());
+    let to_backend = Flow {
+        bytes: &bytes.upstream,
+        last_active: &last_active,
+    };
+    let to_client = Flow {
+        bytes: &bytes.downstream,
+        last_active: &last_active,
+    };
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut back_r, mut back_w) = up.stream.split();
+    let outbound = async {
+        splice::copy_io(&mut client_r, &mut back_w, &to_backend).await?;
+        back_w.shutdown().await
+    };
+    let inbound = async {
+        splice::copy_io(&mut back_r, &mut client_w, &to_client).await?;
+        client_w.shutdown().await
+    };
+    let both = async { tokio::try_join!(outbound, inbound).map(|_| ()) };
+    let watch = Watched {
+        addr: up.addr,
+        state: Arc::clone(&up.state),
+        idle_timeout: up.idle_timeout,
+        on_down: up.on_down,
+    };
+    tokio::select! {
+        r = both => r.map_err(TcpError::Io),
+        e = watchdog(&watch, &last_active) => Err(e),
+    }
+}
+
 fn report(peer: SocketAddr, result: Result<(), TcpError>) {
     match result {
         Ok(()) => {}
@@ -260,10 +337,24 @@ async fn forward(
         half_close(client)
     };
     let both = async { tokio::try_join!(outbound, inbound).map(|_| ()) };
+    let watch = Watched {
+        addr: up.addr,
+        state: Arc::clone(&up.state),
+        idle_timeout: up.idle_timeout,
+        on_down: up.on_down,
+    };
     tokio::select! {
         r = both => r.map_err(TcpError::Io),
-        e = watchdog(&up, &last_active) => Err(e),
+        e = watchdog(&watch, &last_active) => Err(e),
     }
+}
+
+/// What the watchdog looks at of a connection's backend.
+struct Watched {
+    addr: SocketAddr,
+    state: Arc<BackendState>,
+    idle_timeout: Duration,
+    on_down: OnDown,
 }
 
 /// Passes an EOF on: no more bytes will be written to `stream`.
@@ -277,7 +368,7 @@ fn half_close(stream: &TcpStream) -> io::Result<()> {
 
 /// Ends with the reason once the connection has been silent for `idle_timeout`, or its backend
 /// is down under `on_down = "close"`. Ticks at a quarter of the idle timeout, at most 1 s.
-async fn watchdog(up: &Upstream, last_active: &AtomicU64) -> TcpError {
+async fn watchdog(up: &Watched, last_active: &AtomicU64) -> TcpError {
     let idle_ms = u64::try_from(up.idle_timeout.as_millis()).unwrap_or(u64::MAX);
     let tick = (up.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut interval = tokio::time::interval(tick);

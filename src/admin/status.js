@@ -70,6 +70,8 @@ function render(s) {
   document.getElementById("listeners").innerHTML = s.listeners.map(l =>
     '<span class="pill">' + esc(l.name) + " " + esc(l.bind) + " · " + l.connections + " conn" +
     (l.protocol === "tcp" ? " · tcp · ↑ " + bytes(l.bytes_up) + " ↓ " + bytes(l.bytes_down) : "") +
+    (l.tls ? " · TLS: " + l.tls.certs.map(c =>
+      esc(c.names.join(", ")) + " (expires " + esc(c.expires.slice(0, 10)) + ", " + c.days_left + " d)").join("; ") : "") +
     "</span>").join(" ");
   const r = s.last_reload;
   document.getElementById("reload").innerHTML = !r ? "" : r.ok

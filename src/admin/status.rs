@@ -31,6 +31,33 @@ pub fn of(admin: &Admin) -> Value {
                 l["bytes_up"] = json!(tcp.bytes.upstream.load(Ordering::Relaxed));
                 l["bytes_down"] = json!(tcp.bytes.downstream.load(Ordering::Relaxed));
             }
+            // A TLS listener's certificates as its handshakes pick them now.
+            if let Some(tls) = snapshot
+                .listeners
+                .iter()
+                .find(|s| *s.name == *name)
+                .and_then(|s| s.tls.as_ref())
+            {
+                let now = crate::tls::certs::now();
+                let certs: Vec<Value> = tls
+                    .server
+                    .store
+                    .infos()
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "names": c.names,
+                            "subject": c.subject,
+                            "serial": c.serial,
+                            "file": c.file,
+                            "not_after": c.not_after,
+                            "expires": crate::tls::certs::date(c.not_after),
+                            "days_left": (c.not_after - now) / 86_400,
+                        })
+                    })
+                    .collect();
+                l["tls"] = json!({ "certs": certs });
+            }
             l
         })
         .collect();

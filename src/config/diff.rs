@@ -175,8 +175,12 @@ fn listener_fields(
         max_connections,
         max_request_body,
         proxy_protocol,
-        limits
+        limits,
+        redirect_https
     );
+    if o.tls != l.tls {
+        v.push("tls changed".into());
+    }
     let (was, is) = (old.pool_name(o.pool), new.pool_name(l.pool));
     if was != is {
         v.push(format!("pool {was:?} -> {is:?}"));

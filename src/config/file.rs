@@ -77,8 +77,30 @@ pub(super) struct RawListener {
     pub max_request_body: Option<Int>,
     pub proxy_protocol: Option<Spanned<bool>>,
     pub limits: Option<Spanned<RawLimits>>,
+    pub redirect_https: Option<Spanned<bool>>,
+    pub tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+}
+
+/// `[listener.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    /// Spanned as a whole so an empty list can be pointed at.
+    pub certs: Option<Spanned<Vec<Spanned<RawCert>>>>,
+    pub min_version: Option<Str>,
+    pub client_ca: Option<Str>,
+    pub client_auth: Option<Str>,
+    pub hsts: Option<Str>,
+}
+
+/// One entry of `certs = [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCert {
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
 }
 
 /// `[listener.limits]`.

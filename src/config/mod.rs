@@ -12,6 +12,7 @@ mod error;
 mod file;
 pub(crate) mod files;
 mod health;
+mod server_tls;
 mod validate;
 
 pub use backend_tls::{BackendTls, CaBundle, ClientIdentity, UpstreamProtocol};
@@ -20,6 +21,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use health::{
     HealthConfig, HealthKind, PassiveConfig, PgRole, PostgresCheck, StatusRanges, MAX_EJECTION,
 };
+pub use server_tls::{CertFiles, ClientAuth, ListenerTls, NamedFile, Origin, TlsVersion};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -210,6 +212,10 @@ pub struct ListenerConfig {
     pub proxy_protocol: bool,
     /// `[listener.limits]`: per-client request rate and open connections (all off by default).
     pub limits: LimitsConfig,
+    /// `[listener.tls]`: TLS terminated here.
+    pub tls: Option<ListenerTls>,
+    /// A plain http listener that answers every request with 308 to `https://` (same host).
+    pub redirect_https: bool,
 }
 
 /// `[listener.limits]`: what one client may do, the client being the resolved address
@@ -438,11 +444,17 @@ impl Config {
     }
 
     /// Files whose change should trigger a reload: the config itself and the files it names
-    /// (`[geo] mmdb`; certificates once TLS exists).
+    /// (`[geo] mmdb`, the certificates, keys and client CAs of `[listener.tls]`).
     pub fn watched_files(&self) -> Vec<PathBuf> {
+        let tls = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|t| t.files().map(|f| &f.path));
         self.source
             .iter()
             .chain(self.geo.mmdb.as_ref())
+            .chain(tls)
             .chain(
                 self.pools
                     .iter()
@@ -529,6 +541,8 @@ impl ListenerConfig {
             routes: Vec::new(),
             proxy_protocol: false,
             limits: LimitsConfig::default(),
+            tls: None,
+            redirect_https: false,
         }
     }
 

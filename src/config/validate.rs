@@ -15,6 +15,7 @@ mod health;
 mod listeners;
 mod pools;
 mod regions;
+mod server_tls;
 mod values;
 
 #[cfg(test)]
@@ -29,6 +30,8 @@ mod region_tests;
 mod sni_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 #[cfg(test)]
 mod upstream_tests;
 

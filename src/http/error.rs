@@ -80,6 +80,10 @@ pub enum ProxyError {
     /// it; the backend did nothing wrong (it is protected, not failing).
     #[error("backend busy")]
     Busy(#[source] Busy),
+    /// Not a failure: a `redirect_https` listener answers every request with 308 to this
+    /// `https://` location (the request's own host). Nothing was sent upstream.
+    #[error("redirected to https")]
+    RedirectHttps(HeaderValue),
 }
 
 /// `EMFILE` and `ENFILE` (the same numbers on Linux, macOS and the BSDs).
@@ -143,6 +147,7 @@ impl ProxyError {
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientAborted(_) => StatusCode::BAD_REQUEST,
             ProxyError::LocalResources(_) | ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RedirectHttps(_) => StatusCode::PERMANENT_REDIRECT,
         }
     }
 
@@ -169,7 +174,8 @@ impl ProxyError {
             | ProxyError::BadResponse(_)
             | ProxyError::ClientTimeout
             | ProxyError::ClientAborted(_)
-            | ProxyError::LocalResources(_) => false,
+            | ProxyError::LocalResources(_)
+            | ProxyError::RedirectHttps(_) => false,
         }
     }
 
@@ -190,7 +196,8 @@ impl ProxyError {
             | ProxyError::ClientAborted(_)
             | ProxyError::LocalResources(_)
             | ProxyError::RateLimited(_)
-            | ProxyError::Busy(_) => false,
+            | ProxyError::Busy(_)
+            | ProxyError::RedirectHttps(_) => false,
         }
     }
 
@@ -219,6 +226,7 @@ impl ProxyError {
                 "503 service unavailable: the proxy is out of resources\n"
             }
             ProxyError::Busy(_) => "503 service unavailable: backends at their connection limit\n",
+            ProxyError::RedirectHttps(_) => "308 permanent redirect to https\n",
         }
     }
 
@@ -238,6 +246,9 @@ impl ProxyError {
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after_secs(*wait)),
                 );
+            }
+            ProxyError::RedirectHttps(location) => {
+                h.insert(header::LOCATION, location.clone());
             }
             // The rest of a malformed, oversized, stalled or broken request cannot be
             // trusted (or is not coming): close.

@@ -33,6 +33,12 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// mTLS: what a TLS listener with `client_auth` found, for the backend. Set only by Fulcrum:
+/// a client's own are removed on every listener, so a backend can believe them.
+pub(crate) const X_CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
+pub(crate) const X_CLIENT_CERT_SUBJECT: HeaderName =
+    HeaderName::from_static("x-client-cert-subject");
+pub(crate) const X_CLIENT_CERT_SAN: HeaderName = HeaderName::from_static("x-client-cert-san");
 /// Headers `Connection` cannot remove: `Host`, the body's framing (decided by hyper from these
 /// and the body) and those Fulcrum sets itself. `Connection: host` sent the backend an
 /// HTTP/1.1 request without `Host`; `Connection: x-forwarded-for` dropped the client's chain.
@@ -235,6 +241,9 @@ pub fn prepare_upstream(
     }
     append_forwarded_for(headers, client);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    for name in [X_CLIENT_VERIFY, X_CLIENT_CERT_SUBJECT, X_CLIENT_CERT_SAN] {
+        headers.remove(name);
+    }
     let via = match parts.version {
         Version::HTTP_2 => "2 fulcrum",
         Version::HTTP_10 => "1.0 fulcrum",
@@ -249,6 +258,26 @@ pub fn prepare_upstream(
         }
     }
     parts.version = Version::HTTP_11;
+}
+
+/// mTLS listeners: `X-Client-Verify: SUCCESS` with the verified certificate's subject and
+/// subjectAltNames, or `X-Client-Verify: NONE` (a client of `client_auth = "optional"`
+/// without one). Run after [`prepare_upstream`], which removed the client's own.
+pub fn client_cert(headers: &mut HeaderMap, cert: Option<&crate::tls::PeerCert>) {
+    match cert {
+        Some(cert) => {
+            headers.insert(X_CLIENT_VERIFY, HeaderValue::from_static("SUCCESS"));
+            if let Ok(v) = HeaderValue::from_str(&cert.subject) {
+                headers.insert(X_CLIENT_CERT_SUBJECT, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&cert.san) {
+                headers.insert(X_CLIENT_CERT_SAN, v);
+            }
+        }
+        None => {
+            headers.insert(X_CLIENT_VERIFY, HeaderValue::from_static("NONE"));
+        }
+    }
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {

@@ -1,6 +1,7 @@
 //! Serving one client connection: HTTP/1.1 and h2c (prior knowledge) on the same socket,
 //! upgrades passed through, graceful close on shutdown, and closed when it holds its slot
-//! without using it (`watchdog`).
+//! without using it (`watchdog`). A TLS connection (HTTPS, ALPN h2 or http/1.1) is served by
+//! the same path once the listener has done the handshake: [`serve_io`] takes any stream.
 
 mod affinity;
 mod client;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -75,14 +77,31 @@ pub async fn serve(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     cx: Arc<ConnContext>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    tune(&stream);
+    serve_io(builder, stream, cx, shutdown).await;
+}
+
+/// Socket options of a client connection, set before anything (a TLS handshake) is sent.
+pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     // Writes block (and `client_send_timeout` counts) once this much is queued unsent, not
     // once the kernel's send buffer (autotuned to MiBs) is full: a client that reads, however
     // slowly, lets each write progress; one that stops reading stalls them.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_LOW_WATER);
+    let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_LOW_WATER);
+}
+
+/// [`serve`] on any stream: a TCP socket already [`tune`]d, or TLS over one.
+pub async fn serve_io<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    cx: Arc<ConnContext>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::clone(&cx.activity);
     let peer = cx.peer;
     let timeouts = watchdog::Timeouts {

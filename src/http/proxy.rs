@@ -51,6 +51,9 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     /// "http" or "https", for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// A TLS listener with `client_auth`: `Some(Some(cert))` for a verified client
+    /// certificate, `Some(None)` for a client without one (`X-Client-Verify` says which).
+    pub client_cert: Option<Option<crate::tls::PeerCert>>,
     /// What the connection's framing tracker found (`framing::FramingIo` in `http::serve`).
     pub framing: Arc<FramingFlags>,
     /// Its requests in flight and request bodies streaming, for its header and idle
@@ -92,11 +95,13 @@ pub async fn handle(
     let listener = snapshot.listener(cx.listener);
     let mut exchange = Exchange::begin(&req, cx.peer, listener);
     macro_rules! reject {
-        ($err:expr) => {
-            return Ok(exchange
+        ($err:expr) => {{
+            let mut resp = exchange
                 .refuse(&$err, listener)
-                .map(|body| ResponseBody::full(body).holding(in_flight)))
-        };
+                .map(|body| ResponseBody::full(body).holding(in_flight));
+            hsts(listener, resp.headers_mut());
+            return Ok(resp);
+        }};
     }
 
     if cx.next_request_is_ambiguous(req.version()) {
@@ -134,6 +139,12 @@ pub async fn handle(
     }
     // The host is the target's authority when it has one; `Host` says so from here on.
     target::normalize_host(&mut parts);
+    if listener.redirect_https {
+        match target::https_location(&parts) {
+            Ok(location) => reject!(ProxyError::RedirectHttps(location)),
+            Err(e) => reject!(e),
+        }
+    }
     let limit = listener.max_request_body;
     if limit > 0 && headers::content_length(&parts.headers).is_some_and(|len| len > limit) {
         reject!(ProxyError::BodyTooLarge);
@@ -188,6 +199,9 @@ pub async fn handle(
     // the sticky cookie before anything is copied.
     let affinity = affinity::extract(&pool.balancer, &mut parts, client);
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
+    if let Some(cert) = &cx.client_cert {
+        headers::client_cert(&mut parts.headers, cert.as_ref());
+    }
 
     // A copy to replay on another backend, kept only when a replay is safe and allowed.
     let replayable = is_idempotent(&parts.method) && !prefetched && !upgrade;
@@ -217,6 +231,7 @@ pub async fn handle(
             );
             let mut resp =
                 respond(resp, version, client_upgrade, finish).map(|b| b.holding(in_flight));
+            hsts(Some(listener), resp.headers_mut());
             if choice.pool == pool_id {
                 let secure = cx.proto == "https";
                 affinity::set_cookie(
@@ -300,6 +315,18 @@ pub async fn handle(
 }
 
 type Sent = (Response<Incoming>, PooledConn, InflightGuard);
+
+/// `hsts` of a TLS listener: `Strict-Transport-Security` on every response (the backend's
+/// own, if it sent one, is replaced).
+#[inline]
+fn hsts(listener: Option<&crate::snapshot::ListenerSnapshot>, headers: &mut http::HeaderMap) {
+    if let Some(value) = listener
+        .and_then(|l| l.tls.as_ref())
+        .and_then(|t| t.hsts.as_ref())
+    {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, value.clone());
+    }
+}
 
 /// When Fulcrum last logged a local shortage (`clock::now_ms()`): at most one line a second.
 static SHORTAGE_LOGGED: AtomicU64 = AtomicU64::new(0);

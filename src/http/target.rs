@@ -71,6 +71,38 @@ pub fn request_host(parts: &Parts) -> Option<&str> {
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
+/// Where a `redirect_https` listener sends the request: `https://HOST/path?query`, HOST being
+/// the request's own host (its port dropped: HTTPS is on its default port) and nothing else,
+/// so the redirect never leaves the authority the client asked for. A host that is not a
+/// plain DNS name or IP literal is refused.
+pub fn https_location(parts: &Parts) -> Result<HeaderValue, ProxyError> {
+    const BAD: &str = "invalid Host for the https redirect";
+    let authority: http::uri::Authority = request_host(parts)
+        .and_then(|h| h.parse().ok())
+        .ok_or(ProxyError::BadRequest(BAD))?;
+    if authority.as_str().contains('@') {
+        return Err(ProxyError::BadRequest(BAD));
+    }
+    let host = authority.host();
+    let plain = |h: &str| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    if !(plain(host) || literal) {
+        return Err(ProxyError::BadRequest(BAD));
+    }
+    let path = match parts.uri.path_and_query().map(|pq| pq.as_str()) {
+        Some(pq) if pq.starts_with('/') => pq,
+        _ => "/",
+    };
+    HeaderValue::from_str(&format!("https://{host}{path}")).map_err(|_| ProxyError::BadRequest(BAD))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -134,5 +166,32 @@ mod tests {
             .insert(header::HOST, HeaderValue::from_static("kept.example"));
         normalize_host(&mut p);
         assert_eq!(p.headers[header::HOST], "kept.example");
+    }
+
+    #[test]
+    fn the_https_redirect_keeps_the_requests_own_host_only() {
+        let at = |target: &str, host: &str| {
+            let mut p = parts(Method::GET, target.parse().unwrap());
+            p.headers
+                .insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            normalize_host(&mut p);
+            https_location(&p).map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            at("/a?b=1", "example.test:8080").unwrap(),
+            "https://example.test/a?b=1"
+        );
+        assert_eq!(at("/", "[::1]:80").unwrap(), "https://[::1]/");
+        assert_eq!(
+            at("//evil.test/x", "example.test").unwrap(),
+            "https://example.test//evil.test/x"
+        );
+        assert_eq!(
+            at("http://other.test/p", "example.test").unwrap(),
+            "https://other.test/p"
+        );
+        assert!(at("/", "a@evil.test").is_err());
+        assert!(at("/", "exa mple").is_err());
+        assert!(at("/", "").is_err());
     }
 }

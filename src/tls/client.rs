@@ -55,11 +55,9 @@ pub struct UpstreamTls {
     pub id: u64,
 }
 
-/// The crypto provider installed for the process, else aws-lc-rs.
+/// The process's one crypto provider (see `tls::provider`).
 fn provider() -> Arc<CryptoProvider> {
-    CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+    Arc::clone(super::provider())
 }
 
 /// The system's trust roots, read once per process.

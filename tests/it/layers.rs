@@ -13,8 +13,9 @@ use std::path::Path;
 /// not import each other.
 const LAYERS: &[&[&str]] = &[
     &["config", "clock", "client_ip", "systemd", "chain"],
-    // `tls` (rustls client configs, the upstream stream type) reads config only; pools hold
-    // their TLS client config, so it sits below `pool`.
+    // `tls` reads certificates into rustls configs and builds the pools' client configs: it
+    // needs only `config`; pools hold their client config and the snapshot a listener's
+    // `ServerTls`, so it sits below `pool`.
     &["backend", "access_log", "splice", "sni", "tls"],
     &["balance", "budget", "route"],
     &["region"],

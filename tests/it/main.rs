@@ -39,5 +39,7 @@ mod smuggling;
 mod tcp;
 mod tcp_sni;
 mod timeouts;
+mod tls;
+mod tls_reload;
 mod upgrade;
 mod upstream;

@@ -89,6 +89,16 @@ impl Cx<'_> {
             if protocol == Protocol::Tcp {
                 self.tcp_listener(r, &prefix, pool, pools);
             }
+            let (tls, redirect_https) = self.listener_tls(r, &prefix, protocol);
+            if protocol == Protocol::Tcp && r.tls.is_some() {
+                // Terminated here, the ClientHello is rustls's: `sni` routes are passthrough.
+                for (j, route) in r.route.iter().enumerate() {
+                    if let Some(v) = &route.get_ref().sni {
+                        let at = format!("{prefix}: route #{}", j + 1);
+                        self.error(v.span(), &key(&at, "sni"), "only for tcp listeners without tls (TLS passthrough); a listener that terminates TLS sends every connection to its pool");
+                    }
+                }
+            }
             let routes = r
                 .route
                 .iter()
@@ -109,6 +119,8 @@ impl Cx<'_> {
                     routes,
                     proxy_protocol: r.proxy_protocol.as_ref().is_some_and(|v| *v.get_ref()),
                     limits,
+                    tls,
+                    redirect_https,
                 });
             }
         }

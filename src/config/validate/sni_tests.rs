@@ -69,3 +69,19 @@ fn an_sni_routes_pool_follows_the_tcp_rules() {
         ["fulcrum.toml:8:8: listener \"web\": route #1: pool: pool \"db\": balance = \"sticky_cookie\" needs HTTP"]
     );
 }
+
+#[test]
+fn sni_routes_are_refused_on_a_tcp_listener_that_terminates_tls() {
+    let text = with_routes(
+        "tcp",
+        "tls = { certs = [{ cert = \"site.pem\", key = \"site.key\" }] }\n\
+         [[listener.route]]\nsni = \"db.example.com\"\npool = \"db\"\n",
+    );
+    let errs = errors(&text);
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "fulcrum.toml:8:7: listener \"web\": route #1: sni: only for tcp listeners without tls"
+        )),
+        "{errs:?}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod redis;
 pub mod tcp;
+pub mod tls;
 pub mod wait;
 pub mod writes;
 
