@@ -40,6 +40,8 @@ pub mod config;
 pub mod demo;
 
 mod access_log;
+mod acme;
+mod acme_state;
 mod admin;
 mod backend;
 mod balance;

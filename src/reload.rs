@@ -96,6 +96,23 @@ struct State {
     last: Option<ReloadResult>,
 }
 
+/// Told the config after each applied reload (the ACME tasks follow the listeners with it).
+pub(crate) type OnApplied = Box<dyn Fn(&Config) + Send + Sync>;
+
+/// The [`OnApplied`] hook, set once at start.
+#[derive(Default)]
+struct Hook(std::sync::OnceLock<OnApplied>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Hook(set)"
+        } else {
+            "Hook(none)"
+        })
+    }
+}
+
 /// Owns everything a reload changes; shared by the `Handle` and the triggers.
 #[derive(Debug)]
 pub struct Reloader {
@@ -103,6 +120,7 @@ pub struct Reloader {
     path: Option<PathBuf>,
     control: tokio::runtime::Handle,
     state: Mutex<State>,
+    on_applied: Hook,
 }
 
 impl Reloader {
@@ -132,7 +150,26 @@ impl Reloader {
                 seen,
                 last: None,
             }),
+            on_applied: Hook::default(),
         }
+    }
+
+    /// Sets the hook told of every applied config (once; a second call is ignored).
+    pub(crate) fn on_applied(&self, hook: OnApplied) {
+        let _ = self.on_applied.0.set(hook);
+    }
+
+    /// Rebuilds the snapshot from the running config, re-reading the files it names: how a
+    /// certificate the ACME task wrote is put in service (new handshakes get it, open
+    /// connections keep theirs). Not a reload: the config file is not read again and the
+    /// last reload's record stays. Blocking.
+    pub fn refresh_files(&self) -> Result<(), ReloadError> {
+        let mut state = self.lock();
+        if state.stopping {
+            return Err(ReloadError::ShuttingDown);
+        }
+        let config = state.config.clone();
+        self.apply(&mut state, config).map(|_| ())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -246,6 +283,9 @@ impl Reloader {
             tracing::warn!("[global] changed: it takes effect at the next restart");
         }
         let summary = config.summary();
+        if let Some(hook) = self.on_applied.0.get() {
+            hook(&config);
+        }
         state.config = config;
         Ok(summary)
     }

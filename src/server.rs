@@ -199,12 +199,21 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Active checks follow the snapshot; fresh backends are up until a check says otherwise.
+    let acme_wanted = crate::acme::wanted(&config);
+    let state_dir = config.global.state_dir.clone();
     let reloader = Arc::new(Reloader::new(
         Arc::clone(&shared),
         config,
         sockets,
         control_thread.handle().clone(),
     ));
+    // ACME orders run on the control runtime and follow the listeners across reloads.
+    crate::acme::start(
+        &reloader,
+        Arc::clone(&shared.acme),
+        (state_dir, &acme_wanted),
+        control_thread.handle(),
+    );
     // Watching starts before the first connection is accepted, so a client that saw Fulcrum
     // answer and then writes the file is sure to be heard.
     let watch = options.watch_config;

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::acme_state::AcmeState;
 use crate::backend::{Backend, BackendState};
 use crate::chain::Chain;
 use crate::clock;
@@ -60,6 +61,9 @@ pub struct Live {
     /// Where the process is in its life (`/ready`, shutdown, binary upgrade); never read on
     /// the request path.
     pub phase: tokio::sync::watch::Sender<Phase>,
+    /// ACME's shared state: the HTTP-01 answers every http listener serves, and the status
+    /// of each listener's certificate for the admin API.
+    pub acme: Arc<AcmeState>,
 }
 
 /// The process's lifecycle as `/ready` reports it (`GET /ready` is 200 only in `Serving`).
@@ -94,6 +98,7 @@ impl Live {
             descriptors: AtomicUsize::new(0),
             descriptor_budget: usize::MAX,
             phase: tokio::sync::watch::Sender::new(Phase::Starting),
+            acme: Arc::default(),
         }
     }
 

@@ -7,14 +7,31 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use super::{epoch, Admin};
+use crate::acme_state::AcmeStatus;
 use crate::clock;
 use crate::config::{PoolId, Protocol};
 use crate::reload::ReloadResult;
 use crate::snapshot::Snapshot;
 
+/// One listener's ACME certificate: what the task is doing, the expiry of what it holds,
+/// when it acts next, and its last failure.
+fn acme_json(s: &AcmeStatus) -> Value {
+    let at = |t: Option<std::time::SystemTime>| {
+        t.map(|t| humantime::format_rfc3339_seconds(t).to_string())
+    };
+    json!({
+        "domains": s.domains,
+        "state": s.state,
+        "expires": at(s.not_after),
+        "next": at(s.next),
+        "last_error": s.last_error,
+    })
+}
+
 /// The whole status document.
 pub fn of(admin: &Admin) -> Value {
     let snapshot = admin.shared.snapshot.load();
+    let acme = admin.shared.acme.board.snapshot();
     let listeners: Vec<Value> = admin
         .reloader
         .listeners()
@@ -57,6 +74,9 @@ pub fn of(admin: &Admin) -> Value {
                     })
                     .collect();
                 l["tls"] = json!({ "certs": certs });
+                if let Some(acme) = acme.get(name.as_str()) {
+                    l["tls"]["acme"] = acme_json(acme);
+                }
             }
             l
         })

@@ -63,6 +63,7 @@ pub(super) struct RawGlobal {
     pub admin: Option<Str>,
     pub admin_token_file: Option<Str>,
     pub access_log_format: Option<Str>,
+    pub state_dir: Option<Str>,
 }
 
 /// `[[listener]]`.
@@ -93,6 +94,7 @@ pub(super) struct RawTls {
     pub client_ca: Option<Str>,
     pub client_auth: Option<Str>,
     pub hsts: Option<Str>,
+    pub acme: Option<Spanned<super::acme::RawAcme>>,
 }
 
 /// One entry of `certs = [...]`.

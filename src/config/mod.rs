@@ -6,6 +6,7 @@
 //! outside `config/` ever sees the raw form, and nothing here is read on the request path: the
 //! snapshot (`crate::snapshot`) compiles this model into request-path structures.
 
+pub mod acme;
 pub mod backend_tls;
 pub mod diff;
 mod error;
@@ -15,6 +16,7 @@ mod health;
 mod server_tls;
 mod validate;
 
+pub use acme::AcmeConfig;
 pub use backend_tls::{BackendTls, CaBundle, ClientIdentity, UpstreamProtocol};
 pub use diff::{diff, ConfigDiff};
 pub use error::{ConfigError, ConfigErrors};
@@ -154,6 +156,9 @@ pub struct Global {
     pub admin: Option<SocketAddr>,
     /// Bearer token for the admin API, read at start; required when `admin` is not loopback.
     pub admin_token_file: Option<PathBuf>,
+    /// Where ACME keeps its account and the certificates it obtained (`acme/` under it),
+    /// relative to the config's folder. Default `/var/lib/fulcrum`; used only with `acme`.
+    pub state_dir: PathBuf,
     pub access_log_format: AccessLogFormat,
 }
 
@@ -479,6 +484,9 @@ impl Config {
     }
 }
 
+/// `[global] state_dir`'s default (systemd's `StateDirectory=fulcrum`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/fulcrum";
+
 impl Default for Global {
     fn default() -> Self {
         Global {
@@ -492,6 +500,7 @@ impl Default for Global {
             client_body_timeout: Duration::from_secs(30),
             admin: None,
             admin_token_file: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             access_log_format: AccessLogFormat::Combined,
         }
     }

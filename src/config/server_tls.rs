@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::ConfigError;
+use super::{AcmeConfig, ConfigError};
 
 /// Where in the config file a value was written, for errors found after validation (a
 /// certificate that is expired, or whose key does not match).
@@ -97,7 +97,7 @@ pub enum ClientAuth {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerTls {
     /// SNI picks among them by their own names (SAN, else CN); the first is the default (a
-    /// client without SNI, or a name none has). Never empty.
+    /// client without SNI, or a name none has). Never empty unless `acme` is set.
     pub certs: Vec<CertFiles>,
     pub min_version: TlsVersion,
     /// CA bundle client certificates must chain to; set whenever `client_auth` is not off.
@@ -105,6 +105,11 @@ pub struct ListenerTls {
     pub client_auth: ClientAuth,
     /// `Strict-Transport-Security` value set on every response of an http listener.
     pub hsts: Option<String>,
+    /// Certificates ordered from an ACME CA for these domains join `certs`.
+    pub acme: Option<AcmeConfig>,
+    /// Where the ACME task keeps this listener's certificate (under `state_dir`): loaded with
+    /// `certs` when it exists. Set with `acme`.
+    pub issued: Option<CertFiles>,
 }
 
 impl ListenerTls {
@@ -133,6 +138,8 @@ impl ListenerTls {
             client_ca: None,
             client_auth: ClientAuth::Off,
             hsts: None,
+            acme: None,
+            issued: None,
         }
     }
 }

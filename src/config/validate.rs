@@ -10,6 +10,7 @@
 //! deserialization, so at most one such error is reported (see `file.rs`). Unknown keys are all
 //! reported: `file::parse` leaves each one out and reads the file again.
 
+mod acme;
 mod backend_tls;
 mod health;
 mod listeners;
@@ -69,7 +70,8 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
             let regions = cx.regions(&raw.region);
             cx.region_refs(&raw.pool, &mut pools, &regions);
             let geo = cx.geo(raw.geo.as_ref(), path);
-            let listeners = cx.listeners(&raw.listener, &pools);
+            let mut listeners = cx.listeners(&raw.listener, &pools);
+            cx.acme_listeners(&raw.listener, &mut listeners, &global);
             for (i, l) in raw.listener.iter().enumerate() {
                 if let Some(v) = &l.get_ref().proxy_protocol {
                     if *v.get_ref() && global.trusted_proxies.is_empty() {
@@ -295,6 +297,13 @@ impl Cx<'_> {
                 values::admin,
             ),
             admin_token_file: self.token_file(g.admin_token_file.as_ref()),
+            state_dir: g
+                .state_dir
+                .as_ref()
+                .filter(|v| !v.get_ref().is_empty())
+                .map_or(d.state_dir.clone(), |v| {
+                    regions::resolve(self.path, v.get_ref())
+                }),
             access_log_format: self.opt_str(
                 g.access_log_format.as_ref(),
                 "global: access_log_format",

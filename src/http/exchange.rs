@@ -106,6 +106,16 @@ impl Exchange {
         } else {
             err.to_response()
         };
+        self.answer(resp, listener)
+    }
+
+    /// Ends an exchange Fulcrum answered itself (an error, an ACME challenge, a redirect):
+    /// counted and logged like any response, against the pool it was routed to if any.
+    pub fn answer(
+        self,
+        resp: Response<Bytes>,
+        listener: Option<&ListenerSnapshot>,
+    ) -> Response<Bytes> {
         let code = resp.status().as_u16();
         let took = self.started.elapsed();
         let blamed = self.failed.and_then(|c| {

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -33,6 +34,7 @@ use super::request_body::RequestBody;
 use super::response_body::ResponseBody;
 use super::target;
 use super::watchdog::Activity;
+use crate::acme_state;
 use crate::backend::InflightGuard;
 use crate::chain::Chain;
 use crate::config::{BackendId, ListenerSlot};
@@ -139,6 +141,16 @@ pub async fn handle(
     }
     // The host is the target's authority when it has one; `Host` says so from here on.
     target::normalize_host(&mut parts);
+    // An ACME CA validating an order of this process (any http listener answers it, before
+    // any redirect: the certificate it validates for may not exist yet).
+    if parts.uri.path().starts_with(acme_state::WELL_KNOWN_PREFIX) {
+        if let Some(answer) = cx.shared.acme.challenges.answer(parts.uri.path()) {
+            let resp = local_text(StatusCode::OK, Bytes::from(answer.as_bytes().to_vec()));
+            return Ok(exchange
+                .answer(resp, Some(listener))
+                .map(|body| ResponseBody::full(body).holding(in_flight)));
+        }
+    }
     if listener.redirect_https {
         match target::https_location(&parts) {
             Ok(location) => reject!(ProxyError::RedirectHttps(location)),
@@ -489,6 +501,17 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, finish: Finish) {
         }
     }
     finish.complete(bytes, false);
+}
+
+/// A plain-text response made by Fulcrum itself.
+fn local_text(status: StatusCode, body: Bytes) -> Response<Bytes> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    resp
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -95,6 +95,14 @@ impl ServerTls {
                 Err(e) => errors.push(e),
             }
         }
+        // ACME's certificate, once issued: Fulcrum's own file, so a bad one is no config
+        // error (the task orders a new one); until then the listener has `certs` only.
+        if let Some(issued) = tls.issued.as_ref().filter(|f| f.cert.path.exists()) {
+            match certs::load(issued, provider, now) {
+                Ok(cert) => store.add(&cert),
+                Err(e) => tracing::warn!("ACME certificate not used: {e}"),
+            }
+        }
         let verifier = match (&tls.client_ca, tls.client_auth) {
             (Some(ca), ClientAuth::Optional | ClientAuth::Required) => {
                 match certs::load_roots(ca) {

@@ -12,7 +12,16 @@ use std::path::Path;
 /// Bottom to top. A module may name modules of lower rows only; modules of the same row do
 /// not import each other.
 const LAYERS: &[&[&str]] = &[
-    &["config", "clock", "client_ip", "systemd", "chain"],
+    // `acme_state`: the HTTP-01 answers and certificate status the ACME tasks (high) share
+    // with the request path and the admin API (both below them).
+    &[
+        "config",
+        "clock",
+        "client_ip",
+        "systemd",
+        "chain",
+        "acme_state",
+    ],
     // `tls` reads certificates into rustls configs and builds the pools' client configs: it
     // needs only `config`; pools hold their client config and the snapshot a listener's
     // `ServerTls`, so it sits below `pool`.
@@ -31,6 +40,8 @@ const LAYERS: &[&[&str]] = &[
     &["listener"],
     &["worker"],
     &["reload", "upgrade"],
+    // ACME orders put certificates in service through the reloader.
+    &["acme"],
     &["admin", "watch"],
     &["error"],
     &["server", "demo"],

@@ -12,6 +12,7 @@
 
 mod support;
 
+mod acme;
 mod admin;
 mod admin_safety;
 mod backend_tls;

@@ -79,12 +79,22 @@ impl Cx<'_> {
         let raw = t.get_ref();
         let mut ok = true;
         let mut certs = Vec::new();
+        let acme = match &raw.acme {
+            None => None,
+            Some(a) => {
+                let parsed = self.acme(a, &key(prefix, "acme"));
+                ok &= parsed.is_some();
+                parsed
+            }
+        };
         match &raw.certs {
+            // ACME brings the certificates (the listener serves none until the first is issued).
+            None if raw.acme.is_some() => {}
             None => {
                 self.error(
                     t.span(),
                     &key(prefix, "certs"),
-                    "missing (required): at least one { cert, key }",
+                    "missing (required): at least one { cert, key }, or acme",
                 );
                 ok = false;
             }
@@ -173,6 +183,8 @@ impl Cx<'_> {
             client_ca,
             client_auth,
             hsts,
+            acme,
+            issued: None,
         })
     }
 }

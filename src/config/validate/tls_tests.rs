@@ -124,3 +124,56 @@ fn redirect_https_is_for_plain_http_listeners_and_hsts_for_http() {
         "{errs:#?}"
     );
 }
+
+const ACME: &str = "acme = { domains = [\"WWW.example.com\"], email = \"ops@example.com\", directory = \"https://acme.example/dir\" }";
+
+/// A plain http listener "plain" appended, so ACME has somewhere to answer HTTP-01.
+fn with_plain(text: &str) -> String {
+    format!("{text}[[listener]]\nname = \"plain\"\nbind = \"0.0.0.0:80\"\npool = \"web\"\n")
+}
+
+#[test]
+fn acme_needs_no_certs_and_keeps_its_files_under_state_dir() {
+    let text = format!(
+        "[global]\nstate_dir = \"/srv/fulcrum\"\n{}",
+        with_plain(&with_tls("http", "", ACME))
+    );
+    let c = parse(&text).expect("valid");
+    let tls = c.listeners[0].tls.as_ref().expect("tls");
+    assert!(tls.certs.is_empty());
+    let acme = tls.acme.as_ref().expect("acme");
+    assert_eq!(acme.domains, ["www.example.com"]);
+    assert_eq!(acme.directory, "https://acme.example/dir");
+    let issued = tls.issued.as_ref().expect("issued files");
+    assert_eq!(issued.cert.path, Path::new("/srv/fulcrum/acme/web.crt"));
+    assert_eq!(issued.key.path, Path::new("/srv/fulcrum/acme/web.key"));
+}
+
+#[test]
+fn acme_refuses_bad_values_and_a_file_without_a_plain_http_listener() {
+    let bad = "acme = { domains = [\"*.example.com\", \"localhost\"], email = \"nope\", directory = \"http://acme.example/dir\" }";
+    let errs = errors(&with_plain(&with_tls("http", "", bad)));
+    for expected in [
+        "domains: \"*.example.com\": wildcard names need a DNS-01 challenge",
+        "domains: \"localhost\" is not a DNS name",
+        "email: \"nope\" is not an email address",
+        "directory: \"http://acme.example/dir\": the directory must be an https:// URL",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.contains(expected)),
+            "{expected:?} not in {errs:?}"
+        );
+    }
+    let errs = errors(&with_tls("http", "", ACME));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("listener \"web\": tls: acme: needs a plain http listener")),
+        "{errs:?}"
+    );
+    let errs = errors(&with_tls("http", "", "min_version = \"1.2\""));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("at least one { cert, key }, or acme")),
+        "{errs:?}"
+    );
+}

@@ -31,6 +31,7 @@ pub fn require(name: &str) -> Option<PathBuf> {
         "curl" => (on_path(name), installed(name, "apt-get install curl")),
         "openssl" => (on_path(name), installed(name, "apt-get install openssl")),
         "testssl" => (on_path(name), installed(name, "apt-get install testssl.sh")),
+        "pebble" => (on_path(name), installed(name, "apt-get install pebble")),
         "python grpc" => (
             python_grpc(),
             "python3 with grpcio and grpcio-health-checking not installed (pip install grpcio grpcio-health-checking; .ci/run installs them)".to_string(),

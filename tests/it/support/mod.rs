@@ -7,6 +7,7 @@ pub mod client;
 pub mod external;
 pub mod flip;
 pub mod logged;
+pub mod pebble;
 pub mod pki;
 pub mod postgres;
 pub mod proxy;
