@@ -1,10 +1,11 @@
 """A gRPC test client for Fulcrum's integration tests (tests/it/grpc.rs): runs the named
 scenarios against TARGET (host:port, h2c) and prints one JSON object per scenario.
 
-Usage: client.py TARGET SCENARIO...
+Usage: client.py TARGET SCENARIO...   (env GRPC_TLS_CA + GRPC_TLS_NAME: over TLS)
 """
 
 import json
+import os
 import sys
 import time
 
@@ -25,7 +26,17 @@ def error(e):
 
 def main():
     target = sys.argv[1]
-    channel = grpc.insecure_channel(target)
+    # GRPC_TLS_CA (a PEM file) and GRPC_TLS_NAME: TLS (ALPN h2) to an HTTPS listener.
+    ca = os.environ.get("GRPC_TLS_CA")
+    if ca:
+        with open(ca, "rb") as f:
+            creds = grpc.ssl_channel_credentials(f.read())
+        name = os.environ["GRPC_TLS_NAME"]
+        channel = grpc.secure_channel(
+            target, creds, options=[("grpc.ssl_target_name_override", name)]
+        )
+    else:
+        channel = grpc.insecure_channel(target)
     kw = dict(request_serializer=ident, response_deserializer=ident)
     unary = channel.unary_unary("/test.Echo/Unary", **kw)
     slow = channel.unary_unary("/test.Echo/Slow", **kw)

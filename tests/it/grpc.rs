@@ -3,9 +3,8 @@
 //! status details and trailers intact, a server stream arriving message by message, deadlines
 //! (the client's, and Fulcrum's `request_timeout` as DEADLINE_EXCEEDED), a killed backend as
 //! UNAVAILABLE and ejected, and `[pool.health] kind = "grpc"` following the health service.
-//!
-//! TODO(edge TLS): the same scenarios through an HTTPS listener with ALPN h2, once listener
-//! TLS lands (the client would use `grpc.ssl_channel_credentials` with the test CA).
+//! The streaming kinds also through an HTTPS listener (ALPN h2, the client verifying the
+//! listener's certificate against a test CA) to the same h2c pool.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -70,7 +69,18 @@ impl Drop for PyServer {
 /// Runs the client's `scenarios` against `target` (off the test's runtime): one JSON object
 /// each.
 async fn client(python: &Path, target: SocketAddr, scenarios: &[&str]) -> Vec<Value> {
+    client_with(python, target, scenarios, &[]).await
+}
+
+/// [`client`] with environment variables (`GRPC_TLS_CA`, `GRPC_TLS_NAME`: over TLS).
+async fn client_with(
+    python: &Path,
+    target: SocketAddr,
+    scenarios: &[&str],
+    env: &[(&str, &Path)],
+) -> Vec<Value> {
     let mut cmd = Command::new(python);
+    cmd.envs(env.iter().copied());
     cmd.arg(script("client.py"))
         .arg(target.to_string())
         .args(scenarios);
@@ -108,12 +118,35 @@ async fn every_streaming_kind_passes_with_its_status_and_trailers() {
     };
     let backend = PyServer::start(&python, "a");
     let proxy = Proxy::start(config(listener(), vec![h2c_pool(&[backend.addr])]));
-    let r = client(
-        &python,
-        proxy.addr,
-        &["unary", "fail", "server_stream", "client_stream", "bidi"],
-    )
-    .await;
+    let r = client(&python, proxy.addr, &EVERY_KIND).await;
+    assert_every_kind(&r);
+}
+
+#[tokio::test]
+async fn every_streaming_kind_passes_through_an_https_listener_with_alpn_h2() {
+    let Some(python) = require("python grpc") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::tls::Ca::new("grpc test CA");
+    let leaf = ca.leaf(&["grpc.test"], 7);
+    let ca_file = ca.write(dir.path(), "ca");
+    let backend = PyServer::start(&python, "a");
+    let l = crate::tls::tls_listener(dir.path(), &[("grpc", &leaf)]);
+    let proxy = Proxy::start(config(l, vec![h2c_pool(&[backend.addr])]));
+    let name = Path::new("grpc.test");
+    let env = [("GRPC_TLS_CA", ca_file.as_path()), ("GRPC_TLS_NAME", name)];
+    let r = client_with(&python, proxy.addr, &EVERY_KIND, &env).await;
+    assert_every_kind(&r);
+    // And a plaintext h2c client is refused by the TLS listener.
+    let r = client(&python, proxy.addr, &["unary"]).await;
+    assert_eq!(r[0]["code"], "UNAVAILABLE", "{}", r[0]);
+}
+
+const EVERY_KIND: [&str; 5] = ["unary", "fail", "server_stream", "client_stream", "bidi"];
+
+/// The replies of [`EVERY_KIND`] as the test server sends them, through Fulcrum.
+fn assert_every_kind(r: &[Value]) {
     assert_eq!(r[0]["code"], "OK", "{}", r[0]);
     assert_eq!(r[0]["reply"], "echo:hi from a");
     assert_eq!(r[0]["trailers"]["x-trailer"], "kept", "{}", r[0]);
