@@ -56,6 +56,18 @@ const SHRINK_FLOOR: usize = 4096;
 
 /// governor's keyed GCRA limiter over the sharded `DashMap` store (named, not the
 /// `DefaultKeyedRateLimiter` alias, so a change of governor's default store cannot slip in).
+/// Whose share a request or connection counts against: an IPv4 client by its address (an
+/// IPv4-mapped IPv6 address as the IPv4 one), an IPv6 client by its /64. A host is given a
+/// whole /64 (RFC 6177; SLAAC and privacy addresses rotate inside it), so keying by the full
+/// address would let one client mint 2^64 fresh keys and never be limited.
+#[inline]
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
 type Limiter = RateLimiter<IpAddr, DashMapStateStore<IpAddr>, DefaultClock>;
 
 /// The limits of one listener, in its snapshot.
@@ -161,7 +173,7 @@ impl ClientLimits {
         let Some(rate) = &self.rate else {
             return Ok(());
         };
-        match rate.limiter.check_key(&client.to_canonical()) {
+        match rate.limiter.check_key(&client_key(client)) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 if let Some(c) = &self.counters.requests {
@@ -179,7 +191,7 @@ impl ClientLimits {
         if self.per_client == 0 {
             return Ok(None);
         }
-        let client = client.to_canonical();
+        let client = client_key(client);
         let mut open = self.open.0.entry(client).or_insert(0);
         if *open >= self.per_client {
             drop(open);
@@ -234,6 +246,27 @@ mod tests {
             connections_per_client: per_client,
         };
         ClientLimits::build(&config, None, "t", false)
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64_wherever_in_it_it_moves() {
+        let l = ClientLimits::build(
+            &LimitsConfig {
+                requests_per_second: 1,
+                burst: 0,
+                connections_per_client: 1,
+            },
+            None,
+            "",
+            false,
+        );
+        assert_eq!(l.check_request(ip("2001:db8:1:2::1")), Ok(()));
+        assert!(l.check_request(ip("2001:db8:1:2:ffff:1234:5678:9abc")).is_err());
+        assert_eq!(l.check_request(ip("2001:db8:1:3::1")), Ok(()), "another /64");
+        let held = l.admit(ip("2001:db8:1:2::7")).expect("first connection");
+        assert!(l.admit(ip("2001:db8:1:2::8")).is_err(), "same /64");
+        assert!(l.admit(ip("2001:db8:1:3::8")).is_ok(), "another /64");
+        drop(held);
     }
 
     fn ip(s: &str) -> IpAddr {
