@@ -41,6 +41,7 @@ mod clock;
 mod error;
 mod health;
 mod http;
+mod http1;
 mod limits;
 mod listener;
 mod metrics;

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock;
 use crate::config::{ListenerSlot, Protocol as ListenerProtocol};
 use crate::http::{self, Activity, ConnContext, FramingFlags};
+use crate::http1;
 use crate::limits::{ClientConnection, OverLimit};
 use crate::metrics;
 use crate::proxy_protocol;
@@ -528,7 +529,7 @@ async fn accept(
                 activity: Arc::new(Activity::new(accepted)),
                 requests: AtomicU32::new(0),
             });
-            http::serve(&builder, stream, cx, shutdown).await;
+            http1::serve_tcp(&builder, stream, cx, shutdown).await;
             drop(guard);
         });
     }

@@ -2,18 +2,21 @@
 //! upgrades passed through, graceful close on shutdown, and closed when it holds its slot
 //! without using it (`watchdog`).
 
-mod affinity;
+// `affinity`, `exchange`, `headers`, `target` and `ProxyError` are also the HTTP/1 engine's
+// (`http1`, the layer above): the request path's decisions live here once, for both engines.
+pub(crate) mod affinity;
 mod client;
 mod error;
-mod exchange;
+pub(crate) mod exchange;
 mod framing;
-mod headers;
+pub(crate) mod headers;
 mod proxy;
 mod request_body;
 mod response_body;
-mod target;
+pub(crate) mod target;
 mod watchdog;
 
+pub use error::ProxyError;
 pub use framing::FramingFlags;
 pub use proxy::ConnContext;
 pub use watchdog::Activity;

@@ -1,0 +1,113 @@
+//! Fulcrum's own HTTP/1.1 engine (issue 17): one task per client connection drives the client
+//! side and the pooled upstream connection itself, no hyper state machine and no task hop per
+//! request. The head is parsed once (httparse, [`head`]) and its framing decided from the raw
+//! lines, so an ambiguous request is refused by construction; bodies are relayed through two
+//! bounded buffers lent from a per-worker pool ([`buffers`]) only while an exchange is active:
+//! a keep-alive connection waiting for its next request holds none.
+//!
+//! The request path's decisions (routing, region, selection, retries, affinity, header
+//! rewriting, metrics, access log) are `http`'s, called from [`forward`]; this layer sits just
+//! above `http` and owns only HTTP/1 framing and I/O. h2c (prior knowledge) is recognised by a
+//! peek at the preface and goes to hyper, as does everything while the engine is not selected.
+//!
+//! # Selection (transitional)
+//! `FULCRUM_HTTP1_ENGINE=fulcrum` in the environment selects this engine for HTTP/1 (read once
+//! per process); anything else, or nothing, keeps hyper's. It goes away with the hyper path.
+
+mod buffers;
+pub(crate) mod chunked;
+mod conn;
+mod forward;
+pub(crate) mod head;
+mod relay;
+mod upstream;
+
+use std::io;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::http::{self, ConnContext};
+
+#[cfg(test)]
+mod tests;
+
+/// A client stream the engine can serve: TCP, or TLS over it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Waits until a read would not block, holding no buffer meanwhile. The default returns at
+    /// once (a stream that cannot tell: a buffer is then taken while it waits).
+    fn wait_readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+impl Stream for TcpStream {
+    async fn wait_readable(&self) -> io::Result<()> {
+        self.readable().await
+    }
+}
+
+/// Whether `FULCRUM_HTTP1_ENGINE=fulcrum` selects this engine.
+pub fn selected() -> bool {
+    static SELECTED: OnceLock<bool> = OnceLock::new();
+    *SELECTED.get_or_init(|| {
+        std::env::var("FULCRUM_HTTP1_ENGINE").is_ok_and(|v| v.eq_ignore_ascii_case("fulcrum"))
+    })
+}
+
+/// The h2 connection preface's first line (RFC 9113 3.4); no HTTP/1 method is `PRI`.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Serves a plain TCP client connection: with this engine when selected (h2c prior knowledge
+/// still goes to hyper), else with hyper.
+pub async fn serve_tcp(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    cx: Arc<ConnContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    if !selected() {
+        return http::serve(builder, stream, cx, shutdown).await;
+    }
+    let _ = stream.set_nodelay(true);
+    // As `http::serve`: writes block (and `client_send_timeout` counts) once this much is
+    // queued unsent.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(128 * 1024);
+    let within = cx.shared.client_header_timeout;
+    match tokio::time::timeout(within, is_h2(&stream)).await {
+        Ok(Ok(true)) => http::serve(builder, stream, cx, shutdown).await,
+        Ok(Ok(false)) => serve(stream, cx, shutdown).await,
+        Ok(Err(_)) | Err(_) => {}
+    }
+}
+
+/// Peeks until the first bytes tell h2's preface from an HTTP/1 request line.
+async fn is_h2(stream: &TcpStream) -> io::Result<bool> {
+    let mut peek = [0u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut peek).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if !PREFACE.starts_with(&peek[..n]) {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface so far: wait for more without spinning.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Serves an HTTP/1 client connection on `stream` (plain or TLS) until either side closes,
+/// `shutdown` fires (the exchange in progress finishes first) or a client timeout expires.
+pub async fn serve<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Receiver<bool>) {
+    conn::run(stream, cx, shutdown).await;
+}
