@@ -44,6 +44,8 @@ pub struct Live {
     pub client_send_timeout: Duration,
     pub client_body_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// HTTP/1 clients are served by Fulcrum's engine (`http1`), not hyper's (transitional).
+    pub http1_engine: bool,
     /// Snapshots build the request path's metric handles (off only to measure their cost).
     pub metrics: bool,
     /// How tcp listeners move bytes.
@@ -69,6 +71,11 @@ impl Live {
             client_send_timeout: config.global.client_send_timeout,
             client_body_timeout: config.global.client_body_timeout,
             shutdown_grace: config.global.shutdown_grace,
+            http1_engine: match config.global.http1_engine {
+                Some(engine) => engine == crate::config::Http1Engine::Fulcrum,
+                None => std::env::var("FULCRUM_HTTP1_ENGINE")
+                    .is_ok_and(|v| v.eq_ignore_ascii_case("fulcrum")),
+            },
             metrics,
             tcp_forwarding,
             open: AtomicUsize::new(0),

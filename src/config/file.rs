@@ -63,6 +63,7 @@ pub(super) struct RawGlobal {
     pub admin: Option<Str>,
     pub admin_token_file: Option<Str>,
     pub access_log_format: Option<Str>,
+    pub http1_engine: Option<Str>,
 }
 
 /// `[[listener]]`.

@@ -151,6 +151,18 @@ pub struct Global {
     /// Bearer token for the admin API, read at start; required when `admin` is not loopback.
     pub admin_token_file: Option<PathBuf>,
     pub access_log_format: AccessLogFormat,
+    /// Transitional (issue 17): which HTTP/1 implementation serves clients. `None` (unset):
+    /// the environment's `FULCRUM_HTTP1_ENGINE`, else hyper's.
+    pub http1_engine: Option<Http1Engine>,
+}
+
+/// `http1_engine` (transitional, until the hyper HTTP/1 path is deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http1Engine {
+    /// hyper's HTTP/1 server and client.
+    Hyper,
+    /// Fulcrum's own engine (`http1`).
+    Fulcrum,
 }
 
 /// `access_log_format`.
@@ -466,6 +478,7 @@ impl Default for Global {
             admin: None,
             admin_token_file: None,
             access_log_format: AccessLogFormat::Combined,
+            http1_engine: None,
         }
     }
 }

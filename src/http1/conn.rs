@@ -66,8 +66,14 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
             }
             Err(err) => {
                 let send = conn.cx.shared.client_send_timeout;
-                let _ =
-                    forward::write_response(&mut conn.stream, err.to_response(), true, send).await;
+                let _ = forward::write_response(
+                    &mut conn.stream,
+                    http::Version::HTTP_11,
+                    err.to_response(),
+                    true,
+                    send,
+                )
+                .await;
                 buf.release();
                 return;
             }

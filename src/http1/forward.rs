@@ -64,6 +64,7 @@ pub async fn exchange<S: Stream>(
         expect_continue,
     } = head;
     buf.consume(len);
+    let version = parts.version;
     let send_timeout = cx.shared.client_send_timeout;
     let mut exchange = Exchange::begin_head(
         (&parts.method, &parts.uri, parts.version, &parts.headers),
@@ -75,7 +76,7 @@ pub async fn exchange<S: Stream>(
     macro_rules! reject {
         ($err:expr) => {{
             let resp = exchange.refuse(&$err, listener);
-            return write_response(client, resp, !reusable, send_timeout).await;
+            return write_response(client, version, resp, !reusable, send_timeout).await;
         }};
     }
     let Some(listener) = listener else {
@@ -276,7 +277,7 @@ pub async fn exchange<S: Stream>(
     if client_version == Version::HTTP_11 {
         out.extend_from_slice(&interim);
     }
-    head::write_status_line(&mut out, status);
+    head::write_status_line(&mut out, client_version, status);
     head::write_headers(&mut out, &resp.headers);
     if let Encode::Chunked { .. } = encode {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -571,6 +572,7 @@ async fn tunnel<S: Stream>(
 /// Writes a response Fulcrum made itself. `true`: the connection may go on.
 pub async fn write_response<S: Stream>(
     client: &mut S,
+    version: Version,
     resp: Response<Bytes>,
     close: bool,
     timeout: std::time::Duration,
@@ -590,7 +592,7 @@ pub async fn write_response<S: Stream>(
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     let mut out = Vec::with_capacity(256 + body.len());
-    head::write_status_line(&mut out, parts.status);
+    head::write_status_line(&mut out, version, parts.status);
     head::write_headers(&mut out, &parts.headers);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);

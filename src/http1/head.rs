@@ -312,9 +312,14 @@ pub fn write_request_head(out: &mut Vec<u8>, parts: &Parts) {
     write_headers(out, &parts.headers);
 }
 
-/// The status line to a client.
-pub fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
+/// The status line to a client of `version` (an HTTP/1.0 client is answered in 1.0, as
+/// hyper did).
+pub fn write_status_line(out: &mut Vec<u8>, version: Version, status: StatusCode) {
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());

@@ -11,8 +11,9 @@
 //! peek at the preface and goes to hyper, as does everything while the engine is not selected.
 //!
 //! # Selection (transitional)
-//! `FULCRUM_HTTP1_ENGINE=fulcrum` in the environment selects this engine for HTTP/1 (read once
-//! per process); anything else, or nothing, keeps hyper's. It goes away with the hyper path.
+//! `[global] http1_engine = "fulcrum"` selects this engine for HTTP/1 (`"hyper"`: hyper's);
+//! unset, `FULCRUM_HTTP1_ENGINE=fulcrum` in the environment at start selects it (so the whole
+//! test suite runs on either). It goes away with the hyper path.
 
 mod buffers;
 pub(crate) mod chunked;
@@ -23,7 +24,7 @@ mod relay;
 mod upstream;
 
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
@@ -52,14 +53,6 @@ impl Stream for TcpStream {
     }
 }
 
-/// Whether `FULCRUM_HTTP1_ENGINE=fulcrum` selects this engine.
-pub fn selected() -> bool {
-    static SELECTED: OnceLock<bool> = OnceLock::new();
-    *SELECTED.get_or_init(|| {
-        std::env::var("FULCRUM_HTTP1_ENGINE").is_ok_and(|v| v.eq_ignore_ascii_case("fulcrum"))
-    })
-}
-
 /// The h2 connection preface's first line (RFC 9113 3.4); no HTTP/1 method is `PRI`.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
@@ -71,7 +64,7 @@ pub async fn serve_tcp(
     cx: Arc<ConnContext>,
     shutdown: watch::Receiver<bool>,
 ) {
-    if !selected() {
+    if !cx.shared.http1_engine {
         return http::serve(builder, stream, cx, shutdown).await;
     }
     let _ = stream.set_nodelay(true);

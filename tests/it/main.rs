@@ -21,6 +21,7 @@ mod h2_abuse;
 mod hash;
 mod headers;
 mod health;
+mod http1_differential;
 mod layers;
 mod lifecycle;
 mod limits;
