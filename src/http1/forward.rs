@@ -313,7 +313,9 @@ pub async fn exchange<S: Stream>(
     match relayed {
         Ok(bytes) => {
             finish.complete(bytes, false);
-            if !resp.close && upbuf.is_empty() && resp.framing != Framing::Close {
+            // Reused only when both messages ended where their framing said (an early
+            // answer left the request body unfinished on it).
+            if !early && !resp.close && upbuf.is_empty() && resp.framing != Framing::Close {
                 up.release();
             }
             upbuf.release();
@@ -469,6 +471,15 @@ async fn send_receive<S: Stream>(
                 Ok(Err(Fail::Stale(e))) => Err(Fail::Other(ProxyError::UpstreamIo(e))),
                 Ok(got) => got.map(|h| (h, false)),
             },
+            // The backend stopped reading: it may have answered already (an early 413).
+            Err(RelayError::Write(_) | RelayError::WriteTimeout) => {
+                match tokio::time::timeout(timeout, receiving).await {
+                    Ok(Ok(h)) => Ok((h, true)),
+                    Ok(Err(Fail::Stale(e))) => Err(Fail::Other(ProxyError::UpstreamIo(e))),
+                    Ok(Err(fail)) => Err(fail),
+                    Err(_) => Err(Fail::Other(ProxyError::UpstreamTimeout)),
+                }
+            }
             Err(e) => Err(Fail::Other(match e {
                 RelayError::TooLarge => ProxyError::BodyTooLarge,
                 RelayError::ReadTimeout => ProxyError::ClientTimeout,

@@ -22,6 +22,7 @@ mod hash;
 mod headers;
 mod health;
 mod http1_differential;
+mod http1_engine;
 mod layers;
 mod lifecycle;
 mod limits;
