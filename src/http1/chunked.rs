@@ -230,8 +230,8 @@ pub fn last_chunk(out: &mut Vec<u8>, trailers: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Decodes all of `input` (tests and the fuzz target): the data, or the error.
-#[cfg(test)]
+/// Decodes all of `input` (tests and the fuzz target): the data, the trailers and the bytes
+/// used, or the error.
 pub fn decode_all(
     input: &[u8],
     keep_trailers: bool,

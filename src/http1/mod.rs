@@ -19,6 +19,7 @@ mod buffers;
 pub(crate) mod chunked;
 mod conn;
 mod forward;
+pub mod fuzz;
 pub(crate) mod head;
 mod relay;
 mod upstream;
