@@ -73,8 +73,8 @@ impl Live {
             shutdown_grace: config.global.shutdown_grace,
             http1_engine: match config.global.http1_engine {
                 Some(engine) => engine == crate::config::Http1Engine::Fulcrum,
-                None => std::env::var("FULCRUM_HTTP1_ENGINE")
-                    .is_ok_and(|v| v.eq_ignore_ascii_case("fulcrum")),
+                None => !std::env::var("FULCRUM_HTTP1_ENGINE")
+                    .is_ok_and(|v| v.eq_ignore_ascii_case("hyper")),
             },
             metrics,
             tcp_forwarding,

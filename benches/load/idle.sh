@@ -10,7 +10,9 @@
 # Requires: nginx haproxy curl python3.   apt-get install -y nginx haproxy curl
 #
 # Knobs: N [8000] connections; TARGETS ["fulcrum fulcrum-hyper nginx haproxy"];
-#   FULCRUM [target/release/fulcrum] (built if missing); SETTLE [2] seconds before reading
+#   FULCRUM [target/release/fulcrum] (built if missing); FULCRUM_ENV [] environment for Fulcrum
+#   (e.g. "MIMALLOC_PURGE_DECOMMITS=1": mimalloc otherwise frees with MADV_FREE, and the RSS of
+#   a burst stays counted until the kernel reclaims it); SETTLE [2] seconds before reading
 #   the held RSS; BATCH [100] connections opened (and served) at a time; KEEP [0] keeps the
 #   scratch directory.
 # The fd limit is raised to 20000 (the harness machine's per-process limit): N client sockets
@@ -117,7 +119,7 @@ pool = "b"
 name = "b"
 backends = [{ address = "127.0.0.1:$B" }]
 CONF
-        cmd=("$FULCRUM" run -c "$T/$t.toml") ;;
+        cmd=(env ${FULCRUM_ENV:-} "$FULCRUM" run -c "$T/$t.toml") ;;
     *) die "unknown target $t" ;;
     esac
     "${cmd[@]}" >"$T/$t.out" 2>&1 &

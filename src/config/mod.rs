@@ -152,7 +152,7 @@ pub struct Global {
     pub admin_token_file: Option<PathBuf>,
     pub access_log_format: AccessLogFormat,
     /// Transitional (issue 17): which HTTP/1 implementation serves clients. `None` (unset):
-    /// the environment's `FULCRUM_HTTP1_ENGINE`, else hyper's.
+    /// Fulcrum's engine, unless the environment's `FULCRUM_HTTP1_ENGINE` is `hyper`.
     pub http1_engine: Option<Http1Engine>,
 }
 

@@ -72,9 +72,21 @@ impl Buf {
         }
     }
 
+    /// Reads what `stream` has without waiting (`WouldBlock`: nothing yet).
+    pub fn try_fill(&mut self, stream: &tokio::net::TcpStream) -> io::Result<usize> {
+        if self.v.capacity() - self.v.len() == 0 {
+            self.v.reserve(SIZE);
+        }
+        stream.try_read_buf(&mut self.v)
+    }
+
     /// Reads once from `r`, appending; grows the buffer up to `max` bytes held. `Ok(0)`: end
     /// of stream (or the buffer is full at `max`).
-    pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
+    pub async fn fill<R: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        r: &mut R,
+        max: usize,
+    ) -> io::Result<usize> {
         if self.start > 0 && self.v.capacity() - self.v.len() < SIZE / 4 {
             self.v.drain(..self.start);
             self.start = 0;

@@ -51,10 +51,10 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
                 } else {
                     shared.client_idle_timeout
                 };
-                if !ready(&mut conn, wait).await {
-                    return;
+                match next_bytes(&mut conn, wait).await {
+                    Some(buf) => buf,
+                    None => return,
                 }
-                Buf::take()
             }
         };
         let deadline = Instant::now() + conn.cx.shared.client_header_timeout;
@@ -96,11 +96,15 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
     }
 }
 
-/// Waits up to `wait` for the client's next bytes; `false`: none came, or shutdown.
-async fn ready<S: Stream>(conn: &mut IdleState<S>, wait: Duration) -> bool {
+/// Waits up to `wait` for the client's next bytes; `None`: none came (closed, timed out), or
+/// shutdown.
+async fn next_bytes<S: Stream>(conn: &mut IdleState<S>, wait: Duration) -> Option<Buf> {
+    let IdleState {
+        stream, shutdown, ..
+    } = conn;
     tokio::select! {
-        r = tokio::time::timeout(wait, conn.stream.wait_readable()) => matches!(r, Ok(Ok(()))),
-        _ = conn.shutdown.wait_for(|stop| *stop) => false,
+        got = tokio::time::timeout(wait, stream.next_bytes()) => got.ok()?.ok()?,
+        _ = shutdown.wait_for(|stop| *stop) => None,
     }
 }
 

@@ -11,9 +11,10 @@
 //! peek at the preface and goes to hyper, as does everything while the engine is not selected.
 //!
 //! # Selection (transitional)
-//! `[global] http1_engine = "fulcrum"` selects this engine for HTTP/1 (`"hyper"`: hyper's);
-//! unset, `FULCRUM_HTTP1_ENGINE=fulcrum` in the environment at start selects it (so the whole
-//! test suite runs on either). It goes away with the hyper path.
+//! This engine serves HTTP/1 by default; `[global] http1_engine = "hyper"` selects hyper's
+//! path instead, and so does `FULCRUM_HTTP1_ENGINE=hyper` in the environment at start while
+//! the key is unset (so the whole test suite runs on either). It goes away with the hyper
+//! path.
 
 mod buffers;
 pub(crate) mod chunked;
@@ -34,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use self::buffers::{Buf, SIZE};
 use crate::http::{self, ConnContext};
 
 #[cfg(test)]
@@ -41,16 +43,44 @@ mod tests;
 
 /// A client stream the engine can serve: TCP, or TLS over it.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Waits until a read would not block, holding no buffer meanwhile. The default returns at
-    /// once (a stream that cannot tell: a buffer is then taken while it waits).
-    fn wait_readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
-        std::future::ready(Ok(()))
+    /// Waits for the client's next bytes and returns them in a buffer of the worker's pool
+    /// (`None`: the client closed). The default takes the buffer before it waits (a stream
+    /// that cannot say whether bytes are there without reading); TCP takes it only once they
+    /// are, so a connection waiting for its next request holds none.
+    fn next_bytes(&mut self) -> impl std::future::Future<Output = io::Result<Option<Buf>>> + Send {
+        async move {
+            let mut buf = Buf::take();
+            match buf.fill(self, SIZE).await {
+                Ok(n) if n > 0 => Ok(Some(buf)),
+                other => {
+                    buf.release();
+                    other.map(|_| None)
+                }
+            }
+        }
     }
 }
 
 impl Stream for TcpStream {
-    async fn wait_readable(&self) -> io::Result<()> {
-        self.readable().await
+    async fn next_bytes(&mut self) -> io::Result<Option<Buf>> {
+        loop {
+            // Readiness may be stale (the last read took everything): a read that would
+            // block gives the buffer back at once and clears it.
+            self.readable().await?;
+            let mut buf = Buf::take();
+            match buf.try_fill(self) {
+                Ok(0) => {
+                    buf.release();
+                    return Ok(None);
+                }
+                Ok(_) => return Ok(Some(buf)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.release(),
+                Err(e) => {
+                    buf.release();
+                    return Err(e);
+                }
+            }
+        }
     }
 }
 
