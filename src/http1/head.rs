@@ -7,6 +7,7 @@
 //! refuses it in requests) and bare LF line ends (httparse accepts them; a peer that reads
 //! CRLF only would see another message) are all refused. RFC 9112 sections 2.2, 5.2 and 6.
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
@@ -138,16 +139,31 @@ pub fn lists(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-fn to_map<'h>(
-    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+/// The head's fields as a map whose values share one copy of the head (`shared`, a copy of
+/// `head`): one allocation for all values instead of one each.
+fn to_map(
+    headers: &[httparse::Header<'_>],
+    head: &[u8],
+    shared: &Bytes,
 ) -> Result<HeaderMap, &'static str> {
-    let mut map = HeaderMap::new();
-    for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "invalid header name")?;
-        let value = HeaderValue::from_bytes(value).map_err(|_| "invalid header value")?;
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(slice_of(shared, head, h.value))
+            .map_err(|_| "invalid header value")?;
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// `part` (a slice of `head`) as the same range of `shared`.
+fn slice_of(shared: &Bytes, head: &[u8], part: &[u8]) -> Bytes {
+    let at = (part.as_ptr() as usize).saturating_sub(head.as_ptr() as usize);
+    if at + part.len() <= shared.len() {
+        shared.slice(at..at + part.len())
+    } else {
+        Bytes::copy_from_slice(part)
+    }
 }
 
 fn version_of(minor: Option<u8>) -> Version {
@@ -192,12 +208,11 @@ pub fn parse_request(buf: &[u8]) -> Result<RequestHead, HeadError> {
     let version = version_of(req.version);
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Invalid("invalid method"))?;
-    let uri: Uri = req
-        .path
-        .unwrap_or("")
-        .parse()
-        .map_err(|_| HeadError::Invalid("invalid request-target"))?;
-    let headers = to_map(fields()).map_err(HeadError::Invalid)?;
+    let shared = Bytes::copy_from_slice(head);
+    let target = slice_of(&shared, head, req.path.unwrap_or("").as_bytes());
+    let uri =
+        Uri::from_maybe_shared(target).map_err(|_| HeadError::Invalid("invalid request-target"))?;
+    let headers = to_map(req.headers, head, &shared).map_err(HeadError::Invalid)?;
     let connection = |token| {
         headers
             .get_all(http::header::CONNECTION)
@@ -254,7 +269,8 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
     let fields = || resp.headers.iter().map(|h| (h.name, h.value));
     let (mut framing, mut close) = framing_of(fields(), false).map_err(HeadError::Invalid)?;
     let version = version_of(resp.version);
-    let headers = to_map(fields()).map_err(HeadError::Invalid)?;
+    let shared = Bytes::copy_from_slice(head);
+    let headers = to_map(resp.headers, head, &shared).map_err(HeadError::Invalid)?;
     let has_length = fields().any(|(n, _)| {
         n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
     });
