@@ -516,7 +516,9 @@ async fn accept(
             if protocol == ListenerProtocol::Tcp {
                 // Bytes both ways until either side is done; a retired listener's tcp
                 // connections run to their end (or shutdown_grace).
-                tcp::serve(stream, peer, index, shared).await;
+                // Boxed: inline, the tcp proxy's future would size every HTTP connection's
+                // task too (idle keep-alive connections included).
+                Box::pin(tcp::serve(stream, peer, index, shared)).await;
                 drop(guard);
                 return;
             }

@@ -84,6 +84,11 @@ impl Stream for TcpStream {
     }
 }
 
+/// TLS (the TLS listener's handshake runs in the connection task, then hands the stream here
+/// when ALPN chose HTTP/1.1 or nothing): the default `next_bytes` (rustls may hold decrypted
+/// bytes the socket's readiness does not show, so the buffer is taken before waiting).
+impl Stream for tokio_rustls::server::TlsStream<TcpStream> {}
+
 /// The h2 connection preface's first line (RFC 9113 3.4); no HTTP/1 method is `PRI`.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
@@ -95,8 +100,10 @@ pub async fn serve_tcp(
     cx: Arc<ConnContext>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // hyper's connection future is boxed: inline, it would size every connection's task
+    // (this future is the larger of the two), idle engine connections included.
     if !cx.shared.http1_engine {
-        return http::serve(builder, stream, cx, shutdown).await;
+        return Box::pin(http::serve(builder, stream, cx, shutdown)).await;
     }
     let _ = stream.set_nodelay(true);
     // As `http::serve`: writes block (and `client_send_timeout` counts) once this much is
@@ -105,7 +112,7 @@ pub async fn serve_tcp(
     let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(128 * 1024);
     let within = cx.shared.client_header_timeout;
     match tokio::time::timeout(within, is_h2(&stream)).await {
-        Ok(Ok(true)) => http::serve(builder, stream, cx, shutdown).await,
+        Ok(Ok(true)) => Box::pin(http::serve(builder, stream, cx, shutdown)).await,
         Ok(Ok(false)) => serve(stream, cx, shutdown).await,
         Ok(Err(_)) | Err(_) => {}
     }
