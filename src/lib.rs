@@ -52,6 +52,7 @@ mod clock;
 mod error;
 mod health;
 mod http;
+mod http1;
 mod limits;
 mod listener;
 mod metrics;
@@ -94,6 +95,8 @@ pub mod internals {
     };
     pub use crate::backend::{Backend, BackendState, InflightGuard};
     pub use crate::balance::{key_hash, Affinity, Balancer};
+    /// The HTTP/1 engine's head parsers and chunked decoder, with invariants (`fuzz/`).
+    pub use crate::http1::fuzz::head_and_framing as http1_head_and_framing;
     pub use crate::limits::ClientLimits;
     /// The PROXY header reader's parser (`fuzz/`).
     pub use crate::proxy_protocol::{source as proxy_source, HeaderError as ProxyHeaderError};

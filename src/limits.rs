@@ -261,8 +261,14 @@ mod tests {
             false,
         );
         assert_eq!(l.check_request(ip("2001:db8:1:2::1")), Ok(()));
-        assert!(l.check_request(ip("2001:db8:1:2:ffff:1234:5678:9abc")).is_err());
-        assert_eq!(l.check_request(ip("2001:db8:1:3::1")), Ok(()), "another /64");
+        assert!(l
+            .check_request(ip("2001:db8:1:2:ffff:1234:5678:9abc"))
+            .is_err());
+        assert_eq!(
+            l.check_request(ip("2001:db8:1:3::1")),
+            Ok(()),
+            "another /64"
+        );
         let held = l.admit(ip("2001:db8:1:2::7")).expect("first connection");
         assert!(l.admit(ip("2001:db8:1:2::8")).is_err(), "same /64");
         assert!(l.admit(ip("2001:db8:1:3::8")).is_ok(), "another /64");

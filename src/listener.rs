@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock;
 use crate::config::{ListenerSlot, Protocol as ListenerProtocol};
 use crate::http::{self, Activity, ConnContext, FramingFlags};
+use crate::http1;
 use crate::limits::{ClientConnection, OverLimit};
 use crate::metrics;
 use crate::proxy_protocol;
@@ -554,7 +555,9 @@ async fn accept(
             if protocol == ListenerProtocol::Tcp {
                 // Bytes both ways until either side is done; a retired listener's tcp
                 // connections run to their end (or shutdown_grace).
-                tcp::serve(stream, peer, index, shared).await;
+                // Boxed: inline, the tcp proxy's future would size every HTTP connection's
+                // task too (idle keep-alive connections included).
+                Box::pin(tcp::serve(stream, peer, index, shared)).await;
                 drop(guard);
                 return;
             }
@@ -568,7 +571,7 @@ async fn accept(
                 activity: Arc::new(Activity::new(accepted)),
                 requests: AtomicU32::new(0),
             });
-            http::serve(&builder, stream, cx, shutdown).await;
+            http1::serve_tcp(&builder, stream, cx, shutdown).await;
             drop(guard);
         });
     }

@@ -46,6 +46,8 @@ pub struct Live {
     pub client_send_timeout: Duration,
     pub client_body_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// HTTP/1 clients are served by Fulcrum's engine (`http1`), not hyper's (transitional).
+    pub http1_engine: bool,
     /// Snapshots build the request path's metric handles (off only to measure their cost).
     pub metrics: bool,
     /// How tcp listeners move bytes.
@@ -92,6 +94,11 @@ impl Live {
             client_send_timeout: config.global.client_send_timeout,
             client_body_timeout: config.global.client_body_timeout,
             shutdown_grace: config.global.shutdown_grace,
+            http1_engine: match config.global.http1_engine {
+                Some(engine) => engine == crate::config::Http1Engine::Fulcrum,
+                None => !std::env::var("FULCRUM_HTTP1_ENGINE")
+                    .is_ok_and(|v| v.eq_ignore_ascii_case("hyper")),
+            },
             metrics,
             tcp_forwarding,
             open: AtomicUsize::new(0),
@@ -150,6 +157,10 @@ pub struct ListenerSnapshot {
     pub tls: Option<Arc<ListenerTls>>,
     /// A plain http listener redirecting every request to `https://`.
     pub redirect_https: bool,
+    /// Whether Fulcrum's own HTTP/1 engine (`http1`) may serve this listener's plain HTTP/1
+    /// connections: what the engine does not do yet stays on the hyper path (see
+    /// [`engine_serves`]).
+    pub http1_engine: bool,
 }
 
 /// A TLS listener's view in the snapshot.
@@ -239,7 +250,9 @@ impl Snapshot {
                     next_slot += 1;
                     ListenerSlot::new(next_slot - 1)
                 });
-                ListenerSnapshot::build(lc, slot, before, &pools, metrics)
+                let mut l = ListenerSnapshot::build(lc, slot, before, &pools, metrics);
+                l.http1_engine = engine_serves(config, lc);
+                l
             })
             .collect();
         let mut slots = vec![NO_LISTENER; next_slot];
@@ -306,8 +319,46 @@ impl ListenerSnapshot {
                 })
             }),
             redirect_https: lc.redirect_https,
+            http1_engine: false,
         }
     }
+}
+
+/// Whether the HTTP/1 engine covers everything listener `lc` may need. It speaks plain
+/// HTTP/1.1 upstream only, and does not answer Fulcrum's own responses beyond errors: a
+/// listener that redirects to https, a process with ACME (its plain listeners answer HTTP-01)
+/// and a listener one of whose pools (routes and backups included) speaks h2 or TLS to its
+/// backends are served by the hyper path.
+fn engine_serves(config: &Config, lc: &ListenerConfig) -> bool {
+    use crate::config::UpstreamProtocol;
+    if lc.redirect_https || lc.tls.is_some() {
+        return false;
+    }
+    if config
+        .listeners
+        .iter()
+        .any(|l| l.tls.as_ref().is_some_and(|t| t.acme.is_some()))
+    {
+        return false;
+    }
+    let mut pending: Vec<PoolId> = std::iter::once(lc.pool)
+        .chain(lc.routes.iter().map(|r| r.pool))
+        .collect();
+    let mut seen = Vec::new();
+    while let Some(id) = pending.pop() {
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let Some(pool) = config.pools.get(id.index()) else {
+            continue;
+        };
+        if pool.protocol != UpstreamProtocol::Http1 || pool.tls.is_some() {
+            return false;
+        }
+        pending.extend(pool.backup);
+    }
+    true
 }
 
 /// The listener's TLS from its files. Validation (`tls::server::check`) read them already;

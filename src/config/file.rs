@@ -64,6 +64,7 @@ pub(super) struct RawGlobal {
     pub admin_token_file: Option<Str>,
     pub access_log_format: Option<Str>,
     pub state_dir: Option<Str>,
+    pub http1_engine: Option<Str>,
 }
 
 /// `[[listener]]`.

@@ -160,6 +160,18 @@ pub struct Global {
     /// relative to the config's folder. Default `/var/lib/fulcrum`; used only with `acme`.
     pub state_dir: PathBuf,
     pub access_log_format: AccessLogFormat,
+    /// Transitional (issue 17): which HTTP/1 implementation serves clients. `None` (unset):
+    /// Fulcrum's engine, unless the environment's `FULCRUM_HTTP1_ENGINE` is `hyper`.
+    pub http1_engine: Option<Http1Engine>,
+}
+
+/// `http1_engine` (transitional, until the hyper HTTP/1 path is deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http1Engine {
+    /// hyper's HTTP/1 server and client.
+    Hyper,
+    /// Fulcrum's own engine (`http1`).
+    Fulcrum,
 }
 
 /// `access_log_format`.
@@ -502,6 +514,7 @@ impl Default for Global {
             admin_token_file: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             access_log_format: AccessLogFormat::Combined,
+            http1_engine: None,
         }
     }
 }

@@ -310,6 +310,12 @@ impl Cx<'_> {
                 d.access_log_format,
                 values::access_log_format,
             ),
+            http1_engine: self.opt_str(
+                g.http1_engine.as_ref(),
+                "global: http1_engine",
+                d.http1_engine,
+                values::http1_engine,
+            ),
         };
         if let (Some(addr), None) = (global.admin, &global.admin_token_file) {
             if !addr.ip().is_loopback() {

@@ -84,6 +84,21 @@ pub enum ProxyError {
     /// `https://` location (the request's own host). Nothing was sent upstream.
     #[error("redirected to https")]
     RedirectHttps(HeaderValue),
+    /// HTTP/1 engine (`http1`): a request head over 64 KiB.
+    #[error("request header block too large")]
+    HeadTooLarge,
+    /// HTTP/1 engine: a request line over 64 KiB.
+    #[error("request line too long")]
+    UriTooLong,
+    /// HTTP/1 engine: as [`ProxyError::NotSent`], the socket's own error.
+    #[error("the backend closed a new connection before the request was sent")]
+    NotSentIo(#[source] io::Error),
+    /// HTTP/1 engine: as [`ProxyError::Upstream`] (reset or closed before a response head).
+    #[error("upstream failed")]
+    UpstreamIo(#[source] io::Error),
+    /// HTTP/1 engine: as [`ProxyError::ClientAborted`].
+    #[error("client request body failed")]
+    ClientIo(#[source] io::Error),
 }
 
 /// `EMFILE` and `ENFILE` (the same numbers on Linux, macOS and the BSDs).
@@ -133,15 +148,19 @@ impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientIo(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Connect(_)
             | ProxyError::Tls(_)
             | ProxyError::ConnectTimeout
             | ProxyError::NotSent(_)
+            | ProxyError::NotSentIo(_)
             | ProxyError::Upstream(_)
+            | ProxyError::UpstreamIo(_)
             | ProxyError::BadResponse(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -157,13 +176,14 @@ impl ProxyError {
         match self {
             ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::Tls(_) => on.connect,
             // A stale pooled connection: nothing reached the backend, nothing was its fault.
-            ProxyError::NotSent(_) => true,
+            ProxyError::NotSent(_) | ProxyError::NotSentIo(_) => true,
             // Nothing was sent; another backend may have a free connection.
             ProxyError::Busy(_) => true,
             // Reset, or an answer that is not HTTP/1 (a backend speaking another protocol),
             // before any response byte reached the client: safe only for a replayable request.
             // A timeout is not retried: the backend may still be working on it.
             ProxyError::Upstream(e) => on.reset && replayable && !e.is_user(),
+            ProxyError::UpstreamIo(_) => on.reset && replayable,
             // The backend answered (badly): the request did its work there, maybe. Or
             // another backend would meet the same client, or the same shortage.
             ProxyError::BadRequest(_)
@@ -174,6 +194,9 @@ impl ProxyError {
             | ProxyError::BadResponse(_)
             | ProxyError::ClientTimeout
             | ProxyError::ClientAborted(_)
+            | ProxyError::ClientIo(_)
+            | ProxyError::HeadTooLarge
+            | ProxyError::UriTooLong
             | ProxyError::LocalResources(_)
             | ProxyError::RedirectHttps(_) => false,
         }
@@ -186,7 +209,9 @@ impl ProxyError {
             | ProxyError::Tls(_)
             | ProxyError::ConnectTimeout
             | ProxyError::NotSent(_)
+            | ProxyError::NotSentIo(_)
             | ProxyError::Upstream(_)
+            | ProxyError::UpstreamIo(_)
             | ProxyError::UpstreamTimeout
             | ProxyError::BadResponse(_) => true,
             ProxyError::BadRequest(_)
@@ -194,6 +219,9 @@ impl ProxyError {
             | ProxyError::NoBackend
             | ProxyError::ClientTimeout
             | ProxyError::ClientAborted(_)
+            | ProxyError::ClientIo(_)
+            | ProxyError::HeadTooLarge
+            | ProxyError::UriTooLong
             | ProxyError::LocalResources(_)
             | ProxyError::RateLimited(_)
             | ProxyError::Busy(_)
@@ -213,15 +241,22 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "413 request body too large\n",
             ProxyError::NoBackend => "503 no backend available\n",
             ProxyError::RateLimited(_) => "429 too many requests\n",
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::NotSent(_) => {
-                "502 bad gateway: backend unreachable\n"
+            ProxyError::Connect(_)
+            | ProxyError::ConnectTimeout
+            | ProxyError::NotSent(_)
+            | ProxyError::NotSentIo(_) => "502 bad gateway: backend unreachable\n",
+            ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) => {
+                "502 bad gateway: backend failed\n"
             }
-            ProxyError::Upstream(_) => "502 bad gateway: backend failed\n",
             ProxyError::Tls(_) => "502 bad gateway: TLS to the backend failed\n",
+            ProxyError::HeadTooLarge => "431 request header fields too large\n",
+            ProxyError::UriTooLong => "414 URI too long\n",
             ProxyError::UpstreamTimeout => "504 gateway timeout\n",
             ProxyError::BadResponse(_) => "502 bad gateway: invalid response from the backend\n",
             ProxyError::ClientTimeout => "408 request timeout: the request body stopped arriving\n",
-            ProxyError::ClientAborted(_) => "400 bad request: the request body broke off\n",
+            ProxyError::ClientAborted(_) | ProxyError::ClientIo(_) => {
+                "400 bad request: the request body broke off\n"
+            }
             ProxyError::LocalResources(_) => {
                 "503 service unavailable: the proxy is out of resources\n"
             }
@@ -255,7 +290,10 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge
             | ProxyError::ClientTimeout
-            | ProxyError::ClientAborted(_) => {
+            | ProxyError::ClientAborted(_)
+            | ProxyError::ClientIo(_)
+            | ProxyError::HeadTooLarge
+            | ProxyError::UriTooLong => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

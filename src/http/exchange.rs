@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{header, Request, Response};
+use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::client::PooledConn;
@@ -47,12 +47,22 @@ impl Exchange {
         peer: SocketAddr,
         listener: Option<&ListenerSnapshot>,
     ) -> Exchange {
+        let head = (req.method(), req.uri(), req.version(), req.headers());
+        Exchange::begin_head(head, peer, listener)
+    }
+
+    /// [`Exchange::begin`] from a head's parts (the HTTP/1 engine parses its own).
+    pub fn begin_head(
+        (method, uri, version, headers): (&Method, &Uri, Version, &HeaderMap),
+        peer: SocketAddr,
+        listener: Option<&ListenerSnapshot>,
+    ) -> Exchange {
         let log = access_log::enabled().then(|| Record {
             time: SystemTime::now(),
             client: peer.ip(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
+            method: method.clone(),
+            uri: uri.clone(),
+            version,
             status: 0,
             bytes: 0,
             duration: Default::default(),
@@ -61,15 +71,15 @@ impl Exchange {
             backend: None,
             client_region: None,
             served_region: None,
-            referer: req.headers().get(header::REFERER).cloned(),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            referer: headers.get(header::REFERER).cloned(),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
         });
         Exchange {
             started: Instant::now(),
             log,
             routed: None,
             failed: None,
-            grpc: super::headers::is_grpc(req.headers()),
+            grpc: super::headers::is_grpc(headers),
         }
     }
 
@@ -150,7 +160,7 @@ impl Exchange {
         index: BackendId,
         status: u16,
         metrics: Option<Arc<PoolMetrics>>,
-        upstream: (PooledConn, InflightGuard),
+        upstream: (Option<PooledConn>, InflightGuard),
     ) -> Finish {
         if let Some(record) = self.log.as_mut() {
             record.backend = Some(Arc::clone(&backend.label));
@@ -159,7 +169,7 @@ impl Exchange {
         }
         let (conn, inflight) = upstream;
         Finish {
-            conn: Some(conn),
+            conn,
             _inflight: inflight,
             served: metrics.map(|m| (m, index)),
             status,

@@ -3,19 +3,22 @@
 //! without using it (`watchdog`). A TLS connection (HTTPS, ALPN h2 or http/1.1) is served by
 //! the same path once the listener has done the handshake: [`serve_io`] takes any stream.
 
-mod affinity;
+// `affinity`, `exchange`, `headers`, `target` and `ProxyError` are also the HTTP/1 engine's
+// (`http1`, the layer above): the request path's decisions live here once, for both engines.
+pub(crate) mod affinity;
 mod client;
 mod error;
-mod exchange;
+pub(crate) mod exchange;
 mod framing;
 mod h2pool;
-mod headers;
+pub(crate) mod headers;
 mod proxy;
 mod request_body;
 mod response_body;
-mod target;
+pub(crate) mod target;
 mod watchdog;
 
+pub use error::ProxyError;
 pub use framing::FramingFlags;
 pub use proxy::ConnContext;
 pub use watchdog::Activity;

@@ -239,7 +239,7 @@ pub async fn handle(
                 index,
                 resp.status().as_u16(),
                 listener.metrics.pool(choice.pool).cloned(),
-                (conn, inflight),
+                (Some(conn), inflight),
             );
             let mut resp =
                 respond(resp, version, client_upgrade, finish).map(|b| b.holding(in_flight));

@@ -13,7 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::{
-    AccessLogFormat, AccessLogTarget, BalanceKind, HashKey, OnDown, Protocol, RetryOn,
+    AccessLogFormat, AccessLogTarget, BalanceKind, HashKey, Http1Engine, OnDown, Protocol, RetryOn,
 };
 
 /// A message for the user; the caller adds file, line, column and key.
@@ -166,6 +166,15 @@ pub(super) fn access_log_format(text: &str) -> Result<AccessLogFormat, Msg> {
         "combined" => Ok(AccessLogFormat::Combined),
         "json" => Ok(AccessLogFormat::Json),
         other => Err(format!("must be \"combined\" or \"json\", got {other:?}")),
+    }
+}
+
+/// `"hyper"` or `"fulcrum"`.
+pub(super) fn http1_engine(text: &str) -> Result<Option<Http1Engine>, Msg> {
+    match text {
+        "hyper" => Ok(Some(Http1Engine::Hyper)),
+        "fulcrum" => Ok(Some(Http1Engine::Fulcrum)),
+        other => Err(format!("must be \"hyper\" or \"fulcrum\", got {other:?}")),
     }
 }
 

@@ -1,0 +1,139 @@
+//! One client connection: wait for a request without holding a buffer, read its head (within
+//! `client_header_timeout`), hand the exchange to `forward`, and loop while both sides keep
+//! the connection alive. Pipelined requests are answered in order: what follows a request in
+//! the buffer is the next one's start, and the buffer is kept (not returned) only then.
+//!
+//! The deadlines are the watchdog's (`http::watchdog`), enforced here directly: a new
+//! connection owes its first head within `client_header_timeout`; between requests it may
+//! idle for `client_idle_timeout`, and once a byte of the next head has come, the rest is
+//! owed within `client_header_timeout`. Past a deadline the connection is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::buffers::Buf;
+use super::head::{self, HeadError, RequestHead, MAX_HEAD};
+use super::relay;
+use super::{forward, Stream};
+use crate::http::{ConnContext, ProxyError};
+
+/// What a connection holds while it waits for its next request: this, and nothing else (no
+/// buffer). `size_of` is printed by a test (`idle_connection_state_is_small`).
+#[derive(Debug)]
+pub struct IdleState<S> {
+    pub stream: S,
+    pub cx: Arc<ConnContext>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Serves the connection until it ends.
+pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Receiver<bool>) {
+    let mut conn = IdleState {
+        stream,
+        cx,
+        shutdown,
+    };
+    let mut leftover: Option<Buf> = None;
+    let mut first = true;
+    loop {
+        let mut buf = match leftover.take() {
+            Some(buf) if !buf.is_empty() => buf,
+            other => {
+                if let Some(buf) = other {
+                    buf.release();
+                }
+                let shared = &conn.cx.shared;
+                let wait = if first {
+                    shared.client_header_timeout
+                } else {
+                    shared.client_idle_timeout
+                };
+                match next_bytes(&mut conn, wait).await {
+                    Some(buf) => buf,
+                    None => return,
+                }
+            }
+        };
+        let deadline = Instant::now() + conn.cx.shared.client_header_timeout;
+        let head = match read_head(&mut conn.stream, &mut buf, deadline).await {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                buf.release();
+                return;
+            }
+            Err(err) => {
+                let send = conn.cx.shared.client_send_timeout;
+                let _ = forward::write_response(
+                    &mut conn.stream,
+                    http::Version::HTTP_11,
+                    err.to_response(),
+                    true,
+                    send,
+                )
+                .await;
+                buf.release();
+                return;
+            }
+        };
+        // Boxed: the exchange's state exists only while it runs, not while the connection
+        // idles.
+        let keep = Box::pin(forward::exchange(
+            &mut conn.stream,
+            &mut buf,
+            head,
+            &conn.cx,
+        ))
+        .await;
+        if !keep || *conn.shutdown.borrow() {
+            buf.release();
+            return;
+        }
+        leftover = Some(buf);
+        first = false;
+    }
+}
+
+/// Waits up to `wait` for the client's next bytes; `None`: none came (closed, timed out), or
+/// shutdown.
+async fn next_bytes<S: Stream>(conn: &mut IdleState<S>, wait: Duration) -> Option<Buf> {
+    let IdleState {
+        stream, shutdown, ..
+    } = conn;
+    tokio::select! {
+        got = tokio::time::timeout(wait, stream.next_bytes()) => got.ok()?.ok()?,
+        _ = shutdown.wait_for(|stop| *stop) => None,
+    }
+}
+
+/// Reads until `buf` starts with a complete head. `Ok(None)`: the client closed or timed out
+/// (nothing to answer); `Err`: a head to refuse.
+async fn read_head<S: Stream>(
+    stream: &mut S,
+    buf: &mut Buf,
+    deadline: Instant,
+) -> Result<Option<RequestHead>, ProxyError> {
+    loop {
+        if !buf.is_empty() {
+            match head::parse_request(buf.data()) {
+                Ok(head) => return Ok(Some(head)),
+                Err(HeadError::Partial) => {}
+                Err(HeadError::LineTooLong) => return Err(ProxyError::UriTooLong),
+                Err(HeadError::TooLarge) => return Err(ProxyError::HeadTooLarge),
+                Err(HeadError::Invalid(why)) => return Err(ProxyError::BadRequest(why)),
+            }
+        }
+        let read = tokio::time::timeout_at(deadline, buf.fill(stream, MAX_HEAD + 1)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Sends the bytes in `out` to the client (errors only close the connection).
+pub async fn send<S: Stream>(stream: &mut S, out: &[u8], timeout: Duration) -> bool {
+    relay::write_all(stream, out, timeout).await.is_ok() && relay::flush(stream).await.is_ok()
+}

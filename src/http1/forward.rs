@@ -1,0 +1,618 @@
+//! One exchange on the engine: the request path of `http::proxy` (snapshot, client address
+//! and region, limits, checks, route, affinity, header rewriting, pick, retries, passive
+//! health, metrics and access log through `http::exchange`) over the engine's own I/O.
+//!
+//! Retries follow `http::proxy`: another backend, never the same twice, on a connect failure
+//! or, for a replayable request (idempotent, no body), a reset before any response byte or a
+//! `retry_on` status; a pooled connection found stale gets one fresh connection to the same
+//! backend. A request body is relayed while the response is awaited: a backend that answers
+//! early is answered through, and the client connection then closes (its body was not read
+//! to the end). 1xx responses arriving after the body are passed to HTTP/1.1 clients with the
+//! final head.
+
+use std::io;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode, Version};
+use tokio::io::AsyncWriteExt;
+
+use super::buffers::{Buf, SIZE};
+use super::chunked::Decoder;
+use super::conn;
+use super::head::{self, Framing, RequestHead, ResponseHead, MAX_HEAD};
+use super::relay::{self, Encode, Limits, RelayError};
+use super::upstream::{self, Upstream};
+use super::Stream;
+use crate::backend::InflightGuard;
+use crate::config::BackendId;
+use crate::health::passive;
+use crate::http::exchange::Exchange;
+use crate::http::{affinity, headers, target, ConnContext, ProxyError};
+use crate::pool::Pool;
+use crate::select::{self, Tried};
+use crate::{client_ip, clock};
+
+/// A backend's answer, not yet relayed.
+struct Got {
+    head: ResponseHead,
+    up: Upstream,
+    /// What followed the head (the body's start).
+    upbuf: Buf,
+    inflight: InflightGuard,
+    /// 1xx heads to pass on before the final one.
+    interim: Vec<u8>,
+    /// It came before the request body ended: the client connection closes after it.
+    early: bool,
+}
+
+/// Serves one request whose head is parsed; `buf` starts with it. `true`: the connection
+/// may carry another request.
+pub async fn exchange<S: Stream>(
+    client: &mut S,
+    buf: &mut Buf,
+    head: RequestHead,
+    cx: &ConnContext,
+) -> bool {
+    let snapshot = cx.shared.snapshot.load_full();
+    let snapshot = &*snapshot;
+    let listener = snapshot.listener(cx.listener);
+    let RequestHead {
+        mut parts,
+        framing,
+        len,
+        close: close_request,
+        expect_continue,
+    } = head;
+    buf.consume(len);
+    let version = parts.version;
+    let send_timeout = cx.shared.client_send_timeout;
+    let mut exchange = Exchange::begin_head(
+        (&parts.method, &parts.uri, parts.version, &parts.headers),
+        cx.peer,
+        listener,
+    );
+    // Refused before its body was read: the connection cannot find the next request.
+    let reusable = !close_request && framing == Framing::None;
+    macro_rules! reject {
+        ($err:expr) => {{
+            let resp = exchange.refuse(&$err, listener);
+            return write_response(client, version, resp, !reusable, send_timeout).await;
+        }};
+    }
+    let Some(listener) = listener else {
+        reject!(ProxyError::NoBackend);
+    };
+    let client_addr = client_ip::resolve(
+        cx.peer.ip(),
+        &snapshot.trusted_proxies,
+        parts
+            .headers
+            .get_all(headers::X_FORWARDED_FOR)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    let client_region = snapshot.regions.lookup(client_addr);
+    exchange.client(
+        client_addr,
+        client_region.and_then(|id| snapshot.regions.name(id)),
+    );
+    if let Err(wait) = listener.limits.check_request(client_addr) {
+        reject!(ProxyError::RateLimited(wait));
+    }
+    if let Err(err) = headers::check_request(&parts).and_then(|()| target::check_target(&parts)) {
+        reject!(err);
+    }
+    target::normalize_host(&mut parts);
+    let limit = listener.max_request_body;
+    if let Framing::Length(n) = framing {
+        if limit > 0 && n > limit {
+            reject!(ProxyError::BodyTooLarge);
+        }
+    }
+    let pool_id = listener.routes.pick(
+        target::request_host(&parts),
+        parts.uri.path(),
+        &parts.headers,
+    );
+    let pool = snapshot.pool(pool_id);
+    exchange.routed(&pool.name, listener.metrics.pool(pool_id));
+
+    // The body's first bytes before any backend is chosen (as `http::proxy`): a malformed
+    // chunked body, or one that does not come, ends here.
+    let body_timeout = cx.shared.client_body_timeout;
+    let prefetched = framing != Framing::None;
+    if prefetched {
+        if expect_continue
+            && buf.is_empty()
+            && !conn::send(client, b"HTTP/1.1 100 Continue\r\n\r\n", send_timeout).await
+        {
+            return false;
+        }
+        if buf.is_empty() {
+            match tokio::time::timeout(body_timeout, buf.fill(client, SIZE)).await {
+                Err(_) => reject!(ProxyError::ClientTimeout),
+                Ok(Ok(0)) => reject!(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof.into())),
+                Ok(Err(e)) => reject!(ProxyError::ClientIo(e)),
+                Ok(Ok(_)) => {}
+            }
+        }
+        if framing == Framing::Chunked && Decoder::new(false).feed(buf.data()).is_err() {
+            reject!(ProxyError::BadRequest("malformed request body"));
+        }
+    }
+    let upgrade = headers::is_upgrade(&parts);
+    let affinity = affinity::extract(&pool.balancer, &mut parts, client_addr);
+    let client_version = parts.version;
+    let trailers = parts
+        .headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| head::lists(v.as_bytes(), "trailers"));
+    let method = parts.method.clone();
+    headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
+    let mut up_head = Vec::with_capacity(512);
+    head::write_request_head(&mut up_head, &parts);
+    if framing == Framing::Chunked {
+        up_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    up_head.extend_from_slice(b"\r\n");
+    drop(parts);
+
+    let replayable = is_idempotent(&method) && !prefetched && !upgrade;
+    let body = BodyIn {
+        framing,
+        limits: Limits {
+            max: limit,
+            read: Some(body_timeout),
+            write: send_timeout,
+        },
+    };
+    let mut touched = false;
+    let mut now = clock::now_ms();
+    pool.budget.record_request(now);
+    let mut tried = Tried::default();
+    let mut error = ProxyError::NoBackend;
+    let mut held: Option<(Got, select::Choice)> = None;
+    let mut served = None;
+    for attempt in 0..=pool.retries {
+        if attempt > 0 {
+            now = clock::now_ms();
+            if touched || !pool.budget.try_retry(now) {
+                break;
+            }
+        }
+        let region = client_region.map(|id| (&snapshot.regions, id));
+        let Some(choice) = select::pick(&snapshot.pools, pool_id, affinity, &tried, now, region)
+        else {
+            break;
+        };
+        tried.add(choice);
+        let (target, index) = (snapshot.pool(choice.pool), choice.backend);
+        let shape = Shape {
+            up_head: &up_head,
+            method: &method,
+            replayable,
+            upgrade,
+            body,
+        };
+        match attempt_once(target, index, client, buf, shape, &mut touched).await {
+            Ok(got) => {
+                let status = got.head.status;
+                if status.is_server_error() {
+                    let _ = passive::failure(target, index, clock::now_ms(), &status);
+                } else {
+                    passive::success(target.backend(index), now);
+                }
+                if attempt < pool.retries
+                    && replayable
+                    && pool.retries > 0
+                    && pool.retry_on.status(status.as_u16())
+                {
+                    held = Some((got, choice));
+                    continue;
+                }
+                served = Some((got, choice));
+                break;
+            }
+            Err(err) => {
+                if err.is_backend_failure() {
+                    exchange.attempted(choice);
+                    if passive::failure(target, index, clock::now_ms(), &err) {
+                        tracing::warn!(pool = %target.name, backend = %target.backend(index).label, error = %crate::chain::Chain(&err), "backend failed");
+                    }
+                }
+                let retry = err.is_retryable(replayable, pool.retry_on);
+                error = err;
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    let Some((mut got, choice)) = served.or(held) else {
+        reject!(error)
+    };
+    let (target, index) = (snapshot.pool(choice.pool), choice.backend);
+    snapshot
+        .region_metrics
+        .inc(client_region, target.regions.of(index.index()));
+    let status = got.head.status;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::prepare_response(&mut got.head.headers, switching);
+    if choice.pool == pool_id {
+        let secure = cx.proto == "https";
+        affinity::set_cookie(
+            &pool.balancer,
+            affinity,
+            index.index(),
+            secure,
+            &mut got.head.headers,
+        );
+    }
+    let Got {
+        head: resp,
+        mut up,
+        mut upbuf,
+        inflight,
+        interim,
+        early,
+    } = got;
+    let finish = exchange.serve(
+        target.backend(index),
+        index,
+        status.as_u16(),
+        listener.metrics.pool(choice.pool).cloned(),
+        (None, inflight),
+    );
+    let (encode, mut close) = match resp.framing {
+        Framing::Chunked if client_version == Version::HTTP_11 => {
+            (Encode::Chunked { trailers }, false)
+        }
+        Framing::Chunked | Framing::Close => (Encode::Raw, true),
+        Framing::None | Framing::Length(_) => (Encode::Raw, false),
+    };
+    // The client asked, or the backend answered before the request body ended.
+    close |= close_request || early;
+    let mut out = Vec::with_capacity(512);
+    if client_version == Version::HTTP_11 {
+        out.extend_from_slice(&interim);
+    }
+    head::write_status_line(&mut out, client_version, status);
+    head::write_headers(&mut out, &resp.headers);
+    if let Encode::Chunked { .. } = encode {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if close && !switching {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if client_version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if switching {
+        let bytes = tunnel(client, buf, &mut up, &upbuf, &out, send_timeout).await;
+        finish.complete(bytes, false);
+        upbuf.release();
+        return false;
+    }
+    let limits = Limits {
+        max: 0,
+        read: None,
+        write: send_timeout,
+    };
+    let relayed = relay::relay(
+        &mut up.stream,
+        &mut upbuf,
+        client,
+        &mut out,
+        resp.framing,
+        encode,
+        limits,
+    )
+    .await;
+    let flushed = relayed.is_ok() && relay::flush(client).await.is_ok();
+    match relayed {
+        Ok(bytes) => {
+            finish.complete(bytes, false);
+            // Reused only when both messages ended where their framing said (an early
+            // answer left the request body unfinished on it).
+            if !early && !resp.close && upbuf.is_empty() && resp.framing != Framing::Close {
+                up.release();
+            }
+            upbuf.release();
+            flushed && !close
+        }
+        Err(_) => {
+            // The upstream body broke off or the client stopped reading: the client's
+            // connection is dropped unfinished (it must not take a cut body as whole).
+            finish.complete(0, false);
+            false
+        }
+    }
+}
+
+/// What an attempt sends.
+#[derive(Clone, Copy)]
+struct Shape<'a> {
+    up_head: &'a [u8],
+    method: &'a Method,
+    replayable: bool,
+    upgrade: bool,
+    body: BodyIn,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BodyIn {
+    framing: Framing,
+    limits: Limits,
+}
+
+enum Fail {
+    /// Failed before any response byte on a connection that may have gone stale.
+    Stale(io::Error),
+    Other(ProxyError),
+}
+
+/// One attempt on one backend: connect (or reuse), send, read the response head.
+async fn attempt_once<S: Stream>(
+    pool: &Pool,
+    index: BackendId,
+    client: &mut S,
+    buf: &mut Buf,
+    shape: Shape<'_>,
+    touched: &mut bool,
+) -> Result<Got, ProxyError> {
+    let backend = pool.backend(index);
+    let inflight = backend.state.acquire();
+    let mut up = upstream::checkout(
+        backend,
+        pool.upstream,
+        pool.connect_timeout,
+        pool.idle_timeout,
+    )
+    .await?;
+    let mut upbuf = Buf::take();
+    for fresh in [false, true] {
+        let mut interim = Vec::new();
+        match send_receive(
+            pool,
+            &mut up,
+            &mut upbuf,
+            client,
+            buf,
+            shape,
+            touched,
+            &mut interim,
+        )
+        .await
+        {
+            Ok((head, early)) => {
+                // A bad head: the connection is dropped with `up`, its body unread.
+                headers::check_response(head.status, &head.headers, shape.upgrade)?;
+                return Ok(Got {
+                    head,
+                    up,
+                    upbuf,
+                    inflight,
+                    interim,
+                    early,
+                });
+            }
+            Err(Fail::Stale(e)) => {
+                if up.reused && !fresh && !*touched {
+                    up = Box::pin(upstream::connect(
+                        backend,
+                        pool.upstream,
+                        pool.connect_timeout,
+                    ))
+                    .await?;
+                    continue;
+                }
+                return Err(if up.reused || *touched {
+                    ProxyError::UpstreamIo(e)
+                } else {
+                    ProxyError::NotSentIo(e)
+                });
+            }
+            Err(Fail::Other(err)) => return Err(err),
+        }
+    }
+    Err(ProxyError::NoBackend)
+}
+
+/// Sends the head (and body) and reads the response head (skipping 1xx into `interim`).
+#[allow(clippy::too_many_arguments)]
+async fn send_receive<S: Stream>(
+    pool: &Pool,
+    up: &mut Upstream,
+    upbuf: &mut Buf,
+    client: &mut S,
+    buf: &mut Buf,
+    shape: Shape<'_>,
+    touched: &mut bool,
+    interim: &mut Vec<u8>,
+) -> Result<(ResponseHead, bool), Fail> {
+    let timeout = pool.request_timeout;
+    let (mut r, mut w) = up.stream.split();
+    if shape.body.framing == Framing::None {
+        if let Err(e) = relay::write_all(&mut w, shape.up_head, timeout).await {
+            return Err(Fail::Stale(relay_io(e)));
+        }
+        let got =
+            tokio::time::timeout(timeout, read_head(&mut r, upbuf, shape.method, interim)).await;
+        return match got {
+            Err(_) => Err(Fail::Other(ProxyError::UpstreamTimeout)),
+            Ok(Err(Fail::Stale(e))) if !shape.replayable => {
+                Err(Fail::Other(ProxyError::UpstreamIo(e)))
+            }
+            Ok(got) => got.map(|h| (h, false)),
+        };
+    }
+    *touched = true;
+    let mut out = shape.up_head.to_vec();
+    let encode = match shape.body.framing {
+        Framing::Chunked => Encode::Chunked { trailers: false },
+        _ => Encode::Raw,
+    };
+    let sending = relay::relay(
+        client,
+        buf,
+        &mut w,
+        &mut out,
+        shape.body.framing,
+        encode,
+        shape.body.limits,
+    );
+    let receiving = read_head(&mut r, upbuf, shape.method, interim);
+    tokio::pin!(sending, receiving);
+    tokio::select! {
+        sent = &mut sending => match sent {
+            Ok(_) => match tokio::time::timeout(timeout, receiving).await {
+                Err(_) => Err(Fail::Other(ProxyError::UpstreamTimeout)),
+                Ok(Err(Fail::Stale(e))) => Err(Fail::Other(ProxyError::UpstreamIo(e))),
+                Ok(got) => got.map(|h| (h, false)),
+            },
+            // The backend stopped reading: it may have answered already (an early 413).
+            Err(RelayError::Write(_) | RelayError::WriteTimeout) => {
+                match tokio::time::timeout(timeout, receiving).await {
+                    Ok(Ok(h)) => Ok((h, true)),
+                    Ok(Err(Fail::Stale(e))) => Err(Fail::Other(ProxyError::UpstreamIo(e))),
+                    Ok(Err(fail)) => Err(fail),
+                    Err(_) => Err(Fail::Other(ProxyError::UpstreamTimeout)),
+                }
+            }
+            Err(e) => Err(Fail::Other(match e {
+                RelayError::TooLarge => ProxyError::BodyTooLarge,
+                RelayError::ReadTimeout => ProxyError::ClientTimeout,
+                RelayError::Framing => ProxyError::BadRequest("malformed request body"),
+                RelayError::Eof => ProxyError::ClientIo(io::ErrorKind::UnexpectedEof.into()),
+                RelayError::Read(e) => ProxyError::ClientIo(e),
+                e => ProxyError::UpstreamIo(relay_io(e)),
+            })),
+        },
+        got = &mut receiving => match got {
+            Err(Fail::Stale(e)) => Err(Fail::Other(ProxyError::UpstreamIo(e))),
+            got => got.map(|h| (h, true)),
+        },
+    }
+}
+
+fn relay_io(e: RelayError) -> io::Error {
+    match e {
+        RelayError::Read(e) | RelayError::Write(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Reads a response head into `upbuf`; 1xx heads (but 101) go to `interim`.
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    upbuf: &mut Buf,
+    method: &Method,
+    interim: &mut Vec<u8>,
+) -> Result<ResponseHead, Fail> {
+    let mut any = false;
+    loop {
+        if !upbuf.is_empty() {
+            match head::parse_response(upbuf.data(), method) {
+                Ok(h)
+                    if h.status.is_informational()
+                        && h.status != StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    interim.extend_from_slice(&upbuf.data()[..h.len]);
+                    upbuf.consume(h.len);
+                    continue;
+                }
+                Ok(h) => {
+                    upbuf.consume(h.len);
+                    return Ok(h);
+                }
+                Err(head::HeadError::Partial) => {}
+                Err(head::HeadError::Invalid("both Content-Length and Transfer-Encoding")) => {
+                    return Err(Fail::Other(ProxyError::BadResponse(
+                        "both Content-Length and Transfer-Encoding",
+                    )))
+                }
+                Err(_) => {
+                    return Err(Fail::Other(ProxyError::BadResponse(
+                        "malformed response head",
+                    )))
+                }
+            }
+        }
+        match upbuf.fill(r, MAX_HEAD + 1).await {
+            Ok(0) if !any => return Err(Fail::Stale(io::ErrorKind::UnexpectedEof.into())),
+            Ok(0) => {
+                return Err(Fail::Other(ProxyError::UpstreamIo(
+                    io::ErrorKind::UnexpectedEof.into(),
+                )))
+            }
+            Ok(_) => any = true,
+            Err(e) if !any => return Err(Fail::Stale(e)),
+            Err(e) => return Err(Fail::Other(ProxyError::UpstreamIo(e))),
+        }
+    }
+}
+
+/// An upgraded connection: the 101 head, then bytes both ways until either side closes.
+async fn tunnel<S: Stream>(
+    client: &mut S,
+    buf: &mut Buf,
+    up: &mut Upstream,
+    upbuf: &Buf,
+    head: &[u8],
+    send_timeout: std::time::Duration,
+) -> u64 {
+    let mut first = head.to_vec();
+    first.extend_from_slice(upbuf.data());
+    if !conn::send(client, &first, send_timeout).await {
+        return 0;
+    }
+    if !buf.is_empty() {
+        if up.stream.write_all(buf.data()).await.is_err() {
+            return 0;
+        }
+        let n = buf.len();
+        buf.consume(n);
+    }
+    match tokio::io::copy_bidirectional(client, &mut up.stream).await {
+        Ok((_, down)) => down + upbuf.len() as u64,
+        Err(_) => upbuf.len() as u64,
+    }
+}
+
+/// Writes a response Fulcrum made itself. `true`: the connection may go on.
+pub async fn write_response<S: Stream>(
+    client: &mut S,
+    version: Version,
+    resp: Response<Bytes>,
+    close: bool,
+    timeout: std::time::Duration,
+) -> bool {
+    let (mut parts, body) = resp.into_parts();
+    let close = close
+        || parts
+            .headers
+            .get(header::CONNECTION)
+            .is_some_and(|v| v == "close");
+    if close {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut out = Vec::with_capacity(256 + body.len());
+    head::write_status_line(&mut out, version, parts.status);
+    head::write_headers(&mut out, &parts.headers);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    conn::send(client, &out, timeout).await && !close
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}

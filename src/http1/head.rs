@@ -1,0 +1,346 @@
+//! Message heads, parsed once from the raw bytes (httparse) and written back out.
+//!
+//! The framing of a body is decided here from the raw header lines, before anything is
+//! normalised into a map, so an ambiguous head cannot slip through: `Content-Length` together
+//! with `Transfer-Encoding`, `Content-Length`s that disagree or are not plain digits, a
+//! `Transfer-Encoding` whose last coding is not `chunked` (on a request), obs-fold (httparse
+//! refuses it in requests) and bare LF line ends (httparse accepts them; a peer that reads
+//! CRLF only would see another message) are all refused. RFC 9112 sections 2.2, 5.2 and 6.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, StatusCode, Uri, Version};
+
+/// Heads longer than this are refused: 431, or 414 when the request line alone is longer.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Header fields per head (as the hyper path: `http::framing::MAX_HEADERS`).
+pub const MAX_HEADERS: usize = 128;
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the connection closes (responses only).
+    Close,
+}
+
+/// Why a head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// Not complete yet: read more.
+    #[error("incomplete head")]
+    Partial,
+    #[error("request line too long")]
+    LineTooLong,
+    #[error("header block too large")]
+    TooLarge,
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// A parsed request head: what the request path above reads, and how its body is framed.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub parts: Parts,
+    pub framing: Framing,
+    /// Bytes of the head, CRLF CRLF included.
+    pub len: usize,
+    /// The client wants the connection closed after this exchange.
+    pub close: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    pub len: usize,
+    /// The backend closes (or may close) after this response.
+    pub close: bool,
+}
+
+/// Refuses a line ending in a bare LF: every `\n` of the head must follow a `\r`.
+fn bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// The end of the head in `buf` (after CRLF CRLF), if it is there.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// What the length and coding headers say, from their raw values. `request`: a
+/// `Transfer-Encoding` not ending in `chunked` is refused (RFC 9112 6.3 item 4).
+fn framing_of<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    request: bool,
+) -> Result<(Framing, bool), &'static str> {
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            // A list ("5, 5") or a repeated field with the same value is still refused: the
+            // hyper path refused disagreeing ones only, but nothing legitimate sends either.
+            let digits = value.trim_ascii();
+            if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+                return Err("invalid Content-Length");
+            }
+            let n = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or("invalid Content-Length")?;
+            if length.is_some_and(|prior| prior != n) {
+                return Err("invalid Content-Length");
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .rfind(|t| !t.is_empty());
+            let is_chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            // `chunked` twice ("chunked, chunked" or a second line) is refused too.
+            let chunks = value
+                .split(|&b| b == b',')
+                .filter(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+                .count();
+            if chunked == Some(true) || chunks > 1 || (chunks == 1 && !is_chunked) {
+                return Err("invalid Transfer-Encoding");
+            }
+            chunked = Some(is_chunked);
+        }
+    }
+    match (length, chunked) {
+        (Some(_), Some(_)) => Err("both Content-Length and Transfer-Encoding"),
+        (None, Some(true)) => Ok((Framing::Chunked, false)),
+        (None, Some(false)) if request => Err("invalid Transfer-Encoding"),
+        (None, Some(false)) => Ok((Framing::Close, true)),
+        (Some(0), None) => Ok((Framing::None, false)),
+        (Some(n), None) => Ok((Framing::Length(n), false)),
+        (None, None) => Ok((Framing::None, false)),
+    }
+}
+
+/// Whether a `Connection` value lists `token`.
+pub fn lists(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The head's fields as a map whose values share one copy of the head (`shared`, a copy of
+/// `head`): one allocation for all values instead of one each.
+fn to_map(
+    headers: &[httparse::Header<'_>],
+    head: &[u8],
+    shared: &Bytes,
+) -> Result<HeaderMap, &'static str> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(slice_of(shared, head, h.value))
+            .map_err(|_| "invalid header value")?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// `part` (a slice of `head`) as the same range of `shared`.
+fn slice_of(shared: &Bytes, head: &[u8], part: &[u8]) -> Bytes {
+    let at = (part.as_ptr() as usize).saturating_sub(head.as_ptr() as usize);
+    if at + part.len() <= shared.len() {
+        shared.slice(at..at + part.len())
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
+fn version_of(minor: Option<u8>) -> Version {
+    if minor == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    }
+}
+
+/// Parses the request head at the start of `buf`.
+pub fn parse_request(buf: &[u8]) -> Result<RequestHead, HeadError> {
+    let Some(end) = head_end(&buf[..buf.len().min(MAX_HEAD)]) else {
+        if buf.len() >= MAX_HEAD {
+            let line_done = buf[..MAX_HEAD].windows(2).any(|w| w == b"\r\n");
+            return Err(if line_done {
+                HeadError::TooLarge
+            } else {
+                HeadError::LineTooLong
+            });
+        }
+        // A bare-LF head never shows CRLF CRLF: refuse it as soon as it shows LF LF.
+        if buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n") {
+            return Err(HeadError::Invalid("bare LF"));
+        }
+        return Err(HeadError::Partial);
+    };
+    let head = &buf[..end];
+    if bare_lf(head) {
+        return Err(HeadError::Invalid("bare LF"));
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HeadError::Invalid("malformed head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Invalid("malformed head")),
+    }
+    let fields = || req.headers.iter().map(|h| (h.name, h.value));
+    let (framing, _) = framing_of(fields(), true).map_err(HeadError::Invalid)?;
+    let version = version_of(req.version);
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| HeadError::Invalid("invalid method"))?;
+    let shared = Bytes::copy_from_slice(head);
+    let target = slice_of(&shared, head, req.path.unwrap_or("").as_bytes());
+    let uri =
+        Uri::from_maybe_shared(target).map_err(|_| HeadError::Invalid("invalid request-target"))?;
+    let headers = to_map(req.headers, head, &shared).map_err(HeadError::Invalid)?;
+    let connection = |token| {
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| lists(v.as_bytes(), token))
+    };
+    let close = if version == Version::HTTP_10 {
+        !connection("keep-alive")
+    } else {
+        connection("close")
+    };
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(RequestHead {
+        parts: request.into_parts().0,
+        framing,
+        len: end,
+        close,
+        expect_continue,
+    })
+}
+
+/// Parses the response head at the start of `buf`, for a request with `method`.
+pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadError> {
+    let Some(end) = head_end(&buf[..buf.len().min(MAX_HEAD)]) else {
+        if buf.len() >= MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+        if buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n") {
+            return Err(HeadError::Invalid("bare LF"));
+        }
+        return Err(HeadError::Partial);
+    };
+    let head = &buf[..end];
+    if bare_lf(head) {
+        return Err(HeadError::Invalid("bare LF"));
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HeadError::Invalid("malformed head")),
+        Err(_) => return Err(HeadError::Invalid("malformed response head")),
+    }
+    let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+        .map_err(|_| HeadError::Invalid("invalid status"))?;
+    let fields = || resp.headers.iter().map(|h| (h.name, h.value));
+    let (mut framing, mut close) = framing_of(fields(), false).map_err(HeadError::Invalid)?;
+    let version = version_of(resp.version);
+    let shared = Bytes::copy_from_slice(head);
+    let headers = to_map(resp.headers, head, &shared).map_err(HeadError::Invalid)?;
+    let has_length = fields().any(|(n, _)| {
+        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+    });
+    // RFC 9112 6.3: HEAD, 1xx, 204 and 304 have no body whatever the head says; a response
+    // with neither header runs to the close.
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        framing = Framing::None;
+    } else if !has_length {
+        framing = Framing::Close;
+        close = true;
+    }
+    let connection = |token| {
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| lists(v.as_bytes(), token))
+    };
+    close |= if version == Version::HTTP_10 {
+        !connection("keep-alive")
+    } else {
+        connection("close")
+    };
+    Ok(ResponseHead {
+        status,
+        headers,
+        framing,
+        len: end,
+        close,
+    })
+}
+
+/// Writes `name: value\r\n` for every header of `headers` into `out`.
+pub fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The request line and headers sent upstream (HTTP/1.1); the caller adds framing and CRLF.
+pub fn write_request_head(out: &mut Vec<u8>, parts: &Parts) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // `OPTIONS *` goes as it came.
+    let target = if parts.uri.path() == "*" { "*" } else { target };
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_headers(out, &parts.headers);
+}
+
+/// The status line to a client of `version` (an HTTP/1.0 client is answered in 1.0, as
+/// hyper did).
+pub fn write_status_line(out: &mut Vec<u8>, version: Version, status: StatusCode) {
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests;

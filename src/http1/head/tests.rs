@@ -1,0 +1,115 @@
+//! The head parser and the framing decision: what is refused, and how bodies are framed.
+
+#![allow(clippy::unwrap_used)]
+
+use http::Method;
+
+use super::*;
+
+fn framing(head: &str) -> Result<Framing, HeadError> {
+    parse_request(head.as_bytes()).map(|h| h.framing)
+}
+
+#[test]
+fn framing_is_decided_from_the_raw_head() {
+    let ok = [
+        ("GET / HTTP/1.1\r\nHost: h\r\n\r\n", Framing::None),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n",
+            Framing::Length(5),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+            Framing::None,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            Framing::Length(5),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Framing::Chunked,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+            Framing::Chunked,
+        ),
+    ];
+    for (head, want) in ok {
+        assert_eq!(framing(head), Ok(want), "{head:?}");
+    }
+}
+
+#[test]
+fn ambiguous_heads_are_refused() {
+    for head in [
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        // obs-fold
+        "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  folded\r\n\r\n",
+        // bare LF
+        "GET / HTTP/1.1\nHost: h\n\n",
+        "GET / HTTP/1.1\r\nHost: h\nX: 1\r\n\r\n",
+        // space before the colon
+        "GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+        "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+    ] {
+        assert!(
+            matches!(framing(head), Err(HeadError::Invalid(_) | HeadError::TooLarge)),
+            "{head:?}: {:?}",
+            framing(head)
+        );
+    }
+}
+
+#[test]
+fn limits_tell_414_from_431_and_partial_heads_wait() {
+    assert_eq!(
+        framing("GET / HTTP/1.1\r\nHost: h\r\n"),
+        Err(HeadError::Partial)
+    );
+    let line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD));
+    assert_eq!(framing(&line), Err(HeadError::LineTooLong));
+    let block = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+    assert_eq!(framing(&block), Err(HeadError::TooLarge));
+}
+
+#[test]
+fn keep_alive_follows_the_version_and_connection() {
+    let close = |h: &str| parse_request(h.as_bytes()).unwrap().close;
+    assert!(!close("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+    assert!(close(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n"
+    ));
+    assert!(close("GET / HTTP/1.0\r\n\r\n"));
+    assert!(!close("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+}
+
+#[test]
+fn responses_without_a_body_and_close_delimited_ones() {
+    let resp = |h: &str, m: &Method| parse_response(h.as_bytes(), m).unwrap();
+    let cl = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+    assert_eq!(resp(cl, &Method::GET).framing, Framing::Length(5));
+    assert_eq!(resp(cl, &Method::HEAD).framing, Framing::None);
+    let none = "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n";
+    assert_eq!(resp(none, &Method::GET).framing, Framing::None);
+    let r304 = "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(resp(r304, &Method::GET).framing, Framing::None);
+    let eof = resp("HTTP/1.1 200 OK\r\n\r\n", &Method::GET);
+    assert_eq!((eof.framing, eof.close), (Framing::Close, true));
+    let ten = resp("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", &Method::GET);
+    assert!(ten.close);
+    assert!(parse_response(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &Method::GET
+    )
+    .is_err());
+}

@@ -1,0 +1,152 @@
+//! Fulcrum's own HTTP/1.1 engine (issue 17): one task per client connection drives the client
+//! side and the pooled upstream connection itself, no hyper state machine and no task hop per
+//! request. The head is parsed once (httparse, [`head`]) and its framing decided from the raw
+//! lines, so an ambiguous request is refused by construction; bodies are relayed through two
+//! bounded buffers lent from a per-worker pool ([`buffers`]) only while an exchange is active:
+//! a keep-alive connection waiting for its next request holds none.
+//!
+//! The request path's decisions (routing, region, selection, retries, affinity, header
+//! rewriting, metrics, access log) are `http`'s, called from [`forward`]; this layer sits just
+//! above `http` and owns only HTTP/1 framing and I/O. h2c (prior knowledge) is recognised by a
+//! peek at the preface and goes to hyper, as does everything while the engine is not selected.
+//!
+//! # Selection (transitional)
+//! This engine serves HTTP/1 by default; `[global] http1_engine = "hyper"` selects hyper's
+//! path instead, and so does `FULCRUM_HTTP1_ENGINE=hyper` in the environment at start while
+//! the key is unset (so the whole test suite runs on either). It goes away with the hyper
+//! path.
+
+mod buffers;
+pub(crate) mod chunked;
+mod conn;
+mod forward;
+pub mod fuzz;
+pub(crate) mod head;
+mod relay;
+mod upstream;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use self::buffers::{Buf, SIZE};
+use crate::http::{self, ConnContext};
+
+#[cfg(test)]
+mod tests;
+
+/// A client stream the engine can serve: TCP, or TLS over it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Waits for the client's next bytes and returns them in a buffer of the worker's pool
+    /// (`None`: the client closed). The default takes the buffer before it waits (a stream
+    /// that cannot say whether bytes are there without reading); TCP takes it only once they
+    /// are, so a connection waiting for its next request holds none.
+    fn next_bytes(&mut self) -> impl std::future::Future<Output = io::Result<Option<Buf>>> + Send {
+        async move {
+            let mut buf = Buf::take();
+            match buf.fill(self, SIZE).await {
+                Ok(n) if n > 0 => Ok(Some(buf)),
+                other => {
+                    buf.release();
+                    other.map(|_| None)
+                }
+            }
+        }
+    }
+}
+
+impl Stream for TcpStream {
+    async fn next_bytes(&mut self) -> io::Result<Option<Buf>> {
+        loop {
+            // Readiness may be stale (the last read took everything): a read that would
+            // block gives the buffer back at once and clears it.
+            self.readable().await?;
+            let mut buf = Buf::take();
+            match buf.try_fill(self) {
+                Ok(0) => {
+                    buf.release();
+                    return Ok(None);
+                }
+                Ok(_) => return Ok(Some(buf)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.release(),
+                Err(e) => {
+                    buf.release();
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// TLS (the TLS listener's handshake runs in the connection task, then hands the stream here
+/// when ALPN chose HTTP/1.1 or nothing): the default `next_bytes` (rustls may hold decrypted
+/// bytes the socket's readiness does not show, so the buffer is taken before waiting).
+impl Stream for tokio_rustls::server::TlsStream<TcpStream> {}
+
+/// The h2 connection preface's first line (RFC 9113 3.4); no HTTP/1 method is `PRI`.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Serves a plain TCP client connection: with this engine when selected (h2c prior knowledge
+/// still goes to hyper), else with hyper.
+pub async fn serve_tcp(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    cx: Arc<ConnContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    // hyper's connection future is boxed: inline, it would size every connection's task
+    // (this future is the larger of the two), idle engine connections included.
+    // Per listener (one snapshot load per connection): what the engine does not cover yet
+    // (h2 or TLS upstream, redirects, ACME) stays on hyper.
+    let listener_ok = cx
+        .shared
+        .snapshot
+        .load()
+        .listener(cx.listener)
+        .is_some_and(|l| l.http1_engine);
+    if !cx.shared.http1_engine || !listener_ok {
+        return Box::pin(http::serve(builder, stream, cx, shutdown)).await;
+    }
+    let _ = stream.set_nodelay(true);
+    // As `http::serve`: writes block (and `client_send_timeout` counts) once this much is
+    // queued unsent.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(128 * 1024);
+    let within = cx.shared.client_header_timeout;
+    match tokio::time::timeout(within, is_h2(&stream)).await {
+        Ok(Ok(true)) => Box::pin(http::serve(builder, stream, cx, shutdown)).await,
+        Ok(Ok(false)) => serve(stream, cx, shutdown).await,
+        Ok(Err(_)) | Err(_) => {}
+    }
+}
+
+/// Peeks until the first bytes tell h2's preface from an HTTP/1 request line.
+async fn is_h2(stream: &TcpStream) -> io::Result<bool> {
+    let mut peek = [0u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut peek).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if !PREFACE.starts_with(&peek[..n]) {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface so far: wait for more without spinning.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Serves an HTTP/1 client connection on `stream` (plain or TLS) until either side closes,
+/// `shutdown` fires (the exchange in progress finishes first) or a client timeout expires.
+pub async fn serve<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Receiver<bool>) {
+    conn::run(stream, cx, shutdown).await;
+}

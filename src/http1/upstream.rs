@@ -1,0 +1,143 @@
+//! Upstream HTTP/1.1 keep-alive connections of the engine, pooled per worker thread: plain
+//! sockets (the engine speaks HTTP/1 on them itself), each holding its backend's
+//! `max_connections` slot for as long as it is open, idle or not.
+//!
+//! The same rules as `http::client`: the most recently used idle connection first; one idle
+//! past the pool's `idle_timeout`, or that the backend closed (a read that does not block),
+//! is dropped at checkout; a connection handed back while requests wait for a slot of its
+//! backend is closed so the slot goes to a waiter; and a worker that has made capped
+//! connections sweeps its idle ones every [`SWEEP_EVERY`] for backends with waiters.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use crate::backend::{Backend, UpstreamCap, UpstreamSlot};
+use crate::http::ProxyError;
+
+const MAX_IDLE_PER_BACKEND: usize = 256;
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// An upstream connection checked out for one exchange.
+#[derive(Debug)]
+pub struct Upstream {
+    pub stream: TcpStream,
+    addr: SocketAddr,
+    slot: UpstreamSlot,
+    since: Instant,
+    /// It came from the pool: failing before any response byte may just mean it went stale.
+    pub reused: bool,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<Upstream>>> = RefCell::new(HashMap::new());
+    static SWEEPER: Cell<Option<tokio::task::AbortHandle>> = const { Cell::new(None) };
+}
+
+impl Upstream {
+    /// Back to this worker's idle list (its exchange ended cleanly).
+    pub fn release(mut self) {
+        if self.slot.state().slot_waiters() > 0 {
+            return;
+        }
+        self.since = Instant::now();
+        self.reused = true;
+        IDLE.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let list = pool.entry(self.addr).or_default();
+            if list.len() >= MAX_IDLE_PER_BACKEND {
+                list.remove(0);
+            }
+            list.push(self);
+        });
+    }
+}
+
+/// Whether an idle socket is still open with nothing unread (a backend that closed, or sent
+/// bytes nobody asked for, is not reused).
+fn still_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// An idle connection to `backend`, else a new one under `cap`.
+pub async fn checkout(
+    backend: &Backend,
+    cap: UpstreamCap,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<Upstream, ProxyError> {
+    let addr = backend.addr;
+    loop {
+        let idle = IDLE.with(|pool| pool.borrow_mut().get_mut(&addr).and_then(Vec::pop));
+        let Some(idle) = idle else { break };
+        if idle.since.elapsed() < idle_timeout && still_open(&idle.stream) {
+            return Ok(idle);
+        }
+    }
+    Box::pin(connect(backend, cap, connect_timeout)).await
+}
+
+/// A new connection to `backend`, holding one of its slots under `cap`.
+pub async fn connect(
+    backend: &Backend,
+    cap: UpstreamCap,
+    connect_timeout: Duration,
+) -> Result<Upstream, ProxyError> {
+    let slot = backend
+        .state
+        .take_slot(cap)
+        .await
+        .map_err(ProxyError::Busy)?;
+    if cap.max > 0 {
+        ensure_sweeper();
+    }
+    let addr = backend.addr;
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(ProxyError::connect(e)),
+        Err(_) => return Err(ProxyError::ConnectTimeout),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Upstream {
+        stream,
+        addr,
+        slot,
+        since: Instant::now(),
+        reused: false,
+    })
+}
+
+fn ensure_sweeper() {
+    SWEEPER.with(|cell| {
+        let running = cell.take().filter(|h| !h.is_finished());
+        let handle = running.unwrap_or_else(|| tokio::spawn(sweep()).abort_handle());
+        cell.set(Some(handle));
+    });
+}
+
+/// Closes idle connections of backends that requests wait for a slot of.
+async fn sweep() {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut closing = Vec::new();
+        IDLE.with(|pool| {
+            for list in pool.borrow_mut().values_mut() {
+                let mut i = 0;
+                while i < list.len() {
+                    if list[i].slot.state().slot_waiters() > 0 {
+                        closing.push(list.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        });
+        drop(closing);
+    }
+}
