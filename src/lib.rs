@@ -10,8 +10,10 @@
 //!   connection pool (`worker`).
 //!
 //! # One HTTP request
-//! `listener` accepts (`limits`: a client over `connections_per_client` is closed) -> `http`
-//! serves the connection (HTTP/1.1 or h2c) -> `http::proxy` loads the snapshot, `limits`
+//! `listener` accepts (`limits`: a client over `connections_per_client` is closed) -> HTTP/1.1:
+//! Fulcrum's engine (`http1`: one task drives the client and the pooled upstream connection,
+//! calling `http`'s request-path decisions); h2c: hyper (`http`) -> `http::proxy` loads the
+//! snapshot, `limits`
 //! answers 429 to a client over its rate, `route` picks the pool, `balance` picks a backend, the request goes out over the
 //! worker's pooled connection (`http::client`), a connect failure moves it to another backend,
 //! and the response streams back; the access log records it when its last byte has gone.
