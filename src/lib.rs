@@ -12,8 +12,10 @@
 //! # One HTTP request
 //! `listener` accepts (`limits`: a client over `connections_per_client` is closed) -> on a
 //! `[listener.tls]` listener, the TLS handshake in the connection's task (`tls`: the
-//! snapshot's rustls config, SNI picking the certificate) -> `http` serves the connection
-//! (HTTP/1.1, h2c, or either over TLS as ALPN said) -> `http::proxy` loads the snapshot, `limits`
+//! snapshot's rustls config, SNI picking the certificate) -> plain HTTP/1.1 on a listener the
+//! engine covers: Fulcrum's engine (`http1`: one task drives the client and the pooled upstream
+//! connection, calling `http`'s request-path decisions); h2c, TLS and the rest: hyper (`http`:
+//! HTTP/1.1, h2c, or either over TLS as ALPN said) -> `http::proxy` loads the snapshot, `limits`
 //! answers 429 to a client over its rate, `route` picks the pool, `balance` picks a backend, the request goes out over the
 //! worker's pooled connection (`http::client`), a connect failure moves it to another backend,
 //! and the response streams back; the access log records it when its last byte has gone.

@@ -16,34 +16,19 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
 
+use super::attempt::{attempt_once, BodyIn, Got, Shape};
 use super::buffers::{Buf, SIZE};
 use super::chunked::Decoder;
 use super::conn;
-use super::head::{self, Framing, RequestHead, ResponseHead, MAX_HEAD};
-use super::relay::{self, Encode, Limits, RelayError};
-use super::upstream::{self, Upstream};
+use super::head::{self, Framing, RequestHead};
+use super::relay::{self, Encode, Limits};
+use super::upstream::Upstream;
 use super::Stream;
-use crate::backend::InflightGuard;
-use crate::config::BackendId;
 use crate::health::passive;
 use crate::http::exchange::Exchange;
 use crate::http::{affinity, headers, target, ConnContext, ProxyError};
-use crate::pool::Pool;
 use crate::select::{self, Tried};
 use crate::{client_ip, clock};
-
-/// A backend's answer, not yet relayed.
-struct Got {
-    head: ResponseHead,
-    up: Upstream,
-    /// What followed the head (the body's start).
-    upbuf: Buf,
-    inflight: InflightGuard,
-    /// 1xx heads to pass on before the final one.
-    interim: Vec<u8>,
-    /// It came before the request body ended: the client connection closes after it.
-    early: bool,
-}
 
 /// Serves one request whose head is parsed; `buf` starts with it. `true`: the connection
 /// may carry another request.
@@ -326,229 +311,6 @@ pub async fn exchange<S: Stream>(
             // connection is dropped unfinished (it must not take a cut body as whole).
             finish.complete(0, false);
             false
-        }
-    }
-}
-
-/// What an attempt sends.
-#[derive(Clone, Copy)]
-struct Shape<'a> {
-    up_head: &'a [u8],
-    method: &'a Method,
-    replayable: bool,
-    upgrade: bool,
-    body: BodyIn,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct BodyIn {
-    framing: Framing,
-    limits: Limits,
-}
-
-enum Fail {
-    /// Failed before any response byte on a connection that may have gone stale.
-    Stale(io::Error),
-    Other(ProxyError),
-}
-
-/// One attempt on one backend: connect (or reuse), send, read the response head.
-async fn attempt_once<S: Stream>(
-    pool: &Pool,
-    index: BackendId,
-    client: &mut S,
-    buf: &mut Buf,
-    shape: Shape<'_>,
-    touched: &mut bool,
-) -> Result<Got, ProxyError> {
-    let backend = pool.backend(index);
-    let inflight = backend.state.acquire();
-    let mut up = upstream::checkout(
-        backend,
-        pool.upstream,
-        pool.connect_timeout,
-        pool.idle_timeout,
-    )
-    .await?;
-    let mut upbuf = Buf::take();
-    for fresh in [false, true] {
-        let mut interim = Vec::new();
-        match send_receive(
-            pool,
-            &mut up,
-            &mut upbuf,
-            client,
-            buf,
-            shape,
-            touched,
-            &mut interim,
-        )
-        .await
-        {
-            Ok((head, early)) => {
-                // A bad head: the connection is dropped with `up`, its body unread.
-                headers::check_response(head.status, &head.headers, shape.upgrade)?;
-                return Ok(Got {
-                    head,
-                    up,
-                    upbuf,
-                    inflight,
-                    interim,
-                    early,
-                });
-            }
-            Err(Fail::Stale(e)) => {
-                if up.reused && !fresh && !*touched {
-                    up = Box::pin(upstream::connect(
-                        backend,
-                        pool.upstream,
-                        pool.connect_timeout,
-                    ))
-                    .await?;
-                    continue;
-                }
-                return Err(if up.reused || *touched {
-                    ProxyError::UpstreamIo(e)
-                } else {
-                    ProxyError::NotSentIo(e)
-                });
-            }
-            Err(Fail::Other(err)) => return Err(err),
-        }
-    }
-    Err(ProxyError::NoBackend)
-}
-
-/// Sends the head (and body) and reads the response head (skipping 1xx into `interim`).
-#[allow(clippy::too_many_arguments)]
-async fn send_receive<S: Stream>(
-    pool: &Pool,
-    up: &mut Upstream,
-    upbuf: &mut Buf,
-    client: &mut S,
-    buf: &mut Buf,
-    shape: Shape<'_>,
-    touched: &mut bool,
-    interim: &mut Vec<u8>,
-) -> Result<(ResponseHead, bool), Fail> {
-    let timeout = pool.request_timeout;
-    let (mut r, mut w) = up.stream.split();
-    if shape.body.framing == Framing::None {
-        if let Err(e) = relay::write_all(&mut w, shape.up_head, timeout).await {
-            return Err(Fail::Stale(relay_io(e)));
-        }
-        let got =
-            tokio::time::timeout(timeout, read_head(&mut r, upbuf, shape.method, interim)).await;
-        return match got {
-            Err(_) => Err(Fail::Other(ProxyError::UpstreamTimeout)),
-            Ok(Err(Fail::Stale(e))) if !shape.replayable => {
-                Err(Fail::Other(ProxyError::UpstreamIo(e)))
-            }
-            Ok(got) => got.map(|h| (h, false)),
-        };
-    }
-    *touched = true;
-    let mut out = shape.up_head.to_vec();
-    let encode = match shape.body.framing {
-        Framing::Chunked => Encode::Chunked { trailers: false },
-        _ => Encode::Raw,
-    };
-    let sending = relay::relay(
-        client,
-        buf,
-        &mut w,
-        &mut out,
-        shape.body.framing,
-        encode,
-        shape.body.limits,
-    );
-    let receiving = read_head(&mut r, upbuf, shape.method, interim);
-    tokio::pin!(sending, receiving);
-    tokio::select! {
-        sent = &mut sending => match sent {
-            Ok(_) => match tokio::time::timeout(timeout, receiving).await {
-                Err(_) => Err(Fail::Other(ProxyError::UpstreamTimeout)),
-                Ok(Err(Fail::Stale(e))) => Err(Fail::Other(ProxyError::UpstreamIo(e))),
-                Ok(got) => got.map(|h| (h, false)),
-            },
-            // The backend stopped reading: it may have answered already (an early 413).
-            Err(RelayError::Write(_) | RelayError::WriteTimeout) => {
-                match tokio::time::timeout(timeout, receiving).await {
-                    Ok(Ok(h)) => Ok((h, true)),
-                    Ok(Err(Fail::Stale(e))) => Err(Fail::Other(ProxyError::UpstreamIo(e))),
-                    Ok(Err(fail)) => Err(fail),
-                    Err(_) => Err(Fail::Other(ProxyError::UpstreamTimeout)),
-                }
-            }
-            Err(e) => Err(Fail::Other(match e {
-                RelayError::TooLarge => ProxyError::BodyTooLarge,
-                RelayError::ReadTimeout => ProxyError::ClientTimeout,
-                RelayError::Framing => ProxyError::BadRequest("malformed request body"),
-                RelayError::Eof => ProxyError::ClientIo(io::ErrorKind::UnexpectedEof.into()),
-                RelayError::Read(e) => ProxyError::ClientIo(e),
-                e => ProxyError::UpstreamIo(relay_io(e)),
-            })),
-        },
-        got = &mut receiving => match got {
-            Err(Fail::Stale(e)) => Err(Fail::Other(ProxyError::UpstreamIo(e))),
-            got => got.map(|h| (h, true)),
-        },
-    }
-}
-
-fn relay_io(e: RelayError) -> io::Error {
-    match e {
-        RelayError::Read(e) | RelayError::Write(e) => e,
-        other => io::Error::other(other.to_string()),
-    }
-}
-
-/// Reads a response head into `upbuf`; 1xx heads (but 101) go to `interim`.
-async fn read_head<R: tokio::io::AsyncRead + Unpin>(
-    r: &mut R,
-    upbuf: &mut Buf,
-    method: &Method,
-    interim: &mut Vec<u8>,
-) -> Result<ResponseHead, Fail> {
-    let mut any = false;
-    loop {
-        if !upbuf.is_empty() {
-            match head::parse_response(upbuf.data(), method) {
-                Ok(h)
-                    if h.status.is_informational()
-                        && h.status != StatusCode::SWITCHING_PROTOCOLS =>
-                {
-                    interim.extend_from_slice(&upbuf.data()[..h.len]);
-                    upbuf.consume(h.len);
-                    continue;
-                }
-                Ok(h) => {
-                    upbuf.consume(h.len);
-                    return Ok(h);
-                }
-                Err(head::HeadError::Partial) => {}
-                Err(head::HeadError::Invalid("both Content-Length and Transfer-Encoding")) => {
-                    return Err(Fail::Other(ProxyError::BadResponse(
-                        "both Content-Length and Transfer-Encoding",
-                    )))
-                }
-                Err(_) => {
-                    return Err(Fail::Other(ProxyError::BadResponse(
-                        "malformed response head",
-                    )))
-                }
-            }
-        }
-        match upbuf.fill(r, MAX_HEAD + 1).await {
-            Ok(0) if !any => return Err(Fail::Stale(io::ErrorKind::UnexpectedEof.into())),
-            Ok(0) => {
-                return Err(Fail::Other(ProxyError::UpstreamIo(
-                    io::ErrorKind::UnexpectedEof.into(),
-                )))
-            }
-            Ok(_) => any = true,
-            Err(e) if !any => return Err(Fail::Stale(e)),
-            Err(e) => return Err(Fail::Other(ProxyError::UpstreamIo(e))),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! the key is unset (so the whole test suite runs on either). It goes away with the hyper
 //! path.
 
+mod attempt;
 mod buffers;
 pub(crate) mod chunked;
 mod conn;
