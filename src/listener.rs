@@ -548,7 +548,9 @@ async fn accept(
                     peer,
                     accepted,
                 };
-                serve_tls(stream, tls, protocol, conn, &builder, shutdown).await;
+                // Boxed: inline, the handshake's and hyper's futures would size every plain
+                // connection's task too (idle keep-alive connections included).
+                Box::pin(serve_tls(stream, tls, protocol, conn, &builder, shutdown)).await;
                 drop(guard);
                 return;
             }
