@@ -53,7 +53,12 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
                 };
                 match next_bytes(&mut conn, wait).await {
                     Some(buf) => buf,
-                    None => return,
+                    None => {
+                        if *conn.shutdown.borrow() {
+                            Box::pin(linger(&mut conn.stream)).await;
+                        }
+                        return;
+                    }
                 }
             }
         };
@@ -89,11 +94,41 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
         .await;
         if !keep || *conn.shutdown.borrow() {
             buf.release();
+            if keep {
+                // Kept alive until shutdown: the client may be sending its next request.
+                Box::pin(linger(&mut conn.stream)).await;
+            }
             return;
         }
         leftover = Some(buf);
         first = false;
     }
+}
+
+/// How long, and for how many bytes, a connection closed by a shutdown keeps reading.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Closes a keep-alive connection the client may be writing to as it closes (shutdown, a
+/// binary upgrade): FIN first, then what the client still sends is read and dropped, bounded
+/// in time and bytes. Closing a socket with unread bytes sends a reset instead, which the
+/// client sees as a failed request; an end of stream tells it the request was never taken,
+/// safe to send again on a new connection (RFC 9112 sections 9.3.1 and 9.6, nginx's
+/// `lingering_close`).
+async fn linger<S: Stream>(stream: &mut S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut total = 0;
+        while let Ok(n) = stream.read(&mut sink).await {
+            total += n;
+            if n == 0 || total > LINGER_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Waits up to `wait` for the client's next bytes; `None`: none came (closed, timed out), or
