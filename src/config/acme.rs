@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::file::Str;
+/// A string value with its location (as `file::Str`; named here so `file` alone imports `acme`).
+type Str = Spanned<String>;
 
 /// `acme = { ... }` as written.
 #[derive(Debug, Deserialize)]

@@ -3,7 +3,7 @@
 //! (`tls::client`, whose handshake counts within `connect_timeout`), then the protocol the
 //! pool's `protocol` names (or, for `auto`, the one ALPN chose).
 //!
-//! Idle lists are keyed by the backend's address and the pool's TLS settings ([`Key`]), so a
+//! Idle lists are keyed by the backend's address and the pool's TLS settings (`upstream_key`), so a
 //! plain and a TLS pool to the same address never share a connection.
 //!
 //! Each worker is a single-threaded runtime, so its pool is a thread-local: checking a
@@ -23,7 +23,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +36,7 @@ use super::error::ProxyError;
 use super::h2pool::{self, H2Sender, StreamGuard};
 use super::headers;
 use super::request_body::RequestBody;
+use super::upstream_key::Key;
 use crate::backend::{Backend, BackendState};
 use crate::config::UpstreamProtocol;
 use crate::pool::Pool;
@@ -53,23 +53,6 @@ pub enum Sender {
     H1(H1Sender),
     /// A stream on a shared HTTP/2 connection; `true`: over TLS (`https` as `:scheme`).
     H2(H2Sender, bool),
-}
-
-/// What an idle connection is kept under: the backend's address and the pool's TLS settings
-/// (`UpstreamTls::id`; 0 = plain).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Key {
-    addr: SocketAddr,
-    tls: u64,
-}
-
-impl Key {
-    fn of(pool: &Pool, backend: &Backend) -> Key {
-        Key {
-            addr: backend.addr,
-            tls: pool.tls.as_ref().map_or(0, |t| t.id),
-        }
-    }
 }
 
 struct Idle {

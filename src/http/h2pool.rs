@@ -30,9 +30,9 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Notify;
 
-use super::client::Key;
 use super::error::ProxyError;
 use super::request_body::RequestBody;
+use super::upstream_key::Key;
 use crate::backend::UpstreamSlot as Slot;
 use crate::tls::client::UpstreamIo;
 

@@ -16,6 +16,7 @@ mod proxy;
 mod request_body;
 mod response_body;
 pub(crate) mod target;
+mod upstream_key;
 mod watchdog;
 
 pub use error::ProxyError;

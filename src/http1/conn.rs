@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use super::buffers::Buf;
 use super::head::{self, HeadError, RequestHead, MAX_HEAD};
-use super::relay;
 use super::{forward, Stream};
 use crate::http::{ConnContext, ProxyError};
 
@@ -166,9 +165,4 @@ async fn read_head<S: Stream>(
             _ => return Ok(None),
         }
     }
-}
-
-/// Sends the bytes in `out` to the client (errors only close the connection).
-pub async fn send<S: Stream>(stream: &mut S, out: &[u8], timeout: Duration) -> bool {
-    relay::write_all(stream, out, timeout).await.is_ok() && relay::flush(stream).await.is_ok()
 }

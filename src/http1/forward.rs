@@ -19,7 +19,6 @@ use tokio::io::AsyncWriteExt;
 use super::attempt::{attempt_once, BodyIn, Got, Shape};
 use super::buffers::{Buf, SIZE};
 use super::chunked::Decoder;
-use super::conn;
 use super::head::{self, Framing, RequestHead};
 use super::relay::{self, Encode, Limits};
 use super::upstream::Upstream;
@@ -109,7 +108,7 @@ pub async fn exchange<S: Stream>(
     if prefetched {
         if expect_continue
             && buf.is_empty()
-            && !conn::send(client, b"HTTP/1.1 100 Continue\r\n\r\n", send_timeout).await
+            && !relay::send(client, b"HTTP/1.1 100 Continue\r\n\r\n", send_timeout).await
         {
             return false;
         }
@@ -326,7 +325,7 @@ async fn tunnel<S: Stream>(
 ) -> u64 {
     let mut first = head.to_vec();
     first.extend_from_slice(upbuf.data());
-    if !conn::send(client, &first, send_timeout).await {
+    if !relay::send(client, &first, send_timeout).await {
         return 0;
     }
     if !buf.is_empty() {
@@ -369,7 +368,7 @@ pub async fn write_response<S: Stream>(
     head::write_headers(&mut out, &parts.headers);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
-    conn::send(client, &out, timeout).await && !close
+    relay::send(client, &out, timeout).await && !close
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -175,3 +175,8 @@ where
 pub async fn flush<W: AsyncWrite + Unpin>(w: &mut W) -> Result<(), RelayError> {
     w.flush().await.map_err(RelayError::Write)
 }
+
+/// Sends the bytes in `out` to the client (errors only close the connection).
+pub async fn send<S: AsyncWrite + Unpin>(stream: &mut S, out: &[u8], timeout: Duration) -> bool {
+    write_all(stream, out, timeout).await.is_ok() && flush(stream).await.is_ok()
+}
