@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
-use super::{probe, report, Thresholds};
+use super::{grpc, probe, report, Thresholds};
 use crate::backend::{BackendState, CheckResult, Condition};
 use crate::chain::Chain;
 use crate::clock;
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, HealthKind};
 use crate::snapshot::Snapshot;
 
 /// The running checks of one snapshot; dropping it stops them.
@@ -176,7 +176,7 @@ impl Checker {
                 tls: pool.tls.as_deref(),
                 protocol: pool.protocol,
             };
-            let result = probe::check(self.addr, cfg, transport).await;
+            let result = check(self.addr, cfg, transport).await;
             self.state
                 .set_standby(matches!(&result, Err(e) if e.is_standby()));
             self.state.record_check(CheckResult {
@@ -213,6 +213,27 @@ impl Checker {
             tokio::time::sleep(jittered(cfg.interval, fastrand::f64())).await;
         }
     }
+}
+
+/// Runs one check of `backend` within the check's timeout; http and grpc checks go over
+/// `transport` (the pool's TLS and protocol).
+async fn check(
+    backend: SocketAddr,
+    cfg: &HealthConfig,
+    transport: probe::Transport<'_>,
+) -> Result<(), probe::ProbeError> {
+    let addr = probe::target(backend, cfg);
+    let run = async {
+        match cfg.kind {
+            HealthKind::Http => probe::http_check(addr, cfg, transport).await,
+            HealthKind::Tcp => probe::tcp_check(addr, cfg).await,
+            HealthKind::Postgres => probe::postgres_check(addr, cfg).await,
+            HealthKind::Grpc => grpc::check(addr, cfg, transport).await,
+        }
+    };
+    tokio::time::timeout(cfg.timeout, run)
+        .await
+        .unwrap_or(Err(probe::ProbeError::Timeout(cfg.timeout)))
 }
 
 #[cfg(test)]

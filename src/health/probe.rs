@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{HealthConfig, HealthKind, UpstreamProtocol};
+use crate::config::{HealthConfig, UpstreamProtocol};
 use crate::tls::client::{TlsError, UpstreamIo, UpstreamTls};
 
 /// How the pool's requests reach a backend, which http and grpc checks follow.
@@ -105,32 +105,11 @@ impl ProbeError {
 }
 
 /// The address a check goes to: the backend's, or its side `port`.
-pub fn target(backend: SocketAddr, cfg: &HealthConfig) -> SocketAddr {
+pub(super) fn target(backend: SocketAddr, cfg: &HealthConfig) -> SocketAddr {
     match cfg.port {
         0 => backend,
         port => SocketAddr::new(backend.ip(), port),
     }
-}
-
-/// Runs one check of `backend` within the check's timeout; http and grpc checks go over
-/// `transport` (the pool's TLS and protocol).
-pub async fn check(
-    backend: SocketAddr,
-    cfg: &HealthConfig,
-    transport: Transport<'_>,
-) -> Result<(), ProbeError> {
-    let addr = target(backend, cfg);
-    let run = async {
-        match cfg.kind {
-            HealthKind::Http => http_check(addr, cfg, transport).await,
-            HealthKind::Tcp => tcp_check(addr, cfg).await,
-            HealthKind::Postgres => postgres_check(addr, cfg).await,
-            HealthKind::Grpc => super::grpc::check(addr, cfg, transport).await,
-        }
-    };
-    tokio::time::timeout(cfg.timeout, run)
-        .await
-        .unwrap_or(Err(ProbeError::Timeout(cfg.timeout)))
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
@@ -161,7 +140,7 @@ pub(super) async fn open(
 }
 
 /// `GET path` with `Host:` the checked address; healthy when the status is in `expect_status`.
-async fn http_check(
+pub(super) async fn http_check(
     addr: SocketAddr,
     cfg: &HealthConfig,
     transport: Transport<'_>,
@@ -212,7 +191,7 @@ async fn http_check(
 }
 
 /// A connect; with `send`, the bytes are written; with `expect`, the reply must contain it.
-async fn tcp_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
+pub(super) async fn tcp_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
     let mut stream = connect(addr).await?;
     if !cfg.send.is_empty() {
         stream
@@ -264,7 +243,7 @@ const PG_ROLE_QUERY: &str = "SELECT pg_is_in_recovery(), \
     COALESCE(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::float8";
 
 /// Logs in (no TLS) and checks the role; a replica with `max_lag` also its replay lag.
-async fn postgres_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
+pub(super) async fn postgres_check(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), ProbeError> {
     use crate::config::PgRole;
     let Some(pg) = &cfg.postgres else {
         return Err(ProbeError::Role("unknown", "a configured role"));
@@ -319,8 +298,20 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    use super::{check, ProbeError};
+    use super::{ProbeError, Transport};
     use crate::config::HealthConfig;
+
+    /// One tcp check within its timeout, as the checker runs it.
+    async fn check(
+        addr: SocketAddr,
+        cfg: &HealthConfig,
+        _transport: Transport<'_>,
+    ) -> Result<(), ProbeError> {
+        let run = super::tcp_check(super::target(addr, cfg), cfg);
+        tokio::time::timeout(cfg.timeout, run)
+            .await
+            .unwrap_or(Err(ProbeError::Timeout(cfg.timeout)))
+    }
 
     /// A server that reads the check's command, answers `reply` in one write, then keeps the
     /// connection open (as Redis does) or closes it.
