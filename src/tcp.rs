@@ -173,6 +173,7 @@ where
         last_active: &last_active,
     };
     let (mut client_r, mut client_w) = tokio::io::split(client);
+    let watch = Watched::of(&up);
     let (mut back_r, mut back_w) = up.stream.split();
     let outbound = async {
         splice::copy_io(&mut client_r, &mut back_w, &to_backend).await?;
@@ -183,12 +184,6 @@ where
         client_w.shutdown().await
     };
     let both = async { tokio::try_join!(outbound, inbound).map(|_| ()) };
-    let watch = Watched {
-        addr: up.addr,
-        state: Arc::clone(&up.state),
-        idle_timeout: up.idle_timeout,
-        on_down: up.on_down,
-    };
     tokio::select! {
         r = both => r.map_err(TcpError::Io),
         e = watchdog(&watch, &last_active) => Err(e),
@@ -337,12 +332,7 @@ async fn forward(
         half_close(client)
     };
     let both = async { tokio::try_join!(outbound, inbound).map(|_| ()) };
-    let watch = Watched {
-        addr: up.addr,
-        state: Arc::clone(&up.state),
-        idle_timeout: up.idle_timeout,
-        on_down: up.on_down,
-    };
+    let watch = Watched::of(&up);
     tokio::select! {
         r = both => r.map_err(TcpError::Io),
         e = watchdog(&watch, &last_active) => Err(e),
@@ -355,6 +345,17 @@ struct Watched {
     state: Arc<BackendState>,
     idle_timeout: Duration,
     on_down: OnDown,
+}
+
+impl Watched {
+    fn of(up: &Upstream) -> Watched {
+        Watched {
+            addr: up.addr,
+            state: Arc::clone(&up.state),
+            idle_timeout: up.idle_timeout,
+            on_down: up.on_down,
+        }
+    }
 }
 
 /// Passes an EOF on: no more bytes will be written to `stream`.

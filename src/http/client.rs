@@ -73,28 +73,44 @@ thread_local! {
 
 /// Starts this worker's sweeper unless it runs already (new connections only).
 fn ensure_sweeper() {
-    SWEEPER.with(|cell| {
+    ensure_sweeping(&SWEEPER, || {
+        sweep_every(&IDLE, |idle: &Idle| idle.state.slot_waiters() > 0)
+    });
+}
+
+/// Starts `sweep` as the task whose handle `cell` keeps, unless it runs already (a finished
+/// one, after its runtime ended, is replaced). Shared with the HTTP/1 engine's pool.
+pub(crate) fn ensure_sweeping<F>(
+    cell: &'static std::thread::LocalKey<Cell<Option<tokio::task::AbortHandle>>>,
+    sweep: impl FnOnce() -> F,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    cell.with(|cell| {
         let running = cell.take().filter(|h| !h.is_finished());
         let handle = running.unwrap_or_else(|| tokio::spawn(sweep()).abort_handle());
         cell.set(Some(handle));
     });
 }
 
-/// Closes, every [`SWEEP_EVERY`], the idle connections of backends that requests wait for a
-/// slot of: their slots go to the waiters, on whatever worker.
-async fn sweep() {
+/// Closes, every [`SWEEP_EVERY`], the idle connections in `idle` that `waited` says requests
+/// wait for a slot of (their backend's): the slots go to the waiters, on whatever worker.
+/// Per entry, not per key: one address may be a backend of two pools (two states).
+pub(crate) async fn sweep_every<K: 'static, T: 'static>(
+    idle: &'static std::thread::LocalKey<RefCell<HashMap<K, Vec<T>>>>,
+    waited: impl Fn(&T) -> bool,
+) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         // Dropped outside the borrow: a closing connection must not find the map borrowed.
         let mut closing = Vec::new();
-        IDLE.with(|pool| {
+        idle.with(|pool| {
             for list in pool.borrow_mut().values_mut() {
-                // Per entry: one address may be a backend of two pools (two states).
                 let mut i = 0;
                 while i < list.len() {
-                    if list[i].state.slot_waiters() > 0 {
+                    if waited(&list[i]) {
                         closing.push(list.remove(i));
                     } else {
                         i += 1;

@@ -6,7 +6,7 @@
 // `affinity`, `exchange`, `headers`, `target` and `ProxyError` are also the HTTP/1 engine's
 // (`http1`, the layer above): the request path's decisions live here once, for both engines.
 pub(crate) mod affinity;
-mod client;
+pub(crate) mod client;
 mod error;
 pub(crate) mod exchange;
 mod framing;

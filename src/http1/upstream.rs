@@ -6,7 +6,7 @@
 //! past the pool's `idle_timeout`, or that the backend closed (a read that does not block),
 //! is dropped at checkout; a connection handed back while requests wait for a slot of its
 //! backend is closed so the slot goes to a waiter; and a worker that has made capped
-//! connections sweeps its idle ones every [`SWEEP_EVERY`] for backends with waiters.
+//! connections sweeps its idle ones (`http::client`'s sweeper) for backends with waiters.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use crate::backend::{Backend, UpstreamCap, UpstreamSlot};
-use crate::http::ProxyError;
+use crate::http::{client, ProxyError};
 
 const MAX_IDLE_PER_BACKEND: usize = 256;
-const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 /// An upstream connection checked out for one exchange.
 #[derive(Debug)]
@@ -111,33 +110,9 @@ pub async fn connect(
     })
 }
 
+/// Starts this worker's sweeper (`http::client`'s, over this pool's idle lists).
 fn ensure_sweeper() {
-    SWEEPER.with(|cell| {
-        let running = cell.take().filter(|h| !h.is_finished());
-        let handle = running.unwrap_or_else(|| tokio::spawn(sweep()).abort_handle());
-        cell.set(Some(handle));
+    client::ensure_sweeping(&SWEEPER, || {
+        client::sweep_every(&IDLE, |up: &Upstream| up.slot.state().slot_waiters() > 0)
     });
-}
-
-/// Closes idle connections of backends that requests wait for a slot of.
-async fn sweep() {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let mut closing = Vec::new();
-        IDLE.with(|pool| {
-            for list in pool.borrow_mut().values_mut() {
-                let mut i = 0;
-                while i < list.len() {
-                    if list[i].slot.state().slot_waiters() > 0 {
-                        closing.push(list.remove(i));
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-        });
-        drop(closing);
-    }
 }
