@@ -493,13 +493,15 @@ async fn accept(
         };
         // The connection's one look at the listener before it is served.
         // Its TLS config too: the handshake runs with the certificates of this snapshot.
-        let (limit, protocol, proxy_header, tls) = {
+        // And whether the HTTP/1 engine covers it (`snapshot::engine_serves`).
+        let (limit, protocol, proxy_header, tls, engine) = {
             let snapshot = shared.snapshot.load();
             snapshot.listener(index).map_or(
-                (usize::MAX, ListenerProtocol::Http, false, None),
+                (usize::MAX, ListenerProtocol::Http, false, None, false),
                 |l| {
                     let header = proxy_protocol::expected(l, &snapshot, peer);
-                    (l.max_connections, l.protocol, header, l.tls.clone())
+                    let tls = l.tls.clone();
+                    (l.max_connections, l.protocol, header, tls, l.http1_engine)
                 },
             )
         };
@@ -573,7 +575,7 @@ async fn accept(
                 activity: Arc::new(Activity::new(accepted)),
                 requests: AtomicU32::new(0),
             });
-            http1::serve_tcp(&builder, stream, cx, shutdown).await;
+            http1::serve_tcp(&builder, stream, cx, engine, shutdown).await;
             drop(guard);
         });
     }
