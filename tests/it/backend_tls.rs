@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use crate::support::client::{get, http1};
 use crate::support::eventually;
-use crate::support::pki::{Ca, TlsBackend};
 use crate::support::proxy::{run_cli, write_file, Config, Process, Proxy};
+use crate::support::tls::Ca;
+use crate::support::tls_backend::TlsBackend;
 
 /// A config file with one http listener on port 0 and pool "p" over `backend`, the pool's
 /// extra lines (`protocol`, `[pool.tls]`...) appended.

@@ -8,12 +8,12 @@ pub mod external;
 pub mod flip;
 pub mod logged;
 pub mod pebble;
-pub mod pki;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
 pub mod tcp;
 pub mod tls;
+pub mod tls_backend;
 pub mod wait;
 pub mod writes;
 

@@ -101,6 +101,18 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A certificate for exactly `names` (DNS names, or IP addresses as IP SANs), as a backend
+    /// or a client presents it.
+    pub fn issue(&self, names: &[&str]) -> Leaf {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "fulcrum test");
+        self.sign(params)
+    }
+
     /// A client certificate with subject `CN=cn, O=Fulcrum Tests` and an email SAN.
     pub fn client(&self, cn: &str) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();

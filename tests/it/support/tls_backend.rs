@@ -1,9 +1,8 @@
-//! Test certificates made at test time with rcgen: a CA, server and client certificates it
-//! signs, and TLS backends (tokio-rustls + hyper) that serve HTTP/1.1 and h2 over them.
+//! TLS backends (tokio-rustls + hyper) that serve HTTP/1.1 and h2 with certificates of the
+//! test CA (`support::tls::Ca`), optionally asking clients for certificates.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -14,73 +13,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// A certificate authority for one test.
-pub struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, as PEM.
-pub struct Issued {
-    pub cert: String,
-    pub key: String,
-}
-
-impl Ca {
-    pub fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Ca { issuer }
-    }
-
-    pub fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses) signed by this CA.
-    pub fn issue(&self, names: &[&str]) -> Issued {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "fulcrum test");
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Issued {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    /// Writes this CA's certificate to `dir/name`.
-    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        super::proxy::write_file(dir, name, &self.pem())
-    }
-}
-
-impl Issued {
-    /// Writes `NAME.pem` and `NAME.key` into `dir`: (cert path, key path).
-    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        (
-            super::proxy::write_file(dir, &format!("{name}.pem"), &self.cert),
-            super::proxy::write_file(dir, &format!("{name}.key"), &self.key),
-        )
-    }
-}
+use super::tls::{Ca, Leaf};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -97,19 +35,19 @@ pub struct TlsBackend {
 impl TlsBackend {
     /// `alpn`: the protocols it offers (`["h2", "http/1.1"]`...); `client_ca`: require client
     /// certificates signed by it.
-    pub async fn start(server: &Issued, alpn: &[&str], client_ca: Option<&Ca>) -> TlsBackend {
+    pub async fn start(server: &Leaf, alpn: &[&str], client_ca: Option<&Ca>) -> TlsBackend {
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(server.cert.as_bytes())
+            CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
                 .collect::<Result<_, _>>()
                 .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(server.key.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap();
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap();
         let builder = match client_ca {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
-                roots.add(ca.issuer.der().clone()).unwrap();
+                roots.add(ca.der()).unwrap();
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider(),
