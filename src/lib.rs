@@ -51,6 +51,7 @@ mod budget;
 mod chain;
 mod client_ip;
 mod clock;
+mod discovery;
 mod error;
 mod health;
 mod http;

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     pub limited: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
+    /// DNS discovery, per resolution (cold path: a few per TTL).
+    pub dns_resolutions: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -122,6 +124,11 @@ impl Metrics {
                 "Requests served, by the client's region and the serving backend's region.",
                 &["client_region", "served_region"],
             ),
+            dns_resolutions: counter(
+                "fulcrum_dns_resolutions_total",
+                "DNS discovery resolutions, by pool and result (ok, nxdomain, no_records, timeout, error).",
+                &["pool", "result"],
+            ),
             connections_refused: counter(
                 "fulcrum_connections_refused_total",
                 "Client connections closed at accept, by listener and reason (max_connections, descriptors).",
@@ -138,7 +145,7 @@ impl Metrics {
                 &["listener", "result"],
             ),
         };
-        let all: [Box<dyn Collector>; 12] = [
+        let all: [Box<dyn Collector>; 13] = [
             Box::new(m.requests.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.backend_up.clone()),
@@ -151,6 +158,7 @@ impl Metrics {
             Box::new(m.connections_refused.clone()),
             Box::new(m.limited.clone()),
             Box::new(m.tls_handshakes.clone()),
+            Box::new(m.dns_resolutions.clone()),
         ];
         for c in all {
             if let Err(e) = m.registry.register(c) {

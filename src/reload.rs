@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::chain::Chain;
 use crate::config::{fingerprint, Config, ConfigDiff, ConfigErrors};
+use crate::discovery::{self, Discovered, DiscoveryTasks, NameStatus, OnChange};
 use crate::health::checker::{self, HealthTasks};
 use crate::listener::{BindError, InheritedListener, Sockets};
 use crate::snapshot::Live;
@@ -91,6 +92,10 @@ struct State {
     /// The listening sockets, dealt to the workers.
     sockets: Sockets,
     health: HealthTasks,
+    /// One resolution task per `dns`/`srv` backend of `config`.
+    discovery: DiscoveryTasks,
+    /// Built when a config first names a DNS backend.
+    resolver: Option<hickory_resolver::TokioResolver>,
     /// Hash of the file last read (applied or not): the watcher skips unchanged content.
     seen: Option<u64>,
     last: Option<ReloadResult>,
@@ -113,6 +118,16 @@ impl std::fmt::Debug for Hook {
     }
 }
 
+/// The [`OnChange`] hook, set once when discovery starts.
+#[derive(Default)]
+struct ChangeHook(std::sync::OnceLock<OnChange>);
+
+impl std::fmt::Debug for ChangeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangeHook")
+    }
+}
+
 /// Owns everything a reload changes; shared by the `Handle` and the triggers.
 #[derive(Debug)]
 pub struct Reloader {
@@ -121,14 +136,22 @@ pub struct Reloader {
     control: tokio::runtime::Handle,
     state: Mutex<State>,
     on_applied: Hook,
+    /// The last good answer of every DNS name: every snapshot is built from the config
+    /// expanded with it.
+    discovered: Arc<Discovered>,
+    /// How a discovery task asks for a rebuild (set once by [`Reloader::start_discovery`]).
+    on_change: ChangeHook,
 }
 
 impl Reloader {
+    /// `discovered` and `resolver`: what the first snapshot was built with (see
+    /// `discovery::first_round`).
     pub(crate) fn new(
         shared: Arc<Live>,
         config: Config,
         sockets: Sockets,
         control: tokio::runtime::Handle,
+        (discovered, resolver): (Arc<Discovered>, Option<hickory_resolver::TokioResolver>),
     ) -> Reloader {
         let health = checker::spawn(&shared.snapshot.load(), &control);
         let path = config.source.clone();
@@ -147,11 +170,70 @@ impl Reloader {
                 config,
                 sockets,
                 health,
+                discovery: DiscoveryTasks::none(),
+                resolver,
                 seen,
                 last: None,
             }),
             on_applied: Hook::default(),
+            discovered,
+            on_change: ChangeHook::default(),
         }
+    }
+
+    /// Starts re-resolving the config's DNS backends; an answer that changes rebuilds the
+    /// snapshot through this reloader (held weakly: the tasks never keep it alive).
+    pub(crate) fn start_discovery(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let hook: OnChange = Arc::new(move || {
+            if let Some(reloader) = weak.upgrade() {
+                reloader.rebuild_discovered();
+            }
+        });
+        let _ = self.on_change.0.set(hook);
+        let mut state = self.lock();
+        let config = state.config.clone();
+        self.follow_names(&mut state, &config);
+    }
+
+    /// Restarts the resolution tasks when `config`'s names differ from the running ones.
+    fn follow_names(&self, state: &mut State, config: &Config) {
+        let Some(on_change) = self.on_change.0.get() else {
+            return;
+        };
+        if state.discovery.serve(config) {
+            return;
+        }
+        if state.resolver.is_none() && discovery::any(config) {
+            match discovery::resolver(&config.global) {
+                Ok(r) => state.resolver = Some(r),
+                Err(e) => tracing::error!("DNS backends are not resolved: {e}"),
+            }
+        }
+        state.discovery = match &state.resolver {
+            Some(resolver) => {
+                discovery::spawn(config, resolver, &self.discovered, &self.control, on_change)
+            }
+            None => DiscoveryTasks::none(),
+        };
+    }
+
+    /// A DNS answer changed: the running config is built again with the new addresses.
+    fn rebuild_discovered(&self) {
+        let mut state = self.lock();
+        if state.stopping {
+            return;
+        }
+        let config = state.config.clone();
+        if let Err(e) = self.apply(&mut state, config) {
+            tracing::error!("rebuild after a DNS change failed: {}", Chain(&e));
+        }
+    }
+
+    /// Every DNS name of the running config with its current addresses (the status API).
+    pub fn dns_names(&self) -> Vec<NameStatus> {
+        let state = self.lock();
+        self.discovered.status(&state.config)
     }
 
     /// Sets the hook told of every applied config (once; a second call is ignored).
@@ -256,7 +338,12 @@ impl Reloader {
     /// Validated config -> running: build, bind added listeners, swap, hand over, retire.
     fn apply(&self, state: &mut State, config: Config) -> Result<String, ReloadError> {
         let old = self.shared.snapshot.load_full();
-        let next = Snapshot::build(&config, Some(&old), self.shared.metrics);
+        // The names' addresses found so far join the pools as ordinary backends.
+        let next = Snapshot::build(
+            &self.discovered.expand(&config),
+            Some(&old),
+            self.shared.metrics,
+        );
 
         // Bind every added listener before anything changes: a bind error fails the reload.
         let mut added = Vec::new();
@@ -279,6 +366,7 @@ impl Reloader {
 
         // The verdicts live in the carried BackendState; the old checks stop when dropped.
         state.health = checker::spawn(&next, &self.control);
+        self.follow_names(state, &config);
         if config.global != state.config.global {
             tracing::warn!("[global] changed: it takes effect at the next restart");
         }

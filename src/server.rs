@@ -185,7 +185,24 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
         .map(crate::admin::read_token)
         .transpose()?;
     let admin_bind = config.global.admin;
-    let mut live = Live::new(&config, options.metrics, options.tcp_forwarding);
+    // DNS backends resolved once before the first snapshot, so pools start with them.
+    let discovered = Arc::new(crate::discovery::Discovered::default());
+    let resolver = if crate::discovery::any(&config) {
+        let resolver = crate::discovery::resolver(&config.global)?;
+        control_thread.block_on(crate::discovery::first_round(
+            &config,
+            &resolver,
+            &discovered,
+        ))?;
+        Some(resolver)
+    } else {
+        None
+    };
+    let mut live = Live::new(
+        &discovered.expand(&config),
+        options.metrics,
+        options.tcp_forwarding,
+    );
     // Binary upgrade: what the old process had down gets no traffic before the checks say so.
     health::checker::start_down(&live.snapshot.load(), &handover.down);
     // Client connections leave descriptors for the upstream ones (see `listener`).
@@ -206,7 +223,9 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
         config,
         sockets,
         control_thread.handle().clone(),
+        (discovered, resolver),
     ));
+    reloader.start_discovery();
     // ACME orders run on the control runtime and follow the listeners across reloads.
     crate::acme::start(
         &reloader,

@@ -77,6 +77,7 @@ impl Harness {
                 config,
                 sockets,
                 runtime.handle().clone(),
+                (Default::default(), None),
             ))
         };
         let admin = Arc::new(Admin {

@@ -113,7 +113,7 @@ function render(s) {
     return '<section class="pool"><h2>' + esc(p.name) + '<span class="sub">' + up + " of " +
       p.backends.length + " up" + (standby ? " · " + standby + " standby" : "") +
       (tcp ? " · tcp" : "") + (p.health_check ? " · active checks" : "") +
-      (p.fail_open_active ? ' · <span class="err">FAIL-OPEN</span>' : "") + "</span></h2>" +
+      (p.fail_open_active ? ' · <span class="err">FAIL-OPEN</span>' : "") + "</span></h2>" + dnsNames(p) +
       "<table><thead><tr><th>Backend</th><th>State</th><th>Region</th><th class=num>Weight</th>" +
       (tcp ? "<th class=num>Open</th><th class=num>Conn/s</th><th class=num>Connections</th>"
            : "<th class=num>In flight</th><th class=num>Req/s</th><th class=num>Requests</th><th class=num>5xx</th>") +
@@ -121,6 +121,13 @@ function render(s) {
       "</tbody></table></section>";
   }).join("");
   previous = {at: now, data: s};
+}
+// A pool's DNS names (dns / srv backends): each with its current addresses and last error.
+function dnsNames(p) {
+  return (p.dns || []).map(n => '<div class="why" data-dns="' + esc(n.name) + '">' + esc(n.kind) + " " +
+    esc(n.name) + " → " + esc(n.addresses.join(", ") || "no addresses yet") +
+    (n.resolved_at ? " · resolved " + esc(ago(n.resolved_at)) : "") +
+    (n.error ? ' · <span class="err">' + esc(n.error) + "</span>" : "") + "</div>").join("");
 }
 // Every button of the pools, drawn and redrawn, through one listener.
 document.getElementById("pools").addEventListener("click", e => {

@@ -10,6 +10,7 @@ use super::{epoch, Admin};
 use crate::acme_state::AcmeStatus;
 use crate::clock;
 use crate::config::{PoolId, Protocol};
+use crate::discovery::NameStatus;
 use crate::reload::ReloadResult;
 use crate::snapshot::Snapshot;
 
@@ -99,7 +100,7 @@ pub fn of(admin: &Admin) -> Value {
         "started_at": epoch(admin.started_at),
         "uptime_seconds": admin.started.elapsed().as_secs_f64(),
         "listeners": listeners,
-        "pools": pools(&snapshot),
+        "pools": pools(&snapshot, &admin.reloader.dns_names()),
         "regions": regions,
         "last_reload": admin.reloader.last_reload().as_ref().map(reload_json),
     });
@@ -121,7 +122,18 @@ pub fn reload_json(r: &ReloadResult) -> Value {
     })
 }
 
-fn pools(snapshot: &Snapshot) -> Vec<Value> {
+/// A DNS backend: its name, current addresses and last resolution.
+fn dns_json(n: &NameStatus) -> Value {
+    json!({
+        "kind": n.kind,
+        "name": n.name,
+        "addresses": n.addresses.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
+        "resolved_at": n.resolved_at.map(epoch),
+        "error": n.error,
+    })
+}
+
+fn pools(snapshot: &Snapshot, names: &[NameStatus]) -> Vec<Value> {
     let now = clock::now_ms();
     snapshot
         .pools
@@ -174,6 +186,11 @@ fn pools(snapshot: &Snapshot) -> Vec<Value> {
                 "health_check": p.health.is_some(),
                 "fail_open_active": p.fail_open_active.load(Ordering::Relaxed),
                 "backends": backends,
+                "dns": names
+                    .iter()
+                    .filter(|n| *n.pool == *p.name)
+                    .map(dns_json)
+                    .collect::<Vec<_>>(),
             })
         })
         .collect()

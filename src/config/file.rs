@@ -65,6 +65,8 @@ pub(super) struct RawGlobal {
     pub access_log_format: Option<Str>,
     pub state_dir: Option<Str>,
     pub http1_engine: Option<Str>,
+    /// DNS servers `"ip:port"` (or `"ip"`) for discovery; empty = /etc/resolv.conf.
+    pub resolvers: Option<Vec<Str>>,
 }
 
 /// `[[listener]]`.
@@ -164,6 +166,16 @@ pub(super) struct RawPool {
     /// `"http1"` | `"h2c"` | `"h2"` | `"auto"`.
     pub protocol: Option<Str>,
     pub tls: Option<Spanned<RawPoolTls>>,
+    pub dns: Option<Spanned<RawPoolDns>>,
+}
+
+/// `[pool.dns]`: re-resolution of the pool's `dns` and `srv` backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPoolDns {
+    pub min_ttl: Option<Str>,
+    pub max_ttl: Option<Str>,
+    pub require: Option<Spanned<bool>>,
 }
 
 /// `[pool.tls]`: TLS to the backends.
@@ -213,6 +225,10 @@ pub(super) struct RawPassive {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
     pub address: Option<Str>,
+    /// `"name:port"`: A and AAAA records, re-resolved on their TTL.
+    pub dns: Option<Str>,
+    /// `"_svc._proto.name"`: SRV records (targets, ports, weights).
+    pub srv: Option<Str>,
     pub weight: Option<Int>,
     pub region: Option<Str>,
 }

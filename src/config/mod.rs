@@ -9,6 +9,7 @@
 pub mod acme;
 pub mod backend_tls;
 pub mod diff;
+pub mod dns;
 mod error;
 mod file;
 pub(crate) mod files;
@@ -19,6 +20,7 @@ mod validate;
 pub use acme::AcmeConfig;
 pub use backend_tls::{BackendTls, CaBundle, ClientIdentity, UpstreamProtocol};
 pub use diff::{diff, ConfigDiff};
+pub use dns::{DnsBackend, DnsSettings, DnsTarget};
 pub use error::{ConfigError, ConfigErrors};
 pub use health::{
     HealthConfig, HealthKind, PassiveConfig, PgRole, PostgresCheck, StatusRanges, MAX_EJECTION,
@@ -163,6 +165,8 @@ pub struct Global {
     /// Transitional (issue 17): which HTTP/1 implementation serves clients. `None` (unset):
     /// Fulcrum's engine, unless the environment's `FULCRUM_HTTP1_ENGINE` is `hyper`.
     pub http1_engine: Option<Http1Engine>,
+    /// DNS servers for discovery (`dns`/`srv` backends); empty: the system's resolv.conf.
+    pub resolvers: Vec<SocketAddr>,
 }
 
 /// `http1_engine` (transitional, until the hyper HTTP/1 path is deleted).
@@ -364,7 +368,13 @@ pub struct PoolConfig {
     pub hash_key: HashKey,
     /// `sticky_cookie` only: the cookie's name. Default `FULCRUM_STICKY`.
     pub sticky_cookie: String,
+    /// Backends with literal addresses.
     pub backends: Vec<BackendConfig>,
+    /// Backends given by DNS names: their addresses join `backends` in every snapshot, as
+    /// `crate::discovery` finds them.
+    pub names: Vec<DnsBackend>,
+    /// `[pool.dns]`.
+    pub dns: DnsSettings,
     /// Pool that serves when no backend here is available (validated: another pool, no cycle).
     pub backup: Option<PoolId>,
     /// A backend that comes back (or is added) ramps to its full share over this time.
@@ -515,6 +525,7 @@ impl Default for Global {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             access_log_format: AccessLogFormat::Combined,
             http1_engine: None,
+            resolvers: Vec::new(),
         }
     }
 }
@@ -536,6 +547,8 @@ impl PoolConfig {
             hash_key: HashKey::ClientIp,
             sticky_cookie: "FULCRUM_STICKY".to_string(),
             backends,
+            names: Vec::new(),
+            dns: DnsSettings::default(),
             backup: None,
             slow_start: Duration::ZERO,
             fail_open: false,

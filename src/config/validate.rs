@@ -12,6 +12,7 @@
 
 mod acme;
 mod backend_tls;
+mod dns;
 mod health;
 mod listeners;
 mod pools;
@@ -316,6 +317,7 @@ impl Cx<'_> {
                 d.http1_engine,
                 values::http1_engine,
             ),
+            resolvers: self.resolvers(g.resolvers.as_ref()),
         };
         if let (Some(addr), None) = (global.admin, &global.admin_token_file) {
             if !addr.ip().is_loopback() {

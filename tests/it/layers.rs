@@ -43,6 +43,9 @@ const LAYERS: &[&[&str]] = &[
     &["http1"],
     &["listener"],
     &["worker"],
+    // DNS discovery: the reloader builds every snapshot from the config expanded with the
+    // names' answers, and the resolution tasks ask it (through a hook) to rebuild.
+    &["discovery"],
     &["reload", "upgrade"],
     // ACME orders put certificates in service through the reloader.
     &["acme"],

@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::{key, label, values, Cx};
 use crate::config::file::{RawBackend, RawPool, Str};
 use crate::config::{
-    BackendConfig, BalanceKind, HealthKind, PoolConfig, PoolId, RetryOn, UpstreamProtocol,
+    BackendConfig, BalanceKind, DnsBackend, DnsTarget, HealthKind, PoolConfig, PoolId, RetryOn, UpstreamProtocol,
 };
 
 impl Cx<'_> {
@@ -186,14 +186,14 @@ impl Cx<'_> {
                 self.error(v.span(), &key(prefix, field), message);
             }
         }
-        let backends = match &r.backends {
+        let (backends, names) = match &r.backends {
             Some(list) if list.get_ref().is_empty() => {
                 self.error(
                     list.span(),
                     &key(prefix, "backends"),
                     "must list at least one backend",
                 );
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
             Some(list) => self.backends(list.get_ref(), prefix),
             None => {
@@ -202,9 +202,10 @@ impl Cx<'_> {
                     &key(prefix, "backends"),
                     "missing (required): a pool needs at least one backend",
                 );
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         };
+        let dns = self.pool_dns(r.dns.as_ref(), prefix);
         let slow_start = self.opt_str(
             r.slow_start.as_ref(),
             &key(prefix, "slow_start"),
@@ -268,23 +269,28 @@ impl Cx<'_> {
             hash_key,
             sticky_cookie,
             backends,
+            names,
+            dns,
             ..d
         }
     }
 
-    /// A pool's `backends`; an address listed twice is an error (it would double its weight).
-    fn backends(&mut self, raw: &[Spanned<RawBackend>], pool: &str) -> Vec<BackendConfig> {
+    /// A pool's `backends`: literal addresses, and names to resolve (`dns`, `srv`). Each entry
+    /// has exactly one of `address`, `dns`, `srv`; an address or a name listed twice is an
+    /// error (it would double its weight).
+    fn backends(
+        &mut self,
+        raw: &[Spanned<RawBackend>],
+        pool: &str,
+    ) -> (Vec<BackendConfig>, Vec<DnsBackend>) {
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut seen_names: HashMap<DnsTarget, usize> = HashMap::new();
         let mut out = Vec::new();
+        let mut names = Vec::new();
         for (i, b) in raw.iter().enumerate() {
             let r = b.get_ref();
-            let prefix = format!("{pool}: {}", label("backend", r.address.as_ref(), i));
-            let address = self.req_str(
-                r.address.as_ref(),
-                b.span(),
-                &key(&prefix, "address"),
-                values::backend_addr,
-            );
+            let written = r.address.as_ref().or(r.dns.as_ref()).or(r.srv.as_ref());
+            let prefix = format!("{pool}: {}", label("backend", written, i));
             let weight = self.opt_int(
                 r.weight.as_ref(),
                 &key(&prefix, "weight"),
@@ -294,6 +300,35 @@ impl Cx<'_> {
             let region = self
                 .maybe_str(r.region.as_ref(), &key(&prefix, "region"), values::name)
                 .unwrap_or_default();
+            let given = [&r.address, &r.dns, &r.srv]
+                .iter()
+                .filter(|v| v.is_some())
+                .count();
+            if given > 1 {
+                self.error(
+                    b.span(),
+                    &key(&prefix, "address"),
+                    "give one of address, dns or srv, not several",
+                );
+                continue;
+            }
+            if r.dns.is_some() || r.srv.is_some() {
+                let Some(name) = self.dns_backend(b, &prefix, weight, region) else {
+                    continue;
+                };
+                let span = written.map_or(b.span(), Spanned::span);
+                let k = key(&prefix, name.target.kind());
+                if self.unique(&mut seen_names, name.target.clone(), span, &k, "name in this pool") {
+                    names.push(name);
+                }
+                continue;
+            }
+            let address = self.req_str(
+                r.address.as_ref(),
+                b.span(),
+                &key(&prefix, "address"),
+                values::backend_addr,
+            );
             let (Some(address), Some(span)) = (address, r.address.as_ref().map(Spanned::span))
             else {
                 continue;
@@ -312,6 +347,6 @@ impl Cx<'_> {
                 });
             }
         }
-        out
+        (out, names)
     }
 }

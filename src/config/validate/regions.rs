@@ -162,7 +162,15 @@ impl Cx<'_> {
                 if !defined(region.get_ref()) {
                     let k = format!(
                         "{prefix}: {}: region",
-                        label("backend", b.get_ref().address.as_ref(), j)
+                        label(
+                            "backend",
+                            b.get_ref()
+                                .address
+                                .as_ref()
+                                .or(b.get_ref().dns.as_ref())
+                                .or(b.get_ref().srv.as_ref()),
+                            j
+                        )
                     );
                     let msg = format!(
                         "no [[region]] named {:?} (when regions are defined, a backend's region must be one of them)",

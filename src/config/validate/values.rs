@@ -113,7 +113,7 @@ pub(super) fn queue_timeout(text: &str) -> Result<Duration, Msg> {
     duration_in(text, Duration::ZERO, Duration::from_secs(60))
 }
 
-/// `ip:port`, with IPv6 in brackets. Names are not resolved here (DNS backends come later).
+/// `ip:port`, with IPv6 in brackets. Names are not addresses: a name is a `dns` backend (`validate/dns.rs`).
 pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, Msg> {
     text.parse().map_err(|_| {
         format!("must be an address such as \"10.0.0.1:8080\" or \"[::1]:8080\", got {text:?}")
