@@ -22,8 +22,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::config::LookupIpStrategy;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
@@ -89,7 +89,9 @@ impl From<NetError> for Failure {
     fn from(e: NetError) -> Failure {
         let outcome = match &e {
             NetError::Timeout => Outcome::Timeout,
-            NetError::Dns(DnsError::NoRecordsFound(n)) if n.response_code == ResponseCode::NXDomain => {
+            NetError::Dns(DnsError::NoRecordsFound(n))
+                if n.response_code == ResponseCode::NXDomain =>
+            {
                 Outcome::Nxdomain
             }
             NetError::Dns(DnsError::NoRecordsFound(_)) => Outcome::NoRecords,
@@ -191,7 +193,8 @@ impl Discovered {
         let entry = entries.entry(key.clone()).or_default();
         match result {
             Ok(answer) => {
-                let changed = entry.answer.as_ref().map(|a| &a.addresses) != Some(&answer.addresses);
+                let changed =
+                    entry.answer.as_ref().map(|a| &a.addresses) != Some(&answer.addresses);
                 entry.answer = Some(answer.clone());
                 entry.resolved_at = Some(SystemTime::now());
                 entry.error = None;
@@ -267,11 +270,17 @@ pub(crate) fn resolver(global: &Global) -> Result<TokioResolver, DiscoveryError>
 }
 
 /// Resolves one name once.
-pub(crate) async fn resolve(resolver: &TokioResolver, target: &DnsTarget) -> Result<Answer, Failure> {
+pub(crate) async fn resolve(
+    resolver: &TokioResolver,
+    target: &DnsTarget,
+) -> Result<Answer, Failure> {
     match target {
         DnsTarget::Host { name, port } => {
             let (ips, ttl) = host(resolver, name).await?;
-            Ok(answer(ips.into_iter().map(|ip| (SocketAddr::new(ip, *port), 1)), ttl))
+            Ok(answer(
+                ips.into_iter().map(|ip| (SocketAddr::new(ip, *port), 1)),
+                ttl,
+            ))
         }
         DnsTarget::Srv { name } => {
             let lookup = resolver.srv_lookup(fqdn(name)).await?;
@@ -297,15 +306,23 @@ pub(crate) async fn resolve(resolver: &TokioResolver, target: &DnsTarget) -> Res
                     Ok((ips, t)) => {
                         ttl = ttl.min(t.as_secs().try_into().unwrap_or(u32::MAX));
                         let weight = u32::from(srv.weight);
-                        addresses.extend(ips.into_iter().map(|ip| (SocketAddr::new(ip, srv.port), weight)));
+                        addresses.extend(
+                            ips.into_iter()
+                                .map(|ip| (SocketAddr::new(ip, srv.port), weight)),
+                        );
                     }
-                    Err(f) => tracing::warn!(srv = %name, %target, "SRV target does not resolve: {}", f.message),
+                    Err(f) => {
+                        tracing::warn!(srv = %name, %target, "SRV target does not resolve: {}", f.message)
+                    }
                 }
             }
             if addresses.is_empty() {
                 return Err(no_records(name));
             }
-            Ok(answer(addresses.into_iter(), Duration::from_secs(ttl.into())))
+            Ok(answer(
+                addresses.into_iter(),
+                Duration::from_secs(ttl.into()),
+            ))
         }
     }
 }

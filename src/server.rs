@@ -189,11 +189,14 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
     let discovered = Arc::new(crate::discovery::Discovered::default());
     let resolver = if crate::discovery::any(&config) {
         let resolver = crate::discovery::resolver(&config.global)?;
-        control_thread.block_on(crate::discovery::first_round(
-            &config,
-            &resolver,
-            &discovered,
-        ))?;
+        // On the control runtime, waited for from this thread (which may itself be driving
+        // a runtime: `start` is called from async code too, so no `block_on` here).
+        let (done, wait) = std::sync::mpsc::channel();
+        let (c, r, d) = (config.clone(), resolver.clone(), Arc::clone(&discovered));
+        control_thread.spawn(async move {
+            let _ = done.send(crate::discovery::first_round(&c, &r, &d).await);
+        });
+        wait.recv().unwrap_or(Ok(()))?;
         Some(resolver)
     } else {
         None

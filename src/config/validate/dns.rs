@@ -49,16 +49,31 @@ impl Cx<'_> {
     }
 
     /// `[pool.dns]`, defaults for what is absent.
-    pub(super) fn pool_dns(&mut self, raw: Option<&Spanned<RawPoolDns>>, prefix: &str) -> DnsSettings {
+    pub(super) fn pool_dns(
+        &mut self,
+        raw: Option<&Spanned<RawPoolDns>>,
+        prefix: &str,
+    ) -> DnsSettings {
         let d = DnsSettings::default();
         let Some(raw) = raw else {
             return d;
         };
         let r = raw.get_ref();
         let prefix = key(prefix, "dns");
-        let bound = |text: &str| values::duration_in(text, Duration::from_millis(100), MAX_TTL_BOUND);
-        let min_ttl = self.opt_str(r.min_ttl.as_ref(), &key(&prefix, "min_ttl"), d.min_ttl, bound);
-        let max_ttl = self.opt_str(r.max_ttl.as_ref(), &key(&prefix, "max_ttl"), d.max_ttl, bound);
+        let bound =
+            |text: &str| values::duration_in(text, Duration::from_millis(100), MAX_TTL_BOUND);
+        let min_ttl = self.opt_str(
+            r.min_ttl.as_ref(),
+            &key(&prefix, "min_ttl"),
+            d.min_ttl,
+            bound,
+        );
+        let max_ttl = self.opt_str(
+            r.max_ttl.as_ref(),
+            &key(&prefix, "max_ttl"),
+            d.max_ttl,
+            bound,
+        );
         if min_ttl > max_ttl {
             let span = r.max_ttl.as_ref().map_or(raw.span(), Spanned::span);
             self.error(
@@ -89,20 +104,25 @@ fn resolver(text: &str) -> Result<SocketAddr, Msg> {
         return Ok(SocketAddr::new(ip, 53));
     }
     values::backend_addr(text).map_err(|_| {
-        format!("must be a DNS server address such as \"10.0.0.2\" or \"10.0.0.2:53\", got {text:?}")
+        format!(
+            "must be a DNS server address such as \"10.0.0.2\" or \"10.0.0.2:53\", got {text:?}"
+        )
     })
 }
 
 /// `"name:port"`: a host name (not an IP: that is `address`) and a port other than 0.
 fn dns_host(text: &str) -> Result<DnsTarget, Msg> {
-    let shape = || format!("must be a host name and port such as \"web.internal:8080\", got {text:?}");
+    let shape =
+        || format!("must be a host name and port such as \"web.internal:8080\", got {text:?}");
     let (name, port) = text.rsplit_once(':').ok_or_else(shape)?;
     let port: u16 = port.parse().map_err(|_| shape())?;
     if port == 0 {
         return Err("port must not be 0".into());
     }
     if name.parse::<IpAddr>().is_ok() || name.starts_with('[') {
-        return Err(format!("{name:?} is an IP address: write it as `address = {text:?}`"));
+        return Err(format!(
+            "{name:?} is an IP address: write it as `address = {text:?}`"
+        ));
     }
     host_name(name)?;
     Ok(DnsTarget::Host {
@@ -135,7 +155,8 @@ fn host_name(name: &str) -> Result<(), Msg> {
         !l.is_empty()
             && l.len() <= 63
             && !l.starts_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(label_ok) {
         return Err(format!("{name:?} is not a valid host name"));
@@ -176,7 +197,10 @@ mod tests {
     #[test]
     fn resolver_addresses() {
         assert_eq!(resolver("10.0.0.2"), Ok("10.0.0.2:53".parse().unwrap()));
-        assert_eq!(resolver("127.0.0.1:5353"), Ok("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(
+            resolver("127.0.0.1:5353"),
+            Ok("127.0.0.1:5353".parse().unwrap())
+        );
         assert!(resolver("ns1.example.com").is_err());
     }
 }

@@ -11,7 +11,8 @@ use toml::Spanned;
 use super::{key, label, values, Cx};
 use crate::config::file::{RawBackend, RawPool, Str};
 use crate::config::{
-    BackendConfig, BalanceKind, DnsBackend, DnsTarget, HealthKind, PoolConfig, PoolId, RetryOn, UpstreamProtocol,
+    BackendConfig, BalanceKind, DnsBackend, DnsTarget, HealthKind, PoolConfig, PoolId, RetryOn,
+    UpstreamProtocol,
 };
 
 impl Cx<'_> {
@@ -318,7 +319,13 @@ impl Cx<'_> {
                 };
                 let span = written.map_or(b.span(), Spanned::span);
                 let k = key(&prefix, name.target.kind());
-                if self.unique(&mut seen_names, name.target.clone(), span, &k, "name in this pool") {
+                if self.unique(
+                    &mut seen_names,
+                    name.target.clone(),
+                    span,
+                    &k,
+                    "name in this pool",
+                ) {
                     names.push(name);
                 }
                 continue;

@@ -105,7 +105,12 @@ impl BackendBuilder {
     }
 
     pub async fn start(self) -> TestBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Listens on `bind` (another 127.x address, a port another backend uses on its own IP).
+    pub async fn start_on(self, bind: SocketAddr) -> TestBackend {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let cfg = Arc::new(self.clone());

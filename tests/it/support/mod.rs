@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod browser;
 pub mod client;
+pub mod dns;
 pub mod external;
 pub mod flip;
 pub mod logged;
