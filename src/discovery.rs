@@ -535,7 +535,7 @@ mod tests {
     }
 
     fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
+        s.parse().expect("test address")
     }
 
     #[test]

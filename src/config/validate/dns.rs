@@ -196,10 +196,13 @@ mod tests {
 
     #[test]
     fn resolver_addresses() {
-        assert_eq!(resolver("10.0.0.2"), Ok("10.0.0.2:53".parse().unwrap()));
+        assert_eq!(
+            resolver("10.0.0.2"),
+            Ok("10.0.0.2:53".parse().expect("addr"))
+        );
         assert_eq!(
             resolver("127.0.0.1:5353"),
-            Ok("127.0.0.1:5353".parse().unwrap())
+            Ok("127.0.0.1:5353".parse().expect("addr"))
         );
         assert!(resolver("ns1.example.com").is_err());
     }
