@@ -131,6 +131,28 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 d.draining.push(backend_line(p, o));
             }
         }
+        // DNS names: their addresses drain or join as the resolutions say, not here.
+        let old_names = old_pool.map_or(&[][..], |o| &o.names[..]);
+        let name_line = |n: &crate::config::DnsBackend| {
+            format!(
+                "pool \"{}\": {} {}",
+                p.name,
+                n.target.kind(),
+                n.target.label()
+            )
+        };
+        for n in &p.names {
+            match old_names.iter().find(|o| o.target == n.target) {
+                None => d.backends.added.push(name_line(n)),
+                Some(o) if o != n => d.backends.changed.push(name_line(n)),
+                Some(_) => {}
+            }
+        }
+        for o in old_names {
+            if !p.names.iter().any(|n| n.target == o.target) {
+                d.backends.removed.push(name_line(o));
+            }
+        }
     }
     for o in &old.pools {
         if !new.pools.iter().any(|p| p.name == o.name) {
@@ -235,6 +257,7 @@ fn pool_fields((old, o): (&Config, &PoolConfig), (new, p): (&Config, &PoolConfig
     // Keys added later that this list does not name yet still show up.
     let settings = |c: &PoolConfig| PoolConfig {
         backends: Vec::new(),
+        names: Vec::new(),
         backup: None,
         ..c.clone()
     };

@@ -306,3 +306,60 @@ require = true
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_adds_a_name_fills_the_pool_from_dns() {
+    let dns = DnsServer::start().await;
+    let literal = BackendBuilder::new("literal").start().await;
+    let found = BackendBuilder::new("found").start().await;
+    dns.set_host("found.test", &[ip("127.0.0.1")], TTL);
+    let dir = tempfile::tempdir().unwrap();
+    let text = |backends: &str| {
+        format!(
+            "[global]\naccess_log = \"off\"\nresolvers = [\"{}\"]\n[[listener]]\nname = \"web\"\n\
+             bind = \"127.0.0.1:0\"\npool = \"web\"\n[[pool]]\nname = \"web\"\nbackends = [{backends}]\n",
+            dns.addr
+        )
+    };
+    let path = dir.path().join("fulcrum.toml");
+    std::fs::write(
+        &path,
+        text(&format!(r#"{{ address = "{}" }}"#, literal.addr)),
+    )
+    .unwrap();
+    let mut proxy = Proxy::start(fulcrum::config::Config::from_file(&path).unwrap());
+    proxy.handle.as_mut().unwrap().stop_watching();
+    let client = http1();
+    assert_eq!(
+        spread(&client, proxy.addr, 4).await,
+        [("literal".into(), 4)].into()
+    );
+
+    std::fs::write(
+        &path,
+        text(&format!(
+            r#"{{ address = "{}" }}, {{ dns = "found.test:{}" }}"#,
+            literal.addr,
+            found.addr.port()
+        )),
+    )
+    .unwrap();
+    let handle = proxy.handle.take().unwrap();
+    let (handle, reloaded) = tokio::task::spawn_blocking(move || {
+        let r = handle.reload();
+        (handle, r)
+    })
+    .await
+    .unwrap();
+    reloaded.expect("reload applies");
+    proxy.handle = Some(handle);
+    eventually(FOLLOW, "the added name's backend serves", || async {
+        spread(&client, proxy.addr, 4).await.contains_key("found")
+    })
+    .await;
+    assert_eq!(
+        spread(&client, proxy.addr, 10).await,
+        [("literal".into(), 5), ("found".into(), 5)].into()
+    );
+    proxy.shutdown().await;
+}

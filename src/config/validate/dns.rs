@@ -194,6 +194,63 @@ mod tests {
         assert!(srv_name("_http.tcp.web").is_err());
     }
 
+    /// The config around the pool's `backends` line (line 9) and `[pool.dns]` (from line 10).
+    fn pool_with(backends: &str, dns: &str) -> String {
+        format!(
+            "[global]\nresolvers = [\"10.0.0.2\"]\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:80\"\npool = \"web\"\n[[pool]]\nname = \"web\"\nbackends = [{backends}]\n{dns}"
+        )
+    }
+
+    #[test]
+    fn dns_backends_parse_with_pool_settings() {
+        let text = pool_with(
+            r#"{ dns = "web.internal:8080", weight = 2, region = "r" }, { srv = "_http._tcp.web.internal" }, { address = "10.0.0.1:80" }"#,
+            "[pool.dns]\nmin_ttl = \"2s\"\nmax_ttl = \"1m\"\nrequire = true\n[[region]]\nname = \"r\"\n",
+        );
+        let c = super::super::tests::parse(&text).expect("valid");
+        let p = &c.pools[0];
+        assert_eq!(p.backends.len(), 1);
+        assert_eq!(p.names.len(), 2);
+        assert_eq!(p.names[0].weight, 2);
+        assert_eq!(p.names[0].region.as_deref(), Some("r"));
+        assert_eq!(p.names[1].target.label(), "_http._tcp.web.internal");
+        assert_eq!(p.dns.min_ttl, Duration::from_secs(2));
+        assert_eq!(p.dns.max_ttl, Duration::from_secs(60));
+        assert!(p.dns.require);
+        assert_eq!(
+            c.global.resolvers,
+            vec!["10.0.0.2:53".parse().expect("addr")]
+        );
+    }
+
+    #[test]
+    fn dns_backend_errors_name_line_and_key() {
+        let errors = |b: &str, d: &str| super::super::tests::errors(&pool_with(b, d));
+        assert_eq!(
+            errors(r#"{ dns = "web.internal" }"#, ""),
+            vec!["fulcrum.toml:9:21: pool \"web\": backend \"web.internal\": dns: must be a host name and port such as \"web.internal:8080\", got \"web.internal\"".to_string()]
+        );
+        let e = errors(r#"{ address = "localhost:8080" }"#, "");
+        assert!(e[0].contains("write { dns = \"localhost:8080\" }"), "{e:?}");
+        let e = errors(r#"{ srv = "_http._tcp.web", weight = 2 }"#, "");
+        assert!(
+            e[0].contains("weight: an srv backend takes its weights from the SRV records"),
+            "{e:?}"
+        );
+        let e = errors(r#"{ dns = "a.b:1", address = "10.0.0.1:80" }"#, "");
+        assert!(e[0].contains("give one of address, dns or srv"), "{e:?}");
+        let e = errors(r#"{ dns = "a.b:1" }, { dns = "A.b:1" }"#, "");
+        assert!(e[0].contains("dns: duplicate name in this pool"), "{e:?}");
+        let e = errors(
+            r#"{ dns = "a.b:1" }"#,
+            "[pool.dns]\nmin_ttl = \"1m\"\nmax_ttl = \"2s\"\n",
+        );
+        assert!(
+            e[0].starts_with("fulcrum.toml:12:11: pool \"web\": dns: max_ttl: must be >= min_ttl"),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn resolver_addresses() {
         assert_eq!(

@@ -35,9 +35,9 @@ fn unknown_keys_have_location() {
     );
     // The file is still validated: no listener is reported too.
     let e =
-        errors("[[pool]]\nname = \"p\"\nbackends = [{ address = \"10.0.0.1:80\", dns = \"x\" }]\n");
+        errors("[[pool]]\nname = \"p\"\nbackends = [{ address = \"10.0.0.1:80\", dnz = \"x\" }]\n");
     assert!(
-        e[1].starts_with("fulcrum.toml:3:40: pool: backends: dns: unknown key"),
+        e[1].starts_with("fulcrum.toml:3:40: pool: backends: dnz: unknown key"),
         "{e:#?}"
     );
 }

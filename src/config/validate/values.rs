@@ -120,9 +120,21 @@ pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, Msg> {
     })
 }
 
-/// A backend address: like [`socket_addr`], but port 0 cannot be connected to.
+/// A backend address: like [`socket_addr`], but port 0 cannot be connected to; a host name
+/// is pointed at the `dns` key that takes one.
 pub(super) fn backend_addr(text: &str) -> Result<SocketAddr, Msg> {
-    let addr = socket_addr(text)?;
+    let addr = socket_addr(text).map_err(|m| {
+        let named = text.rsplit_once(':').is_some_and(|(host, port)| {
+            port.parse::<u16>().is_ok()
+                && host.parse::<std::net::IpAddr>().is_err()
+                && !host.starts_with('[')
+        });
+        if named {
+            format!("{m} (a host name is resolved by DNS: write {{ dns = {text:?} }})")
+        } else {
+            m
+        }
+    })?;
     if addr.port() == 0 {
         return Err("port must not be 0".into());
     }
