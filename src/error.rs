@@ -13,6 +13,8 @@ pub enum Error {
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error(transparent)]
+    Gslb(#[from] crate::gslb::GslbError),
     #[error("cannot open the access log")]
     AccessLog(#[source] std::io::Error),
 }

@@ -52,6 +52,7 @@ mod chain;
 mod client_ip;
 mod clock;
 mod error;
+mod gslb;
 mod health;
 mod http;
 mod http1;

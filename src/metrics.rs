@@ -44,6 +44,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     pub limited: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
+    /// GeoDNS answers (`gslb`): handles resolved per (record, region) when the zone is built.
+    pub gslb_queries: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -137,8 +139,13 @@ impl Metrics {
                 "TLS handshakes of TLS listeners, by result: ok, error (refused or broken), timeout (not done within client_header_timeout).",
                 &["listener", "result"],
             ),
+            gslb_queries: counter(
+                "fulcrum_gslb_queries_total",
+                "GeoDNS queries answered for a [gslb] record, by record name and the region whose vips were answered.",
+                &["name", "region"],
+            ),
         };
-        let all: [Box<dyn Collector>; 12] = [
+        let all: [Box<dyn Collector>; 13] = [
             Box::new(m.requests.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.backend_up.clone()),
@@ -151,6 +158,7 @@ impl Metrics {
             Box::new(m.connections_refused.clone()),
             Box::new(m.limited.clone()),
             Box::new(m.tls_handshakes.clone()),
+            Box::new(m.gslb_queries.clone()),
         ];
         for c in all {
             if let Err(e) = m.registry.register(c) {

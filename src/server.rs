@@ -49,6 +49,8 @@ pub struct Handle {
     control: Option<tokio::runtime::Runtime>,
     /// Where the admin server listens (`None`: disabled, or its address was taken).
     admin: Option<SocketAddr>,
+    /// Where the GeoDNS responder listens, UDP and TCP (`None`: no `[gslb]` at start).
+    gslb: Option<SocketAddr>,
     /// The admin socket (a duplicate), for a binary upgrade.
     admin_socket: Option<(SocketAddr, std::net::TcpListener)>,
     /// The old process of a binary upgrade, told once this one is ready.
@@ -185,6 +187,7 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
         .map(crate::admin::read_token)
         .transpose()?;
     let admin_bind = config.global.admin;
+    let gslb_bind = config.gslb.as_ref().map(|g| g.bind);
     let mut live = Live::new(&config, options.metrics, options.tcp_forwarding);
     // Binary upgrade: what the old process had down gets no traffic before the checks say so.
     health::checker::start_down(&live.snapshot.load(), &handover.down);
@@ -252,6 +255,10 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
             Err(e) => return Err(e.into()),
         },
     };
+    // GeoDNS on the control runtime: it reads the live snapshot, never the request path's.
+    let gslb = gslb_bind
+        .map(|bind| crate::gslb::start(bind, Arc::clone(&shared), control_thread.handle()))
+        .transpose()?;
     if let Some(every) = systemd::watchdog_interval() {
         control_thread.spawn(systemd::watchdog(every));
     }
@@ -286,6 +293,7 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
         workers: handles,
         control: Some(control_thread),
         admin,
+        gslb,
         admin_socket,
         predecessor: None,
     })
@@ -300,6 +308,11 @@ impl Handle {
     /// Where the admin API listens, if it runs.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
+    }
+
+    /// Where the GeoDNS responder answers (UDP and TCP; the real port when `bind` said `:0`).
+    pub fn gslb_addr(&self) -> Option<SocketAddr> {
+        self.gslb
     }
 
     /// Reloads the config file now (the admin API's trigger). Blocking: from async code, call

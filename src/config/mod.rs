@@ -12,6 +12,7 @@ pub mod diff;
 mod error;
 mod file;
 pub(crate) mod files;
+pub mod gslb;
 mod health;
 mod server_tls;
 mod validate;
@@ -20,6 +21,7 @@ pub use acme::AcmeConfig;
 pub use backend_tls::{BackendTls, CaBundle, ClientIdentity, UpstreamProtocol};
 pub use diff::{diff, ConfigDiff};
 pub use error::{ConfigError, ConfigErrors};
+pub use gslb::{GslbConfig, GslbRecord};
 pub use health::{
     HealthConfig, HealthKind, PassiveConfig, PgRole, PostgresCheck, StatusRanges, MAX_EJECTION,
 };
@@ -102,6 +104,8 @@ pub struct Config {
     pub regions: Vec<RegionConfig>,
     /// `[geo]`.
     pub geo: GeoConfig,
+    /// `[gslb]`: the GeoDNS responder, when set.
+    pub gslb: Option<GslbConfig>,
 }
 
 /// `[[region]]`: which clients belong to a region and where they go when it is down.

@@ -43,7 +43,10 @@ const LAYERS: &[&[&str]] = &[
     &["http1"],
     &["listener"],
     &["worker"],
-    &["reload", "upgrade"],
+    // `gslb` (the GeoDNS responder) beside `reload`, as the design places it: it reads the
+    // live snapshot (regions, pools' health through `select`) and serves on the control
+    // runtime; nothing of the data path names it.
+    &["reload", "upgrade", "gslb"],
     // ACME orders put certificates in service through the reloader.
     &["acme"],
     &["admin", "watch"],
