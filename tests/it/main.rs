@@ -20,6 +20,7 @@ mod balance;
 mod cli;
 mod errors;
 mod grpc;
+mod gslb;
 mod h2_abuse;
 mod h2_upstream;
 mod hash;
