@@ -38,7 +38,7 @@ use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use crate::snapshot::Live;
+use crate::snapshot::{Live, Snapshot};
 use zone::{Found, Zone};
 
 /// An unauthenticated UDP answer may be at most this many times its query.
@@ -150,15 +150,14 @@ struct Handler {
 }
 
 impl Handler {
-    /// The zone of the current snapshot (`None`: the snapshot has no `[gslb]`).
-    fn zone(&self) -> Option<Arc<Zone>> {
-        let snap = self.live.snapshot.load();
+    /// The zone of `snap` (`None`: it has no `[gslb]`), built when `snap` is new.
+    fn zone(&self, snap: &Arc<Snapshot>) -> Option<Arc<Zone>> {
         if let Some(z) = self.zone.load_full() {
-            if Arc::ptr_eq(z.snapshot(), &*snap) {
+            if z.is_of(snap) {
                 return Some(z);
             }
         }
-        let z = Zone::build(Arc::clone(&*snap), self.metrics).map(Arc::new);
+        let z = Zone::build(snap, self.metrics).map(Arc::new);
         self.zone.store(z.clone());
         z
     }
@@ -198,12 +197,20 @@ impl<'z> Reply<'z> {
 }
 
 /// The reply to `request`'s one question.
-fn reply<'z>(zone: Option<&'z Zone>, request: &Request, querier: IpAddr) -> Reply<'z> {
+fn reply<'z>(
+    zone: Option<&'z Zone>,
+    snap: &Snapshot,
+    request: &Request,
+    querier: IpAddr,
+) -> Reply<'z> {
     let Some(zone) = zone else {
         return Reply::code(ResponseCode::Refused);
     };
     if request.metadata.op_code != OpCode::Query {
         return Reply::code(ResponseCode::NotImp);
+    }
+    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return Reply::code(ResponseCode::BADVERS);
     }
     let Ok(info) = request.request_info() else {
         return Reply::code(ResponseCode::FormErr);
@@ -227,7 +234,7 @@ fn reply<'z>(zone: Option<&'z Zone>, request: &Request, querier: IpAddr) -> Repl
             return Reply::data(zone, std::slice::from_ref(&zone.soa))
         }
         Found::Apex(_) if qtype == RecordType::NS => return Reply::data(zone, &zone.ns),
-        Found::Apex(None) => return Reply::data(zone, &[]),
+        Found::Apex(None) | Found::Empty => return Reply::data(zone, &[]),
         Found::Apex(Some(a)) | Found::Name(a) => a,
     };
     let v6 = match qtype {
@@ -235,7 +242,7 @@ fn reply<'z>(zone: Option<&'z Zone>, request: &Request, querier: IpAddr) -> Repl
         RecordType::AAAA => true,
         _ => return Reply::data(zone, &[]),
     };
-    let region = zone.region_for(answers, querier, crate::clock::now_ms());
+    let region = zone.region_for(snap, answers, querier, crate::clock::now_ms());
     answers.count(region);
     Reply::data(zone, answers.records(region, v6))
 }
@@ -272,9 +279,12 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let zone = self.zone();
         let (who, ecs) = querier(request);
-        let plan = reply(zone.as_deref(), request, who);
+        // One snapshot load per query; the guard is gone before the first await.
+        let snap = self.live.snapshot.load();
+        let zone = self.zone(&snap);
+        let plan = reply(zone.as_deref(), &snap, request, who);
+        drop(snap);
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = plan.authoritative;
         meta.response_code = plan.code;

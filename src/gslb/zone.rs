@@ -3,9 +3,9 @@
 //!
 //! Why compiled: a query must not build names, records or metric label sets. Every record the
 //! zone can answer (per name and region, A and AAAA apart), the SOA, the NS set and the
-//! `fulcrum_gslb_queries_total` handles are made when a new snapshot is first seen, and the
-//! zone holds that snapshot, so health (atomics shared across snapshots) and reloads are both
-//! followed.
+//! `fulcrum_gslb_queries_total` handles are made when a new snapshot is first seen (the zone
+//! remembers which, weakly); health is read from the snapshot of each query (atomics shared
+//! across snapshots), so health and reloads are both followed.
 //!
 //! The choice is a pure function of config, querier and health, so every instance with the
 //! same config and the same view of health answers the same ([`choose`]):
@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
@@ -36,12 +36,17 @@ const SOA_TIMERS: (i32, i32, i32) = (3600, 600, 86_400);
 
 /// The zone of one snapshot.
 pub(super) struct Zone {
-    snapshot: Arc<Snapshot>,
+    /// The snapshot it was built from. Weak: an idle responder does not keep an old snapshot
+    /// alive, and the allocation (so the address compared) is not reused while this lives.
+    built_from: Weak<Snapshot>,
     pub apex: LowerName,
     pub soa: Record,
     pub ns: Vec<Record>,
     names: HashMap<LowerName, usize>,
     records: Vec<Answers>,
+    /// Names above a record's, inside the zone (`b.example.com` of `a.b.example.com`): they
+    /// exist (NOERROR, no data), they are not NXDOMAIN.
+    empty: std::collections::HashSet<LowerName>,
 }
 
 /// One name's answers.
@@ -63,6 +68,8 @@ pub(super) enum Found<'a> {
     Outside,
     /// Inside the zone, not a name of it: NXDOMAIN.
     Missing,
+    /// A name with no records of its own but names below it: no data.
+    Empty,
     /// The apex (`answers` when a record names the apex too).
     Apex(Option<&'a Answers>),
     /// A record's name.
@@ -71,7 +78,7 @@ pub(super) enum Found<'a> {
 
 impl Zone {
     /// The zone of `snapshot`; `None` when it has no `[gslb]`.
-    pub fn build(snapshot: Arc<Snapshot>, metrics: bool) -> Option<Zone> {
+    pub fn build(snapshot: &Arc<Snapshot>, metrics: bool) -> Option<Zone> {
         let g: &GslbConfig = snapshot.gslb.as_deref()?;
         let ttl = ttl_secs(g);
         let fqdn = |n: &str| Name::from_ascii(format!("{n}.")).ok();
@@ -95,8 +102,14 @@ impl Zone {
         let regions = g.vips.len();
         let mut names = HashMap::new();
         let mut records = Vec::new();
+        let mut empty = std::collections::HashSet::new();
         for r in &g.records {
             let Some(name) = fqdn(&r.name) else { continue };
+            let mut above = name.base_name();
+            while above.num_labels() > apex_name.num_labels() {
+                empty.insert(LowerName::from(above.clone()));
+                above = above.base_name();
+            }
             let per_region = |v6: bool| -> Box<[Box<[Record]>]> {
                 g.vips
                     .iter()
@@ -138,18 +151,19 @@ impl Zone {
             });
         }
         Some(Zone {
+            built_from: Arc::downgrade(snapshot),
             apex: LowerName::from(apex_name),
             soa,
             ns,
             names,
             records,
-            snapshot,
+            empty,
         })
     }
 
-    /// The snapshot this zone was built from.
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.snapshot
+    /// Whether this zone was built from `snapshot`.
+    pub fn is_of(&self, snapshot: &Arc<Snapshot>) -> bool {
+        std::ptr::eq(self.built_from.as_ptr(), Arc::as_ptr(snapshot))
     }
 
     /// What `name` is here.
@@ -161,12 +175,22 @@ impl Zone {
         if *name == self.apex {
             return Found::Apex(answers);
         }
-        answers.map_or(Found::Missing, Found::Name)
+        match answers {
+            Some(a) => Found::Name(a),
+            None if self.empty.contains(name) => Found::Empty,
+            None => Found::Missing,
+        }
     }
 
-    /// The region whose vips answer `answers` for `querier` at `now` (clock ms).
-    pub fn region_for(&self, answers: &Answers, querier: IpAddr, now: u64) -> RegionId {
-        let snap = &self.snapshot;
+    /// The region whose vips answer `answers` for `querier` at `now` (clock ms), with the
+    /// health of `snap` (the snapshot this zone is of).
+    pub fn region_for(
+        &self,
+        snap: &Snapshot,
+        answers: &Answers,
+        querier: IpAddr,
+        now: u64,
+    ) -> RegionId {
         let available = |r: RegionId| {
             answers.pools.iter().all(|p| {
                 snap.pools

@@ -15,8 +15,9 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::support::client::get_once;
+use crate::support::client::{get_once, http1, send};
 use crate::support::flip::FlipBackend;
+use crate::support::proxy::write_file;
 use crate::support::{eventually, require};
 
 const EAST_V4: &[&str] = &["203.0.113.10", "203.0.113.11"];
@@ -83,7 +84,10 @@ bind = "127.0.0.1:0"
 ttl = "5s"
 zone = "example.com"
 ns = ["ns1.example.com", "ns2.example.com"]
-records = [{{ name = "www.example.com", pools = ["web"] }}]
+records = [
+  {{ name = "www.example.com", pools = ["web"] }},
+  {{ name = "api.eu.example.com", pools = ["web"] }},
+]
 "#
     )
 }
@@ -345,6 +349,24 @@ async fn apex_soa_ns_nxdomain_refused_and_no_data() {
         mx.authorities.first().map(|r| &r.data),
         Some(RData::SOA(_))
     ));
+    // A name with names below it exists: no data, not NXDOMAIN.
+    let between = ask(dns, "eu.example.com.", RecordType::A).await;
+    assert_eq!(between.metadata.response_code, ResponseCode::NoError);
+    assert!(between.answers.is_empty());
+    assert_eq!(
+        addresses(&ask(dns, "api.eu.example.com.", RecordType::A).await),
+        east_v4()
+    );
+    // EDNS versions above 0 are not spoken (RFC 6891: BADVERS).
+    let mut v1 = query("www.example.com.", RecordType::A, None);
+    let mut e = Edns::new();
+    e.set_version(1);
+    v1.set_edns(e);
+    let answer = udp(dns, "127.1.0.1", &v1).await;
+    // 16 is BADVERS in an answer with OPT (BADSIG to a decoder that guesses TSIG).
+    assert_eq!(u16::from(answer.metadata.response_code), 16);
+    assert_eq!(answer.edns.map(|e| e.version()), Some(0));
+    assert!(answer.answers.is_empty());
     let apex_a = ask(dns, "example.com.", RecordType::A).await;
     assert_eq!(apex_a.metadata.response_code, ResponseCode::NoError);
     assert!(apex_a.answers.is_empty());
@@ -542,5 +564,44 @@ async fn dig_sees_the_regions() {
     assert_eq!(
         dig(at("127.1.0.1", &["+subnet=127.2.0.0/24"])).await,
         vec![WEST_V4.to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_reload_are_followed() {
+    let east = FlipBackend::start("east").await;
+    let west = FlipBackend::start("west").await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(east.addr, west.addr, &east_v4());
+    let path = write_file(dir.path(), "gslb.toml", &text);
+    let options = fulcrum::Options {
+        watch_config: false,
+        ..Default::default()
+    };
+    let handle = fulcrum::start_with(Config::from_file(&path).unwrap(), options).unwrap();
+    let dns = handle.gslb_addr().unwrap();
+    let q = query("www.example.com.", RecordType::A, None);
+    assert_eq!(addresses(&udp(dns, "127.1.0.1", &q).await), east_v4());
+    // A drained backend takes no new work: east's queriers are sent west at once.
+    let admin = handle.admin_addr().unwrap();
+    let drain = format!(
+        "http://{admin}/api/v1/pools/web/backends/{}/drain",
+        east.addr
+    );
+    let req = http::Request::post(drain)
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let reply = send(&http1(), req).await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        addresses(&udp(dns, "127.1.0.1", &q).await),
+        vec![WEST_V4.to_string()]
+    );
+    // A reload's new vips are answered from the next query on.
+    std::fs::write(&path, text.replace(WEST_V4, "198.51.100.99")).unwrap();
+    tokio::task::block_in_place(|| handle.reload()).unwrap();
+    assert_eq!(
+        addresses(&udp(dns, "127.2.0.1", &q).await),
+        vec!["198.51.100.99".to_string()]
     );
 }
