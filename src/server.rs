@@ -157,6 +157,9 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
     // Every listener is bound before anything runs: a bind error stops the start cleanly.
     let (mut sockets, receivers) = Sockets::new(worker_threads);
     // Binary upgrade: the old process's sockets, taken by listeners with their address.
+    // The new process of a binary upgrade (it inherited sockets): the old one still holds the
+    // GeoDNS port, which both answer on until it exits (`gslb::start`).
+    let upgrade = !handover.listeners.is_empty() || handover.admin.is_some();
     sockets.inherit(handover.listeners);
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
@@ -257,7 +260,7 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
     };
     // GeoDNS on the control runtime: it reads the live snapshot, never the request path's.
     let gslb = gslb_bind
-        .map(|bind| crate::gslb::start(bind, Arc::clone(&shared), control_thread.handle()))
+        .map(|bind| crate::gslb::start(bind, upgrade, Arc::clone(&shared), control_thread.handle()))
         .transpose()?;
     if let Some(every) = systemd::watchdog_interval() {
         control_thread.spawn(systemd::watchdog(every));

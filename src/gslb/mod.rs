@@ -37,6 +37,7 @@ use hickory_server::proto::rr::{DNSClass, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use socket2::{Domain, Protocol as SocketProtocol, Socket, Type};
 
 use crate::snapshot::{Live, Snapshot};
 use zone::{Found, Zone};
@@ -62,13 +63,15 @@ pub enum GslbError {
 }
 
 /// Binds UDP and TCP on `bind` (the same port; with port 0, one free for both) and serves on
-/// `rt` until it shuts down. Returns the bound address.
+/// `rt` until it shuts down. Returns the bound address. `upgrade`: this process is the new
+/// one of a binary upgrade, whose predecessor still holds the port (see [`bind_both`]).
 pub fn start(
     bind: SocketAddr,
+    upgrade: bool,
     live: Arc<Live>,
     rt: &tokio::runtime::Handle,
 ) -> Result<SocketAddr, GslbError> {
-    let (udp, tcp) = bind_both(bind)?;
+    let (udp, tcp) = bind_both(bind, upgrade)?;
     let addr = udp.local_addr().map_err(|source| GslbError::Bind {
         proto: "udp",
         addr: bind,
@@ -100,45 +103,81 @@ pub fn start(
 }
 
 /// UDP and TCP sockets on one address, non-blocking.
-fn bind_both(bind: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), GslbError> {
+///
+/// A fixed port is bound with SO_REUSEPORT, so the new process of a binary upgrade can bind
+/// it while the old one still answers (both answer alike until the old one exits); and, as
+/// for listeners, a fresh start first probes without it, so a second Fulcrum on the same port
+/// is refused rather than silently given half of the queries. Port 0 binds plainly: a free
+/// port for UDP, then TCP on the same number (another free one when TCP's is taken).
+fn bind_both(
+    bind: SocketAddr,
+    upgrade: bool,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), GslbError> {
+    let shared = bind.port() != 0;
+    let at = |proto, addr| {
+        move |source| GslbError::Bind {
+            proto,
+            addr,
+            source,
+        }
+    };
+    if shared && !upgrade {
+        probe(Type::DGRAM, bind).map_err(at("udp", bind))?;
+        probe(Type::STREAM, bind).map_err(at("tcp", bind))?;
+    }
     let mut last = None;
     for _ in 0..PORT_TRIES {
-        let udp = std::net::UdpSocket::bind(bind).map_err(|source| GslbError::Bind {
-            proto: "udp",
-            addr: bind,
-            source,
-        })?;
-        let port = udp.local_addr().map_or(bind.port(), |a| a.port());
-        let at = SocketAddr::new(bind.ip(), port);
-        match std::net::TcpListener::bind(at) {
-            Ok(tcp) => {
-                let nonblocking = udp
-                    .set_nonblocking(true)
-                    .and_then(|()| tcp.set_nonblocking(true));
-                return nonblocking
-                    .map(|()| (udp, tcp))
-                    .map_err(|source| GslbError::Bind {
-                        proto: "tcp",
-                        addr: at,
-                        source,
-                    });
-            }
+        let udp = socket(Type::DGRAM, bind, shared).map_err(at("udp", bind))?;
+        let port = udp
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map_or(bind.port(), |a| a.port());
+        let tcp_addr = SocketAddr::new(bind.ip(), port);
+        match socket(Type::STREAM, tcp_addr, shared).and_then(|s| s.listen(1024).map(|()| s)) {
+            Ok(tcp) => return Ok((udp.into(), tcp.into())),
             // Port 0: UDP's free port may be taken for TCP; take another.
-            Err(e) if bind.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
-            Err(source) => {
-                return Err(GslbError::Bind {
-                    proto: "tcp",
-                    addr: at,
-                    source,
-                })
-            }
+            Err(e) if !shared && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(at("tcp", tcp_addr)(e)),
         }
     }
-    Err(GslbError::Bind {
-        proto: "tcp",
-        addr: bind,
-        source: last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)),
-    })
+    Err(at("tcp", bind)(last.unwrap_or_else(|| {
+        io::Error::from(io::ErrorKind::AddrInUse)
+    })))
+}
+
+/// A non-blocking socket of `kind` bound to `addr` (SO_REUSEPORT when `shared`).
+fn socket(kind: Type, addr: SocketAddr, shared: bool) -> io::Result<Socket> {
+    let proto = if kind == Type::DGRAM {
+        SocketProtocol::UDP
+    } else {
+        SocketProtocol::TCP
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(proto))?;
+    if kind == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Fails when another socket is bound to `addr` (a probe without SO_REUSEPORT conflicts with
+/// any, SO_REUSEADDR only skips TCP connections in TIME_WAIT).
+fn probe(kind: Type, addr: SocketAddr) -> io::Result<()> {
+    match socket(kind, addr, false) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process already answers there (two would split its queries)",
+        )),
+        other => other.map(drop),
+    }
 }
 
 /// Answers queries from the zone of the live snapshot.

@@ -605,3 +605,29 @@ async fn drain_and_reload_are_followed() {
         vec!["198.51.100.99".to_string()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_port_is_refused() {
+    let geo = Geo::start().await;
+    let east = FlipBackend::start("east").await;
+    let west = FlipBackend::start("west").await;
+    let text = config_text(east.addr, west.addr, &east_v4()).replace(
+        "bind = \"127.0.0.1:0\"\nttl",
+        &format!("bind = \"{}\"\nttl", geo.dns),
+    );
+    assert!(text.contains(&geo.dns.to_string()));
+    let config = Config::from_toml(&text, std::path::Path::new("gslb.toml")).unwrap();
+    let err = tokio::task::spawn_blocking(move || fulcrum::start(config).err())
+        .await
+        .unwrap()
+        .expect("a second responder on the same port must not start");
+    let chain = format!("{err}: {:?}", std::error::Error::source(&err));
+    assert!(chain.contains("gslb: cannot bind"), "{chain}");
+    assert!(
+        chain.contains("another process already answers there"),
+        "{chain}"
+    );
+    // The first one still answers.
+    let q = query("www.example.com.", RecordType::A, None);
+    assert_eq!(addresses(&udp(geo.dns, "127.1.0.1", &q).await), east_v4());
+}
