@@ -361,6 +361,61 @@ mod tests {
     }
 
     #[test]
+    fn the_zone_finds_its_names_and_answers_by_region_and_health() {
+        let text = r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+pool = "web"
+[[pool]]
+name = "web"
+backends = [{ address = "127.0.0.1:1", region = "east" }, { address = "127.0.0.1:2", region = "west" }]
+[[region]]
+name = "east"
+cidrs = ["10.1.0.0/16"]
+failover = ["west"]
+vips = ["192.0.2.1", "192.0.2.2", "2001:db8::1"]
+[[region]]
+name = "west"
+cidrs = ["10.2.0.0/16"]
+vips = ["192.0.2.9"]
+[gslb]
+zone = "example.com"
+records = [{ name = "www.example.com", pools = ["web"] }, { name = "a.b.example.com", pools = ["web"] }]
+"#;
+        let config =
+            crate::config::Config::from_toml(text, std::path::Path::new("t.toml")).unwrap();
+        let snap = Arc::new(Snapshot::build(&config, None, false));
+        let zone = Zone::build(&snap, false).unwrap();
+        assert!(zone.is_of(&snap));
+        let name = |n: &str| LowerName::from(Name::from_ascii(n).unwrap());
+        assert!(matches!(zone.find(&name("example.org.")), Found::Outside));
+        assert!(matches!(
+            zone.find(&name("nope.example.com.")),
+            Found::Missing
+        ));
+        assert!(matches!(zone.find(&name("b.example.com.")), Found::Empty));
+        assert!(matches!(
+            zone.find(&name("example.com.")),
+            Found::Apex(None)
+        ));
+        let Found::Name(www) = zone.find(&name("WWW.example.com.")) else {
+            panic!("www not found")
+        };
+        let now = crate::clock::now_ms();
+        assert_eq!(zone.region_for(&snap, www, ip("10.1.9.9"), now), 0);
+        assert_eq!(www.records(0, false).len(), 2);
+        assert_eq!(www.records(0, true).len(), 1);
+        assert_eq!(www.records(1, true).len(), 0);
+        // East's backend drained: east's queriers get west.
+        snap.pools[0].backends[0].state.set_draining(true);
+        assert_eq!(zone.region_for(&snap, www, ip("10.1.9.9"), now), 1);
+        // A rebuilt snapshot is another zone's.
+        let next = Arc::new(Snapshot::build(&config, Some(&snap), false));
+        assert!(!zone.is_of(&next));
+    }
+
+    #[test]
     fn the_spread_is_fixed() {
         // Instances built by other compilers must agree: a changed hash is a changed contract.
         assert_eq!(spread(ip("192.0.2.1")), spread(ip("192.0.2.254")));
