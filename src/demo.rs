@@ -263,6 +263,7 @@ pub fn config(bind: SocketAddr, admin: Option<SocketAddr>, backends: &[SocketAdd
             })
             .collect(),
         geo: Default::default(),
+        gslb: None,
     }
 }
 

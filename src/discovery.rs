@@ -531,6 +531,7 @@ mod tests {
             pools: vec![pool],
             regions: Vec::new(),
             geo: Default::default(),
+            gslb: None,
         }
     }
 

@@ -15,6 +15,8 @@ pub enum Error {
     Admin(#[from] crate::admin::AdminError),
     #[error(transparent)]
     Discovery(#[from] crate::discovery::DiscoveryError),
+    #[error(transparent)]
+    Gslb(#[from] crate::gslb::GslbError),
     #[error("cannot open the access log")]
     AccessLog(#[source] std::io::Error),
 }

@@ -24,6 +24,13 @@
 //! `listener` accepts on a `protocol = "tcp"` listener -> `tcp` picks a backend through the same
 //! `select` (next backend on a connect failure) -> `splice` moves bytes both ways.
 //!
+//! # One GeoDNS query
+//! With `[gslb]`, `gslb` (hickory-server, on the control runtime) reads a query -> loads the
+//! snapshot once -> the querier (EDNS Client Subnet, else the source) is placed by `region`
+//! -> the first region of its order where every pool of the name has a backend `select`
+//! would use -> that region's vips, `AAAA` from its IPv6 ones; at most 3x the query's size
+//! over UDP, else TC.
+//!
 //! # Start and stop
 //! `start(Config) -> Handle` binds every listener before anything runs; `Handle::shutdown`
 //! stops accepting, lets in-flight requests finish within `shutdown_grace` and returns.
@@ -53,6 +60,7 @@ mod client_ip;
 mod clock;
 mod discovery;
 mod error;
+mod gslb;
 mod health;
 mod http;
 mod http1;

@@ -132,7 +132,8 @@ fn options_from_env() -> fulcrum::Options {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // hickory-server logs every DNS query at info: a GeoDNS responder would flood the log.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     /// DNS discovery, per resolution (cold path: a few per TTL).
     pub dns_resolutions: IntCounterVec,
+    /// GeoDNS answers (`gslb`): handles resolved per (record, region) when the zone is built.
+    pub gslb_queries: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -144,8 +146,13 @@ impl Metrics {
                 "TLS handshakes of TLS listeners, by result: ok, error (refused or broken), timeout (not done within client_header_timeout).",
                 &["listener", "result"],
             ),
+            gslb_queries: counter(
+                "fulcrum_gslb_queries_total",
+                "GeoDNS queries answered for a [gslb] record, by record name and the region whose vips were answered.",
+                &["name", "region"],
+            ),
         };
-        let all: [Box<dyn Collector>; 13] = [
+        let all: [Box<dyn Collector>; 14] = [
             Box::new(m.requests.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.backend_up.clone()),
@@ -159,6 +166,7 @@ impl Metrics {
             Box::new(m.limited.clone()),
             Box::new(m.tls_handshakes.clone()),
             Box::new(m.dns_resolutions.clone()),
+            Box::new(m.gslb_queries.clone()),
         ];
         for c in all {
             if let Err(e) = m.registry.register(c) {

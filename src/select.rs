@@ -136,9 +136,10 @@ pub fn pick(
     fail_open(pools.get(first)?, first, affinity, tried)
 }
 
-/// Whether region `r` has a backend that is available and not ejected (the split's test).
+/// Whether region `r` has a backend that is available and not ejected (the split's test, and
+/// the GeoDNS responder's: a region is answered only when the proxy there would serve).
 #[inline]
-fn has_fresh(pool: &Pool, r: RegionId, now: u64) -> bool {
+pub(crate) fn has_fresh(pool: &Pool, r: RegionId, now: u64) -> bool {
     pool.backends
         .iter()
         .enumerate()

@@ -49,6 +49,8 @@ pub struct Handle {
     control: Option<tokio::runtime::Runtime>,
     /// Where the admin server listens (`None`: disabled, or its address was taken).
     admin: Option<SocketAddr>,
+    /// Where the GeoDNS responder listens, UDP and TCP (`None`: no `[gslb]` at start).
+    gslb: Option<SocketAddr>,
     /// The admin socket (a duplicate), for a binary upgrade.
     admin_socket: Option<(SocketAddr, std::net::TcpListener)>,
     /// The old process of a binary upgrade, told once this one is ready.
@@ -155,6 +157,9 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
     // Every listener is bound before anything runs: a bind error stops the start cleanly.
     let (mut sockets, receivers) = Sockets::new(worker_threads);
     // Binary upgrade: the old process's sockets, taken by listeners with their address.
+    // The new process of a binary upgrade (it inherited sockets): the old one still holds the
+    // GeoDNS port, which both answer on until it exits (`gslb::start`).
+    let upgrade = !handover.listeners.is_empty() || handover.admin.is_some();
     sockets.inherit(handover.listeners);
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
@@ -185,6 +190,7 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
         .map(crate::admin::read_token)
         .transpose()?;
     let admin_bind = config.global.admin;
+    let gslb_bind = config.gslb.as_ref().map(|g| g.bind);
     // DNS backends resolved once before the first snapshot, so pools start with them.
     let discovered = Arc::new(crate::discovery::Discovered::default());
     let resolver = if crate::discovery::any(&config) {
@@ -274,6 +280,10 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
             Err(e) => return Err(e.into()),
         },
     };
+    // GeoDNS on the control runtime: it reads the live snapshot, never the request path's.
+    let gslb = gslb_bind
+        .map(|bind| crate::gslb::start(bind, upgrade, Arc::clone(&shared), control_thread.handle()))
+        .transpose()?;
     if let Some(every) = systemd::watchdog_interval() {
         control_thread.spawn(systemd::watchdog(every));
     }
@@ -308,6 +318,7 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
         workers: handles,
         control: Some(control_thread),
         admin,
+        gslb,
         admin_socket,
         predecessor: None,
     })
@@ -322,6 +333,11 @@ impl Handle {
     /// Where the admin API listens, if it runs.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
+    }
+
+    /// Where the GeoDNS responder answers (UDP and TCP; the real port when `bind` said `:0`).
+    pub fn gslb_addr(&self) -> Option<SocketAddr> {
+        self.gslb
     }
 
     /// Reloads the config file now (the admin API's trigger). Blocking: from async code, call

@@ -23,7 +23,7 @@ use crate::acme_state::AcmeState;
 use crate::backend::{Backend, BackendState};
 use crate::chain::Chain;
 use crate::clock;
-use crate::config::{Config, ListenerConfig, ListenerSlot, PoolId, Protocol};
+use crate::config::{Config, GslbConfig, ListenerConfig, ListenerSlot, PoolId, Protocol};
 use crate::limits::ClientLimits;
 use crate::metrics::{HandshakeCounters, ListenerMetrics, RegionMetrics, TcpBytes};
 use crate::pool::Pool;
@@ -126,6 +126,8 @@ pub struct Snapshot {
     pub trusted_proxies: Box<[IpNet]>,
     /// `fulcrum_region_requests_total` handles.
     pub region_metrics: RegionMetrics,
+    /// `[gslb]` and the regions' vips, for the GeoDNS responder (never read by the proxy).
+    pub gslb: Option<Arc<GslbConfig>>,
     /// Slot -> position in `listeners` (`NO_LISTENER` for a slot whose listener was removed).
     slots: Vec<u32>,
 }
@@ -269,6 +271,7 @@ impl Snapshot {
             region_metrics: RegionMetrics::build(&regions, metrics),
             regions,
             trusted_proxies: config.global.trusted_proxies.clone().into_boxed_slice(),
+            gslb: config.gslb.clone().map(Arc::new),
             slots,
         }
     }
@@ -404,6 +407,7 @@ mod tests {
             pools: vec![PoolConfig::new("p", vec![backend])],
             regions: Vec::new(),
             geo: Default::default(),
+            gslb: None,
         }
     }
 

@@ -29,6 +29,7 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub region: Vec<Spanned<RawRegion>>,
     pub geo: Option<Spanned<RawGeo>>,
+    pub gslb: Option<Spanned<super::gslb::RawGslb>>,
 }
 
 /// `[[region]]`.
@@ -39,6 +40,8 @@ pub(super) struct RawRegion {
     pub cidrs: Option<Vec<Str>>,
     pub countries: Option<Vec<Str>>,
     pub failover: Option<Vec<Str>>,
+    /// The region's public addresses, for `[gslb]` answers.
+    pub vips: Option<Vec<Str>>,
 }
 
 /// `[geo]`.

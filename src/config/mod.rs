@@ -13,6 +13,7 @@ pub mod dns;
 mod error;
 mod file;
 pub(crate) mod files;
+pub mod gslb;
 mod health;
 mod server_tls;
 mod validate;
@@ -22,6 +23,7 @@ pub use backend_tls::{BackendTls, CaBundle, ClientIdentity, UpstreamProtocol};
 pub use diff::{diff, ConfigDiff};
 pub use dns::{DnsBackend, DnsSettings, DnsTarget};
 pub use error::{ConfigError, ConfigErrors};
+pub use gslb::{GslbConfig, GslbRecord};
 pub use health::{
     HealthConfig, HealthKind, PassiveConfig, PgRole, PostgresCheck, StatusRanges, MAX_EJECTION,
 };
@@ -104,6 +106,8 @@ pub struct Config {
     pub regions: Vec<RegionConfig>,
     /// `[geo]`.
     pub geo: GeoConfig,
+    /// `[gslb]`: the GeoDNS responder, when set.
+    pub gslb: Option<GslbConfig>,
 }
 
 /// `[[region]]`: which clients belong to a region and where they go when it is down.

@@ -13,6 +13,7 @@
 mod acme;
 mod backend_tls;
 mod dns;
+mod gslb;
 mod health;
 mod listeners;
 mod pools;
@@ -71,6 +72,7 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
             let regions = cx.regions(&raw.region);
             cx.region_refs(&raw.pool, &mut pools, &regions);
             let geo = cx.geo(raw.geo.as_ref(), path);
+            let gslb = cx.gslb(raw.gslb.as_ref(), &raw.region, &pools, &regions);
             let mut listeners = cx.listeners(&raw.listener, &pools);
             cx.acme_listeners(&raw.listener, &mut listeners, &global);
             for (i, l) in raw.listener.iter().enumerate() {
@@ -96,6 +98,7 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> 
                 pools,
                 regions,
                 geo,
+                gslb,
             }
         }
         Err(e) => {

@@ -46,7 +46,10 @@ const LAYERS: &[&[&str]] = &[
     // DNS discovery: the reloader builds every snapshot from the config expanded with the
     // names' answers, and the resolution tasks ask it (through a hook) to rebuild.
     &["discovery"],
-    &["reload", "upgrade"],
+    // `gslb` (the GeoDNS responder) beside `reload`, as the design places it: it reads the
+    // live snapshot (regions, pools' health through `select`) and serves on the control
+    // runtime; nothing of the data path names it.
+    &["reload", "upgrade", "gslb"],
     // ACME orders put certificates in service through the reloader.
     &["acme"],
     &["admin", "watch"],

@@ -21,6 +21,7 @@ mod cli;
 mod discovery;
 mod errors;
 mod grpc;
+mod gslb;
 mod h2_abuse;
 mod h2_upstream;
 mod hash;

@@ -1,5 +1,5 @@
-//! What some tests need from outside Rust: `redis-server`, PostgreSQL, `promtool`, Chromium and
-//! the country database. `.ci/run` installs all of them; on a machine without one, the tests
+//! What some tests need from outside Rust: `redis-server`, PostgreSQL, `promtool`, Chromium,
+//! the country database and `dig`. `.ci/run` installs all of them; on a machine without one, the tests
 //! that need it skip (one line on stderr) instead of failing, unless
 //! `FULCRUM_TEST_REQUIRE_ALL=1` (set by `.ci/run`) says nothing may be skipped.
 
@@ -29,6 +29,7 @@ pub fn require(name: &str) -> Option<PathBuf> {
         "promtool" => (on_path(name), installed(name, "apt-get install prometheus")),
         "chromium" => (on_path(name), installed(name, "apt-get install chromium")),
         "curl" => (on_path(name), installed(name, "apt-get install curl")),
+        "dig" => (on_path(name), installed(name, "apt-get install bind9-dnsutils")),
         "openssl" => (on_path(name), installed(name, "apt-get install openssl")),
         "testssl" => (on_path(name), installed(name, "apt-get install testssl.sh")),
         "pebble" => (on_path(name), installed(name, "apt-get install pebble")),

@@ -63,6 +63,7 @@ pub fn config(listener: ListenerConfig, pools: Vec<PoolConfig>) -> Config {
         pools,
         regions: Vec::new(),
         geo: Default::default(),
+        gslb: None,
     }
 }
 
