@@ -33,7 +33,7 @@ use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_server::proto::rr::{DNSClass, Record, RecordType};
+use hickory_server::proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -302,6 +302,26 @@ fn querier(request: &Request) -> (IpAddr, Option<ClientSubnet>) {
     }
 }
 
+/// An upper bound of the wire size of `records` without name compression (`usize::MAX` for
+/// a type this zone does not make).
+fn wire_bound(records: &[Record]) -> usize {
+    let name = |n: &hickory_server::proto::rr::Name| n.len() + 1;
+    records
+        .iter()
+        .map(|r| {
+            let data = match &r.data {
+                RData::A(_) => 4,
+                RData::AAAA(_) => 16,
+                RData::NS(ns) => name(&ns.0),
+                RData::SOA(soa) => name(&soa.mname) + name(&soa.rname) + 20,
+                _ => return usize::MAX,
+            };
+            // Name, type, class, TTL, rdata length, rdata.
+            name(&r.name) + 10 + data
+        })
+        .fold(0, usize::saturating_add)
+}
+
 /// The largest UDP answer this query may get.
 fn udp_limit(request: &Request) -> usize {
     let buffer = request
@@ -351,14 +371,24 @@ impl RequestHandler for Handler {
         };
         let (mut answers, mut soa) = (plan.answers, plan.soa);
         if request.protocol() == Protocol::Udp {
-            let limit = u16::try_from(udp_limit(request)).unwrap_or(u16::MAX);
-            let mut scratch = Vec::with_capacity(usize::from(limit));
-            let mut encoder = BinEncoder::new(&mut scratch);
-            encoder.set_max_size(limit);
-            let fits = builder()
-                .build(meta, answers, [], soa, [])
-                .destructive_emit(&mut encoder)
-                .is_ok_and(|info| !info.truncation);
+            let limit = udp_limit(request);
+            // The query (header, question, OPT at least as large as ours) and the records'
+            // uncompressed sizes: when that fits, the answer does; else encode to know.
+            let bound = request
+                .as_slice()
+                .len()
+                .saturating_add(wire_bound(answers))
+                .saturating_add(wire_bound(soa));
+            let fits = bound <= limit || {
+                let limit = u16::try_from(limit).unwrap_or(u16::MAX);
+                let mut scratch = Vec::with_capacity(usize::from(limit));
+                let mut encoder = BinEncoder::new(&mut scratch);
+                encoder.set_max_size(limit);
+                builder()
+                    .build(meta, answers, [], soa, [])
+                    .destructive_emit(&mut encoder)
+                    .is_ok_and(|info| !info.truncation)
+            };
             if !fits {
                 meta.truncation = true;
                 (answers, soa) = (&[], &[]);
@@ -376,5 +406,52 @@ impl RequestHandler for Handler {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA};
+    use hickory_server::proto::rr::Name;
+    use hickory_server::proto::serialize::binary::BinEncodable;
+
+    use super::*;
+
+    #[test]
+    fn the_wire_bound_is_never_below_the_encoding() {
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let records = [
+            Record::from_rdata(
+                n("www.example.com."),
+                30,
+                RData::A(A([192, 0, 2, 1].into())),
+            ),
+            Record::from_rdata(
+                n("a.b.example.com."),
+                30,
+                RData::AAAA(AAAA("2001:db8::1".parse().unwrap())),
+            ),
+            Record::from_rdata(n("example.com."), 30, RData::NS(NS(n("ns1.example.com.")))),
+            Record::from_rdata(
+                n("example.com."),
+                30,
+                RData::SOA(SOA::new(
+                    n("ns1.example.com."),
+                    n("hostmaster.example.com."),
+                    1,
+                    3600,
+                    600,
+                    86_400,
+                    30,
+                )),
+            ),
+        ];
+        for r in &records {
+            let encoded = r.to_bytes().unwrap().len();
+            let bound = wire_bound(std::slice::from_ref(r));
+            assert!(bound >= encoded, "{r}: {bound} < {encoded}");
+        }
+        assert!(wire_bound(&records) >= records.iter().map(|r| r.to_bytes().unwrap().len()).sum());
     }
 }
