@@ -23,7 +23,7 @@ use crate::acme_state::AcmeState;
 use crate::backend::{Backend, BackendState};
 use crate::chain::Chain;
 use crate::clock;
-use crate::config::{Config, ListenerConfig, ListenerSlot, PoolId, Protocol};
+use crate::config::{Config, ListenerConfig, ListenerSlot, PoolId, Protocol, TraceMode};
 use crate::limits::ClientLimits;
 use crate::metrics::{HandshakeCounters, ListenerMetrics, RegionMetrics, TcpBytes};
 use crate::pool::Pool;
@@ -157,6 +157,8 @@ pub struct ListenerSnapshot {
     pub tls: Option<Arc<ListenerTls>>,
     /// A plain http listener redirecting every request to `https://`.
     pub redirect_https: bool,
+    /// `trace`: whether a request without a `traceparent` gets one (`http::request_id`).
+    pub trace: TraceMode,
     /// Whether Fulcrum's own HTTP/1 engine (`http1`) may serve this listener's plain HTTP/1
     /// connections: what the engine does not do yet stays on the hyper path (see
     /// [`engine_serves`]).
@@ -319,6 +321,7 @@ impl ListenerSnapshot {
                 })
             }),
             redirect_https: lc.redirect_https,
+            trace: lc.trace,
             http1_engine: false,
         }
     }

@@ -176,7 +176,8 @@ fn listener_fields(
         max_request_body,
         proxy_protocol,
         limits,
-        redirect_https
+        redirect_https,
+        trace
     );
     if o.tls != l.tls {
         v.push("tls changed".into());

@@ -80,6 +80,7 @@ pub(super) struct RawListener {
     pub proxy_protocol: Option<Spanned<bool>>,
     pub limits: Option<Spanned<RawLimits>>,
     pub redirect_https: Option<Spanned<bool>>,
+    pub trace: Option<Str>,
     pub tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,

@@ -37,6 +37,7 @@ mod protocols;
 mod redis;
 mod region;
 mod reload;
+mod request_id;
 mod routing;
 mod smuggling;
 mod tcp;
