@@ -53,6 +53,7 @@ mod client_ip;
 mod clock;
 mod error;
 mod health;
+mod history;
 mod http;
 mod http1;
 mod limits;
