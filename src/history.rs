@@ -226,11 +226,8 @@ impl History {
     pub fn to_json(&self, snapshot: &Snapshot) -> Value {
         let state = self.lock();
         let series = |s: &Series| {
-            let col = |f: fn(&Sample) -> f32| -> Vec<Option<f32>> {
-                s.samples
-                    .iter()
-                    .map(|x| Some(f(x)).filter(|v| v.is_finite()))
-                    .collect()
+            let col = |f: fn(&Sample) -> f32| -> Vec<Option<f64>> {
+                s.samples.iter().map(|x| round(f(x))).collect()
             };
             let mut v = json!({
                 "protocol": if s.tcp { "tcp" } else { "http" },
@@ -271,9 +268,9 @@ impl History {
                             .get(&(Arc::clone(&p.name), Arc::clone(&b.label)))?;
                         Some(json!({
                             "address": &*b.label,
-                            "rps": r.rps,
-                            "errors_per_s": r.errors_per_s,
-                            "conns_per_s": r.conns_per_s,
+                            "rps": round(r.rps),
+                            "errors_per_s": round(r.errors_per_s),
+                            "conns_per_s": round(r.conns_per_s),
                         }))
                     })
                     .collect();
@@ -290,7 +287,8 @@ impl History {
         let regions: Vec<Value> = regions
             .into_iter()
             .map(|((client, served), ring)| {
-                json!({ "client": client, "served": served, "rps": ring })
+                let rps: Vec<Option<f64>> = ring.iter().map(|v| round(*v)).collect();
+                json!({ "client": client, "served": served, "rps": rps })
             })
             .collect();
         let end = state
@@ -306,6 +304,12 @@ impl History {
             "regions": regions,
         })
     }
+}
+
+/// A sample for JSON: three decimals (f32 noise left out), `None` for `NaN`.
+fn round(v: f32) -> Option<f64> {
+    v.is_finite()
+        .then(|| (f64::from(v) * 1000.0).round() / 1000.0)
 }
 
 /// The sampler: one sample a second on the control runtime, for as long as it runs.

@@ -223,12 +223,15 @@ impl Snapshot {
                                 s
                             }
                         };
-                        Backend::new(
-                            bc.address,
-                            bc.weight,
-                            bc.region.as_deref().map(Arc::from),
-                            state,
-                        )
+                        Backend {
+                            name: bc.name.as_deref().map(Arc::from),
+                            ..Backend::new(
+                                bc.address,
+                                bc.weight,
+                                bc.region.as_deref().map(Arc::from),
+                                state,
+                            )
+                        }
                     })
                     .collect();
                 Pool::build(pc, backends, &regions)
@@ -393,6 +396,7 @@ mod tests {
     fn config(listeners: &[(&str, &str)]) -> Config {
         let backend = BackendConfig {
             address: "127.0.0.1:9".parse().expect("addr"),
+            name: None,
             weight: 1,
             region: None,
         };

@@ -246,7 +246,7 @@ fn pool_fields((old, o): (&Config, &PoolConfig), (new, p): (&Config, &PoolConfig
 }
 
 fn backend_fields(o: &BackendConfig, b: &BackendConfig) -> Vec<String> {
-    fields!(o, b, weight, region)
+    fields!(o, b, name, weight, region)
 }
 
 fn route_line(listener: &str, r: &RouteConfig) -> String {

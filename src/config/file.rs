@@ -214,6 +214,7 @@ pub(super) struct RawPassive {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
     pub address: Option<Str>,
+    pub name: Option<Str>,
     pub weight: Option<Int>,
     pub region: Option<Str>,
 }

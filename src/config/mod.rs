@@ -403,6 +403,9 @@ pub struct PoolConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub address: SocketAddr,
+    /// What the status page and the history show (the address when `None`); unique in the
+    /// pool. Metrics and the admin API keep naming the backend by its address.
+    pub name: Option<String>,
     /// > 0.
     pub weight: u32,
     pub region: Option<String>,

@@ -275,6 +275,7 @@ impl Cx<'_> {
     /// A pool's `backends`; an address listed twice is an error (it would double its weight).
     fn backends(&mut self, raw: &[Spanned<RawBackend>], pool: &str) -> Vec<BackendConfig> {
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut names: Vec<String> = Vec::new();
         let mut out = Vec::new();
         for (i, b) in raw.iter().enumerate() {
             let r = b.get_ref();
@@ -294,6 +295,19 @@ impl Cx<'_> {
             let region = self
                 .maybe_str(r.region.as_ref(), &key(&prefix, "region"), values::name)
                 .unwrap_or_default();
+            let name = self
+                .maybe_str(r.name.as_ref(), &key(&prefix, "name"), values::name)
+                .unwrap_or_default();
+            if let (Some(n), Some(v)) = (&name, &r.name) {
+                if names.contains(n) {
+                    self.error(
+                        v.span(),
+                        &key(&prefix, "name"),
+                        format!("backend name {n:?} is used twice in this pool"),
+                    );
+                }
+                names.push(n.clone());
+            }
             let (Some(address), Some(span)) = (address, r.address.as_ref().map(Spanned::span))
             else {
                 continue;
@@ -307,6 +321,7 @@ impl Cx<'_> {
             ) {
                 out.push(BackendConfig {
                     address,
+                    name,
                     weight,
                     region,
                 });
