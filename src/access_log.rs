@@ -40,6 +40,8 @@ pub struct Record {
     pub served_region: Option<Arc<str>>,
     pub referer: Option<HeaderValue>,
     pub user_agent: Option<HeaderValue>,
+    /// The `X-Request-Id` sent to the backend (kept from a trusted proxy, or made here).
+    pub request_id: Option<HeaderValue>,
 }
 
 /// The sending side, cloned into every worker thread.
@@ -135,8 +137,9 @@ async fn write_lines(
     let _ = out.flush();
 }
 
-/// NCSA combined format, plus the pool, backend, duration, client region and served region:
-/// `1.2.3.4 - - [23/Nov/2026:20:10:00 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl/8" web 10.0.0.1:80 0.002 us-east us-west`
+/// NCSA combined format, plus the listener, pool, backend, duration, client region, served
+/// region and request id:
+/// `1.2.3.4 - - [23/Nov/2026:20:10:00 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl/8" web app 10.0.0.1:80 0.002 us-east us-west 5f0c...`
 pub fn format_combined(r: &Record, out: &mut String) {
     use std::fmt::Write as _;
     let quoted = |v: &Option<HeaderValue>| {
@@ -147,7 +150,7 @@ pub fn format_combined(r: &Record, out: &mut String) {
     };
     let _ = writeln!(
         out,
-        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {} {} {:.3} {} {}",
+        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {} {} {:.3} {} {} {}",
         r.client.to_canonical(),
         clf_time(r.time),
         r.method,
@@ -163,6 +166,10 @@ pub fn format_combined(r: &Record, out: &mut String) {
         r.duration.as_secs_f64(),
         r.client_region.as_deref().unwrap_or("-"),
         r.served_region.as_deref().unwrap_or("-"),
+        r.request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-"),
     );
 }
 
@@ -189,6 +196,7 @@ pub fn format_json(r: &Record, out: &mut String) {
         "backend": r.backend.as_deref(),
         "client_region": r.client_region.as_deref(),
         "served_region": r.served_region.as_deref(),
+        "request_id": header(&r.request_id),
     });
     out.push_str(&value.to_string());
     out.push('\n');
@@ -235,6 +243,7 @@ mod tests {
             served_region: None,
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl/8")),
+            request_id: Some(HeaderValue::from_static("0123abcd")),
         };
         let mut line = String::new();
         format_json(&r, &mut line);
@@ -250,11 +259,12 @@ mod tests {
         assert_eq!(v["served_region"], serde_json::Value::Null);
         assert_eq!(v["user_agent"], "curl/8");
         assert_eq!(v["duration_ms"], 2.0);
+        assert_eq!(v["request_id"], "0123abcd");
         let mut line = String::new();
         format_combined(&r, &mut line);
         assert_eq!(
             line,
-            "127.0.0.1 - - [23/Nov/2026:20:10:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \"curl/8\" web app 10.0.0.1:80 0.002 us-east -\n"
+            "127.0.0.1 - - [23/Nov/2026:20:10:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \"curl/8\" web app 10.0.0.1:80 0.002 us-east - 0123abcd\n"
         );
     }
 }

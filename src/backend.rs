@@ -424,6 +424,8 @@ pub struct Backend {
     pub region: Option<Arc<str>>,
     /// `addr` as text, built once for logs.
     pub label: Arc<str>,
+    /// `name` of `[[pool]] backends`, for the status page (`None`: shown by address).
+    pub name: Option<Arc<str>>,
     pub state: Arc<BackendState>,
 }
 
@@ -439,6 +441,7 @@ impl Backend {
             weight,
             region,
             label: Arc::from(addr.to_string()),
+            name: None,
             state,
         }
     }

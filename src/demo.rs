@@ -234,8 +234,9 @@ pub fn config(bind: SocketAddr, admin: Option<SocketAddr>, backends: &[SocketAdd
     let backends = backends
         .iter()
         .zip(BACKENDS)
-        .map(|(addr, (_, region))| BackendConfig {
+        .map(|(addr, (name, region))| BackendConfig {
             address: *addr,
+            name: Some(name.to_string()),
             weight: 1,
             region: Some(region.to_string()),
         })

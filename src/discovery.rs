@@ -157,6 +157,7 @@ impl Discovered {
                     }
                     pool.backends.push(BackendConfig {
                         address,
+                        name: None,
                         weight: weight_of(name, srv_weight),
                         region: name.region.clone(),
                     });
@@ -558,6 +559,7 @@ mod tests {
         };
         let literal = BackendConfig {
             address: addr("10.0.0.1:80"),
+            name: None,
             weight: 1,
             region: None,
         };

@@ -62,6 +62,7 @@ mod discovery;
 mod error;
 mod gslb;
 mod health;
+mod history;
 mod http;
 mod http1;
 mod limits;

@@ -99,7 +99,12 @@ struct State {
     /// Hash of the file last read (applied or not): the watcher skips unchanged content.
     seen: Option<u64>,
     last: Option<ReloadResult>,
+    /// The last [`RECENT_RELOADS`] outcomes, newest last (the status page lists them).
+    recent: std::collections::VecDeque<ReloadResult>,
 }
+
+/// Reload outcomes kept for the status page.
+pub const RECENT_RELOADS: usize = 5;
 
 /// Told the config after each applied reload (the ACME tasks follow the listeners with it).
 pub(crate) type OnApplied = Box<dyn Fn(&Config) + Send + Sync>;
@@ -174,6 +179,7 @@ impl Reloader {
                 resolver,
                 seen,
                 last: None,
+                recent: std::collections::VecDeque::with_capacity(RECENT_RELOADS),
             }),
             on_applied: Hook::default(),
             discovered,
@@ -329,6 +335,10 @@ impl Reloader {
             .with_label_values(&[if result.ok { "ok" } else { "error" }])
             .inc();
         state.last = Some(result.clone());
+        if state.recent.len() == RECENT_RELOADS {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(result.clone());
         match applied {
             Ok(_) => Ok(result),
             Err(e) => Err(e),
@@ -396,6 +406,11 @@ impl Reloader {
     /// The last reload's outcome, if any reload ran.
     pub fn last_reload(&self) -> Option<ReloadResult> {
         self.lock().last.clone()
+    }
+
+    /// The last few reloads' outcomes, newest first.
+    pub fn recent_reloads(&self) -> Vec<ReloadResult> {
+        self.lock().recent.iter().rev().cloned().collect()
     }
 
     /// Where listener `name` listens now.

@@ -260,6 +260,12 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
         let same = |addr: SocketAddr| was == addr || (addr.port() == 0 && addr.ip() == was.ip());
         admin_bind.filter(|a| same(*a)).map(|_| socket)
     });
+    // The charts' data: sampled once a second here, never on the request path.
+    let history = crate::history::History::new();
+    control_thread.spawn(crate::history::run(
+        Arc::clone(&history),
+        Arc::clone(&shared),
+    ));
     let (admin, admin_socket) = match admin_bind {
         None => (None, None),
         Some(addr) => match crate::admin::start(
@@ -268,7 +274,7 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
             admin_token,
             Arc::clone(&shared),
             Arc::clone(&reloader),
-            options.admin_extension.clone(),
+            (options.admin_extension.clone(), Arc::clone(&history)),
             control_thread.handle(),
         ) {
             Ok((bound, socket)) => (Some(bound), Some((bound, socket))),

@@ -23,7 +23,9 @@ use crate::acme_state::AcmeState;
 use crate::backend::{Backend, BackendState};
 use crate::chain::Chain;
 use crate::clock;
-use crate::config::{Config, GslbConfig, ListenerConfig, ListenerSlot, PoolId, Protocol};
+use crate::config::{
+    Config, GslbConfig, ListenerConfig, ListenerSlot, PoolId, Protocol, TraceMode,
+};
 use crate::limits::ClientLimits;
 use crate::metrics::{HandshakeCounters, ListenerMetrics, RegionMetrics, TcpBytes};
 use crate::pool::Pool;
@@ -159,6 +161,8 @@ pub struct ListenerSnapshot {
     pub tls: Option<Arc<ListenerTls>>,
     /// A plain http listener redirecting every request to `https://`.
     pub redirect_https: bool,
+    /// `trace`: whether a request without a `traceparent` gets one (`http::request_id`).
+    pub trace: TraceMode,
     /// Whether Fulcrum's own HTTP/1 engine (`http1`) may serve this listener's plain HTTP/1
     /// connections: what the engine does not do yet stays on the hyper path (see
     /// [`engine_serves`]).
@@ -223,12 +227,15 @@ impl Snapshot {
                                 s
                             }
                         };
-                        Backend::new(
-                            bc.address,
-                            bc.weight,
-                            bc.region.as_deref().map(Arc::from),
-                            state,
-                        )
+                        Backend {
+                            name: bc.name.as_deref().map(Arc::from),
+                            ..Backend::new(
+                                bc.address,
+                                bc.weight,
+                                bc.region.as_deref().map(Arc::from),
+                                state,
+                            )
+                        }
                     })
                     .collect();
                 Pool::build(pc, backends, &regions)
@@ -322,6 +329,7 @@ impl ListenerSnapshot {
                 })
             }),
             redirect_https: lc.redirect_https,
+            trace: lc.trace,
             http1_engine: false,
         }
     }
@@ -393,6 +401,7 @@ mod tests {
     fn config(listeners: &[(&str, &str)]) -> Config {
         let backend = BackendConfig {
             address: "127.0.0.1:9".parse().expect("addr"),
+            name: None,
             weight: 1,
             region: None,
         };

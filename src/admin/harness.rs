@@ -84,6 +84,7 @@ impl Harness {
             shared,
             reloader,
             extension: None,
+            history: crate::history::History::new(),
             token: Some(TOKEN.as_bytes().to_vec()),
             started: Instant::now(),
             started_at: SystemTime::now(),

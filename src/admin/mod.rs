@@ -1,4 +1,5 @@
-//! The admin server: status page, status JSON, Prometheus metrics, reload and drain/enable.
+//! The admin server: status page, status JSON, history JSON, Prometheus metrics, reload and
+//! drain/enable.
 //!
 //! Why here and like this: everything an operator does must stay off the request path, so the
 //! server runs on the control runtime and reads the same `Snapshot` the workers read (one
@@ -29,6 +30,7 @@ use tokio::sync::Semaphore;
 
 use crate::backend::Condition;
 use crate::chain::Chain;
+use crate::history::History;
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::snapshot::{Live, Phase};
 
@@ -100,6 +102,8 @@ pub struct Admin {
     shared: Arc<Live>,
     reloader: Arc<Reloader>,
     extension: Option<Arc<dyn Extension>>,
+    /// Ten minutes of per-second samples (`GET /api/v1/history`), taken by `history::run`.
+    history: Arc<History>,
     token: Option<Vec<u8>>,
     started: Instant,
     started_at: SystemTime,
@@ -127,7 +131,7 @@ pub fn start(
     token: Option<Vec<u8>>,
     shared: Arc<Live>,
     reloader: Arc<Reloader>,
-    extension: Option<Arc<dyn Extension>>,
+    (extension, history): (Option<Arc<dyn Extension>>, Arc<History>),
     control: &tokio::runtime::Handle,
 ) -> Result<(SocketAddr, std::net::TcpListener), AdminError> {
     if token.is_none() && !addr.ip().is_loopback() {
@@ -146,6 +150,7 @@ pub fn start(
         shared,
         reloader,
         extension,
+        history,
         token,
         started: Instant::now(),
         started_at: SystemTime::now(),
@@ -311,6 +316,10 @@ impl Admin {
         match (segments.as_slice(), get, post) {
             (["metrics"], true, _) => self.metrics(),
             (["api", "v1", "status"], true, _) => json_reply(StatusCode::OK, &status::of(&self)),
+            (["api", "v1", "history"], true, _) => {
+                let snapshot = self.shared.snapshot.load();
+                json_reply(StatusCode::OK, &self.history.to_json(&snapshot))
+            }
             (["api", "v1", "reload"], _, true) => self.reload(query.contains("dry_run=true")).await,
             (
                 ["api", "v1", "pools", pool, "backends", backend, action @ ("drain" | "enable")],
@@ -318,14 +327,17 @@ impl Admin {
                 true,
             ) => self.set_draining(pool, backend, *action == "drain"),
             (
-                [""] | ["status.js" | "status.css" | "metrics"] | ["api", "v1", "status"],
+                [""]
+                | ["status.js" | "status.css" | "metrics"]
+                | ["api", "v1", "status" | "history"],
                 false,
                 _,
             )
             | (["api", "v1", "reload"], _, false)
             | (["api", "v1", "pools", _, "backends", _, "drain" | "enable"], _, false) => {
                 let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-                let allow = if path.starts_with("/api/v1/") && !path.ends_with("/status") {
+                let get_only = path.ends_with("/status") || path.ends_with("/history");
+                let allow = if path.starts_with("/api/v1/") && !get_only {
                     "POST"
                 } else {
                     "GET"

@@ -38,7 +38,12 @@ pub fn of(admin: &Admin) -> Value {
         .listeners()
         .into_iter()
         .map(|(name, addr, open)| {
-            let mut l = json!({ "name": name, "bind": addr.to_string(), "connections": open });
+            let mut l = json!({
+                "name": name,
+                "bind": addr.to_string(),
+                "connections": open,
+                "protocol": "http",
+            });
             // A tcp listener's traffic is bytes, not requests.
             if let Some(tcp) = snapshot
                 .listeners
@@ -103,6 +108,7 @@ pub fn of(admin: &Admin) -> Value {
         "pools": pools(&snapshot, &admin.reloader.dns_names()),
         "regions": regions,
         "last_reload": admin.reloader.last_reload().as_ref().map(reload_json),
+        "reloads": admin.reloader.recent_reloads().iter().map(reload_json).collect::<Vec<_>>(),
     });
     if let Some((name, value)) = admin.extension.as_ref().and_then(|e| e.status()) {
         doc[name] = value;
@@ -161,6 +167,7 @@ fn pools(snapshot: &Snapshot, names: &[NameStatus]) -> Vec<Value> {
                     let check = s.last_check();
                     json!({
                         "address": &*b.label,
+                        "name": b.name.as_deref().unwrap_or(&b.label),
                         "state": state,
                         "why": change.as_ref().map(|c| c.reason.clone()),
                         "since": change.as_ref().map(|c| epoch(c.at)),

@@ -198,7 +198,8 @@ fn listener_fields(
         max_request_body,
         proxy_protocol,
         limits,
-        redirect_https
+        redirect_https,
+        trace
     );
     if o.tls != l.tls {
         v.push("tls changed".into());
@@ -268,7 +269,7 @@ fn pool_fields((old, o): (&Config, &PoolConfig), (new, p): (&Config, &PoolConfig
 }
 
 fn backend_fields(o: &BackendConfig, b: &BackendConfig) -> Vec<String> {
-    fields!(o, b, weight, region)
+    fields!(o, b, name, weight, region)
 }
 
 fn route_line(listener: &str, r: &RouteConfig) -> String {

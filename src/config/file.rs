@@ -85,6 +85,7 @@ pub(super) struct RawListener {
     pub proxy_protocol: Option<Spanned<bool>>,
     pub limits: Option<Spanned<RawLimits>>,
     pub redirect_https: Option<Spanned<bool>>,
+    pub trace: Option<Str>,
     pub tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
@@ -232,6 +233,7 @@ pub(super) struct RawBackend {
     pub dns: Option<Str>,
     /// `"_svc._proto.name"`: SRV records (targets, ports, weights).
     pub srv: Option<Str>,
+    pub name: Option<Str>,
     pub weight: Option<Int>,
     pub region: Option<Str>,
 }

@@ -241,6 +241,19 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
     /// A plain http listener that answers every request with 308 to `https://` (same host).
     pub redirect_https: bool,
+    /// W3C `traceparent`: always passed through; `Start` also starts a trace for a request
+    /// that came without a (valid) one.
+    pub trace: TraceMode,
+}
+
+/// `trace` of an http listener: what happens to W3C trace context (`traceparent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TraceMode {
+    /// `"pass"`: the client's `traceparent` / `tracestate` go to the backend as sent.
+    #[default]
+    Pass,
+    /// `"start"`: as `Pass`, and a request without a valid `traceparent` gets a new one.
+    Start,
 }
 
 /// `[listener.limits]`: what one client may do, the client being the resolved address
@@ -404,6 +417,9 @@ pub struct PoolConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub address: SocketAddr,
+    /// What the status page and the history show (the address when `None`); unique in the
+    /// pool. Metrics and the admin API keep naming the backend by its address.
+    pub name: Option<String>,
     /// > 0.
     pub weight: u32,
     pub region: Option<String>,
@@ -582,6 +598,7 @@ impl ListenerConfig {
             limits: LimitsConfig::default(),
             tls: None,
             redirect_https: false,
+            trace: TraceMode::Pass,
         }
     }
 

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::client::PooledConn;
 use super::error::ProxyError;
+use super::request_id::RequestId;
 use crate::access_log::{self, Record};
 use crate::backend::{Backend, InflightGuard};
 use crate::chain::Chain;
@@ -73,6 +74,7 @@ impl Exchange {
             served_region: None,
             referer: headers.get(header::REFERER).cloned(),
             user_agent: headers.get(header::USER_AGENT).cloned(),
+            request_id: None,
         });
         Exchange {
             started: Instant::now(),
@@ -101,6 +103,16 @@ impl Exchange {
         if let Some(record) = self.log.as_mut() {
             record.client = ip;
             record.client_region = region.cloned();
+        }
+    }
+
+    /// The request's id (`request_id::decide`), for the access log.
+    pub fn request_id(&mut self, id: &RequestId) {
+        if let Some(record) = self.log.as_mut() {
+            record.request_id = match id {
+                RequestId::Kept(v) => Some(v.clone()),
+                RequestId::Generated(hex) => HeaderValue::from_bytes(hex).ok(),
+            };
         }
     }
 

@@ -42,8 +42,9 @@ pub(crate) const X_CLIENT_CERT_SAN: HeaderName = HeaderName::from_static("x-clie
 /// Headers `Connection` cannot remove: `Host`, the body's framing (decided by hyper from these
 /// and the body) and those Fulcrum sets itself. `Connection: host` sent the backend an
 /// HTTP/1.1 request without `Host`; `Connection: x-forwarded-for` dropped the client's chain.
-const NEVER_CONNECTION_NAMED: [HeaderName; 6] = [
+const NEVER_CONNECTION_NAMED: [HeaderName; 7] = [
     header::HOST,
+    super::request_id::X_REQUEST_ID,
     header::CONTENT_LENGTH,
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,

@@ -3,7 +3,7 @@
 //! without using it (`watchdog`). A TLS connection (HTTPS, ALPN h2 or http/1.1) is served by
 //! the same path once the listener has done the handshake: [`serve_io`] takes any stream.
 
-// `affinity`, `exchange`, `headers`, `target` and `ProxyError` are also the HTTP/1 engine's
+// `affinity`, `exchange`, `headers`, `request_id`, `target` and `ProxyError` are also the HTTP/1 engine's
 // (`http1`, the layer above): the request path's decisions live here once, for both engines.
 pub(crate) mod affinity;
 pub(crate) mod client;
@@ -14,6 +14,7 @@ mod h2pool;
 pub(crate) mod headers;
 mod proxy;
 mod request_body;
+pub(crate) mod request_id;
 mod response_body;
 pub(crate) mod target;
 mod upstream_key;

@@ -31,6 +31,7 @@ use super::exchange::{Exchange, Finish};
 use super::framing::FramingFlags;
 use super::headers;
 use super::request_body::RequestBody;
+use super::request_id;
 use super::response_body::ResponseBody;
 use super::target;
 use super::watchdog::Activity;
@@ -130,6 +131,9 @@ pub async fn handle(
         client,
         client_region.and_then(|id| snapshot.regions.name(id)),
     );
+    let trusted = client_ip::is_trusted(cx.peer.ip(), &snapshot.trusted_proxies);
+    let ids = request_id::decide(req.headers(), trusted, listener.trace);
+    exchange.request_id(&ids.request_id);
     // `[listener.limits]`: a client over its rate gets 429 before anything is done for it.
     if let Err(wait) = listener.limits.check_request(client) {
         reject!(ProxyError::RateLimited(wait));
@@ -211,6 +215,7 @@ pub async fn handle(
     // the sticky cookie before anything is copied.
     let affinity = affinity::extract(&pool.balancer, &mut parts, client);
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
+    request_id::apply(&mut parts.headers, &ids);
     if let Some(cert) = &cx.client_cert {
         headers::client_cert(&mut parts.headers, cert.as_ref());
     }

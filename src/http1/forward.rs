@@ -25,7 +25,7 @@ use super::upstream::Upstream;
 use super::Stream;
 use crate::health::passive;
 use crate::http::exchange::Exchange;
-use crate::http::{affinity, headers, target, ConnContext, ProxyError};
+use crate::http::{affinity, headers, request_id, target, ConnContext, ProxyError};
 use crate::select::{self, Tried};
 use crate::{client_ip, clock};
 
@@ -80,6 +80,9 @@ pub async fn exchange<S: Stream>(
         client_addr,
         client_region.and_then(|id| snapshot.regions.name(id)),
     );
+    let trusted = client_ip::is_trusted(cx.peer.ip(), &snapshot.trusted_proxies);
+    let ids = request_id::decide(&parts.headers, trusted, listener.trace);
+    exchange.request_id(&ids.request_id);
     if let Err(wait) = listener.limits.check_request(client_addr) {
         reject!(ProxyError::RateLimited(wait));
     }
@@ -134,8 +137,10 @@ pub async fn exchange<S: Stream>(
         .any(|v| head::lists(v.as_bytes(), "trailers"));
     let method = parts.method.clone();
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
+    request_id::strip_replaced(&mut parts.headers, &ids);
     let mut up_head = Vec::with_capacity(512);
     head::write_request_head(&mut up_head, &parts);
+    request_id::write_lines(&mut up_head, &ids);
     if framing == Framing::Chunked {
         up_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

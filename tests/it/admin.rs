@@ -14,6 +14,7 @@ use crate::support::backend::BackendBuilder;
 use crate::support::client::{http1, send, HttpClient, Reply};
 use crate::support::proxy::{any_port, config, listener, pool, write_file, Config, Proxy};
 use crate::support::{eventually, require};
+use fulcrum::config::{ListenerConfig, PoolId};
 
 /// A quiet config with the admin server on 127.0.0.1:0.
 pub(crate) fn with_admin(mut c: Config) -> Config {
@@ -381,6 +382,84 @@ async fn reload_through_the_api_reports_errors_as_json() {
 
 /// Headless Chromium loads the status page of a running Fulcrum; every backend of the config
 /// shows with its state. The screenshot lands in `target/status.png`.
+/// `GET /api/v1/history`: per-second samples of the listener and pool move with traffic
+/// (requests/s, error rate, p50/p99), and the token guards it. The names are this test's
+/// own: the metrics registry is the process's, shared by every test of this binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_samples_move_with_traffic() {
+    let ok = BackendBuilder::new("ok").start().await;
+    let bad = BackendBuilder::new("bad").status(500).start().await;
+    let mut c = config(
+        ListenerConfig::http("hist-web", any_port(), PoolId::new(0)),
+        vec![pool("hist-pool", &[ok.addr, bad.addr])],
+    );
+    c.pools[0].retries = 0;
+    let proxy = Proxy::start(with_admin(c));
+    let admin = admin_of(&proxy);
+    let client = http1();
+    let url = format!("http://{admin}/api/v1/history");
+    let series = |doc: &Value, kind: &str, name: &str| -> Value {
+        doc[kind]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let moving = |s: &Value| -> bool {
+        s["rps"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x.as_f64().is_some_and(|r| r > 0.0)))
+    };
+    // Traffic until a sample shows it (the sampler runs once a second).
+    let doc = eventually(Duration::from_secs(10), "a sample with traffic", || async {
+        for _ in 0..10 {
+            get(&client, format!("http://{}/", proxy.addr)).await;
+        }
+        let doc = json(&get(&client, url.clone()).await);
+        let (l, p) = (
+            series(&doc, "listeners", "hist-web"),
+            series(&doc, "pools", "hist-pool"),
+        );
+        (moving(&l) && moving(&p)).then_some(doc)
+    })
+    .await;
+    assert_eq!(doc["interval_seconds"], 1, "{doc}");
+    assert_eq!(doc["samples"], 600, "{doc}");
+    let pool_series = series(&doc, "pools", "hist-pool");
+    assert_eq!(pool_series["protocol"], "http");
+    let busy = pool_series["rps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|x| x.as_f64().is_some_and(|r| r > 0.0))
+        .unwrap();
+    let at = |field: &str| pool_series[field][busy].as_f64();
+    let error_rate = at("error_rate").unwrap();
+    assert!(error_rate > 0.0 && error_rate < 1.0, "{pool_series}");
+    let (p50, p99) = (at("p50_ms").unwrap(), at("p99_ms").unwrap());
+    assert!(p50 > 0.0 && p99 >= p50, "{pool_series}");
+    for field in ["rps", "error_rate", "p50_ms", "p99_ms"] {
+        assert_eq!(
+            pool_series[field].as_array().unwrap().len(),
+            pool_series["rps"].as_array().unwrap().len(),
+            "{field}"
+        );
+    }
+    let backends = pool_series["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2, "{pool_series}");
+
+    // The rings grow a sample a second.
+    let len = |doc: &Value| {
+        series(doc, "pools", "hist-pool")["rps"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before = len(&doc);
+    eventually(Duration::from_secs(5), "another sample", || async {
+        len(&json(&get(&client, url.clone()).await)) > before
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_in_headless_chromium_shows_every_backend() {
     let Some(chromium) = require("chromium") else {

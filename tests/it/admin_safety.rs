@@ -94,6 +94,19 @@ async fn every_admin_response_carries_a_csp_and_nosniff() {
             StatusCode::UNAUTHORIZED,
         ),
         (Method::GET, "/api/v1/status", t, StatusCode::OK),
+        (
+            Method::GET,
+            "/api/v1/history",
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Method::GET, "/api/v1/history", t, StatusCode::OK),
+        (
+            Method::POST,
+            "/api/v1/history",
+            t,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
         (Method::GET, "/metrics", t, StatusCode::OK),
         (Method::GET, "/nope", t, StatusCode::NOT_FOUND),
         (

@@ -35,7 +35,10 @@ const LAYERS: &[&[&str]] = &[
     // limiter state, carried across reloads by slot like the tcp byte counts.
     &["limits"],
     &["snapshot"],
-    &["health", "proxy_protocol"],
+    // `history` reads the snapshot's listeners, pools and backends and the metrics registry
+    // once a second (started by `server`, read by `admin`): above `snapshot`, and nothing
+    // beside it imports it.
+    &["health", "proxy_protocol", "history"],
     &["http", "tcp"],
     // Fulcrum's HTTP/1 engine: above `http`, whose request-path decisions (ProxyError,
     // exchange, headers, target, affinity) it calls; h2 and the transitional hyper HTTP/1

@@ -39,6 +39,7 @@ mod protocols;
 mod redis;
 mod region;
 mod reload;
+mod request_id;
 mod routing;
 mod smuggling;
 mod tcp;

@@ -83,6 +83,7 @@ impl Client {
 fn in_region(addr: SocketAddr, region: &str) -> BackendConfig {
     BackendConfig {
         address: addr,
+        name: None,
         weight: 1,
         region: Some(region.into()),
     }

@@ -14,7 +14,7 @@ use super::{key, label, values, Cx};
 use crate::config::file::{Int, RawLimits, RawListener, RawRoute, Str};
 use crate::config::{
     BalanceKind, HashKey, HeaderMatch, LimitsConfig, ListenerConfig, PoolConfig, PoolId, Protocol,
-    RouteConfig,
+    RouteConfig, TraceMode,
 };
 
 /// The largest `requests_per_second`, `burst` and `connections_per_client`: a million a second
@@ -90,6 +90,19 @@ impl Cx<'_> {
                 self.tcp_listener(r, &prefix, pool, pools);
             }
             let (tls, redirect_https) = self.listener_tls(r, &prefix, protocol);
+            let trace = self.opt_str(
+                r.trace.as_ref(),
+                &key(&prefix, "trace"),
+                TraceMode::Pass,
+                values::trace,
+            );
+            if let (Protocol::Tcp, Some(v)) = (protocol, &r.trace) {
+                self.error(
+                    v.span(),
+                    &key(&prefix, "trace"),
+                    "only for http listeners (a tcp listener sees no requests)",
+                );
+            }
             if protocol == Protocol::Tcp && r.tls.is_some() {
                 // Terminated here, the ClientHello is rustls's: `sni` routes are passthrough.
                 for (j, route) in r.route.iter().enumerate() {
@@ -121,6 +134,7 @@ impl Cx<'_> {
                     limits,
                     tls,
                     redirect_https,
+                    trace,
                 });
             }
         }

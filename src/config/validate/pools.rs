@@ -286,6 +286,7 @@ impl Cx<'_> {
     ) -> (Vec<BackendConfig>, Vec<DnsBackend>) {
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
         let mut seen_names: HashMap<DnsTarget, usize> = HashMap::new();
+        let mut backend_names: Vec<String> = Vec::new();
         let mut out = Vec::new();
         let mut names = Vec::new();
         for (i, b) in raw.iter().enumerate() {
@@ -301,6 +302,25 @@ impl Cx<'_> {
             let region = self
                 .maybe_str(r.region.as_ref(), &key(&prefix, "region"), values::name)
                 .unwrap_or_default();
+            let name = self
+                .maybe_str(r.name.as_ref(), &key(&prefix, "name"), values::name)
+                .unwrap_or_default();
+            if let (Some(n), Some(v)) = (&name, &r.name) {
+                if r.dns.is_some() || r.srv.is_some() {
+                    self.error(
+                        v.span(),
+                        &key(&prefix, "name"),
+                        "a dns or srv backend's addresses are shown under its DNS name; name is for address backends",
+                    );
+                } else if backend_names.contains(n) {
+                    self.error(
+                        v.span(),
+                        &key(&prefix, "name"),
+                        format!("backend name {n:?} is used twice in this pool"),
+                    );
+                }
+                backend_names.push(n.clone());
+            }
             let given = [&r.address, &r.dns, &r.srv]
                 .iter()
                 .filter(|v| v.is_some())
@@ -349,6 +369,7 @@ impl Cx<'_> {
             ) {
                 out.push(BackendConfig {
                     address,
+                    name,
                     weight,
                     region,
                 });

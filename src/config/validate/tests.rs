@@ -60,6 +60,7 @@ fn minimal_gets_documented_defaults() {
     assert_eq!(c.source, Some(PathBuf::from("fulcrum.toml")));
     let backend = BackendConfig {
         address: addr("10.0.0.1:80"),
+        name: None,
         weight: 1,
         region: None,
     };
@@ -383,4 +384,30 @@ fn file_paths_are_relative_to_the_config_and_checked() {
         "[global]\naccess_log = \"/no/such/dir/a.log\"\n{MINIMAL}"
     ));
     assert!(e[0].contains("folder /no/such/dir does not exist"), "{e:?}");
+}
+
+#[test]
+fn backend_names_and_listener_trace() {
+    let text = "[[listener]]\nname = \"web\"\nbind = \"0.0.0.0:80\"\npool = \"web\"\ntrace = \"start\"\n\
+        [[pool]]\nname = \"web\"\nbackends = [{ address = \"10.0.0.1:80\", name = \"east-a\" }, { address = \"10.0.0.2:80\" }]\n";
+    let c = parse(text).expect("valid");
+    assert_eq!(c.listeners[0].trace, crate::config::TraceMode::Start);
+    assert_eq!(c.pools[0].backends[0].name.as_deref(), Some("east-a"));
+    assert_eq!(c.pools[0].backends[1].name, None);
+    let twice = text.replace(
+        "{ address = \"10.0.0.2:80\" }",
+        "{ address = \"10.0.0.2:80\", name = \"east-a\" }",
+    );
+    let errs = errors(&twice);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("name: backend name \"east-a\" is used twice in this pool")),
+        "{errs:#?}"
+    );
+    let bad = errors(&text.replace("trace = \"start\"", "trace = \"on\""));
+    assert!(
+        bad.iter()
+            .any(|e| e.contains("trace: must be \"pass\" or \"start\"")),
+        "{bad:#?}"
+    );
 }

@@ -14,6 +14,7 @@ use ipnet::IpNet;
 
 use crate::config::{
     AccessLogFormat, AccessLogTarget, BalanceKind, HashKey, Http1Engine, OnDown, Protocol, RetryOn,
+    TraceMode,
 };
 
 /// A message for the user; the caller adds file, line, column and key.
@@ -187,6 +188,15 @@ pub(super) fn http1_engine(text: &str) -> Result<Option<Http1Engine>, Msg> {
         "hyper" => Ok(Some(Http1Engine::Hyper)),
         "fulcrum" => Ok(Some(Http1Engine::Fulcrum)),
         other => Err(format!("must be \"hyper\" or \"fulcrum\", got {other:?}")),
+    }
+}
+
+/// `trace` of a listener: `"pass"` or `"start"`.
+pub(super) fn trace(text: &str) -> Result<TraceMode, Msg> {
+    match text {
+        "pass" => Ok(TraceMode::Pass),
+        "start" => Ok(TraceMode::Start),
+        other => Err(format!("must be \"pass\" or \"start\", got {other:?}")),
     }
 }
 

@@ -33,6 +33,7 @@ pub fn free_addr() -> SocketAddr {
 pub fn backend(addr: SocketAddr, weight: u32) -> BackendConfig {
     BackendConfig {
         address: addr,
+        name: None,
         weight,
         region: None,
     }
