@@ -18,6 +18,7 @@ mod admin_safety;
 mod backend_tls;
 mod balance;
 mod cli;
+mod dashboard;
 mod errors;
 mod grpc;
 mod h2_abuse;
