@@ -187,7 +187,7 @@ function renderPools(s, hist) {
         '<td><div class="name" title="' + esc(b.address) + '">' + esc(b.name || b.address) + "</div>" +
         (named ? '<div class="why addr">' + esc(b.address) + "</div>" : "") + "</td>" +
         '<td><span class="state s-' + esc(b.state) + '"><span class="dot"></span>' + esc(b.state) + "</span>" +
-        '<div class="why" title="' + esc(b.why || "") + '">' + esc(b.why || "") + (b.since ? " · " + esc(ago(b.since)) : "") + "</div></td>" +
+        '<div class="why" title="' + esc(b.why || "") + '">' + (b.since ? esc(ago(b.since)) + " · " : "") + esc(b.why || "") + "</div></td>" +
         "<td>" + esc(b.region || "–") + "</td>" +
         '<td class="num">' + b.weight + "</td>" +
         '<td class="num">' + b.inflight + "</td>" +

@@ -18,6 +18,7 @@ mod admin_safety;
 mod backend_tls;
 mod balance;
 mod cli;
+mod dashboard;
 mod discovery;
 mod errors;
 mod grpc;

@@ -1,6 +1,6 @@
 //! Headless Chromium driven over the DevTools protocol: open a page, run JavaScript in it
-//! (clicks included), read the DOM back. For the status page's buttons, which a `--dump-dom`
-//! render cannot press.
+//! (clicks included), read the DOM back, set the viewport and take screenshots. For the status
+//! page's buttons, which a `--dump-dom` render cannot press.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -74,13 +74,42 @@ impl Browser {
 
     /// Evaluates `js` in the page (awaiting a promise it returns) and returns its value.
     pub async fn eval(&mut self, js: &str) -> Value {
+        let params = json!({ "expression": js, "returnByValue": true, "awaitPromise": true });
+        let result = self.call("Runtime.evaluate", params).await;
+        if let Some(e) = result.get("exceptionDetails") {
+            panic!("{js}: {e}");
+        }
+        result["result"]["value"].clone()
+    }
+
+    /// Sets the page's viewport to `width` x `height` CSS pixels (scale 1, not mobile).
+    pub async fn viewport(&mut self, width: u32, height: u32) {
+        let params = json!({
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false,
+        });
+        self.call("Emulation.setDeviceMetricsOverride", params)
+            .await;
+    }
+
+    /// A PNG of the whole page as laid out now (beyond the viewport), written to `path`.
+    pub async fn screenshot(&mut self, path: &Path) {
+        use base64::Engine as _;
+        let params = json!({ "format": "png", "captureBeyondViewport": true });
+        let shot = self.call("Page.captureScreenshot", params).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("screenshot data"))
+            .unwrap();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, png).unwrap();
+    }
+
+    /// One DevTools command on the page; its `result`.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
-        let call = json!({
-            "id": id,
-            "method": "Runtime.evaluate",
-            "params": { "expression": js, "returnByValue": true, "awaitPromise": true },
-        });
+        let call = json!({ "id": id, "method": method, "params": params });
         self.page
             .send(Message::text(call.to_string()))
             .await
@@ -94,10 +123,10 @@ impl Browser {
             let Message::Text(text) = msg else { continue };
             let reply: Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == id {
-                if let Some(e) = reply["result"].get("exceptionDetails") {
-                    panic!("{js}: {e}");
+                if let Some(e) = reply.get("error") {
+                    panic!("{method}: {e}");
                 }
-                return reply["result"]["result"]["value"].clone();
+                return reply["result"].clone();
             }
         }
     }
