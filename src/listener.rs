@@ -552,7 +552,8 @@ async fn accept(
                 };
                 // Boxed: inline, the handshake's and hyper's futures would size every plain
                 // connection's task too (idle keep-alive connections included).
-                Box::pin(serve_tls(stream, tls, protocol, conn, &builder, shutdown)).await;
+                let serve = (protocol, engine, &*builder);
+                Box::pin(serve_tls(stream, tls, serve, conn, shutdown)).await;
                 drop(guard);
                 return;
             }
@@ -598,9 +599,12 @@ struct Conn {
 async fn serve_tls(
     stream: tokio::net::TcpStream,
     tls: Arc<crate::snapshot::ListenerTls>,
-    protocol: ListenerProtocol,
+    (protocol, engine, builder): (
+        ListenerProtocol,
+        bool,
+        &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    ),
     conn: Conn,
-    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     shutdown: watch::Receiver<bool>,
 ) {
     let Conn {
@@ -650,7 +654,13 @@ async fn serve_tls(
         activity: Arc::new(Activity::new(accepted)),
         requests: AtomicU32::new(0),
     });
-    http::serve_io(builder, stream, cx, shutdown).await;
+    // ALPN h2 is hyper's; HTTP/1.1 (or no ALPN) is the engine's when it serves this listener.
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if engine && !h2 && cx.shared.http1_engine {
+        http1::serve(stream, cx, shutdown).await;
+    } else {
+        http::serve_io(builder, stream, cx, shutdown).await;
+    }
 }
 
 #[cfg(test)]

@@ -335,23 +335,12 @@ impl ListenerSnapshot {
     }
 }
 
-/// Whether the HTTP/1 engine covers everything listener `lc` may need. It speaks plain
-/// HTTP/1.1 upstream only, and does not answer Fulcrum's own responses beyond errors: a
-/// listener that redirects to https, a process with ACME (its plain listeners answer HTTP-01)
-/// and a listener one of whose pools (routes and backups included) speaks h2 or TLS to its
-/// backends are served by the hyper path.
+/// Whether the HTTP/1 engine covers everything listener `lc` may need. It serves plain and
+/// TLS listeners (ALPN h2 goes to hyper), redirects, HSTS and ACME challenges, and speaks
+/// plain HTTP/1.1 upstream only: a listener one of whose pools (routes and backups included)
+/// speaks h2 or TLS to its backends is served by the hyper path.
 fn engine_serves(config: &Config, lc: &ListenerConfig) -> bool {
     use crate::config::UpstreamProtocol;
-    if lc.redirect_https || lc.tls.is_some() {
-        return false;
-    }
-    if config
-        .listeners
-        .iter()
-        .any(|l| l.tls.as_ref().is_some_and(|t| t.acme.is_some()))
-    {
-        return false;
-    }
     let mut pending: Vec<PoolId> = std::iter::once(lc.pool)
         .chain(lc.routes.iter().map(|r| r.pool))
         .collect();
@@ -454,5 +443,23 @@ mod tests {
             Some("b")
         );
         assert!(c.listener(ListenerSlot::new(99)).is_none());
+    }
+
+    /// The engine serves redirecting listeners and any upstream of plain HTTP/1.1; only a
+    /// pool speaking h2 or TLS to its backends (reached by default, route or backup) keeps a
+    /// listener on hyper.
+    #[test]
+    fn the_engine_serves_every_listener_but_those_with_h2_or_tls_upstreams() {
+        use crate::config::UpstreamProtocol;
+        let mut c = config(&[("plain", "127.0.0.1:1"), ("redirect", "127.0.0.1:2")]);
+        c.listeners[1].redirect_https = true;
+        assert!(super::engine_serves(&c, &c.listeners[0]));
+        assert!(super::engine_serves(&c, &c.listeners[1]));
+        let mut h2 = c.pools[0].clone();
+        h2.name = "h2".into();
+        h2.protocol = UpstreamProtocol::H2c;
+        c.pools.push(h2);
+        c.pools[0].backup = Some(PoolId::new(1));
+        assert!(!super::engine_serves(&c, &c.listeners[0]));
     }
 }

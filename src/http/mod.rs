@@ -12,6 +12,7 @@ pub(crate) mod exchange;
 mod framing;
 mod h2pool;
 pub(crate) mod headers;
+pub(crate) mod local;
 mod proxy;
 mod request_body;
 pub(crate) mod request_id;

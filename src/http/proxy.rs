@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -30,12 +29,12 @@ use super::error::{is_unprocessed, ProxyError};
 use super::exchange::{Exchange, Finish};
 use super::framing::FramingFlags;
 use super::headers;
+use super::local::{self, Local};
 use super::request_body::RequestBody;
 use super::request_id;
 use super::response_body::ResponseBody;
 use super::target;
 use super::watchdog::Activity;
-use crate::acme_state;
 use crate::backend::InflightGuard;
 use crate::chain::Chain;
 use crate::config::{BackendId, ListenerSlot};
@@ -102,7 +101,7 @@ pub async fn handle(
             let mut resp = exchange
                 .refuse(&$err, listener)
                 .map(|body| ResponseBody::full(body).holding(in_flight));
-            hsts(listener, resp.headers_mut());
+            local::hsts(listener, resp.headers_mut());
             return Ok(resp);
         }};
     }
@@ -145,21 +144,14 @@ pub async fn handle(
     }
     // The host is the target's authority when it has one; `Host` says so from here on.
     target::normalize_host(&mut parts);
-    // An ACME CA validating an order of this process (any http listener answers it, before
-    // any redirect: the certificate it validates for may not exist yet).
-    if parts.uri.path().starts_with(acme_state::WELL_KNOWN_PREFIX) {
-        if let Some(answer) = cx.shared.acme.challenges.answer(parts.uri.path()) {
-            let resp = local_text(StatusCode::OK, Bytes::from(answer.as_bytes().to_vec()));
+    match local::decide(&parts, listener, &cx.shared.acme) {
+        Some(Local::Answer(resp)) => {
             return Ok(exchange
                 .answer(resp, Some(listener))
                 .map(|body| ResponseBody::full(body).holding(in_flight)));
         }
-    }
-    if listener.redirect_https {
-        match target::https_location(&parts) {
-            Ok(location) => reject!(ProxyError::RedirectHttps(location)),
-            Err(e) => reject!(e),
-        }
+        Some(Local::Refuse(e)) => reject!(e),
+        None => {}
     }
     let limit = listener.max_request_body;
     if limit > 0 && headers::content_length(&parts.headers).is_some_and(|len| len > limit) {
@@ -248,7 +240,7 @@ pub async fn handle(
             );
             let mut resp =
                 respond(resp, version, client_upgrade, finish).map(|b| b.holding(in_flight));
-            hsts(Some(listener), resp.headers_mut());
+            local::hsts(Some(listener), resp.headers_mut());
             if choice.pool == pool_id {
                 let secure = cx.proto == "https";
                 affinity::set_cookie(
@@ -332,18 +324,6 @@ pub async fn handle(
 }
 
 type Sent = (Response<Incoming>, PooledConn, InflightGuard);
-
-/// `hsts` of a TLS listener: `Strict-Transport-Security` on every response (the backend's
-/// own, if it sent one, is replaced).
-#[inline]
-fn hsts(listener: Option<&crate::snapshot::ListenerSnapshot>, headers: &mut http::HeaderMap) {
-    if let Some(value) = listener
-        .and_then(|l| l.tls.as_ref())
-        .and_then(|t| t.hsts.as_ref())
-    {
-        headers.insert(header::STRICT_TRANSPORT_SECURITY, value.clone());
-    }
-}
 
 /// When Fulcrum last logged a local shortage (`clock::now_ms()`): at most one line a second.
 static SHORTAGE_LOGGED: AtomicU64 = AtomicU64::new(0);
@@ -506,17 +486,6 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, finish: Finish) {
         }
     }
     finish.complete(bytes, false);
-}
-
-/// A plain-text response made by Fulcrum itself.
-fn local_text(status: StatusCode, body: Bytes) -> Response<Bytes> {
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain"),
-    );
-    resp
 }
 
 fn is_idempotent(method: &Method) -> bool {

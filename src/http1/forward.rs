@@ -25,6 +25,7 @@ use super::upstream::Upstream;
 use super::Stream;
 use crate::health::passive;
 use crate::http::exchange::Exchange;
+use crate::http::local::{self, Local};
 use crate::http::{affinity, headers, request_id, target, ConnContext, ProxyError};
 use crate::select::{self, Tried};
 use crate::{client_ip, clock};
@@ -59,7 +60,8 @@ pub async fn exchange<S: Stream>(
     let reusable = !close_request && framing == Framing::None;
     macro_rules! reject {
         ($err:expr) => {{
-            let resp = exchange.refuse(&$err, listener);
+            let mut resp = exchange.refuse(&$err, listener);
+            local::hsts(listener, resp.headers_mut());
             return write_response(client, version, resp, !reusable, send_timeout).await;
         }};
     }
@@ -90,6 +92,14 @@ pub async fn exchange<S: Stream>(
         reject!(err);
     }
     target::normalize_host(&mut parts);
+    match local::decide(&parts, listener, &cx.shared.acme) {
+        Some(Local::Answer(resp)) => {
+            let resp = exchange.answer(resp, Some(listener));
+            return write_response(client, version, resp, !reusable, send_timeout).await;
+        }
+        Some(Local::Refuse(e)) => reject!(e),
+        None => {}
+    }
     let limit = listener.max_request_body;
     if let Framing::Length(n) = framing {
         if limit > 0 && n > limit {
@@ -138,6 +148,9 @@ pub async fn exchange<S: Stream>(
     let method = parts.method.clone();
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
     request_id::strip_replaced(&mut parts.headers, &ids);
+    if let Some(cert) = &cx.client_cert {
+        headers::client_cert(&mut parts.headers, cert.as_ref());
+    }
     let mut up_head = Vec::with_capacity(512);
     head::write_request_head(&mut up_head, &parts);
     request_id::write_lines(&mut up_head, &ids);
@@ -228,6 +241,7 @@ pub async fn exchange<S: Stream>(
     let status = got.head.status;
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(&mut got.head.headers, switching);
+    local::hsts(Some(listener), &mut got.head.headers);
     if choice.pool == pool_id {
         let secure = cx.proto == "https";
         affinity::set_cookie(

@@ -86,9 +86,29 @@ impl Stream for TcpStream {
 }
 
 /// TLS (the TLS listener's handshake runs in the connection task, then hands the stream here
-/// when ALPN chose HTTP/1.1 or nothing): the default `next_bytes` (rustls may hold decrypted
-/// bytes the socket's readiness does not show, so the buffer is taken before waiting).
-impl Stream for tokio_rustls::server::TlsStream<TcpStream> {}
+/// when ALPN chose HTTP/1.1 or nothing). rustls may hold decrypted bytes the socket's
+/// readiness does not show: those are read at once; otherwise the socket is waited on first,
+/// so an idle keep-alive HTTPS connection holds no buffer of the pool either.
+impl Stream for tokio_rustls::server::TlsStream<TcpStream> {
+    async fn next_bytes(&mut self) -> io::Result<Option<Buf>> {
+        let (tcp, tls) = self.get_mut();
+        let buffered = tls
+            .process_new_packets()
+            .map_err(io::Error::other)?
+            .plaintext_bytes_to_read();
+        if buffered == 0 && !tls.wants_write() {
+            tcp.readable().await?;
+        }
+        let mut buf = Buf::take();
+        match buf.fill(self, SIZE).await {
+            Ok(n) if n > 0 => Ok(Some(buf)),
+            other => {
+                buf.release();
+                other.map(|_| None)
+            }
+        }
+    }
+}
 
 /// The h2 connection preface's first line (RFC 9113 3.4); no HTTP/1 method is `PRI`.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0";
