@@ -90,9 +90,27 @@ async fn metrics_move_with_traffic_and_pass_promtool() {
         let r = get(&client, format!("http://{}/x", proxy.addr)).await;
         assert_eq!(r.status, StatusCode::OK);
     }
-    let metrics = get(&client, format!("http://{admin}/metrics")).await;
-    assert_eq!(metrics.status, StatusCode::OK);
-    let text = metrics.body;
+    // A request is counted when its exchange finishes, which may be just after the client
+    // read the last byte of its response: the scrape waits for all ten.
+    let per_backend_in = |text: &str, addr: SocketAddr| {
+        sample(
+            text,
+            "fulcrum_requests_total",
+            &[
+                ("pool", "metrics-pool"),
+                ("backend", &addr.to_string()),
+                ("code", "200"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    let text = eventually(Duration::from_secs(5), "10 requests counted", || async {
+        let metrics = get(&client, format!("http://{admin}/metrics")).await;
+        assert_eq!(metrics.status, StatusCode::OK);
+        let text = metrics.body;
+        (per_backend_in(&text, a.addr) + per_backend_in(&text, b.addr) == 10.0).then_some(text)
+    })
+    .await;
     let per_backend = |addr: SocketAddr| {
         sample(
             &text,
@@ -131,18 +149,11 @@ async fn metrics_move_with_traffic_and_pass_promtool() {
     for _ in 0..4 {
         get(&client, format!("http://{}/y", proxy.addr)).await;
     }
-    let text = get(&client, format!("http://{admin}/metrics")).await.body;
-    let total: f64 = [a.addr, b.addr]
-        .iter()
-        .filter_map(|addr| {
-            sample(
-                &text,
-                "fulcrum_requests_total",
-                &[("backend", &addr.to_string()), ("code", "200")],
-            )
-        })
-        .sum();
-    assert_eq!(total, 14.0, "{text}");
+    let text = eventually(Duration::from_secs(5), "14 requests counted", || async {
+        let text = get(&client, format!("http://{admin}/metrics")).await.body;
+        (per_backend_in(&text, a.addr) + per_backend_in(&text, b.addr) == 14.0).then_some(text)
+    })
+    .await;
     // Last, so that without promtool everything above is still checked.
     let Some(promtool) = require("promtool") else {
         return;
