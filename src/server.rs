@@ -260,12 +260,15 @@ fn start_inner(config: Config, options: Options, handover: Handover) -> Result<H
         let same = |addr: SocketAddr| was == addr || (addr.port() == 0 && addr.ip() == was.ip());
         admin_bind.filter(|a| same(*a)).map(|_| socket)
     });
-    // The charts' data: sampled once a second here, never on the request path.
+    // The charts' data: sampled once a second here, never on the request path; only when an
+    // admin server can show it (nothing else reads it).
     let history = crate::history::History::new();
-    control_thread.spawn(crate::history::run(
-        Arc::clone(&history),
-        Arc::clone(&shared),
-    ));
+    if admin_bind.is_some() {
+        control_thread.spawn(crate::history::run(
+            Arc::clone(&history),
+            Arc::clone(&shared),
+        ));
+    }
     let (admin, admin_socket) = match admin_bind {
         None => (None, None),
         Some(addr) => match crate::admin::start(
