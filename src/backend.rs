@@ -183,6 +183,11 @@ impl BackendState {
         self.unknown.load(Ordering::Relaxed)
     }
 
+    /// Down because the last check found the node holding another role (role-checked pools).
+    pub fn holds_other_role(&self) -> bool {
+        !self.is_healthy() && self.standby.load(Ordering::Relaxed)
+    }
+
     /// Whether the last check found the node holding another role.
     pub fn set_standby(&self, standby: bool) {
         self.standby.store(standby, Ordering::Relaxed);

@@ -187,6 +187,7 @@ function renderPools(s, hist) {
         '<td><div class="name" title="' + esc(b.address) + '">' + esc(b.name || b.address) + "</div>" +
         (named ? '<div class="why addr">' + esc(b.address) + "</div>" : "") + "</td>" +
         '<td><span class="state s-' + esc(b.state) + '"><span class="dot"></span>' + esc(b.state) + "</span>" +
+        (b.role ? ' <span class="role" data-role="' + esc(b.role) + '">' + esc(b.role) + "</span>" : "") +
         '<div class="why" title="' + esc(b.why || "") + '">' + (b.since ? esc(ago(b.since)) + " · " : "") + esc(b.why || "") + "</div></td>" +
         "<td>" + esc(b.region || "–") + "</td>" +
         '<td class="num">' + b.weight + "</td>" +
@@ -200,7 +201,7 @@ function renderPools(s, hist) {
     }).join("");
     return '<section class="pool" data-pool="' + esc(p.name) + '"><h2>' + esc(p.name) + '<span class="sub">' + up + " of " +
       p.backends.length + " up" + (standby ? " · " + standby + " standby" : "") +
-      (tcp ? " · tcp" : "") + (p.health_check ? " · active checks" : "") +
+      (tcp ? " · tcp" : "") + (p.health_check ? " · active checks" : "") + (p.role ? " · wants " + esc(p.role) : "") +
       (p.fail_open_active ? ' · <span class="err">FAIL-OPEN</span>' : "") + "</span></h2>" + dnsNames(p) +
       charts("pool", p.name, h) +
       '<div class="scroll"><table><thead><tr><th>Backend</th><th>State</th><th>Region</th><th class=num>Weight</th>' +

@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 
 use super::{epoch, Admin};
 use crate::acme_state::AcmeStatus;
+use crate::backend::BackendState;
 use crate::clock;
-use crate::config::{PoolId, Protocol};
+use crate::config::{PgRole, PoolId, Protocol};
 use crate::discovery::NameStatus;
 use crate::reload::ReloadResult;
 use crate::snapshot::Snapshot;
@@ -128,6 +129,32 @@ pub fn reload_json(r: &ReloadResult) -> Value {
     })
 }
 
+fn role_name(role: PgRole) -> &'static str {
+    match role {
+        PgRole::Primary => "primary",
+        PgRole::Replica => "replica",
+    }
+}
+
+/// The role a postgres-checked backend holds as its last check saw it: the pool's when the
+/// check passed, the other one when it failed on the role alone, unknown (`null`) otherwise
+/// (not checked yet, unreachable, or a pool without a role check).
+fn role_of(wanted: Option<PgRole>, s: &BackendState) -> Option<&'static str> {
+    let wanted = wanted?;
+    if s.is_unknown() {
+        None
+    } else if s.is_healthy() {
+        Some(role_name(wanted))
+    } else if s.holds_other_role() {
+        Some(role_name(match wanted {
+            PgRole::Primary => PgRole::Replica,
+            PgRole::Replica => PgRole::Primary,
+        }))
+    } else {
+        None
+    }
+}
+
 /// A DNS backend: its name, current addresses and last resolution.
 fn dns_json(n: &NameStatus) -> Value {
     json!({
@@ -150,6 +177,12 @@ fn pools(snapshot: &Snapshot, names: &[NameStatus]) -> Vec<Value> {
                 .listeners
                 .iter()
                 .any(|l| l.protocol == Protocol::Tcp && l.routes.default_pool() == PoolId::new(pi));
+            // A postgres-checked pool: the role its backends must hold.
+            let wanted = p
+                .health
+                .as_ref()
+                .and_then(|h| h.postgres.as_ref())
+                .map(|pg| pg.role);
             let backends: Vec<Value> = p
                 .backends
                 .iter()
@@ -169,6 +202,7 @@ fn pools(snapshot: &Snapshot, names: &[NameStatus]) -> Vec<Value> {
                         "address": &*b.label,
                         "name": b.name.as_deref().unwrap_or(&b.label),
                         "state": state,
+                        "role": role_of(wanted, s),
                         "why": change.as_ref().map(|c| c.reason.clone()),
                         "since": change.as_ref().map(|c| epoch(c.at)),
                         "region": b.region.as_deref(),
@@ -192,6 +226,7 @@ fn pools(snapshot: &Snapshot, names: &[NameStatus]) -> Vec<Value> {
                 "protocol": if tcp { "tcp" } else { "http" },
                 "health_check": p.health.is_some(),
                 "fail_open_active": p.fail_open_active.load(Ordering::Relaxed),
+                "role": wanted.map(role_name),
                 "backends": backends,
                 "dns": names
                     .iter()

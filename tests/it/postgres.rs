@@ -90,6 +90,7 @@ async fn write_and_read_ports_follow_roles_lag_and_promotion() {
     cfg.pools[1].backup = Some(PoolId::new(0));
     cfg.listeners
         .push(ListenerConfig::tcp("read", any_port(), PoolId::new(1)));
+    cfg.global.admin = Some(any_port());
     let handle = fulcrum::start(cfg).unwrap();
     let write = handle.listener_addr("write").unwrap();
     let read = handle.listener_addr("read").unwrap();
@@ -110,6 +111,27 @@ async fn write_and_read_ports_follow_roles_lag_and_promotion() {
         },
     )
     .await;
+
+    // The status API shows each node by the role its check saw, in both pools.
+    let admin = handle.admin_addr().unwrap();
+    let status = crate::admin::get(
+        &crate::support::client::http1(),
+        format!("http://{admin}/api/v1/status"),
+    )
+    .await;
+    let doc: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    let roles = |pool: usize| -> Vec<serde_json::Value> {
+        doc["pools"][pool]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["role"].clone())
+            .collect()
+    };
+    assert_eq!(doc["pools"][0]["role"], "primary");
+    assert_eq!(doc["pools"][1]["role"], "replica");
+    assert_eq!(roles(0), vec!["primary", "replica"], "{doc}");
+    assert_eq!(roles(1), vec!["primary", "replica"], "{doc}");
 
     // INSERT through the write port, SELECT through the read port (a replica).
     execute(write, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
