@@ -516,13 +516,19 @@ impl Config {
     pub fn summary(&self) -> String {
         let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
         let routes: usize = self.listeners.iter().map(|l| l.routes.len()).sum();
-        format!(
+        let names: usize = self.pools.iter().map(|p| p.names.len()).sum();
+        let mut summary = format!(
             "{} listener(s), {} pool(s), {} backend(s), {} route(s)",
             self.listeners.len(),
             self.pools.len(),
             backends,
             routes
-        )
+        );
+        // DNS backends are resolved at run, never by `check`: counted apart.
+        if names > 0 {
+            summary.push_str(&format!(", {names} DNS name(s)"));
+        }
+        summary
     }
 }
 

@@ -217,6 +217,12 @@ mod tests {
         assert_eq!(p.dns.min_ttl, Duration::from_secs(2));
         assert_eq!(p.dns.max_ttl, Duration::from_secs(60));
         assert!(p.dns.require);
+        assert!(
+            c.summary()
+                .ends_with("1 backend(s), 0 route(s), 2 DNS name(s)"),
+            "{}",
+            c.summary()
+        );
         assert_eq!(
             c.global.resolvers,
             vec!["10.0.0.2:53".parse().expect("addr")]
