@@ -49,16 +49,7 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// that cannot say whether bytes are there without reading); TCP takes it only once they
     /// are, so a connection waiting for its next request holds none.
     fn next_bytes(&mut self) -> impl std::future::Future<Output = io::Result<Option<Buf>>> + Send {
-        async move {
-            let mut buf = Buf::take();
-            match buf.fill(self, SIZE).await {
-                Ok(n) if n > 0 => Ok(Some(buf)),
-                other => {
-                    buf.release();
-                    other.map(|_| None)
-                }
-            }
-        }
+        read_into_pooled(self)
     }
 }
 
@@ -99,13 +90,21 @@ impl Stream for tokio_rustls::server::TlsStream<TcpStream> {
         if buffered == 0 && !tls.wants_write() {
             tcp.readable().await?;
         }
-        let mut buf = Buf::take();
-        match buf.fill(self, SIZE).await {
-            Ok(n) if n > 0 => Ok(Some(buf)),
-            other => {
-                buf.release();
-                other.map(|_| None)
-            }
+        read_into_pooled(self).await
+    }
+}
+
+/// Takes a buffer of the pool and reads into it (waiting if nothing is there yet); the
+/// buffer goes back when the client closed or failed.
+async fn read_into_pooled<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+) -> io::Result<Option<Buf>> {
+    let mut buf = Buf::take();
+    match buf.fill(stream, SIZE).await {
+        Ok(n) if n > 0 => Ok(Some(buf)),
+        other => {
+            buf.release();
+            other.map(|_| None)
         }
     }
 }
