@@ -225,14 +225,11 @@ impl Reloader {
     }
 
     /// A DNS answer changed: the running config is built again with the new addresses.
+    /// The same rebuild as [`Reloader::refresh_files`].
     fn rebuild_discovered(&self) {
-        let mut state = self.lock();
-        if state.stopping {
-            return;
-        }
-        let config = state.config.clone();
-        if let Err(e) = self.apply(&mut state, config) {
-            tracing::error!("rebuild after a DNS change failed: {}", Chain(&e));
+        match self.refresh_files() {
+            Ok(()) | Err(ReloadError::ShuttingDown) => {}
+            Err(e) => tracing::error!("rebuild after a DNS change failed: {}", Chain(&e)),
         }
     }
 
