@@ -377,6 +377,11 @@ impl Reloader {
         if config.global != state.config.global {
             tracing::warn!("[global] changed: it takes effect at the next restart");
         }
+        match crate::config::diff::gslb_line(state.config.gslb.as_ref(), config.gslb.as_ref()) {
+            Some((line, true)) => tracing::warn!("{line}"),
+            Some((line, false)) => tracing::info!("{line}"),
+            None => {}
+        }
         let summary = config.summary();
         if let Some(hook) = self.on_applied.0.get() {
             hook(&config);

@@ -100,13 +100,25 @@ percentiles() { # verbose dnsperf output on stdin -> "p50 p99" in microseconds
           printf "%.0f %.0f\n", v[int(NR * 0.50) + 1], v[int(NR * 0.99) + 1] }'
 }
 
-printf '%-8s %12s %8s %10s %10s\n' server "max qps" lost "p50 us" "p99 us"
+cpu_ticks() { # pid -> user and system clock ticks of the process (all its threads)
+  awk '{ print $14, $15 }' "/proc/$1/stat"
+}
+
+hz=$(getconf CLK_TCK)
+printf '%-8s %12s %8s %12s %10s %10s %10s\n' server "max qps" lost "cpu us/q" "user us/q" "p50 us" "p99 us"
 for server in fulcrum dnsmasq; do
-  port=$FULCRUM_PORT
-  [ "$server" = dnsmasq ] && port=$DNSMASQ_PORT
+  port=$FULCRUM_PORT pid=${pids[0]}
+  [ "$server" = dnsmasq ] && port=$DNSMASQ_PORT pid=${pids[1]}
+  read -r u0 s0 < <(cpu_ticks "$pid")
   sat=$(perf "$server" "$port")
+  read -r u1 s1 < <(cpu_ticks "$pid")
   qps=$(awk '/Queries per second/ { print $4 }' <<<"$sat")
   lost=$(awk '/Queries lost/ { print $3 }' <<<"$sat")
+  done_q=$(awk '/Queries completed/ { print $3 }' <<<"$sat")
+  # The server's CPU time over the saturation run, per answered query: this separates the
+  # servers even where the one dnsperf client, not the server, sets the rate.
+  read -r cpu user < <(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v q="$done_q" -v hz="$hz" \
+    'BEGIN { printf "%.2f %.2f\n", (u + s) / hz / q * 1e6, u / hz / q * 1e6 }')
   read -r p50 p99 < <(perf "$server" "$port" -Q "$RATE" -v | percentiles)
-  printf '%-8s %12s %8s %10s %10s\n' "$server" "$qps" "$lost" "$p50" "$p99"
+  printf '%-8s %12s %8s %12s %10s %10s %10s\n' "$server" "$qps" "$lost" "$cpu" "$user" "$p50" "$p99"
 done

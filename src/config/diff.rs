@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::{BackendConfig, Config, ListenerConfig, PoolConfig, PoolId, RouteConfig};
+use super::{BackendConfig, Config, GslbConfig, ListenerConfig, PoolConfig, PoolId, RouteConfig};
 
 /// Added, removed and changed items of one kind, each described in one line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -56,6 +56,9 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     if old.global != new.global {
         d.global
             .push("[global] changed (takes effect at the next restart)".into());
+    }
+    if let Some((line, _)) = gslb_line(old.gslb.as_ref(), new.gslb.as_ref()) {
+        d.global.push(line);
     }
 
     for r in &new.regions {
@@ -164,6 +167,34 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         }
     }
     d
+}
+
+/// What a `[gslb]` change does: the zone (names, vips, ttl) is answered from the new snapshot
+/// at once; the responder's sockets are bound at start only, so a new or moved `bind` waits
+/// for the next restart (as `[global]` does). The flag: part of the change waits for it.
+pub fn gslb_line(old: Option<&GslbConfig>, new: Option<&GslbConfig>) -> Option<(String, bool)> {
+    match (old, new) {
+        (None, Some(g)) => Some((
+            format!("[gslb] added on {} (takes effect at the next restart)", g.bind),
+            true,
+        )),
+        (Some(o), None) => Some((
+            format!(
+                "[gslb] removed: queries on {} are REFUSED now, the port is released at the next restart",
+                o.bind
+            ),
+            true,
+        )),
+        (Some(o), Some(g)) if o.bind != g.bind => Some((
+            format!(
+                "[gslb] bind {} -> {} (takes effect at the next restart; answers follow the new zone now)",
+                o.bind, g.bind
+            ),
+            true,
+        )),
+        (Some(o), Some(g)) if o != g => Some(("[gslb] zone changed (answered now)".into(), false)),
+        _ => None,
+    }
 }
 
 fn listener_line(l: &ListenerConfig) -> String {
@@ -355,7 +386,7 @@ impl fmt::Display for ConfigDiff {
 mod tests {
     use std::path::Path;
 
-    use super::diff;
+    use super::{diff, gslb_line};
     use crate::config::Config;
 
     const OLD: &str = r#"
@@ -465,5 +496,43 @@ backends = [{ address = "10.0.1.1:80" }]
         assert_eq!(d.pools.changed, ["pool \"q\": retries 2 -> 5"]);
         assert!(d.backends.is_empty() && d.listeners.is_empty());
         assert!(d.to_string().contains("+ region \"eu\"\n"));
+    }
+
+    #[test]
+    fn a_gslb_bind_waits_for_a_restart_and_its_zone_does_not() {
+        let region = |vip: &str| {
+            format!("\n[[region]]\nname = \"eu\"\ncidrs = [\"10.9.0.0/16\"]\nvips = [\"{vip}\"]\n")
+        };
+        let gslb = |bind: &str| {
+            format!("\n[gslb]\nbind = \"{bind}\"\nzone = \"example.com\"\nrecords = [{{ name = \"www.example.com\", pools = [\"p\"] }}]\n")
+        };
+        let plain = parse(OLD);
+        let on = |bind: &str, vip: &str| parse(&format!("{OLD}{}{}", region(vip), gslb(bind)));
+        let a = on("127.0.0.1:5300", "192.0.2.1");
+        let text = diff(&plain, &a).to_string();
+        assert!(
+            text.contains("~ [gslb] added on 127.0.0.1:5300 (takes effect at the next restart)"),
+            "{text}"
+        );
+        let moved = diff(&a, &on("127.0.0.1:5301", "192.0.2.1")).to_string();
+        assert!(
+            moved.contains("~ [gslb] bind 127.0.0.1:5300 -> 127.0.0.1:5301"),
+            "{moved}"
+        );
+        let (line, restart) = gslb_line(
+            a.gslb.as_ref(),
+            on("127.0.0.1:5300", "192.0.2.2").gslb.as_ref(),
+        )
+        .expect("a vip change is a zone change");
+        assert_eq!(
+            (line.as_str(), restart),
+            ("[gslb] zone changed (answered now)", false)
+        );
+        let gone = parse(&format!("{OLD}{}", region("192.0.2.1")));
+        assert_eq!(
+            gslb_line(a.gslb.as_ref(), gone.gslb.as_ref()).map(|l| l.1),
+            Some(true)
+        );
+        assert!(diff(&a, &a).is_empty());
     }
 }

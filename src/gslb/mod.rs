@@ -10,17 +10,21 @@
 //! [`zone`]. Each query loads the live snapshot once, so health changes and reloads are
 //! followed (the bind address is read at start only).
 //!
-//! The DNS wire format, the UDP and TCP servers and their framing are hickory-server's; this
-//! file only answers parsed queries:
+//! The DNS wire format (decoding queries, encoding answers) is hickory-proto's and
+//! hickory-server's, and so are the TCP server and its framing; UDP datagrams are received and
+//! answered by Fulcrum's own loop ([`udp`]: hickory-server's spawns a task and routes each
+//! answer through a channel per query, a third of the cost of an answer). This file answers
+//! parsed queries:
 //! - the apex: SOA and NS; a record name: A from the region's IPv4 vips, AAAA from its IPv6
 //!   ones; other types: no data with the SOA in authority (negative TTL = `ttl`);
 //! - a name inside the zone that is not a record: NXDOMAIN with the SOA; outside: REFUSED;
 //!   a class other than IN: REFUSED; not a query: NOTIMP; not exactly one question: FORMERR;
 //! - no amplification: an unauthenticated UDP answer larger than 3x its query (or than the
 //!   querier's EDNS buffer, 512 bytes without EDNS) goes out empty with TC set, so the querier
-//!   retries over TCP. hickory-server already drops packets under 12 bytes and responses, and
-//!   answers other undecodable packets with a bare FORMERR header.
+//!   retries over TCP. Packets under 12 bytes and responses get nothing; other undecodable
+//!   packets get a bare FORMERR header.
 
+mod udp;
 mod zone;
 
 use std::io;
@@ -36,7 +40,7 @@ use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_server::proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use socket2::{Domain, Protocol as SocketProtocol, Socket, Type};
 
 use crate::snapshot::{Live, Snapshot};
@@ -85,13 +89,13 @@ pub fn start(
     };
     let udp = tokio::net::UdpSocket::from_std(udp).map_err(|e| err("udp", e))?;
     let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|e| err("tcp", e))?;
-    let handler = Handler {
+    let handler = Arc::new(Handler {
         metrics: live.metrics,
         live,
         zone: ArcSwapOption::empty(),
-    };
-    let mut server = Server::new(handler);
-    server.register_socket(udp);
+    });
+    rt.spawn(udp::serve(udp, Arc::clone(&handler)));
+    let mut server = Server::new(OverTcp(handler));
     server.register_listener(tcp, TCP_IDLE, 64);
     rt.spawn(async move {
         if let Err(e) = server.block_until_done().await {
@@ -331,19 +335,75 @@ fn udp_limit(request: &Request) -> usize {
     buffer.min(request.as_slice().len().saturating_mul(AMPLIFICATION))
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
+/// A response to send: its header and OPT, and its records, borrowed from the zone they were
+/// chosen from. Both transports build it alike ([`Handler::answer`]); UDP emits it itself
+/// ([`udp`]), TCP hands it to hickory-server.
+struct Answer<'z> {
+    meta: Metadata,
+    edns: Option<Edns>,
+    answers: &'z [Record],
+    soa: &'z [Record],
+}
+
+/// The response message of an [`Answer`], as hickory-server encodes it.
+type Response<'q, 'z> = MessageResponse<
+    'q,
+    'z,
+    std::slice::Iter<'z, Record>,
+    std::iter::Empty<&'z Record>,
+    std::slice::Iter<'z, Record>,
+    std::iter::Empty<&'z Record>,
+>;
+
+impl<'z> Answer<'z> {
+    /// The message for `request` (whose question section it repeats).
+    fn response<'q>(&'q self, request: &'q Request) -> Response<'q, 'z> {
+        let mut b = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &self.edns {
+            b.edns(e);
+        }
+        b.build(
+            self.meta,
+            self.answers.iter(),
+            std::iter::empty(),
+            self.soa.iter(),
+            std::iter::empty(),
+        )
+    }
+
+    /// Over UDP, the answer goes out empty with TC set when it would exceed what the querier
+    /// may get ([`udp_limit`]), so it retries over TCP.
+    fn fit_udp(&mut self, request: &Request) {
+        let limit = udp_limit(request);
+        // The query (header, question, OPT at least as large as ours) and the records'
+        // uncompressed sizes: when that fits, the answer does; else encode to know.
+        let bound = request
+            .as_slice()
+            .len()
+            .saturating_add(wire_bound(self.answers))
+            .saturating_add(wire_bound(self.soa));
+        let fits = bound <= limit || {
+            let limit = u16::try_from(limit).unwrap_or(u16::MAX);
+            let mut scratch = Vec::with_capacity(usize::from(limit));
+            let mut encoder = BinEncoder::new(&mut scratch);
+            encoder.set_max_size(limit);
+            self.response(request)
+                .destructive_emit(&mut encoder)
+                .is_ok_and(|info| !info.truncation)
+        };
+        if !fits {
+            self.meta.truncation = true;
+            (self.answers, self.soa) = (&[], &[]);
+        }
+    }
+}
+
+impl Handler {
+    /// The answer to `request` from `zone` (the zone of `snap`, the snapshot loaded once for
+    /// this query).
+    fn answer<'z>(&self, zone: Option<&'z Zone>, snap: &Snapshot, request: &Request) -> Answer<'z> {
         let (who, ecs) = querier(request);
-        // One snapshot load per query; the guard is gone before the first await.
-        let snap = self.live.snapshot.load();
-        let zone = self.zone(&snap);
-        let plan = reply(zone.as_deref(), &snap, request, who);
-        drop(snap);
+        let plan = reply(zone, snap, request, who);
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = plan.authoritative;
         meta.response_code = plan.code;
@@ -362,43 +422,43 @@ impl RequestHandler for Handler {
             }
             e
         });
-        let builder = || {
-            let mut b = MessageResponseBuilder::from_message_request(request);
-            if let Some(e) = &edns {
-                b.edns(e);
-            }
-            b
+        let mut answer = Answer {
+            meta,
+            edns,
+            answers: plan.answers,
+            soa: plan.soa,
         };
-        let (mut answers, mut soa) = (plan.answers, plan.soa);
         if request.protocol() == Protocol::Udp {
-            let limit = udp_limit(request);
-            // The query (header, question, OPT at least as large as ours) and the records'
-            // uncompressed sizes: when that fits, the answer does; else encode to know.
-            let bound = request
-                .as_slice()
-                .len()
-                .saturating_add(wire_bound(answers))
-                .saturating_add(wire_bound(soa));
-            let fits = bound <= limit || {
-                let limit = u16::try_from(limit).unwrap_or(u16::MAX);
-                let mut scratch = Vec::with_capacity(usize::from(limit));
-                let mut encoder = BinEncoder::new(&mut scratch);
-                encoder.set_max_size(limit);
-                builder()
-                    .build(meta, answers, [], soa, [])
-                    .destructive_emit(&mut encoder)
-                    .is_ok_and(|info| !info.truncation)
-            };
-            if !fits {
-                meta.truncation = true;
-                (answers, soa) = (&[], &[]);
-            }
+            answer.fit_udp(request);
         }
-        let response = builder().build(meta, answers, [], soa, []);
-        match response_handle.send_response(response).await {
+        answer
+    }
+}
+
+/// DNS over TCP: hickory-server's connections and framing, answered by the same [`Handler`].
+struct OverTcp(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for OverTcp {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let handler = &self.0;
+        // One snapshot load per query; the guard is gone before the first await.
+        let snap = handler.live.snapshot.load();
+        let zone = handler.zone(&snap);
+        let answer = handler.answer(zone.as_deref(), &snap, request);
+        drop(snap);
+        match response_handle
+            .send_response(answer.response(request))
+            .await
+        {
             Ok(info) => info,
             Err(e) => {
                 tracing::debug!(error = %e, "gslb: cannot send an answer");
+                let mut meta = answer.meta;
                 meta.response_code = ResponseCode::ServFail;
                 ResponseInfo::from(Header {
                     metadata: meta,
