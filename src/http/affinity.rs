@@ -45,12 +45,23 @@ pub fn set_cookie(
     secure: bool,
     headers: &mut HeaderMap,
 ) {
-    if let Balancer::Sticky(sticky) = balancer {
-        if affinity != Affinity::Backend(index) {
-            if let Some(value) = sticky.set_cookie(index, secure) {
-                headers.append(header::SET_COOKIE, value.clone());
-            }
+    if let Some(value) = cookie_to_set(balancer, affinity, index, secure) {
+        headers.append(header::SET_COOKIE, value.clone());
+    }
+}
+
+/// The `Set-Cookie` value [`set_cookie`] adds, for heads written line by line.
+pub fn cookie_to_set(
+    balancer: &Balancer,
+    affinity: Affinity,
+    index: usize,
+    secure: bool,
+) -> Option<&HeaderValue> {
+    match balancer {
+        Balancer::Sticky(sticky) if affinity != Affinity::Backend(index) => {
+            sticky.set_cookie(index, secure)
         }
+        _ => None,
     }
 }
 

@@ -117,15 +117,21 @@ pub fn is_upgrade(parts: &Parts) -> bool {
 
 /// Whether `Upgrade` lists the allowed protocol (`websocket`, any case, maybe `/version`).
 fn offers_allowed_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| {
-            let t = t.trim_ascii();
-            let name = t.split(|&b| b == b'/').next().unwrap_or(t);
-            name.eq_ignore_ascii_case(ALLOWED_UPGRADE.as_bytes())
-        })
+    offers_allowed(
+        headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+}
+
+/// Whether `Upgrade` values offer the one protocol passed on (`websocket`, any version).
+pub fn offers_allowed<'v>(values: impl Iterator<Item = &'v [u8]>) -> bool {
+    values.flat_map(|v| v.split(|&b| b == b',')).any(|t| {
+        let t = t.trim_ascii();
+        let name = t.split(|&b| b == b'/').next().unwrap_or(t);
+        name.eq_ignore_ascii_case(ALLOWED_UPGRADE.as_bytes())
+    })
 }
 
 /// Refuses a backend response head that must not reach the client (502): framed both by
@@ -145,7 +151,13 @@ pub fn check_response(
             "both Content-Length and Transfer-Encoding",
         ));
     }
-    if status == StatusCode::SWITCHING_PROTOCOLS && !(upgrade && offers_allowed_upgrade(headers)) {
+    check_switch(status, offers_allowed_upgrade(headers), upgrade)
+}
+
+/// Refuses a `101` the request did not ask for (`upgrade`) or that does not switch to the
+/// allowed protocol (`offers`: its `Upgrade` names it).
+pub fn check_switch(status: StatusCode, offers: bool, upgrade: bool) -> Result<(), ProxyError> {
+    if status == StatusCode::SWITCHING_PROTOCOLS && !(upgrade && offers) {
         return Err(ProxyError::BadResponse("switching protocols unasked"));
     }
     Ok(())
@@ -171,6 +183,24 @@ fn te_trailers(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers: the fixed list and those the `Connection` header names, but
 /// never one of [`NEVER_CONNECTION_NAMED`].
+/// Whether a field of this name is hop-by-hop whatever `Connection` says: the fixed list and
+/// `Proxy-Connection` (for heads rewritten line by line, as [`strip_hop_by_hop`] does maps).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+        || name.eq_ignore_ascii_case(PROXY_CONNECTION.as_str())
+}
+
+/// Whether a `Connection` header that names this field removes it (not `Host`, the framing
+/// and what Fulcrum sets; not a field named `close`, the option's own token).
+pub fn connection_may_remove(name: &str) -> bool {
+    !name.eq_ignore_ascii_case("close")
+        && !NEVER_CONNECTION_NAMED
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry no hop-by-hop header, or only `Connection`: one pass over the names
     // (standard names compare as enum tags) spares the removals' hash lookups.

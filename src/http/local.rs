@@ -4,7 +4,7 @@
 //! drift.
 
 use bytes::Bytes;
-use http::{header, request, HeaderMap, Response, StatusCode};
+use http::{header, request, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::{target, ProxyError};
 use crate::acme_state::{self, AcmeState};
@@ -44,10 +44,8 @@ pub fn decide(
 pub fn text(status: StatusCode, body: Bytes) -> Response<Bytes> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
@@ -55,10 +53,14 @@ pub fn text(status: StatusCode, body: Bytes) -> Response<Bytes> {
 /// own, if it sent one, is replaced).
 #[inline]
 pub fn hsts(listener: Option<&ListenerSnapshot>, headers: &mut HeaderMap) {
-    if let Some(value) = listener
-        .and_then(|l| l.tls.as_ref())
-        .and_then(|t| t.hsts.as_ref())
-    {
+    if let Some(value) = hsts_value(listener) {
         headers.insert(header::STRICT_TRANSPORT_SECURITY, value.clone());
     }
+}
+
+/// The `Strict-Transport-Security` value [`hsts`] sets (it replaces the backend's own).
+pub fn hsts_value(listener: Option<&ListenerSnapshot>) -> Option<&HeaderValue> {
+    listener
+        .and_then(|l| l.tls.as_ref())
+        .and_then(|t| t.hsts.as_ref())
 }

@@ -87,7 +87,7 @@ pub async fn attempt_once<S: Stream>(
         {
             Ok((head, early)) => {
                 // A bad head: the connection is dropped with `up`, its body unread.
-                headers::check_response(head.status, &head.headers, shape.upgrade)?;
+                headers::check_switch(head.status, head.offers_upgrade, shape.upgrade)?;
                 return Ok(Got {
                     head,
                     up,

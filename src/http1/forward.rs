@@ -231,7 +231,7 @@ pub async fn exchange<S: Stream>(
             }
         }
     }
-    let Some((mut got, choice)) = served.or(held) else {
+    let Some((got, choice)) = served.or(held) else {
         reject!(error)
     };
     let (target, index) = (snapshot.pool(choice.pool), choice.backend);
@@ -240,18 +240,13 @@ pub async fn exchange<S: Stream>(
         .inc(client_region, target.regions.of(index.index()));
     let status = got.head.status;
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    headers::prepare_response(&mut got.head.headers, switching);
-    local::hsts(Some(listener), &mut got.head.headers);
-    if choice.pool == pool_id {
-        let secure = cx.proto == "https";
-        affinity::set_cookie(
-            &pool.balancer,
-            affinity,
-            index.index(),
-            secure,
-            &mut got.head.headers,
-        );
-    }
+    // Fulcrum's own response fields, after the backend's (whose hop-by-hop ones are gone).
+    let hsts = local::hsts_value(Some(listener));
+    let cookie = (choice.pool == pool_id)
+        .then(|| {
+            affinity::cookie_to_set(&pool.balancer, affinity, index.index(), cx.proto == "https")
+        })
+        .flatten();
     let Got {
         head: resp,
         mut up,
@@ -281,7 +276,16 @@ pub async fn exchange<S: Stream>(
         out.extend_from_slice(&interim);
     }
     head::write_status_line(&mut out, client_version, status);
-    head::write_headers(&mut out, &resp.headers);
+    if hsts.is_some() && resp.sts {
+        head::write_fields_without_sts(&mut out, &resp.fields);
+    } else {
+        out.extend_from_slice(&resp.fields);
+    }
+    for (name, value) in [("strict-transport-security", hsts), ("set-cookie", cookie)] {
+        if let Some(value) = value {
+            head::write_field(&mut out, name, value.as_bytes());
+        }
+    }
     if let Encode::Chunked { .. } = encode {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

@@ -12,6 +12,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
 
+use crate::http::headers as http_headers;
+
 /// Heads longer than this are refused: 431, or 414 when the request line alone is longer.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Header fields per head (as the hyper path: `http::framing::MAX_HEADERS`).
@@ -57,11 +59,19 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
-/// A parsed response head.
+/// A parsed response head. Its fields are kept as the lines to pass on, not as a map: the
+/// response path only removes hop-by-hop fields and adds a few, so it copies lines.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    /// The fields passed on to the client, as `name: value\r\n` lines with names in lower
+    /// case, in the backend's order: hop-by-hop fields and those its `Connection` names are
+    /// left out (RFC 9110 7.6.1); a 101 keeps its `Upgrade`, with `connection: upgrade`.
+    pub fields: Vec<u8>,
+    /// A `strict-transport-security` line is among `fields`.
+    pub sts: bool,
+    /// `Upgrade` offers the one protocol passed on (a 101's switch is checked against it).
+    pub offers_upgrade: bool,
     pub framing: Framing,
     pub len: usize,
     /// The backend closes (or may close) after this response.
@@ -269,8 +279,8 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
     let fields = || resp.headers.iter().map(|h| (h.name, h.value));
     let (mut framing, mut close) = framing_of(fields(), false).map_err(HeadError::Invalid)?;
     let version = version_of(resp.version);
-    let shared = Bytes::copy_from_slice(head);
-    let headers = to_map(resp.headers, head, &shared).map_err(HeadError::Invalid)?;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let passed = pass_on(resp.headers, switching).map_err(HeadError::Invalid)?;
     let has_length = fields().any(|(n, _)| {
         n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
     });
@@ -287,10 +297,9 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
         close = true;
     }
     let connection = |token| {
-        headers
-            .get_all(http::header::CONNECTION)
+        resp.headers
             .iter()
-            .any(|v| lists(v.as_bytes(), token))
+            .any(|h| h.name.eq_ignore_ascii_case("connection") && lists(h.value, token))
     };
     close |= if version == Version::HTTP_10 {
         !connection("keep-alive")
@@ -299,11 +308,96 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
     };
     Ok(ResponseHead {
         status,
-        headers,
+        fields: passed.fields,
+        sts: passed.sts,
+        offers_upgrade: passed.offers_upgrade,
         framing,
         len: end,
         close,
     })
+}
+
+/// What [`pass_on`] found.
+struct Passed {
+    fields: Vec<u8>,
+    sts: bool,
+    offers_upgrade: bool,
+}
+
+/// The response fields to pass on, as lines (see [`ResponseHead::fields`]). Names and values
+/// are checked as `http`'s `HeaderName`/`HeaderValue` would (the hyper path's rules).
+fn pass_on(headers: &[httparse::Header<'_>], switching: bool) -> Result<Passed, &'static str> {
+    let is = |h: &httparse::Header<'_>, name: &str| h.name.eq_ignore_ascii_case(name);
+    let connection = || headers.iter().filter(|h| is(h, "connection"));
+    let has_connection = connection().next().is_some();
+    let mut out = Passed {
+        fields: Vec::with_capacity(
+            headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len() + 4)
+                .sum(),
+        ),
+        sts: false,
+        offers_upgrade: false,
+    };
+    let mut upgrade: Option<&[u8]> = None;
+    for h in headers {
+        if !valid_name(h.name) || !valid_value(h.value) {
+            return Err("invalid header field");
+        }
+        if is(h, "upgrade") {
+            upgrade.get_or_insert(h.value);
+            out.offers_upgrade |= http_headers::offers_allowed(std::iter::once(h.value));
+        }
+        if http_headers::is_hop_by_hop(h.name)
+            || (has_connection
+                && http_headers::connection_may_remove(h.name)
+                && connection().any(|c| lists(c.value, h.name)))
+        {
+            continue;
+        }
+        out.sts |= is(h, "strict-transport-security");
+        write_field(&mut out.fields, h.name, h.value);
+    }
+    if let (true, Some(protocol)) = (switching, upgrade) {
+        write_field(&mut out.fields, "upgrade", protocol);
+        out.fields.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    Ok(out)
+}
+
+/// `name: value\r\n` into `out`, the name in lower case.
+pub fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A field name `HeaderName` accepts: a non-empty token (RFC 9110 5.6.2).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A field value `HeaderValue` accepts: visible bytes, spaces and tabs, obs-text.
+fn valid_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+}
+
+/// The lines of `fields` but `strict-transport-security` ones, into `out` (a listener that
+/// sets its own replaces the backend's).
+pub fn write_fields_without_sts(out: &mut Vec<u8>, fields: &[u8]) {
+    const STS: &[u8] = b"strict-transport-security:";
+    for line in fields.split_inclusive(|&b| b == b'\n') {
+        if !line.starts_with(STS) {
+            out.extend_from_slice(line);
+        }
+    }
 }
 
 /// Writes `name: value\r\n` for every header of `headers` into `out`.

@@ -113,3 +113,41 @@ fn responses_without_a_body_and_close_delimited_ones() {
     )
     .is_err());
 }
+
+#[test]
+fn response_fields_are_passed_on_as_lines_without_hop_by_hop_ones() {
+    let resp = |h: &str| parse_response(h.as_bytes(), &Method::GET);
+    let r = resp(concat!(
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: keep-alive, X-Secret\r\n",
+        "Keep-Alive: timeout=5\r\nX-Secret: 1\r\nContent-Length: 2\r\n",
+        "Strict-Transport-Security: max-age=1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&r.fields).unwrap(),
+        concat!(
+            "server: nginx\r\ncontent-length: 2\r\n",
+            "strict-transport-security: max-age=1\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n"
+        )
+    );
+    assert!(r.sts && !r.offers_upgrade);
+    let mut out = Vec::new();
+    write_fields_without_sts(&mut out, &r.fields);
+    assert_eq!(
+        std::str::from_utf8(&out).unwrap(),
+        "server: nginx\r\ncontent-length: 2\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n"
+    );
+    // `Connection` cannot remove the framing; a field named like its `close` option stays.
+    let keep = resp("HTTP/1.1 200 OK\r\nConnection: content-length, close\r\nClose: x\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    assert_eq!(keep.fields, b"close: x\r\ncontent-length: 0\r\n");
+    // A 101 keeps the protocol it switches to.
+    let up = resp(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
+    assert!(up.offers_upgrade);
+    assert_eq!(up.fields, b"upgrade: websocket\r\nconnection: upgrade\r\n");
+    // A value with a control byte is refused, as `HeaderValue` refuses it.
+    assert!(resp("HTTP/1.1 200 OK\r\nX: a\x7fb\r\n\r\n").is_err());
+}
