@@ -61,11 +61,15 @@ struct Idle {
     state: Arc<BackendState>,
 }
 
+/// A worker's idle connections by backend. foldhash, not SipHash: the map is looked up twice
+/// per request, and its keys are backend addresses from the config (no flooding to resist).
+pub(crate) type IdleMap<K, T> = HashMap<K, Vec<T>, foldhash::fast::RandomState>;
+
 /// How often a worker with capped connections looks for idle ones that waiters need.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 thread_local! {
-    static IDLE: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<IdleMap<Key, Idle>> = RefCell::new(IdleMap::default());
     /// This worker's sweeper, once a capped connection was made here (`None` before; a
     /// finished one, after its runtime ended, is replaced).
     static SWEEPER: Cell<Option<tokio::task::AbortHandle>> = const { Cell::new(None) };
@@ -97,7 +101,7 @@ pub(crate) fn ensure_sweeping<F>(
 /// wait for a slot of (their backend's): the slots go to the waiters, on whatever worker.
 /// Per entry, not per key: one address may be a backend of two pools (two states).
 pub(crate) async fn sweep_every<K: 'static, T: 'static>(
-    idle: &'static std::thread::LocalKey<RefCell<HashMap<K, Vec<T>>>>,
+    idle: &'static std::thread::LocalKey<RefCell<IdleMap<K, T>>>,
     waited: impl Fn(&T) -> bool,
 ) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);

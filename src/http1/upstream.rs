@@ -9,7 +9,6 @@
 //! connections sweeps its idle ones (`http::client`'s sweeper) for backends with waiters.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,7 @@ pub struct Upstream {
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Upstream>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<client::IdleMap<SocketAddr, Upstream>> = RefCell::new(client::IdleMap::default());
     static SWEEPER: Cell<Option<tokio::task::AbortHandle>> = const { Cell::new(None) };
 }
 

@@ -219,3 +219,25 @@ fn a_response_framed_two_ways_or_switching_unasked_is_refused() {
         "not offered"
     );
 }
+
+#[test]
+fn addresses_are_written_as_display_writes_them() {
+    let mut checked = 0;
+    for a in (0..=255u8)
+        .step_by(7)
+        .chain([0, 9, 10, 99, 100, 199, 200, 255])
+    {
+        for b in [0u8, 1, 10, 100, 255] {
+            let ip = IpAddr::from([a, b, 255 - a, a / 3]);
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+            checked += 1;
+        }
+    }
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    let mut out = String::new();
+    push_ip(&mut out, v6);
+    assert_eq!(out, "2001:db8::1");
+    assert!(checked > 100);
+}
