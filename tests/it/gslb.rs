@@ -426,8 +426,13 @@ async fn malformed_packets_do_no_harm_and_nothing_is_amplified() {
     update.metadata.op_code = OpCode::Update;
     let mut huge = good[..12].to_vec();
     huge.extend(std::iter::repeat_n(0xC0u8, 4000));
+    // A good query with 9 KB after it: longer than any query is read, so it is cut on
+    // receipt and answered FORMERR rather than answered from its first bytes.
+    let mut padded = good.clone();
+    padded.extend(std::iter::repeat_n(0u8, 9000));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
+        ("longer than a query is read", padded),
         ("short", vec![1, 2, 3, 4, 5]),
         ("truncated", good[..good.len() - 3].to_vec()),
         ("huge", huge),
@@ -447,6 +452,11 @@ async fn malformed_packets_do_no_harm_and_nothing_is_amplified() {
         if *what == "chaos class" {
             let m = Message::from_vec(answer.as_ref().unwrap()).unwrap();
             assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        }
+        if *what == "longer than a query is read" {
+            let m = Message::from_vec(answer.as_ref().unwrap()).unwrap();
+            assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+            assert_eq!(m.metadata.id, Message::from_vec(&good).unwrap().metadata.id);
         }
         if *what == "a response" {
             assert!(answer.is_none(), "a response was answered");
