@@ -284,9 +284,9 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
     }
     let mut slots = uninit_slots();
     let mut resp = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp, head, &mut slots,
-    ) {
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, head, &mut slots)
+    {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Invalid("malformed head")),
         Err(_) => return Err(HeadError::Invalid("malformed response head")),
