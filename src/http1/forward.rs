@@ -68,15 +68,20 @@ pub async fn exchange<S: Stream>(
     let Some(listener) = listener else {
         reject!(ProxyError::NoBackend);
     };
-    let client_addr = client_ip::resolve(
-        cx.peer.ip(),
-        &snapshot.trusted_proxies,
-        parts
-            .headers
-            .get_all(headers::X_FORWARDED_FOR)
-            .iter()
-            .map(|v| v.as_bytes()),
-    );
+    // Without trusted proxies the peer is the client: no X-Forwarded-For lookup.
+    let client_addr = if snapshot.trusted_proxies.is_empty() {
+        cx.peer.ip()
+    } else {
+        client_ip::resolve(
+            cx.peer.ip(),
+            &snapshot.trusted_proxies,
+            parts
+                .headers
+                .get_all(headers::X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.as_bytes()),
+        )
+    };
     let client_region = snapshot.regions.lookup(client_addr);
     exchange.client(
         client_addr,
