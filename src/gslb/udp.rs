@@ -185,9 +185,10 @@ impl Handler {
             return false;
         }
         let mut encoder = BinEncoder::new(out);
-        let request = match cut {
-            false => Request::from_bytes(bytes.to_vec(), src, Protocol::Udp).ok(),
-            true => None,
+        let request = if cut {
+            None
+        } else {
+            Request::from_bytes(bytes.to_vec(), src, Protocol::Udp).ok()
         };
         let emitted = match request {
             Some(request) => {

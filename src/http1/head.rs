@@ -149,11 +149,11 @@ pub fn lists(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// The head's fields as a map whose values share one copy of the head (`shared`, a copy of
-/// `head`): one allocation for all values instead of one each.
 /// Fields the upstream request may gain over the client's head.
 const ADDED_UPSTREAM: usize = 6;
 
+/// The head's fields as a map whose values share one copy of the head (`shared`, a copy of
+/// `head`): one allocation for all values instead of one each.
 fn to_map(
     headers: &[httparse::Header<'_>],
     head: &[u8],
