@@ -484,5 +484,8 @@ pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     }
 }
 
+mod wire;
+pub use wire::{write_fields, Upstream};
+
 #[cfg(test)]
 mod tests;

@@ -151,13 +151,18 @@ pub async fn exchange<S: Stream>(
         .iter()
         .any(|v| head::lists(v.as_bytes(), "trailers"));
     let method = parts.method.clone();
-    headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
-    request_id::strip_replaced(&mut parts.headers, &ids);
-    if let Some(cert) = &cx.client_cert {
-        headers::client_cert(&mut parts.headers, cert.as_ref());
-    }
+    // The upstream head is written from the client's fields in one pass (no map edits).
     let mut up_head = Vec::with_capacity(512);
-    head::write_request_head(&mut up_head, &parts);
+    head::write_request_line(&mut up_head, &parts);
+    let upstream = headers::Upstream {
+        client: cx.peer.ip(),
+        proto: cx.proto,
+        upgrade,
+        body_prefetched: prefetched,
+        ids: &ids,
+        cert: cx.client_cert.as_ref().map(Option::as_ref),
+    };
+    headers::write_fields(&mut up_head, &parts, &upstream);
     request_id::write_lines(&mut up_head, &ids);
     if framing == Framing::Chunked {
         up_head.extend_from_slice(b"transfer-encoding: chunked\r\n");

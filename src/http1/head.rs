@@ -420,8 +420,9 @@ pub fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     }
 }
 
-/// The request line and headers sent upstream (HTTP/1.1); the caller adds framing and CRLF.
-pub fn write_request_head(out: &mut Vec<u8>, parts: &Parts) {
+/// The upstream request line: origin-form target (an absolute-form one loses its scheme
+/// and authority, which `Host` carries), HTTP/1.1.
+pub fn write_request_line(out: &mut Vec<u8>, parts: &Parts) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -429,7 +430,6 @@ pub fn write_request_head(out: &mut Vec<u8>, parts: &Parts) {
     let target = if parts.uri.path() == "*" { "*" } else { target };
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_headers(out, &parts.headers);
 }
 
 /// The status line to a client of `version` (an HTTP/1.0 client is answered in 1.0, as
