@@ -1,6 +1,9 @@
 //! The line writer (plus `request_id::write_lines`) against hyper's path it stands for
-//! (`prepare_upstream`, `request_id::apply`, `client_cert` on the map): the same fields (names, and each
-//! name's values in order) for every request of a corpus and every combination of options.
+//! (`prepare_upstream`, `request_id::apply`, `client_cert` on the map): the same fields
+//! (names, and each name's values in order) for every request of a corpus and every
+//! combination of options.
+
+#![allow(clippy::unwrap_used)]
 
 use std::net::IpAddr;
 
