@@ -229,15 +229,15 @@ fn addresses_are_written_as_display_writes_them() {
     {
         for b in [0u8, 1, 10, 100, 255] {
             let ip = IpAddr::from([a, b, 255 - a, a / 3]);
-            let mut out = String::new();
+            let mut out = Vec::new();
             push_ip(&mut out, ip);
-            assert_eq!(out, ip.to_string());
+            assert_eq!(out, ip.to_string().as_bytes());
             checked += 1;
         }
     }
     let v6: IpAddr = "2001:db8::1".parse().unwrap();
-    let mut out = String::new();
+    let mut out = Vec::new();
     push_ip(&mut out, v6);
-    assert_eq!(out, "2001:db8::1");
+    assert_eq!(out, b"2001:db8::1");
     assert!(checked > 100);
 }

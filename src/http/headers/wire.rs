@@ -13,8 +13,8 @@ use http::request::Parts;
 use http::Version;
 
 use super::{
-    push_ip, te_trailers, ALLOWED_UPGRADE, HOP_BY_HOP, NEVER_CONNECTION_NAMED, PROXY_CONNECTION,
-    X_CLIENT_CERT_SAN, X_CLIENT_CERT_SUBJECT, X_CLIENT_VERIFY, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    forwarded_for, te_trailers, ALLOWED_UPGRADE, HOP_BY_HOP, NEVER_CONNECTION_NAMED,
+    PROXY_CONNECTION, X_CLIENT_CERT_SAN, X_CLIENT_CERT_SUBJECT, X_CLIENT_VERIFY, X_FORWARDED_HOST,
     X_FORWARDED_PROTO,
 };
 use crate::http::request_id::{Ids, RequestId};
@@ -45,23 +45,13 @@ pub fn write_fields(out: &mut Vec<u8>, parts: &Parts, up: &Upstream<'_>) {
     let host = headers.get(header::HOST);
     let generated_id = matches!(up.ids.request_id, RequestId::Generated(_));
     let trace_started = up.ids.started.is_some();
-    let mut forwarded_for = String::new();
     let mut via_first: Option<&HeaderValue> = None;
     for (name, value) in headers {
         let n = name.as_str();
         // A field `Connection` names goes first (none of Fulcrum's own can be named).
         let dropped = (!named.is_empty() && named.contains(name))
             || match n {
-                "x-forwarded-for" => {
-                    if let Ok(prior) = value.to_str() {
-                        let prior = prior.trim();
-                        if !prior.is_empty() {
-                            forwarded_for.push_str(prior);
-                            forwarded_for.push_str(", ");
-                        }
-                    }
-                    true
-                }
+                "x-forwarded-for" => true,
                 "via" => {
                     via_first.get_or_insert(value);
                     true
@@ -94,8 +84,9 @@ pub fn write_fields(out: &mut Vec<u8>, parts: &Parts, up: &Upstream<'_>) {
     if let Some(host) = host {
         line(out, X_FORWARDED_HOST.as_str(), host.as_bytes());
     }
-    push_ip(&mut forwarded_for, up.client.to_canonical());
-    line(out, X_FORWARDED_FOR.as_str(), forwarded_for.as_bytes());
+    out.extend_from_slice(b"x-forwarded-for: ");
+    forwarded_for(out, headers, up.client);
+    out.extend_from_slice(b"\r\n");
     line(out, X_FORWARDED_PROTO.as_str(), up.proto.as_bytes());
     match up.cert {
         Some(Some(cert)) => {
