@@ -201,18 +201,11 @@ pub fn connection_may_remove(name: &str) -> bool {
             .any(|h| name.eq_ignore_ascii_case(h.as_str()))
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry no hop-by-hop header, or only `Connection`: one pass over the names
-    // (standard names compare as enum tags) spares the removals' hash lookups.
-    if !headers
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(k) || k == PROXY_CONNECTION)
-    {
-        return;
-    }
-    // Headers the `Connection` header names; its usual tokens are in the fixed list (or are
-    // `close`), so this collects nothing and allocates nothing in the common case.
-    let named: Vec<HeaderName> = headers
+/// The fields the `Connection` header names that it may remove: not the fixed hop-by-hop
+/// list (removed anyway), not `close`, not [`NEVER_CONNECTION_NAMED`]. Empty, without
+/// allocating, for the usual `keep-alive` / `close` / `upgrade` / `te`.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -226,7 +219,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         })
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .filter(|name| !NEVER_CONNECTION_NAMED.contains(name))
-        .collect();
+        .collect()
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry no hop-by-hop header, or only `Connection`: one pass over the names
+    // (standard names compare as enum tags) spares the removals' hash lookups.
+    if !headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k == PROXY_CONNECTION)
+    {
+        return;
+    }
+    // Its usual tokens are in the fixed list (or are `close`): nothing collected or allocated.
+    let named = connection_named(headers);
     for name in named {
         headers.remove(name);
     }

@@ -8,14 +8,13 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::Version;
 
 use super::{
-    forwarded_for, te_trailers, ALLOWED_UPGRADE, HOP_BY_HOP, NEVER_CONNECTION_NAMED,
-    PROXY_CONNECTION, X_CLIENT_CERT_SAN, X_CLIENT_CERT_SUBJECT, X_CLIENT_VERIFY, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO,
+    connection_named, forwarded_for, te_trailers, ALLOWED_UPGRADE, HOP_BY_HOP, PROXY_CONNECTION,
+    X_CLIENT_CERT_SAN, X_CLIENT_CERT_SUBJECT, X_CLIENT_VERIFY, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use crate::http::request_id::{Ids, RequestId};
 use crate::tls::PeerCert;
@@ -126,26 +125,6 @@ fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name == PROXY_CONNECTION
-}
-
-/// The fields the `Connection` header names that it may remove (as `strip_hop_by_hop`):
-/// empty, without allocating, for the usual `keep-alive` / `close` / `upgrade` / `te`.
-fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| {
-            !t.eq_ignore_ascii_case("close")
-                && !HOP_BY_HOP
-                    .iter()
-                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
-        })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .filter(|name| !NEVER_CONNECTION_NAMED.contains(name))
-        .collect()
 }
 
 #[cfg(test)]
