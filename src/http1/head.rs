@@ -85,11 +85,6 @@ fn bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
-/// The end of the head in `buf` (after CRLF CRLF), if it is there.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    memchr::memmem::find(buf, b"\r\n\r\n").map(|p| p + 4)
-}
-
 /// What the length and coding headers say, from their raw values. `request`: a
 /// `Transfer-Encoding` not ending in `chunked` is refused (RFC 9112 6.3 item 4).
 fn framing_of<'h>(
@@ -190,35 +185,33 @@ fn version_of(minor: Option<u8>) -> Version {
 }
 
 /// Parses the request head at the start of `buf`.
+///
+/// httparse finds the head's end itself (no separate search for CRLF CRLF); a head it
+/// calls complete is then refused if any of its line ends is a bare LF, and an incomplete
+/// one as soon as it shows one.
 pub fn parse_request(buf: &[u8]) -> Result<RequestHead, HeadError> {
-    let Some(end) = head_end(&buf[..buf.len().min(MAX_HEAD)]) else {
-        if buf.len() >= MAX_HEAD {
-            let line_done = buf[..MAX_HEAD].windows(2).any(|w| w == b"\r\n");
+    let window = &buf[..buf.len().min(MAX_HEAD)];
+    let mut slots = uninit_slots();
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = req.parse_with_uninit_headers(window, &mut slots);
+    let end = match parsed {
+        Ok(httparse::Status::Complete(end)) => end,
+        _ if bare_lf(window) => return Err(HeadError::Invalid("bare LF")),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            let line_done = window.windows(2).any(|w| w == b"\r\n");
             return Err(if line_done {
                 HeadError::TooLarge
             } else {
                 HeadError::LineTooLong
             });
         }
-        // A bare-LF head never shows CRLF CRLF: refuse it as soon as it shows LF LF.
-        if memchr::memmem::find(buf, b"\n\n").is_some()
-            || memchr::memmem::find(buf, b"\n\r\n").is_some()
-        {
-            return Err(HeadError::Invalid("bare LF"));
-        }
-        return Err(HeadError::Partial);
+        Ok(httparse::Status::Partial) => return Err(HeadError::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Invalid("malformed head")),
     };
     let head = &buf[..end];
     if bare_lf(head) {
         return Err(HeadError::Invalid("bare LF"));
-    }
-    let mut slots = uninit_slots();
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(head, &mut slots) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HeadError::Invalid("malformed head")),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(_) => return Err(HeadError::Invalid("malformed head")),
     }
     let fields = || req.headers.iter().map(|h| (h.name, h.value));
     let (framing, _) = framing_of(fields(), true).map_err(HeadError::Invalid)?;
@@ -267,29 +260,21 @@ fn uninit_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
 
 /// Parses the response head at the start of `buf`, for a request with `method`.
 pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadError> {
-    let Some(end) = head_end(&buf[..buf.len().min(MAX_HEAD)]) else {
-        if buf.len() >= MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-        if memchr::memmem::find(buf, b"\n\n").is_some()
-            || memchr::memmem::find(buf, b"\n\r\n").is_some()
-        {
-            return Err(HeadError::Invalid("bare LF"));
-        }
-        return Err(HeadError::Partial);
+    let window = &buf[..buf.len().min(MAX_HEAD)];
+    let mut slots = uninit_slots();
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, window, &mut slots);
+    let end = match parsed {
+        Ok(httparse::Status::Complete(end)) => end,
+        _ if bare_lf(window) => return Err(HeadError::Invalid("bare LF")),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Err(HeadError::Partial),
+        Err(_) => return Err(HeadError::Invalid("malformed response head")),
     };
     let head = &buf[..end];
     if bare_lf(head) {
         return Err(HeadError::Invalid("bare LF"));
-    }
-    let mut slots = uninit_slots();
-    let mut resp = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, head, &mut slots)
-    {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HeadError::Invalid("malformed head")),
-        Err(_) => return Err(HeadError::Invalid("malformed response head")),
     }
     let status = StatusCode::from_u16(resp.code.unwrap_or(0))
         .map_err(|_| HeadError::Invalid("invalid status"))?;
