@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::buffers::Buf;
 use super::head::{self, HeadError, RequestHead, MAX_HEAD};
-use super::{forward, Stream};
+use super::{deadline, forward, Stream};
 use crate::http::{ConnContext, ProxyError};
 
 /// What a connection holds while it waits for its next request: this, and nothing else (no
@@ -61,8 +61,8 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
                 }
             }
         };
-        let deadline = Instant::now() + conn.cx.shared.client_header_timeout;
-        let head = match read_head(&mut conn.stream, &mut buf, deadline).await {
+        let owed = conn.cx.shared.client_header_timeout;
+        let head = match read_head(&mut conn.stream, &mut buf, owed).await {
             Ok(Some(head)) => head,
             Ok(None) => {
                 buf.release();
@@ -142,13 +142,15 @@ async fn next_bytes<S: Stream>(conn: &mut IdleState<S>, wait: Duration) -> Optio
     }
 }
 
-/// Reads until `buf` starts with a complete head. `Ok(None)`: the client closed or timed out
-/// (nothing to answer); `Err`: a head to refuse.
+/// Reads until `buf` starts with a complete head, owed within `owed` of its first bytes.
+/// `Ok(None)`: the client closed or timed out (nothing to answer); `Err`: a head to refuse.
 async fn read_head<S: Stream>(
     stream: &mut S,
     buf: &mut Buf,
-    deadline: Instant,
+    owed: Duration,
 ) -> Result<Option<RequestHead>, ProxyError> {
+    // The clock is read only for a head that did not come whole with its first bytes.
+    let mut by = None;
     loop {
         if !buf.is_empty() {
             match head::parse_request(buf.data()) {
@@ -159,7 +161,8 @@ async fn read_head<S: Stream>(
                 Err(HeadError::Invalid(why)) => return Err(ProxyError::BadRequest(why)),
             }
         }
-        let read = tokio::time::timeout_at(deadline, buf.fill(stream, MAX_HEAD + 1)).await;
+        let by = *by.get_or_insert_with(|| Instant::now() + owed);
+        let read = deadline::within_at(by, buf.fill(stream, MAX_HEAD + 1)).await;
         match read {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Ok(None),

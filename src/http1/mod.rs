@@ -20,6 +20,7 @@ mod attempt;
 mod buffers;
 pub(crate) mod chunked;
 mod conn;
+mod deadline;
 mod forward;
 pub mod fuzz;
 pub(crate) mod head;

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::buffers::{Buf, SIZE};
 use super::chunked::{self, Decoder};
+use super::deadline;
 use super::head::Framing;
 
 /// How the destination receives the body.
@@ -57,7 +58,7 @@ pub async fn write_all<W: AsyncWrite + Unpin>(
     timeout: Duration,
 ) -> Result<(), RelayError> {
     while !data.is_empty() {
-        match tokio::time::timeout(timeout, w.write(data)).await {
+        match deadline::within(timeout, w.write(data)).await {
             Err(_) => return Err(RelayError::WriteTimeout),
             Ok(Ok(0)) => return Err(RelayError::Write(io::ErrorKind::WriteZero.into())),
             Ok(Ok(n)) => data = &data[n..],
@@ -155,7 +156,7 @@ where
         }
         let read = buf.fill(src, SIZE);
         let n = match limits.read {
-            Some(wait) => tokio::time::timeout(wait, read)
+            Some(wait) => deadline::within(wait, read)
                 .await
                 .map_err(|_| RelayError::ReadTimeout)?,
             None => read.await,
