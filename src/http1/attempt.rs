@@ -8,6 +8,7 @@ use std::io;
 use http::{Method, StatusCode};
 
 use super::buffers::Buf;
+use super::deadline;
 use super::head::{self, Framing, ResponseHead, MAX_HEAD};
 use super::relay::{self, Encode, Limits, RelayError};
 use super::upstream::{self, Upstream};
@@ -137,14 +138,14 @@ async fn send_receive<S: Stream>(
         if let Err(e) = relay::write_all(&mut w, shape.up_head, timeout).await {
             return Err(Fail::Stale(relay_io(e)));
         }
-        let got =
-            tokio::time::timeout(timeout, read_head(&mut r, upbuf, shape.method, interim)).await;
+        let reading = read_head(&mut r, upbuf, shape.method, interim);
+        let got = deadline::kept(up.timer.as_mut(), timeout, reading).await;
         return match got {
-            Err(_) => Err(Fail::Other(ProxyError::UpstreamTimeout)),
-            Ok(Err(Fail::Stale(e))) if !shape.replayable => {
+            None => Err(Fail::Other(ProxyError::UpstreamTimeout)),
+            Some(Err(Fail::Stale(e))) if !shape.replayable => {
                 Err(Fail::Other(ProxyError::UpstreamIo(e)))
             }
-            Ok(got) => got.map(|h| (h, false)),
+            Some(got) => got.map(|h| (h, false)),
         };
     }
     *touched = true;
@@ -227,6 +228,14 @@ async fn read_head<R: tokio::io::AsyncRead + Unpin>(
                     return Ok(h);
                 }
                 Err(head::HeadError::Partial) => {}
+                // Like a reset (and like hyper's parse error on the other path): retried on
+                // another backend when the request is replayable, blamed on this one.
+                Err(head::HeadError::NotHttp1) => {
+                    return Err(Fail::Other(ProxyError::UpstreamIo(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        head::HeadError::NotHttp1,
+                    ))))
+                }
                 Err(head::HeadError::Invalid("both Content-Length and Transfer-Encoding")) => {
                     return Err(Fail::Other(ProxyError::BadResponse(
                         "both Content-Length and Transfer-Encoding",

@@ -8,11 +8,12 @@
 //! idle for `client_idle_timeout`, and once a byte of the next head has come, the rest is
 //! owed within `client_header_timeout`. Past a deadline the connection is closed.
 
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::buffers::Buf;
 use super::head::{self, HeadError, RequestHead, MAX_HEAD};
@@ -37,6 +38,8 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
     };
     let mut leftover: Option<Buf> = None;
     let mut first = true;
+    // Bounds every wait for a next request (see `deadline::kept`).
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
     loop {
         let mut buf = match leftover.take() {
             Some(buf) if !buf.is_empty() => buf,
@@ -50,7 +53,7 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
                 } else {
                     shared.client_idle_timeout
                 };
-                match next_bytes(&mut conn, wait).await {
+                match next_bytes(&mut conn, timer.as_mut(), wait).await {
                     Some(buf) => buf,
                     None => {
                         if *conn.shutdown.borrow() {
@@ -132,14 +135,22 @@ async fn linger<S: Stream>(stream: &mut S) {
 
 /// Waits up to `wait` for the client's next bytes; `None`: none came (closed, timed out), or
 /// shutdown.
-async fn next_bytes<S: Stream>(conn: &mut IdleState<S>, wait: Duration) -> Option<Buf> {
+async fn next_bytes<S: Stream>(
+    conn: &mut IdleState<S>,
+    timer: Pin<&mut Sleep>,
+    wait: Duration,
+) -> Option<Buf> {
     let IdleState {
         stream, shutdown, ..
     } = conn;
-    tokio::select! {
-        got = tokio::time::timeout(wait, stream.next_bytes()) => got.ok()?.ok()?,
-        _ = shutdown.wait_for(|stop| *stop) => None,
-    }
+    let waiting = async {
+        tokio::select! {
+            biased;
+            got = stream.next_bytes() => got.ok()?,
+            _ = shutdown.wait_for(|stop| *stop) => None,
+        }
+    };
+    deadline::kept(timer, wait, waiting).await.flatten()
 }
 
 /// Reads until `buf` starts with a complete head, owed within `owed` of its first bytes.
@@ -159,6 +170,7 @@ async fn read_head<S: Stream>(
                 Err(HeadError::LineTooLong) => return Err(ProxyError::UriTooLong),
                 Err(HeadError::TooLarge) => return Err(ProxyError::HeadTooLarge),
                 Err(HeadError::Invalid(why)) => return Err(ProxyError::BadRequest(why)),
+                Err(HeadError::NotHttp1) => return Err(ProxyError::BadRequest("malformed head")),
             }
         }
         let by = *by.get_or_insert_with(|| Instant::now() + owed);

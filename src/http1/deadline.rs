@@ -1,18 +1,26 @@
-//! Timeouts that cost nothing when the I/O is ready at once.
+//! Timeouts at the engine's cost: none for I/O that is ready at once, and no timer-wheel
+//! insertion and removal per wait for the waits every exchange has.
 //!
 //! `tokio::time::timeout` builds a timer entry (a runtime handle clone and a clock read) for
 //! every call, even when the wrapped write or read completes on its first poll, as writes to
-//! a socket with room and reads of bytes already buffered do. Here the future is polled once
-//! first; the timer exists only if it has to wait. The wait it bounds starts at that first
-//! poll, a few instructions later than the call.
+//! a socket with room and reads of bytes already buffered do. [`within`] polls the future
+//! once first; the timer exists only if it has to wait. The wait it bounds starts at that
+//! first poll, a few instructions later than the call.
+//!
+//! The two waits of every keep-alive exchange (the client's next request, the backend's
+//! response head) always wait, so each is bounded by a timer kept for the connection's life
+//! ([`kept`]): moving a registered timer's deadline later is one atomic store in tokio (the
+//! wheel re-files the entry only when its old deadline comes round), where a timer per wait
+//! is filed into the wheel and taken out again under the driver's lock each time. A kept
+//! timer that fires while nobody waits on it wakes its last waiter once, for nothing.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::error::Elapsed;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// `fut`'s output, unless it waits longer than `wait`.
 pub async fn within<F: Future>(wait: Duration, fut: F) -> Result<F::Output, Elapsed> {
@@ -32,6 +40,29 @@ pub async fn within_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Output
     }
 }
 
+/// `fut`'s output, unless it waits longer than `wait` (`None`), on `timer`: a timer the
+/// caller keeps across waits, moved to now + `wait` here.
+pub async fn kept<F: Future>(
+    mut timer: Pin<&mut Sleep>,
+    wait: Duration,
+    fut: F,
+) -> Option<F::Output> {
+    timer.as_mut().reset(Instant::now() + wait);
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// A timer for [`kept`], boxed so that what owns it can move (a pooled connection).
+pub fn new_timer() -> Pin<Box<Sleep>> {
+    Box::pin(tokio::time::sleep_until(Instant::now()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +79,36 @@ mod tests {
             3
         };
         assert_eq!(within(Duration::from_secs(30), late).await, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn a_kept_timer_bounds_each_wait_from_its_own_start() {
+        let mut timer = new_timer();
+        for _ in 0..3 {
+            let ready = kept(timer.as_mut(), Duration::from_secs(30), async { 1 });
+            assert_eq!(ready.await, Some(1));
+        }
+        // The deadline moved back (30 s, then 5 ms): the wait still ends at 5 ms.
+        let stuck = kept(
+            timer.as_mut(),
+            Duration::from_millis(5),
+            std::future::pending::<()>(),
+        );
+        assert_eq!(stuck.await, None);
+        // And after firing, the same timer bounds the next wait again.
+        let late = async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            2
+        };
+        assert_eq!(
+            kept(timer.as_mut(), Duration::from_secs(30), late).await,
+            Some(2)
+        );
+        let stuck = kept(
+            timer.as_mut(),
+            Duration::from_millis(5),
+            std::future::pending::<()>(),
+        );
+        assert_eq!(stuck.await, None);
     }
 }

@@ -46,6 +46,10 @@ pub enum HeadError {
     TooLarge,
     #[error("{0}")]
     Invalid(&'static str),
+    /// A response that does not start with an HTTP/1 status line: the backend speaks
+    /// another protocol (an h2-only server answering with frames), not HTTP badly.
+    #[error("not an HTTP/1 response")]
+    NotHttp1,
 }
 
 /// A parsed request head: what the request path above reads, and how its body is framed.
@@ -270,6 +274,7 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
         _ if bare_lf(window) => return Err(HeadError::Invalid("bare LF")),
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Err(HeadError::Partial),
+        Err(httparse::Error::Version | httparse::Error::Status) => return Err(HeadError::NotHttp1),
         Err(_) => return Err(HeadError::Invalid("malformed response head")),
     };
     let head = &buf[..end];

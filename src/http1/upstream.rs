@@ -10,10 +10,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
+use super::deadline;
 use crate::backend::{Backend, UpstreamCap, UpstreamSlot};
 use crate::http::{client, ProxyError};
 
@@ -28,6 +31,8 @@ pub struct Upstream {
     since: Instant,
     /// It came from the pool: failing before any response byte may just mean it went stale.
     pub reused: bool,
+    /// Bounds the wait for each response head (`deadline::kept`), kept with the connection.
+    pub timer: Pin<Box<Sleep>>,
 }
 
 thread_local! {
@@ -106,6 +111,7 @@ pub async fn connect(
         slot,
         since: Instant::now(),
         reused: false,
+        timer: deadline::new_timer(),
     })
 }
 

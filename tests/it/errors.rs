@@ -230,3 +230,86 @@ async fn retry_on_a_status_tries_another_backend_for_idempotent_requests() {
         "once per backend"
     );
 }
+
+/// The wait for a response head is bounded on a reused upstream connection too: the engine
+/// keeps one timer per upstream connection and moves it for each request, so a fast first
+/// answer must not leave the second request's wait unbounded (or bounded by the first's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_timeout_on_a_reused_upstream_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&connections);
+    // Answers the first request of each connection at once and never the second.
+    let backend_task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = upstream.accept().await else {
+                continue;
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                if !crate::support::backend::read_head(&mut stream, &mut head).await {
+                    return;
+                }
+                let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(reply).await.is_err() {
+                    return;
+                }
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let mut p = PoolConfig::new("p", vec![backend(addr, 1)]);
+    p.request_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(config(listener(), vec![p]));
+
+    // Both requests on one client connection: one worker, so its pooled upstream is reused.
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    client.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.ends_with(b"ok") {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk))
+            .await
+            .expect("first answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+
+    let started = Instant::now();
+    client.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    while crate::support::backend::find(&got, b"\r\n\r\n").is_none() {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk))
+            .await
+            .expect("an answer to the unanswered request")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let took = started.elapsed();
+    assert!(
+        got.starts_with(b"HTTP/1.1 504"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(took < Duration::from_millis(2500), "504 took {took:?}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the second request went over the first one's upstream connection"
+    );
+    backend_task.abort();
+}

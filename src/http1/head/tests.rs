@@ -151,3 +151,30 @@ fn response_fields_are_passed_on_as_lines_without_hop_by_hop_ones() {
     // A value with a control byte is refused, as `HeaderValue` refuses it.
     assert!(resp("HTTP/1.1 200 OK\r\nX: a\x7fb\r\n\r\n").is_err());
 }
+
+/// A backend speaking another protocol is told apart from one speaking HTTP/1 badly: the
+/// first is retried like a reset, the second is a 502 of its own.
+#[test]
+fn a_response_that_is_not_http1_is_told_apart_from_a_malformed_one() {
+    let get = &Method::GET;
+    // An h2 server's first frame (SETTINGS), as an h2-only backend answers an HTTP/1 request.
+    let frames = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64";
+    assert_eq!(parse_response(frames, get).err(), Some(HeadError::NotHttp1));
+    assert_eq!(
+        parse_response(b"SSH-2.0-OpenSSH_9.2\r\n", get).err(),
+        Some(HeadError::NotHttp1)
+    );
+    assert_eq!(
+        parse_response(b"HTTP/1.1 2x0 OK\r\n\r\n", get).err(),
+        Some(HeadError::NotHttp1)
+    );
+    assert!(matches!(
+        parse_response(b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", get),
+        Err(HeadError::Invalid(_))
+    ));
+    // Incomplete but HTTP/1 so far: read more.
+    assert_eq!(
+        parse_response(b"HTTP/1.", get).err(),
+        Some(HeadError::Partial)
+    );
+}
