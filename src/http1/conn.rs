@@ -86,14 +86,12 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
             }
         };
         // Boxed: the exchange's state exists only while it runs, not while the connection
-        // idles.
-        let keep = Box::pin(forward::exchange(
-            &mut conn.stream,
-            &mut buf,
-            head,
-            &conn.cx,
-        ))
-        .await;
+        // idles. The box is made first and the future written into it: `Box::pin(future)`
+        // built the whole future (over 5 KiB, most of it states not entered yet) on the
+        // stack and copied all of it, the largest copy of the request path.
+        let slot = Box::new_uninit();
+        let exchange = forward::exchange(&mut conn.stream, &mut buf, head, &conn.cx);
+        let keep = Box::into_pin(Box::write(slot, exchange)).await;
         if !keep || *conn.shutdown.borrow() {
             buf.release();
             if keep {
