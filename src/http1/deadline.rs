@@ -14,48 +14,105 @@
 //! is filed into the wheel and taken out again under the driver's lock each time. A kept
 //! timer that fires while nobody waits on it wakes its last waiter once, for nothing.
 
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
-use std::task::Poll;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::error::Elapsed;
+use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+/// A bounded wait ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    After(Duration),
+    At(Instant),
+}
+
+pin_project! {
+    /// [`within`]'s and [`within_at`]'s future: the I/O, and a timer made on its first wait.
+    /// Written out rather than an `async fn`, whose state would hold the wrapped future
+    /// twice (the argument, and the pinned copy it polls).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Within<F> {
+        #[pin]
+        fut: F,
+        bound: Bound,
+        #[pin]
+        timer: Option<Sleep>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if this.timer.is_none() {
+            let deadline = match *this.bound {
+                Bound::After(wait) => Instant::now() + wait,
+                Bound::At(deadline) => deadline,
+            };
+            this.timer.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        match this.timer.as_pin_mut() {
+            Some(timer) => timer.poll(cx).map(|()| Err(TimedOut)),
+            None => Poll::Pending,
+        }
+    }
+}
+
 /// `fut`'s output, unless it waits longer than `wait`.
-pub async fn within<F: Future>(wait: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    let mut fut = pin!(fut);
-    match poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
-        Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout(wait, fut).await,
+pub fn within<F: Future>(wait: Duration, fut: F) -> Within<F> {
+    Within {
+        fut,
+        bound: Bound::After(wait),
+        timer: None,
     }
 }
 
 /// `fut`'s output, unless it is still waiting at `deadline`.
-pub async fn within_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
-    let mut fut = pin!(fut);
-    match poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
-        Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout_at(deadline, fut).await,
+pub fn within_at<F: Future>(deadline: Instant, fut: F) -> Within<F> {
+    Within {
+        fut,
+        bound: Bound::At(deadline),
+        timer: None,
+    }
+}
+
+pin_project! {
+    /// [`kept`]'s future.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Kept<'t, F> {
+        #[pin]
+        fut: F,
+        timer: Pin<&'t mut Sleep>,
+    }
+}
+
+impl<F: Future> Future for Kept<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        this.timer.as_mut().poll(cx).map(|()| None)
     }
 }
 
 /// `fut`'s output, unless it waits longer than `wait` (`None`), on `timer`: a timer the
 /// caller keeps across waits, moved to now + `wait` here.
-pub async fn kept<F: Future>(
-    mut timer: Pin<&mut Sleep>,
-    wait: Duration,
-    fut: F,
-) -> Option<F::Output> {
+pub fn kept<F: Future>(mut timer: Pin<&mut Sleep>, wait: Duration, fut: F) -> Kept<'_, F> {
     timer.as_mut().reset(Instant::now() + wait);
-    let mut fut = pin!(fut);
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await
+    Kept { fut, timer }
 }
 
 /// A timer for [`kept`], boxed so that what owns it can move (a pooled connection).
@@ -70,6 +127,10 @@ mod tests {
     #[tokio::test]
     async fn a_ready_future_needs_no_timer_and_a_stuck_one_times_out() {
         assert_eq!(within(Duration::ZERO, async { 7 }).await, Ok(7));
+        assert_eq!(
+            within(Duration::from_millis(5), std::future::pending::<()>()).await,
+            Err(TimedOut)
+        );
         let stuck = within(Duration::from_millis(5), std::future::pending::<()>());
         assert!(stuck.await.is_err());
         let at = Instant::now() + Duration::from_millis(5);
