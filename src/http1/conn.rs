@@ -73,14 +73,16 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
             }
             Err(err) => {
                 let send = conn.cx.shared.client_send_timeout;
-                let _ = forward::write_response(
+                // Boxed (a refused head is rare): inline, this state would set the size of
+                // every connection's future, idle ones included.
+                let answer = forward::write_response(
                     &mut conn.stream,
                     http::Version::HTTP_11,
                     err.to_response(),
                     true,
                     send,
-                )
-                .await;
+                );
+                let _ = Box::into_pin(Box::write(Box::new_uninit(), answer)).await;
                 buf.release();
                 return;
             }
