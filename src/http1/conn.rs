@@ -8,6 +8,7 @@
 //! idle for `client_idle_timeout`, and once a byte of the next head has come, the rest is
 //! owed within `client_header_timeout`. Past a deadline the connection is closed.
 
+use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,10 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
     let mut first = true;
     // Bounds every wait for a next request (see `deadline::kept`).
     let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    // Ends those waits on shutdown. Kept for the connection's life like the timer: a wait
+    // made anew each time enrolled in the channel's waiter list (a lock) and left it again
+    // (another) per request.
+    let mut stop = pin!(stopping(conn.shutdown.clone()));
     loop {
         let mut buf = match leftover.take() {
             Some(buf) if !buf.is_empty() => buf,
@@ -53,7 +58,7 @@ pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Re
                 } else {
                     shared.client_idle_timeout
                 };
-                match next_bytes(&mut conn, timer.as_mut(), wait).await {
+                match next_bytes(&mut conn.stream, timer.as_mut(), stop.as_mut(), wait).await {
                     Some(buf) => buf,
                     None => {
                         if *conn.shutdown.borrow() {
@@ -136,21 +141,25 @@ async fn linger<S: Stream>(stream: &mut S) {
 /// Waits up to `wait` for the client's next bytes; `None`: none came (closed, timed out), or
 /// shutdown.
 async fn next_bytes<S: Stream>(
-    conn: &mut IdleState<S>,
+    stream: &mut S,
     timer: Pin<&mut Sleep>,
+    stop: Pin<&mut impl Future<Output = ()>>,
     wait: Duration,
 ) -> Option<Buf> {
-    let IdleState {
-        stream, shutdown, ..
-    } = conn;
     let waiting = async {
         tokio::select! {
             biased;
             got = stream.next_bytes() => got.ok()?,
-            _ = shutdown.wait_for(|stop| *stop) => None,
+            () = stop => None,
         }
     };
     deadline::kept(timer, wait, waiting).await.flatten()
+}
+
+/// Resolves once shutdown is signalled (or its sender is gone). Polled only until then: the
+/// connection ends when it resolves.
+async fn stopping(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Reads until `buf` starts with a complete head, owed within `owed` of its first bytes.
