@@ -21,8 +21,10 @@ use super::head::{self, HeadError, RequestHead, MAX_HEAD};
 use super::{deadline, forward, Stream};
 use crate::http::{ConnContext, ProxyError};
 
-/// What a connection holds while it waits for its next request: this, and nothing else (no
-/// buffer). `size_of` is printed by a test (`idle_connection_state_is_small`).
+/// What a connection holds while it waits for its next request: this, beside the timer and
+/// the shutdown wait `run` keeps for the connection's life, and no buffer. `size_of` is
+/// printed by a test (`idle_connection_state_is_small`); `benches/load/idle.sh` measures
+/// the whole (the task, its future, the socket's registration).
 #[derive(Debug)]
 pub struct IdleState<S> {
     pub stream: S,
