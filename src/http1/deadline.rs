@@ -9,10 +9,11 @@
 //!
 //! The two waits of every keep-alive exchange (the client's next request, the backend's
 //! response head) always wait, so each is bounded by a timer kept for the connection's life
-//! ([`kept`]): moving a registered timer's deadline later is one atomic compare-exchange in tokio (the
-//! wheel re-files the entry only when its old deadline comes round), where a timer per wait
-//! is filed into the wheel and taken out again under the driver's lock each time. A kept
-//! timer that fires while nobody waits on it wakes its last waiter once, for nothing.
+//! ([`kept`]): moving a registered timer's deadline later is one atomic compare-exchange in
+//! tokio (the wheel re-files the entry only when its old deadline comes round), where a
+//! timer per wait is filed into the wheel and taken out again under the driver's lock each
+//! time. A kept timer that fires while nobody waits on it wakes its last waiter once, for
+//! nothing.
 
 use std::future::Future;
 use std::pin::Pin;
