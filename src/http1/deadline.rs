@@ -126,14 +126,13 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_ready_future_needs_no_timer_and_a_stuck_one_times_out() {
+    async fn a_ready_future_is_answered_and_a_stuck_one_times_out() {
+        // Ready at once: answered even with no time at all to wait.
         assert_eq!(within(Duration::ZERO, async { 7 }).await, Ok(7));
         assert_eq!(
             within(Duration::from_millis(5), std::future::pending::<()>()).await,
             Err(TimedOut)
         );
-        let stuck = within(Duration::from_millis(5), std::future::pending::<()>());
-        assert!(stuck.await.is_err());
         let at = Instant::now() + Duration::from_millis(5);
         assert!(within_at(at, std::future::pending::<()>()).await.is_err());
         let late = async {

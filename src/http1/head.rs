@@ -270,10 +270,11 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
         .parse_response_with_uninit_headers(&mut resp, window, &mut slots);
     let end = match parsed {
         Ok(httparse::Status::Complete(end)) => end,
+        // Before the bare-LF check: another protocol's bytes may hold a lone 0x0a.
+        Err(httparse::Error::Version | httparse::Error::Status) => return Err(HeadError::NotHttp1),
         _ if bare_lf(window) => return Err(HeadError::Invalid("bare LF")),
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Err(HeadError::Partial),
-        Err(httparse::Error::Version | httparse::Error::Status) => return Err(HeadError::NotHttp1),
         Err(_) => return Err(HeadError::Invalid("malformed response head")),
     };
     let head = &buf[..end];

@@ -160,6 +160,12 @@ fn a_response_that_is_not_http1_is_told_apart_from_a_malformed_one() {
     // An h2 server's first frame (SETTINGS), as an h2-only backend answers an HTTP/1 request.
     let frames = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64";
     assert_eq!(parse_response(frames, get).err(), Some(HeadError::NotHttp1));
+    // A frame that happens to hold a lone LF byte is still another protocol, not a bare LF.
+    let with_lf = b"\x00\x00\x0a\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64";
+    assert_eq!(
+        parse_response(with_lf, get).err(),
+        Some(HeadError::NotHttp1)
+    );
     assert_eq!(
         parse_response(b"SSH-2.0-OpenSSH_9.2\r\n", get).err(),
         Some(HeadError::NotHttp1)
