@@ -493,15 +493,14 @@ async fn accept(
         };
         // The connection's one look at the listener before it is served.
         // Its TLS config too: the handshake runs with the certificates of this snapshot.
-        // And whether the HTTP/1 engine covers it (`snapshot::engine_serves`).
-        let (limit, protocol, proxy_header, tls, engine) = {
+        let (limit, protocol, proxy_header, tls) = {
             let snapshot = shared.snapshot.load();
             snapshot.listener(index).map_or(
-                (usize::MAX, ListenerProtocol::Http, false, None, false),
+                (usize::MAX, ListenerProtocol::Http, false, None),
                 |l| {
                     let header = proxy_protocol::expected(l, &snapshot, peer);
                     let tls = l.tls.clone();
-                    (l.max_connections, l.protocol, header, tls, l.http1_engine)
+                    (l.max_connections, l.protocol, header, tls)
                 },
             )
         };
@@ -552,7 +551,7 @@ async fn accept(
                 };
                 // Boxed: inline, the handshake's and hyper's futures would size every plain
                 // connection's task too (idle keep-alive connections included).
-                let serve = (protocol, engine, &*builder);
+                let serve = (protocol, &*builder);
                 Box::pin(serve_tls(stream, tls, serve, conn, shutdown)).await;
                 drop(guard);
                 return;
@@ -576,7 +575,7 @@ async fn accept(
                 activity: Arc::new(Activity::new(accepted)),
                 requests: AtomicU32::new(0),
             });
-            http1::serve_tcp(&builder, stream, cx, engine, shutdown).await;
+            http1::serve_tcp(&builder, stream, cx, shutdown).await;
             drop(guard);
         });
     }
@@ -599,9 +598,8 @@ struct Conn {
 async fn serve_tls(
     stream: tokio::net::TcpStream,
     tls: Arc<crate::snapshot::ListenerTls>,
-    (protocol, engine, builder): (
+    (protocol, builder): (
         ListenerProtocol,
-        bool,
         &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     ),
     conn: Conn,
@@ -654,9 +652,9 @@ async fn serve_tls(
         activity: Arc::new(Activity::new(accepted)),
         requests: AtomicU32::new(0),
     });
-    // ALPN h2 is hyper's; HTTP/1.1 (or no ALPN) is the engine's when it serves this listener.
+    // ALPN h2 is hyper's; HTTP/1.1 (or no ALPN) is the engine's.
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    if engine && !h2 && cx.shared.http1_engine {
+    if !h2 && cx.shared.http1_engine {
         http1::serve(stream, cx, shutdown).await;
     } else {
         http::serve_io(builder, stream, cx, shutdown).await;

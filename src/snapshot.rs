@@ -163,10 +163,6 @@ pub struct ListenerSnapshot {
     pub redirect_https: bool,
     /// `trace`: whether a request without a `traceparent` gets one (`http::request_id`).
     pub trace: TraceMode,
-    /// Whether Fulcrum's own HTTP/1 engine (`http1`) may serve this listener's plain HTTP/1
-    /// connections: what the engine does not do yet stays on the hyper path (see
-    /// [`engine_serves`]).
-    pub http1_engine: bool,
 }
 
 /// A TLS listener's view in the snapshot.
@@ -259,9 +255,7 @@ impl Snapshot {
                     next_slot += 1;
                     ListenerSlot::new(next_slot - 1)
                 });
-                let mut l = ListenerSnapshot::build(lc, slot, before, &pools, metrics);
-                l.http1_engine = engine_serves(config, lc);
-                l
+                ListenerSnapshot::build(lc, slot, before, &pools, metrics)
             })
             .collect();
         let mut slots = vec![NO_LISTENER; next_slot];
@@ -330,35 +324,8 @@ impl ListenerSnapshot {
             }),
             redirect_https: lc.redirect_https,
             trace: lc.trace,
-            http1_engine: false,
         }
     }
-}
-
-/// Whether the HTTP/1 engine covers everything listener `lc` may need. It serves plain and
-/// TLS listeners (ALPN h2 goes to hyper), redirects, HSTS and ACME challenges, and speaks
-/// plain HTTP/1.1 upstream only: a listener one of whose pools (routes and backups included)
-/// speaks h2 or TLS to its backends is served by the hyper path.
-fn engine_serves(config: &Config, lc: &ListenerConfig) -> bool {
-    use crate::config::UpstreamProtocol;
-    let mut pending: Vec<PoolId> = std::iter::once(lc.pool)
-        .chain(lc.routes.iter().map(|r| r.pool))
-        .collect();
-    let mut seen = Vec::new();
-    while let Some(id) = pending.pop() {
-        if seen.contains(&id) {
-            continue;
-        }
-        seen.push(id);
-        let Some(pool) = config.pools.get(id.index()) else {
-            continue;
-        };
-        if pool.protocol != UpstreamProtocol::Http1 || pool.tls.is_some() {
-            return false;
-        }
-        pending.extend(pool.backup);
-    }
-    true
 }
 
 /// The listener's TLS from its files. Validation (`tls::server::check`) read them already;
@@ -443,23 +410,5 @@ mod tests {
             Some("b")
         );
         assert!(c.listener(ListenerSlot::new(99)).is_none());
-    }
-
-    /// The engine serves redirecting listeners and any upstream of plain HTTP/1.1; only a
-    /// pool speaking h2 or TLS to its backends (reached by default, route or backup) keeps a
-    /// listener on hyper.
-    #[test]
-    fn the_engine_serves_every_listener_but_those_with_h2_or_tls_upstreams() {
-        use crate::config::UpstreamProtocol;
-        let mut c = config(&[("plain", "127.0.0.1:1"), ("redirect", "127.0.0.1:2")]);
-        c.listeners[1].redirect_https = true;
-        assert!(super::engine_serves(&c, &c.listeners[0]));
-        assert!(super::engine_serves(&c, &c.listeners[1]));
-        let mut h2 = c.pools[0].clone();
-        h2.name = "h2".into();
-        h2.protocol = UpstreamProtocol::H2c;
-        c.pools.push(h2);
-        c.pools[0].backup = Some(PoolId::new(1));
-        assert!(!super::engine_serves(&c, &c.listeners[0]));
     }
 }

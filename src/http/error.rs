@@ -138,7 +138,9 @@ impl ProxyError {
             match e.downcast_ref::<BodyError>() {
                 Some(BodyError::TooLarge) => return ProxyError::BodyTooLarge,
                 Some(BodyError::Timeout) => return ProxyError::ClientTimeout,
-                Some(BodyError::Client(_)) => return ProxyError::ClientAborted(err),
+                Some(BodyError::Client(_) | BodyError::Aborted) => {
+                    return ProxyError::ClientAborted(err)
+                }
                 None => source = e.source(),
             }
         }

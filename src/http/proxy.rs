@@ -323,7 +323,7 @@ pub async fn handle(
     reject!(error)
 }
 
-type Sent = (Response<Incoming>, PooledConn, InflightGuard);
+pub(crate) type Sent = (Response<Incoming>, PooledConn, InflightGuard);
 
 /// When Fulcrum last logged a local shortage (`clock::now_ms()`): at most one line a second.
 static SHORTAGE_LOGGED: AtomicU64 = AtomicU64::new(0);
@@ -377,7 +377,7 @@ async fn within<F: Future>(
 /// One attempt on one backend. On failure, the request comes back when it was not sent.
 /// `uploading`: the connection's activity when the request has a body still streaming;
 /// `deadline`: a gRPC request's `grpc-timeout`, shortening `request_timeout`.
-async fn send(
+pub(crate) async fn send(
     pool: &Pool,
     index: BackendId,
     req: Request<RequestBody>,

@@ -16,9 +16,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::watchdog::UploadGuard;
@@ -32,6 +36,10 @@ pub enum BodyError {
     Timeout,
     #[error("client body")]
     Client(#[from] hyper::Error),
+    /// The HTTP/1 engine stopped relaying the client's body before its end (the client
+    /// failed, stalled or sent too much: the engine answers that itself).
+    #[error("the client's body broke off")]
+    Aborted,
 }
 
 /// The request body sent upstream: the client's body, streamed, with its first frame
@@ -52,7 +60,41 @@ pub struct RequestBody {
     stall: Option<Pin<Box<Sleep>>>,
     // The connection counts this body as streaming until it ends.
     upload: Option<UploadGuard>,
+    // A body the HTTP/1 engine relays (decoded, its limits enforced there).
+    relayed: Option<Relayed>,
 }
+
+/// A request body the HTTP/1 engine (`http1`) decodes from its client and writes into a pipe
+/// (`tokio::io::duplex`), for a backend that hyper's client speaks to (HTTP/2, TLS). The
+/// pipe's end is the body's end only when the engine said the body was whole: a pipe closed
+/// without that breaks the body off, so a backend never takes a cut body as complete.
+#[derive(Debug)]
+struct Relayed {
+    pipe: DuplexStream,
+    whole: Arc<AtomicBool>,
+    /// Data bytes still to come, when the client's framing said (`Content-Length`).
+    left: Option<u64>,
+    chunk: BytesMut,
+}
+
+/// The engine's end of a relayed body (see [`RequestBody::relayed`]): write the decoded data
+/// into it, then [`BodyPipe::finish`] it.
+#[derive(Debug)]
+pub struct BodyPipe {
+    pub pipe: DuplexStream,
+    whole: Arc<AtomicBool>,
+}
+
+impl BodyPipe {
+    /// The body was relayed to its end: the reader sees a clean end.
+    pub async fn finish(mut self) -> std::io::Result<()> {
+        self.whole.store(true, Ordering::Release);
+        self.pipe.shutdown().await
+    }
+}
+
+/// Bytes a relayed body's pipe holds before the engine's writes wait (backpressure).
+const PIPE: usize = 16 * 1024;
 
 impl RequestBody {
     pub fn empty() -> Self {
@@ -64,7 +106,31 @@ impl RequestBody {
             last: None,
             stall: None,
             upload: None,
+            relayed: None,
         }
+    }
+
+    /// A body the HTTP/1 engine relays into the returned pipe; `len`: its data length, when
+    /// the client's `Content-Length` said.
+    pub fn relayed(len: Option<u64>) -> (Self, BodyPipe) {
+        let (reader, writer) = tokio::io::duplex(PIPE);
+        let whole = Arc::new(AtomicBool::new(false));
+        let body = RequestBody {
+            relayed: Some(Relayed {
+                pipe: reader,
+                whole: Arc::clone(&whole),
+                left: len,
+                chunk: BytesMut::new(),
+            }),
+            ..RequestBody::empty()
+        };
+        (
+            body,
+            BodyPipe {
+                pipe: writer,
+                whole,
+            },
+        )
     }
 
     /// `first` was read from `rest` already; `limit` is 0 for no limit; `timeout` is
@@ -86,6 +152,7 @@ impl RequestBody {
             last: Some(Instant::now()),
             stall: None,
             upload,
+            relayed: None,
         };
         charge(&mut body.remaining, &first)?;
         body.first = Some(first);
@@ -107,6 +174,7 @@ impl RequestBody {
             last: None,
             stall: None,
             upload: Some(upload),
+            relayed: None,
         }
     }
 }
@@ -131,6 +199,13 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(relayed) = this.relayed.as_mut() {
+            let polled = relayed.poll_frame(cx);
+            if !matches!(polled, Poll::Pending | Poll::Ready(Some(Ok(_)))) {
+                this.relayed = None;
+            }
+            return polled;
+        }
         if let Some(frame) = this.first.take() {
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -189,10 +264,18 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if let Some(relayed) = &self.relayed {
+            return relayed.left == Some(0);
+        }
         self.first.is_none() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(relayed) = &self.relayed {
+            return relayed
+                .left
+                .map_or_else(SizeHint::new, SizeHint::with_exact);
+        }
         let mut hint = self
             .rest
             .as_ref()
@@ -213,5 +296,78 @@ impl Body for RequestBody {
             }
         }
         hint
+    }
+}
+
+impl Relayed {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if self.left == Some(0) {
+            return Poll::Ready(None);
+        }
+        self.chunk.resize(PIPE, 0);
+        let mut read = ReadBuf::new(&mut self.chunk);
+        match Pin::new(&mut self.pipe).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(Some(Err(BodyError::Aborted))),
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                if n == 0 {
+                    return Poll::Ready(if self.whole.load(Ordering::Acquire) {
+                        None
+                    } else {
+                        Some(Err(BodyError::Aborted))
+                    });
+                }
+                if let Some(left) = self.left.as_mut() {
+                    *left = left.saturating_sub(n as u64);
+                }
+                self.chunk.truncate(n);
+                Poll::Ready(Some(Ok(Frame::data(self.chunk.split().freeze()))))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+
+    use super::{BodyError, RequestBody};
+
+    /// A relayed body ends cleanly only when the engine finished it: a pipe closed in the
+    /// middle is an error, so no backend takes a cut body (a chunked one has no length to
+    /// betray it) as complete.
+    #[tokio::test]
+    async fn a_relayed_body_ends_cleanly_only_when_finished() {
+        let (body, mut pipe) = RequestBody::relayed(None);
+        pipe.pipe.write_all(b"whole body").await.expect("pipe");
+        pipe.finish().await.expect("finish");
+        let got = body.collect().await.expect("a finished body ends cleanly");
+        assert_eq!(got.to_bytes(), "whole body");
+
+        let (body, mut pipe) = RequestBody::relayed(None);
+        pipe.pipe.write_all(b"cut").await.expect("pipe");
+        drop(pipe);
+        assert!(matches!(body.collect().await, Err(BodyError::Aborted)));
+    }
+
+    /// With a length the body ends at it, and says so (hyper sends it without waiting for
+    /// the pipe's end).
+    #[tokio::test]
+    async fn a_relayed_body_with_a_length_ends_at_it() {
+        let (mut body, mut pipe) = RequestBody::relayed(Some(4));
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(4));
+        pipe.pipe.write_all(b"abcd").await.expect("pipe");
+        let frame = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(
+            frame.into_data().ok(),
+            Some(bytes::Bytes::from_static(b"abcd"))
+        );
+        assert!(http_body::Body::is_end_stream(&body));
+        assert!(body.frame().await.is_none());
     }
 }

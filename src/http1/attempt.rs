@@ -181,19 +181,25 @@ async fn send_receive<S: Stream>(
                     Err(_) => Err(Fail::Other(ProxyError::UpstreamTimeout)),
                 }
             }
-            Err(e) => Err(Fail::Other(match e {
-                RelayError::TooLarge => ProxyError::BodyTooLarge,
-                RelayError::ReadTimeout => ProxyError::ClientTimeout,
-                RelayError::Framing => ProxyError::BadRequest("malformed request body"),
-                RelayError::Eof => ProxyError::ClientIo(io::ErrorKind::UnexpectedEof.into()),
-                RelayError::Read(e) => ProxyError::ClientIo(e),
-                e => ProxyError::UpstreamIo(relay_io(e)),
-            })),
+            Err(e) => Err(Fail::Other(request_body_error(e))),
         },
         got = &mut receiving => match got {
             Err(Fail::Stale(e)) => Err(Fail::Other(ProxyError::UpstreamIo(e))),
             got => got.map(|h| (h, true)),
         },
+    }
+}
+
+/// What a request body's relay failing means for the exchange: the client's failure (too
+/// large, stalled, malformed, broken off), or the upstream's.
+pub fn request_body_error(e: RelayError) -> ProxyError {
+    match e {
+        RelayError::TooLarge => ProxyError::BodyTooLarge,
+        RelayError::ReadTimeout => ProxyError::ClientTimeout,
+        RelayError::Framing => ProxyError::BadRequest("malformed request body"),
+        RelayError::Eof => ProxyError::ClientIo(io::ErrorKind::UnexpectedEof.into()),
+        RelayError::Read(e) => ProxyError::ClientIo(e),
+        e => ProxyError::UpstreamIo(relay_io(e)),
     }
 }
 

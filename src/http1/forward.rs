@@ -17,6 +17,7 @@ use http::{header, HeaderValue, Method, Response, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
 
 use super::attempt::{attempt_once, BodyIn, Got, Shape};
+use super::bridge;
 use super::buffers::{Buf, SIZE};
 use super::chunked::Decoder;
 use super::head::{self, Framing, RequestHead};
@@ -184,7 +185,7 @@ pub async fn exchange<S: Stream>(
     pool.budget.record_request(now);
     let mut tried = Tried::default();
     let mut error = ProxyError::NoBackend;
-    let mut held: Option<(Got, select::Choice)> = None;
+    let mut held: Option<(Answer, select::Choice)> = None;
     let mut served = None;
     for attempt in 0..=pool.retries {
         if attempt > 0 {
@@ -207,9 +208,28 @@ pub async fn exchange<S: Stream>(
             upgrade,
             body,
         };
-        match attempt_once(target, index, client, buf, shape, &mut touched).await {
+        let answered = if bridge::needed(target) {
+            // Boxed: the bridge's state stays out of every engine exchange's future.
+            let activity = &cx.activity;
+            Box::pin(bridge::attempt(
+                target,
+                index,
+                client,
+                buf,
+                shape,
+                &mut touched,
+                activity,
+            ))
+            .await
+            .map(Answer::Bridged)
+        } else {
+            attempt_once(target, index, client, buf, shape, &mut touched)
+                .await
+                .map(Answer::Engine)
+        };
+        match answered {
             Ok(got) => {
-                let status = got.head.status;
+                let status = got.status();
                 if status.is_server_error() {
                     let _ = passive::failure(target, index, clock::now_ms(), &status);
                 } else {
@@ -248,7 +268,7 @@ pub async fn exchange<S: Stream>(
     snapshot
         .region_metrics
         .inc(client_region, target.regions.of(index.index()));
-    let status = got.head.status;
+    let status = got.status();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     // Fulcrum's own response fields, after the backend's (whose hop-by-hop ones are gone).
     let hsts = local::hsts_value(Some(listener));
@@ -257,6 +277,33 @@ pub async fn exchange<S: Stream>(
             affinity::cookie_to_set(&pool.balancer, affinity, index.index(), cx.proto == "https")
         })
         .flatten();
+    let got = match got {
+        Answer::Engine(got) => got,
+        Answer::Bridged(bridge::Bridged {
+            resp,
+            conn,
+            inflight,
+            early,
+        }) => {
+            let finish = exchange.serve(
+                target.backend(index),
+                index,
+                status.as_u16(),
+                listener.metrics.pool(choice.pool).cloned(),
+                (Some(conn), inflight),
+            );
+            let reply = bridge::Reply {
+                version: client_version,
+                method,
+                hsts,
+                cookie,
+                close: close_request,
+                trailers,
+                send_timeout,
+            };
+            return Box::pin(bridge::respond(client, buf, (resp, early), finish, reply)).await;
+        }
+    };
     let Got {
         head: resp,
         mut up,
@@ -291,20 +338,16 @@ pub async fn exchange<S: Stream>(
     } else {
         out.extend_from_slice(&resp.fields);
     }
-    for (name, value) in [("strict-transport-security", hsts), ("set-cookie", cookie)] {
-        if let Some(value) = value {
-            head::write_field(&mut out, name, value.as_bytes());
-        }
-    }
-    if let Encode::Chunked { .. } = encode {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    if close && !switching {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if client_version == Version::HTTP_10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let chunked = matches!(encode, Encode::Chunked { .. });
+    end_head(
+        &mut out,
+        hsts,
+        cookie,
+        chunked,
+        close,
+        switching,
+        client_version,
+    );
     if switching {
         let bytes = tunnel(client, buf, &mut up, &upbuf, &out, send_timeout).await;
         finish.complete(bytes, false);
@@ -345,6 +388,49 @@ pub async fn exchange<S: Stream>(
             false
         }
     }
+}
+
+/// A backend's answer: on one of the engine's own connections, or through hyper's client.
+enum Answer {
+    Engine(Got),
+    Bridged(bridge::Bridged),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Engine(got) => got.head.status,
+            Answer::Bridged(bridged) => bridged.resp.status(),
+        }
+    }
+}
+
+/// The end of a response head to the client, after the backend's fields: the listener's
+/// `Strict-Transport-Security`, the affinity cookie, the framing Fulcrum chose, and what
+/// the connection does next.
+pub(super) fn end_head(
+    out: &mut Vec<u8>,
+    hsts: Option<&HeaderValue>,
+    cookie: Option<&HeaderValue>,
+    chunked: bool,
+    close: bool,
+    switching: bool,
+    version: Version,
+) {
+    for (name, value) in [("strict-transport-security", hsts), ("set-cookie", cookie)] {
+        if let Some(value) = value {
+            head::write_field(out, name, value.as_bytes());
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if close && !switching {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// An upgraded connection: the 101 head, then bytes both ways until either side closes.

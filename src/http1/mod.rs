@@ -17,6 +17,7 @@
 //! path.
 
 mod attempt;
+mod bridge;
 mod buffers;
 pub(crate) mod chunked;
 mod conn;
@@ -119,15 +120,11 @@ pub async fn serve_tcp(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     cx: Arc<ConnContext>,
-    listener_ok: bool,
     shutdown: watch::Receiver<bool>,
 ) {
     // hyper's connection future is boxed: inline, it would size every connection's task
     // (this future is the larger of the two), idle engine connections included.
-    // `listener_ok`: the listener's `http1_engine`, read in the accept loop's one snapshot
-    // load; what the engine does not cover yet (h2 or TLS upstream, redirects, ACME) stays
-    // on hyper.
-    if !cx.shared.http1_engine || !listener_ok {
+    if !cx.shared.http1_engine {
         return Box::pin(http::serve(builder, stream, cx, shutdown)).await;
     }
     let _ = stream.set_nodelay(true);

@@ -58,6 +58,84 @@ async fn the_right_ca_reaches_a_tls_backend_and_health_checks_go_over_tls() {
     assert!(b.healthy, "{:?}", b.last_change);
 }
 
+/// HTTP/1 clients' bodies, chunked and with a length, reach a TLS backend whole, and the
+/// client connection carries its next request.
+#[tokio::test]
+async fn request_bodies_reach_a_tls_backend_over_one_client_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("backend CA");
+    ca.write(dir.path(), "ca.pem");
+    let backend =
+        TlsBackend::start(&ca.issue(&["127.0.0.1", "localhost"]), &["http/1.1"], None).await;
+    let proxy = start(
+        dir.path(),
+        &config_text(backend.addr, "[pool.tls]\nca = \"ca.pem\"\n"),
+    );
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {0}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n\
+         POST / HTTP/1.1\r\nHost: {0}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        proxy.addr
+    );
+    let response = crate::support::client::raw_exchange(
+        proxy.addr,
+        request.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .await
+    .to_ascii_lowercase();
+    assert_eq!(response.matches("http/1.1 200").count(), 2, "{response}");
+    let first = response
+        .find("x-body-len: 11")
+        .expect("the chunked body, whole");
+    let second = response
+        .find("x-body-len: 3")
+        .expect("the body with a length");
+    assert!(first < second, "{response}");
+    assert_eq!(response.matches("tls ok").count(), 2, "{response}");
+}
+
+/// A client that stops in the middle of a chunked body: the TLS backend's HTTP/1 body is
+/// broken off, never ended with a last chunk (which would make a cut body look complete).
+#[tokio::test]
+async fn a_chunked_body_cut_off_by_the_client_never_reaches_a_tls_backend_as_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("backend CA");
+    ca.write(dir.path(), "ca.pem");
+    let backend =
+        TlsBackend::start(&ca.issue(&["127.0.0.1", "localhost"]), &["http/1.1"], None).await;
+    let proxy = start(
+        dir.path(),
+        &config_text(backend.addr, "[pool.tls]\nca = \"ca.pem\"\n"),
+    );
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        proxy.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = &backend.started;
+    eventually(
+        Duration::from_secs(5),
+        "the request reaches the backend",
+        || async { started.load(Ordering::SeqCst) > 0 },
+    )
+    .await;
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(!String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"));
+    let bodies = &backend.bodies;
+    eventually(
+        Duration::from_secs(5),
+        "the backend's body ends",
+        || async { !bodies.lock().unwrap().is_empty() },
+    )
+    .await;
+    assert_eq!(*backend.bodies.lock().unwrap(), ["broken"]);
+}
+
 #[tokio::test]
 async fn server_name_is_sent_and_verified() {
     let dir = tempfile::tempdir().unwrap();

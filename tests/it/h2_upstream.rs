@@ -112,12 +112,48 @@ async fn answer(req: Request<Incoming>) -> Response<Body> {
                 .body(BodyExt::boxed(body))
                 .unwrap()
         }
+        "/echo" => {
+            // Records that it started, then what arrived and whether the body ended
+            // cleanly, before answering.
+            let target = req.uri().to_string();
+            STARTED.lock().unwrap().push(target.clone());
+            let mut body = req.into_body();
+            let mut data = Vec::new();
+            let whole = loop {
+                match body.frame().await {
+                    None => break true,
+                    Some(Err(_)) => break false,
+                    Some(Ok(frame)) => {
+                        if let Ok(chunk) = frame.into_data() {
+                            data.extend_from_slice(&chunk);
+                        }
+                    }
+                }
+            };
+            ECHOED.lock().unwrap().push((target, data.clone(), whole));
+            Response::new(Full::new(Bytes::from(data)).boxed())
+        }
         _ => Response::builder()
             .header("x-version", version)
             .header("x-authority", authority)
             .body(Full::new(Bytes::from_static(b"h2 ok")).boxed())
             .unwrap(),
     }
+}
+
+/// `/echo` requests the backends received (their targets: tests tell theirs apart by its
+/// query) with their bodies and whether each ended cleanly; and those whose handler started.
+type Echoed = Vec<(String, Vec<u8>, bool)>;
+static ECHOED: std::sync::Mutex<Echoed> = std::sync::Mutex::new(Vec::new());
+static STARTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The `/echo` request with `query` in its target, once its body has ended.
+fn echoed(query: &str) -> Option<(Vec<u8>, bool)> {
+    let echoed = ECHOED.lock().unwrap();
+    echoed
+        .iter()
+        .find(|(target, _, _)| target.ends_with(query))
+        .map(|(_, data, whole)| (data.clone(), *whole))
 }
 
 fn h2c_proxy(backend: SocketAddr) -> Proxy {
@@ -360,5 +396,66 @@ async fn http_health_checks_of_an_h2c_pool_speak_http2() {
         b.last_change.is_none(),
         "it never changed: {:?}",
         b.last_change
+    );
+}
+
+/// An HTTP/1 client's chunked body goes to the h2 backend decoded and whole, the response
+/// comes back as HTTP/1 (chunked: h2 gave no length), and the client connection carries its
+/// next request.
+#[tokio::test]
+async fn an_h1_clients_chunked_body_reaches_an_h2c_backend_and_the_connection_goes_on() {
+    let backend = H2Backend::start(0).await;
+    let proxy = h2c_proxy(backend.addr);
+    let request = format!(
+        "POST /echo?chunked HTTP/1.1\r\nHost: {0}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         8\r\nchunked-\r\nb\r\nbody-intact\r\n0\r\n\r\n\
+         GET / HTTP/1.1\r\nHost: {0}\r\nConnection: close\r\n\r\n",
+        proxy.addr
+    );
+    let response = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(10)).await;
+    assert_eq!(response.matches("HTTP/1.1 200").count(), 2, "{response}");
+    assert!(response.contains("chunked-body-intact"), "{response}");
+    assert!(response.contains("h2 ok"), "{response}");
+    assert_eq!(
+        echoed("?chunked"),
+        Some((b"chunked-body-intact".to_vec(), true))
+    );
+}
+
+/// A client that stops in the middle of a chunked body: the h2 backend sees the stream
+/// broken off, never a clean end (which would make a cut body look complete).
+#[tokio::test]
+async fn a_chunked_body_cut_off_by_the_client_never_reaches_an_h2c_backend_as_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = H2Backend::start(0).await;
+    let proxy = h2c_proxy(backend.addr);
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST /echo?cut HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\nd\r\ncut-off-body-\r\n",
+        proxy.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The request reached the backend (its handler runs): then the client goes.
+    crate::support::eventually(
+        Duration::from_secs(5),
+        "the request reaches the backend",
+        || async { STARTED.lock().unwrap().iter().any(|t| t.ends_with("?cut")) },
+    )
+    .await;
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(!String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"));
+    crate::support::eventually(
+        Duration::from_secs(5),
+        "the backend's body ends",
+        || async { echoed("?cut").is_some() },
+    )
+    .await;
+    let (data, whole) = echoed("?cut").unwrap();
+    assert!(
+        !whole,
+        "a cut body ended cleanly: {:?}",
+        String::from_utf8_lossy(&data)
     );
 }

@@ -4,11 +4,11 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,6 +30,10 @@ pub struct TlsBackend {
     pub addr: SocketAddr,
     /// TLS connections accepted (handshakes done).
     pub connections: Arc<AtomicUsize>,
+    /// Requests whose handler started.
+    pub started: Arc<AtomicUsize>,
+    /// What each request's body came to, in order: its length, or "broken".
+    pub bodies: Arc<Mutex<Vec<String>>>,
 }
 
 impl TlsBackend {
@@ -65,6 +69,9 @@ impl TlsBackend {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&connections);
+        let started = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (begun, seen) = (Arc::clone(&started), Arc::clone(&bodies));
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -72,19 +79,32 @@ impl TlsBackend {
                 };
                 let acceptor = acceptor.clone();
                 let counted = Arc::clone(&counted);
+                let (begun, seen) = (Arc::clone(&begun), Arc::clone(&seen));
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
                     counted.fetch_add(1, Ordering::SeqCst);
                     let client_cert = tls.get_ref().1.peer_certificates().is_some();
-                    let service = service_fn(move |req: Request<Incoming>| async move {
-                        let resp = Response::builder()
-                            .header("x-version", format!("{:?}", req.version()))
-                            .header("x-client-cert", if client_cert { "yes" } else { "no" })
-                            .body(Full::new(Bytes::from_static(b"tls ok")))
-                            .unwrap();
-                        Ok::<_, Infallible>(resp)
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (begun, seen) = (Arc::clone(&begun), Arc::clone(&seen));
+                        async move {
+                            begun.fetch_add(1, Ordering::SeqCst);
+                            let version = format!("{:?}", req.version());
+                            // What arrived of the body: its length, or "broken".
+                            let body = match req.into_body().collect().await {
+                                Ok(body) => body.to_bytes().len().to_string(),
+                                Err(_) => "broken".to_string(),
+                            };
+                            seen.lock().unwrap().push(body.clone());
+                            let resp = Response::builder()
+                                .header("x-version", version)
+                                .header("x-body-len", body)
+                                .header("x-client-cert", if client_cert { "yes" } else { "no" })
+                                .body(Full::new(Bytes::from_static(b"tls ok")))
+                                .unwrap();
+                            Ok::<_, Infallible>(resp)
+                        }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
@@ -92,6 +112,11 @@ impl TlsBackend {
                 });
             }
         });
-        TlsBackend { addr, connections }
+        TlsBackend {
+            addr,
+            connections,
+            started,
+            bodies,
+        }
     }
 }
