@@ -200,11 +200,13 @@ pub async fn respond<S: Stream>(
     let mut whole = true;
     if !bodiless {
         // The head goes at once: a streamed body (events, a long download) may take a while.
-        if !body.is_end_stream() && !relay::send(client, &out, timeout).await {
-            finish.complete(0, false);
-            return false;
+        if !body.is_end_stream() {
+            if !relay::send(client, &out, timeout).await {
+                finish.complete(0, false);
+                return false;
+            }
+            out.clear();
         }
-        out.clear();
         loop {
             match body.frame().await {
                 None => break,
