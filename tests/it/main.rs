@@ -28,7 +28,7 @@ mod h2_upstream;
 mod hash;
 mod headers;
 mod health;
-mod http1_differential;
+mod http1_corpus;
 mod http1_engine;
 mod layers;
 mod lifecycle;

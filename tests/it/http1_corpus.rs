@@ -260,6 +260,57 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     ),
 ];
 
+/// One case's outcome as the expected file writes it: the statuses the client got, then
+/// each request the backend saw (its line, framing, body and sorted header fields).
+fn describe(case: &str, statuses: &[String], seen: &[Seen]) -> String {
+    let mut out = format!("## {case}\nstatuses: {statuses:?}\n");
+    for s in seen {
+        out.push_str(&format!(
+            "backend: {} chunked={} body={:?}\n",
+            s.line,
+            s.chunked,
+            String::from_utf8_lossy(&s.body)
+        ));
+        for (name, value) in &s.headers {
+            out.push_str(&format!("  {name}: {value:?}\n"));
+        }
+    }
+    out
+}
+
+/// The file the corpus's outcomes are compared with. It was written while both engines were
+/// there, from outcomes they agreed on (but the cases of `KNOWN_DIFFERENCES`, where it holds
+/// the engine's); `FULCRUM_BLESS=1` writes it again from what the engine does now (review
+/// the diff: every changed line is a change in what clients or backends see).
+const EXPECTED: &str = "tests/it/http1_corpus.expected";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_forwards_the_corpus_as_expected() {
+    let recorder = Recorder::start().await;
+    let proxy = Proxy::start(config(listener(), vec![pool("p", &[recorder.addr])]));
+    let mut got = String::new();
+    for (case, request) in CORPUS {
+        let statuses = statuses(proxy.addr, request.as_bytes()).await;
+        got.push_str(&describe(case, &statuses, &recorder.take()));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(EXPECTED);
+    if std::env::var_os("FULCRUM_BLESS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap();
+    let differing: Vec<&str> = got
+        .split("## ")
+        .zip(expected.split("## "))
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.lines().next().unwrap_or(""))
+        .collect();
+    assert!(
+        got == expected,
+        "cases differing from {EXPECTED}: {differing:?}\n--- now:\n{got}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engines_forward_the_corpus_alike() {
     let mut proxies = Vec::new();
