@@ -32,7 +32,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock;
 use crate::config::{ListenerSlot, Protocol as ListenerProtocol};
-use crate::http::{self, Activity, ConnContext, FramingFlags};
+use crate::http::{self, Activity, ConnContext};
 use crate::http1;
 use crate::limits::{ClientConnection, OverLimit};
 use crate::metrics;
@@ -571,9 +571,7 @@ async fn accept(
                 peer,
                 proto: "http",
                 client_cert: None,
-                framing: Arc::new(FramingFlags::new()),
                 activity: Arc::new(Activity::new(accepted)),
-                requests: AtomicU32::new(0),
             });
             http1::serve_tcp(&builder, stream, cx, shutdown).await;
             drop(guard);
@@ -648,13 +646,11 @@ async fn serve_tls(
         peer,
         proto: "https",
         client_cert,
-        framing: Arc::new(FramingFlags::new()),
         activity: Arc::new(Activity::new(accepted)),
-        requests: AtomicU32::new(0),
     });
     // ALPN h2 is hyper's; HTTP/1.1 (or no ALPN) is the engine's.
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    if !h2 && cx.shared.http1_engine {
+    if !h2 {
         http1::serve(stream, cx, shutdown).await;
     } else {
         http::serve_io(builder, stream, cx, shutdown).await;

@@ -48,8 +48,6 @@ pub struct Live {
     pub client_send_timeout: Duration,
     pub client_body_timeout: Duration,
     pub shutdown_grace: Duration,
-    /// HTTP/1 clients are served by Fulcrum's engine (`http1`), not hyper's (transitional).
-    pub http1_engine: bool,
     /// Snapshots build the request path's metric handles (off only to measure their cost).
     pub metrics: bool,
     /// How tcp listeners move bytes.
@@ -89,6 +87,9 @@ impl Live {
     /// The first snapshot of a run, built from `config`, with `[global]`'s data-path
     /// settings and the start options the data path reads.
     pub fn new(config: &Config, metrics: bool, tcp_forwarding: Forwarding) -> Live {
+        if config.global.http1_engine == Some(crate::config::Http1Engine::Hyper) {
+            tracing::warn!("[global] http1_engine = \"hyper\" is no longer available: Fulcrum's own HTTP/1 engine serves every HTTP/1 client (the key can go)");
+        }
         Live {
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None, metrics)),
             client_header_timeout: config.global.client_header_timeout,
@@ -96,11 +97,6 @@ impl Live {
             client_send_timeout: config.global.client_send_timeout,
             client_body_timeout: config.global.client_body_timeout,
             shutdown_grace: config.global.shutdown_grace,
-            http1_engine: match config.global.http1_engine {
-                Some(engine) => engine == crate::config::Http1Engine::Fulcrum,
-                None => !std::env::var("FULCRUM_HTTP1_ENGINE")
-                    .is_ok_and(|v| v.eq_ignore_ascii_case("hyper")),
-            },
             metrics,
             tcp_forwarding,
             open: AtomicUsize::new(0),

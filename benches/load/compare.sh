@@ -6,7 +6,6 @@
 # settings (one worker / thread, round robin, pooled keep-alive upstream connections):
 #   fulcrum     target/release/fulcrum, workers = 1, per-core current-thread runtime
 #   fulcrum-mt  the same with FULCRUM_RUNTIME=shared (one multi-thread runtime)
-#   fulcrum-hyper  the same with FULCRUM_HTTP1_ENGINE=hyper (hyper's HTTP/1 path, transitional)
 #   nginx       upstream + keepalive 64, proxy_http_version 1.1, Connection ""
 #   haproxy     mode http, balance roundrobin, http-reuse always, nbthread 1
 # Phase 1 (saturation): wrk -t1 -cCONNS for DURATION s, REPS rounds interleaved.
@@ -178,7 +177,7 @@ backend pool
     server b2 127.0.0.1:$B2
 EOF
         CMD[$t]="haproxy -db -f $T/haproxy.cfg" ;;
-    fulcrum | fulcrum-mt | fulcrum-hyper)
+    fulcrum | fulcrum-mt)
         cat >"$T/$t.toml" <<EOF
 [global]
 workers = 1
@@ -193,10 +192,9 @@ balance = "round_robin"
 backends = [{ address = "127.0.0.1:$B1" }, { address = "127.0.0.1:$B2" }]
 EOF
         "$FULCRUM" check -c "$T/$t.toml" >/dev/null || die "fulcrum check rejected $T/$t.toml"
-        rt="-u FULCRUM_RUNTIME -u FULCRUM_HTTP1_ENGINE"; [[ $t == fulcrum-mt ]] && rt="FULCRUM_RUNTIME=shared"
-        [[ $t == fulcrum-hyper ]] && rt="-u FULCRUM_RUNTIME FULCRUM_HTTP1_ENGINE=hyper"
+        rt="-u FULCRUM_RUNTIME"; [[ $t == fulcrum-mt ]] && rt="FULCRUM_RUNTIME=shared"
         CMD[$t]="env $rt $FULCRUM run -c $T/$t.toml" ;;
-    *) die "unknown target $t (known: fulcrum fulcrum-mt fulcrum-hyper nginx haproxy)" ;;
+    *) die "unknown target $t (known: fulcrum fulcrum-mt nginx haproxy)" ;;
     esac
 done
 
@@ -312,7 +310,7 @@ table() {
         echo "$row"
     done
     local f p
-    for f in fulcrum fulcrum-mt fulcrum-hyper; do
+    for f in fulcrum fulcrum-mt; do
         [[ " $TARGETS " == *" $f "* ]] || continue
         for p in nginx haproxy; do
             [[ " $TARGETS " == *" $p "* ]] || continue

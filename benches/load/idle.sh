@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# idle.sh: memory per idle keep-alive client connection (issue 17), Fulcrum on each HTTP/1
-# engine beside nginx and haproxy, same backend, one run.
+# idle.sh: memory per idle keep-alive client connection (issue 17), Fulcrum (its HTTP/1
+# engine) beside nginx and haproxy, same backend, one run.
 #
 # For each target: start it (one worker / thread) in front of one nginx backend, send one
 # request, read its RSS (VmRSS of the process tree), open N keep-alive connections that each
@@ -9,7 +9,7 @@
 #
 # Requires: nginx haproxy curl python3.   apt-get install -y nginx haproxy curl
 #
-# Knobs: N [8000] connections; TARGETS ["fulcrum fulcrum-hyper nginx haproxy"];
+# Knobs: N [8000] connections; TARGETS ["fulcrum nginx haproxy"];
 #   FULCRUM [target/release/fulcrum] (built if missing); FULCRUM_ENV [] environment for Fulcrum
 #   (e.g. "MIMALLOC_PURGE_DECOMMITS=1": mimalloc otherwise frees with MADV_FREE, and the RSS of
 #   a burst stays counted until the kernel reclaims it); SETTLE [2] seconds before reading
@@ -22,7 +22,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 N=${N:-8000} SETTLE=${SETTLE:-2} KEEP=${KEEP:-0}
-TARGETS=${TARGETS:-fulcrum fulcrum-hyper nginx haproxy}
+TARGETS=${TARGETS:-fulcrum nginx haproxy}
 FULCRUM=${FULCRUM:-$ROOT/target/release/fulcrum}
 
 die() { echo "idle.sh: $*" >&2; exit 1; }
@@ -103,14 +103,12 @@ backend pool
     server b1 127.0.0.1:$B
 CONF
         cmd=(haproxy -db -f "$T/haproxy.cfg") ;;
-    fulcrum | fulcrum-hyper)
-        engine=fulcrum; [[ $t == fulcrum-hyper ]] && engine=hyper
+    fulcrum)
         cat >"$T/$t.toml" <<CONF
 [global]
 workers = 1
 access_log = "off"
 client_idle_timeout = "300s"
-http1_engine = "$engine"
 [[listener]]
 name = "bench"
 bind = "127.0.0.1:$port"

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # peers_fulcrum.sh: ../shared/bench/peers.sh (direct, nginx, haproxy) with Fulcrum as the third
-# proxy, on the HTTP/1 engine chosen by ENGINE (fulcrum [default] | hyper), same run.
+# proxy, same run.
 #
-#   benches/load/peers_fulcrum.sh                 # Fulcrum's own HTTP/1 engine
-#   ENGINE=hyper benches/load/peers_fulcrum.sh    # the transitional hyper path
+#   benches/load/peers_fulcrum.sh
 #
 # Any peers.sh knob (REPS, RATE, RESULTS, ...) passes through. Needs target/release/fulcrum
 # (built if missing) and peers.sh's tools (nginx haproxy wrk nghttp2-client curl).
@@ -13,15 +12,13 @@ PEERS=${PEERS:-$ROOT/../shared/bench/peers.sh}
 [[ -x $PEERS ]] || { echo "peers_fulcrum.sh: no $PEERS" >&2; exit 1; }
 FULCRUM=${FULCRUM:-$ROOT/target/release/fulcrum}
 [[ -x $FULCRUM ]] || (cd "$ROOT" && cargo build --release)
-ENGINE=${ENGINE:-fulcrum}
-export FULCRUM ENGINE
-export PROXY_NAME=${PROXY_NAME:-fulcrum-$ENGINE} PROXY_PORT=${PROXY_PORT:-18500}
+export FULCRUM
+export PROXY_NAME=${PROXY_NAME:-fulcrum} PROXY_PORT=${PROXY_PORT:-18500}
 # Runs under bash -c with BENCH_BACKEND1/2, BENCH_PROXY_PORT and BENCH_WORKDIR set by peers.sh.
 export PROXY_CMD='cat >"$BENCH_WORKDIR/fulcrum.toml" <<CONF
 [global]
 workers = 1
 access_log = "off"
-http1_engine = "$ENGINE"
 [[listener]]
 name = "bench"
 bind = "127.0.0.1:$BENCH_PROXY_PORT"

@@ -166,17 +166,17 @@ pub struct Global {
     /// relative to the config's folder. Default `/var/lib/fulcrum`; used only with `acme`.
     pub state_dir: PathBuf,
     pub access_log_format: AccessLogFormat,
-    /// Transitional (issue 17): which HTTP/1 implementation serves clients. `None` (unset):
-    /// Fulcrum's engine, unless the environment's `FULCRUM_HTTP1_ENGINE` is `hyper`.
+    /// Retired (issue 17): Fulcrum's engine serves every HTTP/1 client. Still accepted so
+    /// configs that set it keep loading; `"hyper"` is logged as no longer available.
     pub http1_engine: Option<Http1Engine>,
     /// DNS servers for discovery (`dns`/`srv` backends); empty: the system's resolv.conf.
     pub resolvers: Vec<SocketAddr>,
 }
 
-/// `http1_engine` (transitional, until the hyper HTTP/1 path is deleted).
+/// `http1_engine` (retired: accepted, no longer selects anything).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Http1Engine {
-    /// hyper's HTTP/1 server and client.
+    /// hyper's HTTP/1 server, which is gone: logged at start.
     Hyper,
     /// Fulcrum's own engine (`http1`).
     Fulcrum,

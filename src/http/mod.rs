@@ -1,7 +1,9 @@
-//! Serving one client connection: HTTP/1.1 and h2c (prior knowledge) on the same socket,
-//! upgrades passed through, graceful close on shutdown, and closed when it holds its slot
-//! without using it (`watchdog`). A TLS connection (HTTPS, ALPN h2 or http/1.1) is served by
-//! the same path once the listener has done the handshake: [`serve_io`] takes any stream.
+//! The request path's decisions (routing, selection, retries, header rewriting, the access
+//! log) and hyper's side of Fulcrum: serving an HTTP/2 client connection (h2c prior
+//! knowledge, or ALPN h2 once the listener has done the TLS handshake: [`serve_io`] takes
+//! any stream), graceful close on shutdown, closed when it holds its slot without using it
+//! (`watchdog`); and hyper's client for backends spoken to in h2 or over TLS (`client`).
+//! HTTP/1 clients are served by Fulcrum's own engine (`http1`, the layer above).
 
 // `affinity`, `exchange`, `headers`, `request_id`, `target` and `ProxyError` are also the HTTP/1 engine's
 // (`http1`, the layer above): the request path's decisions live here once, for both engines.
@@ -9,7 +11,6 @@ pub(crate) mod affinity;
 pub(crate) mod client;
 mod error;
 pub(crate) mod exchange;
-mod framing;
 mod h2pool;
 pub(crate) mod headers;
 pub(crate) mod local;
@@ -22,7 +23,6 @@ mod upstream_key;
 mod watchdog;
 
 pub use error::ProxyError;
-pub use framing::FramingFlags;
 pub use proxy::ConnContext;
 pub use watchdog::Activity;
 
@@ -53,16 +53,11 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// hyper's connection builder, configured once per worker. hyper's own HTTP/1 header timeout
-/// is off: `watchdog` times heads from accept (and between requests), for h2 as well.
+/// hyper's connection builder, configured once per worker: HTTP/2 only (h2c prior
+/// knowledge, ALPN h2), every HTTP/1 connection is the engine's (`http1`). `watchdog` times
+/// heads from accept (and between requests).
 pub fn builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_buf_size(MAX_HEADER_BYTES)
-        .keep_alive(true);
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -115,10 +110,7 @@ pub async fn serve_io<S>(
         idle: cx.shared.client_idle_timeout,
         send: cx.shared.client_send_timeout,
     };
-    // hyper hides a request framed by both Content-Length and Transfer-Encoding; the framing
-    // tracker sees the raw bytes and tells the service (see `framing`).
     let io = watchdog::ActivityIo::new(stream, Arc::clone(&activity));
-    let io = framing::FramingIo::new(io, Arc::clone(&cx.framing));
     let service = service_fn(move |req| proxy::handle(req, Arc::clone(&cx)));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);

@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,6 @@ use super::affinity;
 use super::client::{self, PooledConn};
 use super::error::{is_unprocessed, ProxyError};
 use super::exchange::{Exchange, Finish};
-use super::framing::FramingFlags;
 use super::headers;
 use super::local::{self, Local};
 use super::request_body::RequestBody;
@@ -56,28 +55,9 @@ pub struct ConnContext {
     /// A TLS listener with `client_auth`: `Some(Some(cert))` for a verified client
     /// certificate, `Some(None)` for a client without one (`X-Client-Verify` says which).
     pub client_cert: Option<Option<crate::tls::PeerCert>>,
-    /// What the connection's framing tracker found (`framing::FramingIo` in `http::serve`).
-    pub framing: Arc<FramingFlags>,
     /// Its requests in flight and request bodies streaming, for its header and idle
     /// deadlines (`watchdog`) and for `request_timeout`.
     pub activity: Arc<Activity>,
-    /// HTTP/1 requests seen so far: the 0-based index of the next one, counted as the
-    /// tracker counts request heads.
-    pub requests: AtomicU32,
-}
-
-impl ConnContext {
-    /// Counts a request and says whether its head carried both `Content-Length` and
-    /// `Transfer-Encoding`, which hyper hides (see `framing`). HTTP/2 requests are not
-    /// counted: the tracker follows HTTP/1 only, and HTTP/2 has no such ambiguity.
-    fn next_request_is_ambiguous(&self, version: Version) -> bool {
-        if version >= Version::HTTP_2 {
-            return false;
-        }
-        // hyper calls the service for one HTTP/1 request at a time, in order.
-        let index = self.requests.fetch_add(1, Ordering::Relaxed);
-        self.framing.is_ambiguous(index)
-    }
 }
 
 /// Serves one request; never fails (errors become responses). It is hyper's service future
@@ -106,12 +86,6 @@ pub async fn handle(
         }};
     }
 
-    if cx.next_request_is_ambiguous(req.version()) {
-        // hyper dropped the evidence; `check_request` covers what it leaves visible.
-        reject!(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding"
-        ));
-    }
     let Some(listener) = listener else {
         reject!(ProxyError::NoBackend);
     };

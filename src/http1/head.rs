@@ -18,7 +18,7 @@ use crate::http::headers as http_headers;
 
 /// Heads longer than this are refused: 431, or 414 when the request line alone is longer.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// Header fields per head (as the hyper path: `http::framing::MAX_HEADERS`).
+/// Header fields per head (as many as the retired hyper path allowed).
 pub const MAX_HEADERS: usize = 128;
 
 /// How a message body is delimited.
@@ -100,7 +100,7 @@ fn framing_of<'h>(
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("content-length") {
             // A list ("5, 5") or a repeated field with the same value is still refused: the
-            // hyper path refused disagreeing ones only, but nothing legitimate sends either.
+            // retired hyper path refused disagreeing ones only; nothing legitimate sends either.
             let digits = value.trim_ascii();
             if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
                 return Err("invalid Content-Length");

@@ -8,13 +8,9 @@
 //! The request path's decisions (routing, region, selection, retries, affinity, header
 //! rewriting, metrics, access log) are `http`'s, called from [`forward`]; this layer sits just
 //! above `http` and owns only HTTP/1 framing and I/O. h2c (prior knowledge) is recognised by a
-//! peek at the preface and goes to hyper, as does everything while the engine is not selected.
-//!
-//! # Selection (transitional)
-//! This engine serves HTTP/1 by default; `[global] http1_engine = "hyper"` selects hyper's
-//! path instead, and so does `FULCRUM_HTTP1_ENGINE=hyper` in the environment at start while
-//! the key is unset (so the whole test suite runs on either). It goes away with the hyper
-//! path.
+//! peek at the preface and goes to hyper, as does ALPN h2 on TLS: hyper serves HTTP/2 only.
+//! A pool that speaks h2 or TLS to its backends is reached through hyper's client
+//! ([`bridge`]).
 
 mod attempt;
 mod bridge;
@@ -124,9 +120,6 @@ pub async fn serve_tcp(
 ) {
     // hyper's connection future is boxed: inline, it would size every connection's task
     // (this future is the larger of the two), idle engine connections included.
-    if !cx.shared.http1_engine {
-        return Box::pin(http::serve(builder, stream, cx, shutdown)).await;
-    }
     let _ = stream.set_nodelay(true);
     // As `http::serve`: writes block (and `client_send_timeout` counts) once this much is
     // queued unsent.

@@ -1,5 +1,5 @@
-//! Fulcrum's HTTP/1 engine (`http1_engine = "fulcrum"`), the response side and the client
-//! semantics the differential test (requests as the backend sees them) does not show:
+//! Fulcrum's HTTP/1 engine, the response side and the client semantics the corpus test
+//! (`http1_corpus`: requests as the backend sees them) does not show:
 //! `Expect: 100-continue`, 1xx, HEAD / 204 / 304 without bodies (and a body sent to a HEAD
 //! never reaching the client), close-delimited responses, chunked responses to HTTP/1.0 and
 //! HTTP/1.1 clients, an early answer to an upload, and keep-alive after each.
@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fulcrum::config::Http1Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -61,9 +60,7 @@ async fn scripted() -> SocketAddr {
 }
 
 fn engine_proxy(backend: SocketAddr) -> Proxy {
-    let mut cfg = config(listener(), vec![pool("p", &[backend])]);
-    cfg.global.http1_engine = Some(Http1Engine::Fulcrum);
-    Proxy::start(cfg)
+    Proxy::start(config(listener(), vec![pool("p", &[backend])]))
 }
 
 /// Reads until `stream` has delivered `want` (or it closes, or the limit passes).

@@ -1,12 +1,11 @@
-//! `X-Request-Id` and W3C `traceparent` on every request to a backend, on both HTTP/1 paths
-//! (Fulcrum's engine and hyper's): generated and unique, kept from a trusted proxy only, in the
+//! `X-Request-Id` and W3C `traceparent` on every request to a backend: generated and unique, kept from a trusted proxy only, in the
 //! access log; `traceparent` passed through, and started on a `trace = "start"` listener.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fulcrum::config::{AccessLogTarget, Http1Engine, ListenerConfig, PoolId, TraceMode};
+use fulcrum::config::{AccessLogTarget, ListenerConfig, PoolId, TraceMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
@@ -51,9 +50,9 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-/// A proxy on `engine` with listeners "web" (trace "pass") and "traced" (trace "start"),
+/// A proxy with listeners "web" (trace "pass") and "traced" (trace "start"),
 /// 127.9.0.0/16 trusted, the access log in a file.
-async fn setup(engine: Http1Engine) -> Setup {
+async fn setup() -> Setup {
     let backend = BackendBuilder::new("b").start().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
@@ -61,7 +60,6 @@ async fn setup(engine: Http1Engine) -> Setup {
     let mut traced = ListenerConfig::http("traced", any_port(), PoolId::new(0));
     traced.trace = TraceMode::Start;
     cfg.listeners.push(traced);
-    cfg.global.http1_engine = Some(engine);
     cfg.global.access_log = AccessLogTarget::File(log.clone());
     cfg.global.trusted_proxies = vec!["127.9.0.0/16".parse().unwrap()];
     let proxy = Proxy::start(cfg);
@@ -80,8 +78,9 @@ async fn setup(engine: Http1Engine) -> Setup {
     }
 }
 
-async fn request_ids_on(engine: Http1Engine) {
-    let s = setup(engine).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_and_traceparent() {
+    let s = setup().await;
     let web = s.proxy.addr;
 
     // Generated: 32 hex digits, a new one each request, also replacing an untrusted client's.
@@ -146,14 +145,4 @@ async fn request_ids_on(engine: Http1Engine) {
     )
     .await;
     s.proxy.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_ids_and_traceparent_on_the_engine() {
-    request_ids_on(Http1Engine::Fulcrum).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_ids_and_traceparent_on_hyper() {
-    request_ids_on(Http1Engine::Hyper).await;
 }

@@ -411,3 +411,19 @@ fn backend_names_and_listener_trace() {
         "{bad:#?}"
     );
 }
+
+/// `http1_engine` is retired but part of the contract: configs that set it, to either
+/// value, keep loading (a `"hyper"` one is logged at start, and served by the engine).
+#[test]
+fn the_retired_http1_engine_key_still_loads() {
+    use crate::config::Http1Engine;
+    for (value, engine) in [
+        ("hyper", Http1Engine::Hyper),
+        ("fulcrum", Http1Engine::Fulcrum),
+    ] {
+        let c = parse(&format!("[global]\nhttp1_engine = \"{value}\"\n{MINIMAL}")).expect("valid");
+        assert_eq!(c.global.http1_engine, Some(engine));
+    }
+    let e = error(&format!("[global]\nhttp1_engine = \"nginx\"\n{MINIMAL}"));
+    assert!(e.contains("http1_engine"), "{e}");
+}
