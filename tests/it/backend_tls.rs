@@ -136,6 +136,38 @@ async fn a_chunked_body_cut_off_by_the_client_never_reaches_a_tls_backend_as_who
     assert_eq!(*backend.bodies.lock().unwrap(), ["broken"]);
 }
 
+/// A WebSocket upgrade to a TLS backend: the 101 and the tunnel after it, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_reaches_a_tls_backend() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("backend CA");
+    ca.write(dir.path(), "ca.pem");
+    let backend =
+        crate::support::tls_backend::start_ws_echo(&ca.issue(&["127.0.0.1", "localhost"])).await;
+    let proxy = start(
+        dir.path(),
+        &config_text(backend, "[pool.tls]\nca = \"ca.pem\"\n"),
+    );
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy.addr))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 101);
+        for msg in [
+            Message::text("over tls"),
+            Message::binary(vec![0u8, 1, 255]),
+        ] {
+            ws.send(msg.clone()).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), msg);
+        }
+        ws.close(None).await.unwrap();
+    })
+    .await
+    .expect("websocket exchange took too long");
+}
+
 #[tokio::test]
 async fn server_name_is_sent_and_verified() {
     let dir = tempfile::tempdir().unwrap();

@@ -40,31 +40,7 @@ impl TlsBackend {
     /// `alpn`: the protocols it offers (`["h2", "http/1.1"]`...); `client_ca`: require client
     /// certificates signed by it.
     pub async fn start(server: &Leaf, alpn: &[&str], client_ca: Option<&Ca>) -> TlsBackend {
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap();
-        let builder = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap();
-        let builder = match client_ca {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.add(ca.der()).unwrap();
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider(),
-                )
-                .build()
-                .unwrap();
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder.with_single_cert(certs, key).unwrap();
-        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = acceptor(server, alpn, client_ca);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -119,4 +95,61 @@ impl TlsBackend {
             bodies,
         }
     }
+}
+
+/// A TLS acceptor for `server`'s certificate, offering `alpn`, requiring client certificates
+/// signed by `client_ca` when given.
+fn acceptor(server: &Leaf, alpn: &[&str], client_ca: Option<&Ca>) -> TlsAcceptor {
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// A WebSocket echo server over TLS (`wss://`): echoes text and binary messages.
+pub async fn start_ws_echo(server: &Leaf) -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let acceptor = acceptor(server, &["http/1.1"], None);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
