@@ -573,7 +573,14 @@ async fn accept(
                 client_cert: None,
                 activity: Arc::new(Activity::new(accepted)),
             });
-            http1::serve_tcp(&builder, stream, cx, shutdown).await;
+            http::tune(&stream);
+            // h2c (prior knowledge) is hyper's, boxed: inline, hyper's connection future
+            // would size every HTTP/1 connection's task too.
+            match http1::speaks_h2(&stream, cx.shared.client_header_timeout).await {
+                Some(false) => http1::serve(stream, cx, shutdown).await,
+                Some(true) => Box::pin(http::serve_io(&builder, stream, cx, shutdown)).await,
+                None => {}
+            }
             drop(guard);
         });
     }

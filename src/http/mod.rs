@@ -71,19 +71,6 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves `stream` until the client closes, or until `shutdown` fires, after which the
-/// request in flight finishes and the connection is closed; or until the watchdog finds it
-/// past its header or idle deadline, when it is closed (with a GOAWAY on h2).
-pub async fn serve(
-    builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
-    cx: Arc<ConnContext>,
-    shutdown: watch::Receiver<bool>,
-) {
-    tune(&stream);
-    serve_io(builder, stream, cx, shutdown).await;
-}
-
 /// Socket options of a client connection, set before anything (a TLS handshake) is sent.
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
@@ -94,7 +81,10 @@ pub fn tune(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_LOW_WATER);
 }
 
-/// [`serve`] on any stream: a TCP socket already [`tune`]d, or TLS over one.
+/// Serves an HTTP/2 client connection on `stream` (a TCP socket already [`tune`]d, or TLS
+/// over one) until the client closes, or until `shutdown` fires, after which the requests in
+/// flight finish and the connection is closed; or until the watchdog finds it past its
+/// header or idle deadline, when it is closed with a GOAWAY.
 pub async fn serve_io<S>(
     builder: &auto::Builder<TokioExecutor>,
     stream: S,

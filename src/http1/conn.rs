@@ -32,85 +32,84 @@ pub struct IdleState<S> {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Serves the connection until it ends.
-pub async fn run<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Receiver<bool>) {
-    let mut conn = IdleState {
-        stream,
-        cx,
-        shutdown,
-    };
-    let mut leftover: Option<Buf> = None;
-    let mut first = true;
-    // Bounds every wait for a next request (see `deadline::kept`).
-    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
-    // Ends those waits on shutdown. Kept for the connection's life like the timer: a wait
-    // made anew each time enrolled in the channel's waiter list (a lock) and left it again
-    // (another) per request.
-    let mut stop = pin!(stopping(conn.shutdown.clone()));
-    loop {
-        let mut buf = match leftover.take() {
-            Some(buf) if !buf.is_empty() => buf,
-            other => {
-                if let Some(buf) = other {
-                    buf.release();
-                }
-                let shared = &conn.cx.shared;
-                let wait = if first {
-                    shared.client_header_timeout
-                } else {
-                    shared.client_idle_timeout
-                };
-                match next_bytes(&mut conn.stream, timer.as_mut(), stop.as_mut(), wait).await {
-                    Some(buf) => buf,
-                    None => {
-                        if *conn.shutdown.borrow() {
-                            Box::pin(linger(&mut conn.stream)).await;
+/// Serves the connection until it ends. Not an async fn: its parameters would be held twice
+/// in the future for its whole life (rustc keeps them and moves them into a local of the
+/// body); the `async move` block below holds `conn` once, used in place.
+pub fn run<S: Stream>(mut conn: IdleState<S>) -> impl Future<Output = ()> + Send {
+    async move {
+        let mut leftover: Option<Buf> = None;
+        let mut first = true;
+        // Bounds every wait for a next request (see `deadline::kept`).
+        let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+        // Ends those waits on shutdown. Kept for the connection's life like the timer: a wait
+        // made anew each time enrolled in the channel's waiter list (a lock) and left it again
+        // (another) per request.
+        let mut stop = pin!(stopping(conn.shutdown.clone()));
+        loop {
+            let mut buf = match leftover.take() {
+                Some(buf) if !buf.is_empty() => buf,
+                other => {
+                    if let Some(buf) = other {
+                        buf.release();
+                    }
+                    let shared = &conn.cx.shared;
+                    let wait = if first {
+                        shared.client_header_timeout
+                    } else {
+                        shared.client_idle_timeout
+                    };
+                    match next_bytes(&mut conn.stream, timer.as_mut(), stop.as_mut(), wait).await {
+                        Some(buf) => buf,
+                        None => {
+                            if *conn.shutdown.borrow() {
+                                Box::pin(linger(&mut conn.stream)).await;
+                            }
+                            return;
                         }
-                        return;
                     }
                 }
-            }
-        };
-        let owed = conn.cx.shared.client_header_timeout;
-        let head = match read_head(&mut conn.stream, &mut buf, owed).await {
-            Ok(Some(head)) => head,
-            Ok(None) => {
+            };
+            let owed = conn.cx.shared.client_header_timeout;
+            let head = match read_head(&mut conn.stream, &mut buf, owed).await {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    buf.release();
+                    return;
+                }
+                Err(err) => {
+                    let send = conn.cx.shared.client_send_timeout;
+                    // Boxed (a refused head is rare): inline, this state would set the size of
+                    // every connection's future, idle ones included.
+                    let answer = forward::write_response(
+                        &mut conn.stream,
+                        http::Version::HTTP_11,
+                        err.to_response(),
+                        true,
+                        send,
+                    );
+                    let _ = Box::into_pin(Box::write(Box::new_uninit(), answer)).await;
+                    buf.release();
+                    return;
+                }
+            };
+            // Boxed: the exchange's state exists only while it runs, not while the connection
+            // idles. The box is made first and the future written into it: `Box::pin(future)`
+            // built the whole future (over 5 KiB, most of it states not entered yet) on the
+            // stack and copied all of it, the largest copy of the request path.
+            let slot = Box::new_uninit();
+            let exchange = forward::exchange(&mut conn.stream, &mut buf, head, &conn.cx);
+            let keep = Box::into_pin(Box::write(slot, exchange)).await;
+            if !keep || *conn.shutdown.borrow() {
                 buf.release();
+                if keep {
+                    // Kept alive until shutdown: the client may be sending its next request.
+                    Box::pin(linger(&mut conn.stream)).await;
+                }
                 return;
             }
-            Err(err) => {
-                let send = conn.cx.shared.client_send_timeout;
-                // Boxed (a refused head is rare): inline, this state would set the size of
-                // every connection's future, idle ones included.
-                let answer = forward::write_response(
-                    &mut conn.stream,
-                    http::Version::HTTP_11,
-                    err.to_response(),
-                    true,
-                    send,
-                );
-                let _ = Box::into_pin(Box::write(Box::new_uninit(), answer)).await;
-                buf.release();
-                return;
-            }
-        };
-        // Boxed: the exchange's state exists only while it runs, not while the connection
-        // idles. The box is made first and the future written into it: `Box::pin(future)`
-        // built the whole future (over 5 KiB, most of it states not entered yet) on the
-        // stack and copied all of it, the largest copy of the request path.
-        let slot = Box::new_uninit();
-        let exchange = forward::exchange(&mut conn.stream, &mut buf, head, &conn.cx);
-        let keep = Box::into_pin(Box::write(slot, exchange)).await;
-        if !keep || *conn.shutdown.borrow() {
-            buf.release();
-            if keep {
-                // Kept alive until shutdown: the client may be sending its next request.
-                Box::pin(linger(&mut conn.stream)).await;
-            }
-            return;
+            leftover = Some(buf);
+            first = false;
         }
-        leftover = Some(buf);
-        first = false;
     }
 }
 

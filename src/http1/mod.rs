@@ -28,14 +28,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use self::buffers::{Buf, SIZE};
-use crate::http::{self, ConnContext};
+use crate::http::ConnContext;
 
 #[cfg(test)]
 mod tests;
@@ -110,27 +108,12 @@ async fn read_into_pooled<S: AsyncRead + Unpin + ?Sized>(
 /// The h2 connection preface's first line (RFC 9113 3.4); no HTTP/1 method is `PRI`.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
-/// Serves a plain TCP client connection: with this engine when selected (h2c prior knowledge
-/// still goes to hyper), else with hyper.
-pub async fn serve_tcp(
-    builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
-    cx: Arc<ConnContext>,
-    shutdown: watch::Receiver<bool>,
-) {
-    // hyper's connection future is boxed: inline, it would size every connection's task
-    // (this future is the larger of the two), idle engine connections included.
-    let _ = stream.set_nodelay(true);
-    // As `http::serve`: writes block (and `client_send_timeout` counts) once this much is
-    // queued unsent.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(128 * 1024);
-    let within = cx.shared.client_header_timeout;
-    match tokio::time::timeout(within, is_h2(&stream)).await {
-        Ok(Ok(true)) => Box::pin(http::serve(builder, stream, cx, shutdown)).await,
-        Ok(Ok(false)) => serve(stream, cx, shutdown).await,
-        Ok(Err(_)) | Err(_) => {}
-    }
+/// Whether a plain TCP client connection speaks h2 (prior knowledge, for hyper) or HTTP/1
+/// (for this engine), told by its first bytes within `within`; `None`: it closed, failed or
+/// said nothing in time. A step of its own, not a wrapper around serving: a wrapping async
+/// fn would hold the connection's stream and context a second time for its whole life.
+pub async fn speaks_h2(stream: &TcpStream, within: Duration) -> Option<bool> {
+    tokio::time::timeout(within, is_h2(stream)).await.ok()?.ok()
 }
 
 /// Peeks until the first bytes tell h2's preface from an HTTP/1 request line.
@@ -154,6 +137,15 @@ async fn is_h2(stream: &TcpStream) -> io::Result<bool> {
 
 /// Serves an HTTP/1 client connection on `stream` (plain or TLS) until either side closes,
 /// `shutdown` fires (the exchange in progress finishes first) or a client timeout expires.
-pub async fn serve<S: Stream>(stream: S, cx: Arc<ConnContext>, shutdown: watch::Receiver<bool>) {
-    conn::run(stream, cx, shutdown).await;
+/// Not an async fn: the connection's future is `conn::run`'s alone (see there).
+pub fn serve<S: Stream>(
+    stream: S,
+    cx: Arc<ConnContext>,
+    shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send {
+    conn::run(conn::IdleState {
+        stream,
+        cx,
+        shutdown,
+    })
 }
