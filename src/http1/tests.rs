@@ -45,5 +45,8 @@ async fn the_connection_future_is_small() {
     let future = super::serve(stream, cx, shutdown);
     let size = std::mem::size_of_val(&future);
     println!("HTTP/1 connection future: {size} bytes (TcpStream)");
-    assert!(size <= 1152, "{size} bytes");
+    // 1,080 bytes in a release build, 1,088 in a debug one (rustc 1.95); the bound leaves a
+    // compiler update room and still catches a rare path inlined or a wrapper holding the
+    // stream again.
+    assert!(size <= 1280, "{size} bytes");
 }
