@@ -19,7 +19,7 @@ pub(crate) mod request_body;
 pub(crate) mod request_id;
 mod response_body;
 pub(crate) mod target;
-mod upstream_key;
+pub(crate) mod upstream_key;
 mod watchdog;
 
 pub use error::ProxyError;

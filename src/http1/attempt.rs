@@ -64,13 +64,7 @@ pub async fn attempt_once<S: Stream>(
 ) -> Result<Got, ProxyError> {
     let backend = pool.backend(index);
     let inflight = backend.state.acquire();
-    let mut up = upstream::checkout(
-        backend,
-        pool.upstream,
-        pool.connect_timeout,
-        pool.idle_timeout,
-    )
-    .await?;
+    let mut up = upstream::checkout(pool, backend).await?;
     let mut upbuf = Buf::take();
     for fresh in [false, true] {
         let mut interim = Vec::new();
@@ -100,12 +94,7 @@ pub async fn attempt_once<S: Stream>(
             }
             Err(Fail::Stale(e)) => {
                 if up.reused && !fresh && !*touched {
-                    up = Box::pin(upstream::connect(
-                        backend,
-                        pool.upstream,
-                        pool.connect_timeout,
-                    ))
-                    .await?;
+                    up = Box::pin(upstream::connect(pool, backend)).await?;
                     continue;
                 }
                 return Err(if up.reused || *touched {
@@ -133,9 +122,14 @@ async fn send_receive<S: Stream>(
     interim: &mut Vec<u8>,
 ) -> Result<(ResponseHead, bool), Fail> {
     let timeout = pool.request_timeout;
-    let (mut r, mut w) = up.stream.split();
+    let (mut r, mut w) = upstream::split(&mut up.stream);
     if shape.body.framing == Framing::None {
-        if let Err(e) = relay::write_all(&mut w, shape.up_head, timeout).await {
+        // Flushed: over TLS the records may wait in the session (a no-op on a socket).
+        let written = match relay::write_all(&mut w, shape.up_head, timeout).await {
+            Ok(()) => relay::flush(&mut w).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             return Err(Fail::Stale(relay_io(e)));
         }
         let reading = read_head(&mut r, upbuf, shape.method, interim);

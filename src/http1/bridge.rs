@@ -1,13 +1,13 @@
-//! Exchanges the engine sends through hyper's client: a pool that speaks HTTP/2 (`h2`,
-//! `h2c`, `auto`) or TLS to its backends. The engine still parses and frames the client's
+//! Exchanges the engine sends through hyper's client: a pool that speaks HTTP/2 to its
+//! backends (`h2`, `h2c`, and `auto`, whose ALPN may pick either). The engine still parses and frames the client's
 //! request, refuses what is ambiguous, writes the upstream head (the same edits as for its
 //! own connections) and relays the body, decoded and within the listener's limits, into a
 //! pipe the request body reads; `http::client` carries it upstream (its pools, h2 streams,
 //! TLS sessions, the stale-connection and refused-stream retries of `http::proxy::send`),
 //! and the response goes back to the client as HTTP/1, written here.
 //!
-//! HTTP/2 to backends stays on hyper (issue 17: only HTTP/1 moves); HTTP/1 over TLS to
-//! backends comes this way until the engine's own upstream connections speak TLS.
+//! HTTP/2 to backends stays on hyper (issue 17: only HTTP/1 moves); HTTP/1 to backends,
+//! plain or over TLS, is the engine's own (`upstream`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +35,9 @@ use crate::http::{headers, proxy, Activity, ProxyError};
 use crate::pool::Pool;
 
 /// Whether `pool`'s backends are reached through hyper's client (not the engine's own
-/// plain HTTP/1.1 connections).
+/// HTTP/1.1 connections, plain or TLS).
 pub fn needed(pool: &Pool) -> bool {
-    pool.protocol != UpstreamProtocol::Http1 || pool.tls.is_some()
+    pool.protocol != UpstreamProtocol::Http1
 }
 
 /// A backend's answer through hyper's client, not yet relayed.

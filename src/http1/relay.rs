@@ -152,6 +152,8 @@ where
             out.clear();
         }
         if done {
+            // Over TLS the last records may wait in the session (a no-op on a socket).
+            flush(dst).await?;
             return Ok(sent);
         }
         let read = buf.fill(src, SIZE);

@@ -1,6 +1,7 @@
 //! Upstream HTTP/1.1 keep-alive connections of the engine, pooled per worker thread: plain
-//! sockets (the engine speaks HTTP/1 on them itself), each holding its backend's
-//! `max_connections` slot for as long as it is open, idle or not.
+//! sockets or TLS over them (`[pool.tls]`; the engine speaks HTTP/1 on them itself), kept
+//! under the backend's address and the pool's TLS settings (`http::upstream_key`), each
+//! holding its backend's `max_connections` slot for as long as it is open, idle or not.
 //!
 //! The same rules as `http::client`: the most recently used idle connection first; one idle
 //! past the pool's `idle_timeout`, or that the backend closed (a read that does not block),
@@ -9,24 +10,30 @@
 //! connections sweeps its idle ones (`http::client`'s sweeper) for backends with waiters.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
+use std::io;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
+use tokio_rustls::client::TlsStream;
 
 use super::deadline;
-use crate::backend::{Backend, UpstreamCap, UpstreamSlot};
+use crate::backend::{Backend, UpstreamSlot};
+use crate::http::upstream_key::Key;
 use crate::http::{client, ProxyError};
+use crate::pool::Pool;
+use crate::tls::client::UpstreamIo;
 
 const MAX_IDLE_PER_BACKEND: usize = 256;
 
 /// An upstream connection checked out for one exchange.
 #[derive(Debug)]
 pub struct Upstream {
-    pub stream: TcpStream,
-    addr: SocketAddr,
+    pub stream: UpstreamIo,
+    key: Key,
     slot: UpstreamSlot,
     since: Instant,
     /// It came from the pool: failing before any response byte may just mean it went stale.
@@ -36,7 +43,7 @@ pub struct Upstream {
 }
 
 thread_local! {
-    static IDLE: RefCell<client::IdleMap<SocketAddr, Upstream>> = RefCell::new(client::IdleMap::default());
+    static IDLE: RefCell<client::IdleMap<Key, Upstream>> = RefCell::new(client::IdleMap::default());
     static SWEEPER: Cell<Option<tokio::task::AbortHandle>> = const { Cell::new(None) };
 }
 
@@ -50,7 +57,7 @@ impl Upstream {
         self.reused = true;
         IDLE.with(|pool| {
             let mut pool = pool.borrow_mut();
-            let list = pool.entry(self.addr).or_default();
+            let list = pool.entry(self.key).or_default();
             if list.len() >= MAX_IDLE_PER_BACKEND {
                 list.remove(0);
             }
@@ -60,36 +67,35 @@ impl Upstream {
 }
 
 /// Whether an idle socket is still open with nothing unread (a backend that closed, or sent
-/// bytes nobody asked for, is not reused).
-fn still_open(stream: &TcpStream) -> bool {
+/// bytes nobody asked for, is not reused). Over TLS the socket is probed: bytes waiting there
+/// (a `close_notify`, or a session ticket sent late) retire the connection too, which costs
+/// at most a new handshake, never a request sent into a closing connection.
+fn still_open(stream: &UpstreamIo) -> bool {
+    let tcp = match stream {
+        UpstreamIo::Plain(tcp) => tcp,
+        UpstreamIo::Tls(tls) => tls.get_ref().0,
+    };
     let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-/// An idle connection to `backend`, else a new one under `cap`.
-pub async fn checkout(
-    backend: &Backend,
-    cap: UpstreamCap,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-) -> Result<Upstream, ProxyError> {
-    let addr = backend.addr;
+/// An idle connection to `backend` of `pool`, else a new one under the pool's cap.
+pub async fn checkout(pool: &Pool, backend: &Backend) -> Result<Upstream, ProxyError> {
+    let key = Key::of(pool, backend);
     loop {
-        let idle = IDLE.with(|pool| pool.borrow_mut().get_mut(&addr).and_then(Vec::pop));
+        let idle = IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(Vec::pop));
         let Some(idle) = idle else { break };
-        if idle.since.elapsed() < idle_timeout && still_open(&idle.stream) {
+        if idle.since.elapsed() < pool.idle_timeout && still_open(&idle.stream) {
             return Ok(idle);
         }
     }
-    Box::pin(connect(backend, cap, connect_timeout)).await
+    Box::pin(connect(pool, backend)).await
 }
 
-/// A new connection to `backend`, holding one of its slots under `cap`.
-pub async fn connect(
-    backend: &Backend,
-    cap: UpstreamCap,
-    connect_timeout: Duration,
-) -> Result<Upstream, ProxyError> {
+/// A new connection to `backend` of `pool`, holding one of its slots under the pool's cap:
+/// TCP, then TLS when the pool has it (the handshake within the connect timeout).
+pub async fn connect(pool: &Pool, backend: &Backend) -> Result<Upstream, ProxyError> {
+    let cap = pool.upstream;
     let slot = backend
         .state
         .take_slot(cap)
@@ -99,15 +105,21 @@ pub async fn connect(
         ensure_sweeper();
     }
     let addr = backend.addr;
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(ProxyError::connect(e)),
-        Err(_) => return Err(ProxyError::ConnectTimeout),
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = tokio::time::timeout(pool.connect_timeout, async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(ProxyError::connect)?;
+        let _ = stream.set_nodelay(true);
+        match &pool.tls {
+            None => Ok(UpstreamIo::Plain(stream)),
+            Some(tls) => tls.connect(stream, addr).await.map_err(ProxyError::Tls),
+        }
+    })
+    .await
+    .map_err(|_| ProxyError::ConnectTimeout)??;
     Ok(Upstream {
         stream,
-        addr,
+        key: Key::of(pool, backend),
         slot,
         since: Instant::now(),
         reused: false,
@@ -120,4 +132,72 @@ fn ensure_sweeper() {
     client::ensure_sweeping(&SWEEPER, || {
         client::sweep_every(&IDLE, |up: &Upstream| up.slot.state().slot_waiters() > 0)
     });
+}
+
+/// The read half of an upstream connection, for an exchange that sends the request body
+/// while it reads the response head.
+pub enum UpRead<'a> {
+    Plain(tokio::net::tcp::ReadHalf<'a>),
+    Tls(tokio::io::ReadHalf<&'a mut TlsStream<TcpStream>>),
+}
+
+/// The write half (see [`UpRead`]).
+pub enum UpWrite<'a> {
+    Plain(tokio::net::tcp::WriteHalf<'a>),
+    Tls(tokio::io::WriteHalf<&'a mut TlsStream<TcpStream>>),
+}
+
+/// Splits `stream` for reading and writing at once: a plain socket's halves borrow it (no
+/// cost); TLS takes tokio's split (one session, shared by the halves behind a lock).
+pub fn split(stream: &mut UpstreamIo) -> (UpRead<'_>, UpWrite<'_>) {
+    match stream {
+        UpstreamIo::Plain(tcp) => {
+            let (r, w) = tcp.split();
+            (UpRead::Plain(r), UpWrite::Plain(w))
+        }
+        UpstreamIo::Tls(tls) => {
+            let (r, w) = tokio::io::split(&mut **tls);
+            (UpRead::Tls(r), UpWrite::Tls(w))
+        }
+    }
+}
+
+impl AsyncRead for UpRead<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpRead::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            UpRead::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpWrite<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpWrite::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            UpWrite::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpWrite::Plain(w) => Pin::new(w).poll_flush(cx),
+            UpWrite::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpWrite::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            UpWrite::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
 }

@@ -136,9 +136,9 @@ async fn a_chunked_body_cut_off_by_the_client_never_reaches_a_tls_backend_as_who
     assert_eq!(*backend.bodies.lock().unwrap(), ["broken"]);
 }
 
-/// A WebSocket upgrade to a TLS backend: the 101 and the tunnel after it, both ways.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_websocket_reaches_a_tls_backend() {
+/// A WebSocket upgrade to a TLS backend: the 101 and the tunnel after it, both ways, over
+/// `pool_extra`'s protocol.
+async fn websocket_to_a_tls_backend(pool_extra: &str) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let dir = tempfile::tempdir().unwrap();
@@ -146,10 +146,8 @@ async fn a_websocket_reaches_a_tls_backend() {
     ca.write(dir.path(), "ca.pem");
     let backend =
         crate::support::tls_backend::start_ws_echo(&ca.issue(&["127.0.0.1", "localhost"])).await;
-    let proxy = start(
-        dir.path(),
-        &config_text(backend, "[pool.tls]\nca = \"ca.pem\"\n"),
-    );
+    let extra = format!("{pool_extra}[pool.tls]\nca = \"ca.pem\"\n");
+    let proxy = start(dir.path(), &config_text(backend, &extra));
     tokio::time::timeout(Duration::from_secs(10), async {
         let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy.addr))
             .await
@@ -166,6 +164,41 @@ async fn a_websocket_reaches_a_tls_backend() {
     })
     .await
     .expect("websocket exchange took too long");
+}
+
+/// On the engine's own TLS connection (an HTTP/1.1 pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_reaches_a_tls_backend() {
+    websocket_to_a_tls_backend("").await;
+}
+
+/// Through hyper's client (`http1::bridge`): an `auto` pool whose backend's ALPN says
+/// HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_reaches_a_tls_backend_of_an_auto_pool() {
+    websocket_to_a_tls_backend("protocol = \"auto\"\n").await;
+}
+
+/// Keep-alive to a TLS backend: one client connection's requests share one upstream TLS
+/// connection (no health checks here to open others).
+#[tokio::test]
+async fn requests_reuse_one_tls_connection_to_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("backend CA");
+    ca.write(dir.path(), "ca.pem");
+    let backend =
+        TlsBackend::start(&ca.issue(&["127.0.0.1", "localhost"]), &["http/1.1"], None).await;
+    let proxy = start(
+        dir.path(),
+        &config_text(backend.addr, "[pool.tls]\nca = \"ca.pem\"\n"),
+    );
+    let client = http1();
+    for _ in 0..5 {
+        let reply = get(&client, proxy.addr, "/").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body, "tls ok");
+    }
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
