@@ -67,13 +67,21 @@ impl Upstream {
 }
 
 /// Whether an idle socket is still open with nothing unread (a backend that closed, or sent
-/// bytes nobody asked for, is not reused). Over TLS the socket is probed: bytes waiting there
-/// (a `close_notify`, or a session ticket sent late) retire the connection too, which costs
-/// at most a new handshake, never a request sent into a closing connection.
-fn still_open(stream: &UpstreamIo) -> bool {
+/// bytes nobody asked for, is not reused). Over TLS, plaintext or a `close_notify` the session
+/// already holds retires it, and so do bytes waiting on the socket (a session ticket sent
+/// late among them), which costs at most a new handshake, never a request sent into a
+/// closing connection or answered by stale bytes.
+fn still_open(stream: &mut UpstreamIo) -> bool {
     let tcp = match stream {
-        UpstreamIo::Plain(tcp) => tcp,
-        UpstreamIo::Tls(tls) => tls.get_ref().0,
+        UpstreamIo::Plain(tcp) => &*tcp,
+        UpstreamIo::Tls(tls) => {
+            let (tcp, session) = tls.get_mut();
+            match session.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {}
+                _ => return false,
+            }
+            &*tcp
+        }
     };
     let mut probe = [0u8; 1];
     matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
@@ -84,8 +92,8 @@ pub async fn checkout(pool: &Pool, backend: &Backend) -> Result<Upstream, ProxyE
     let key = Key::of(pool, backend);
     loop {
         let idle = IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(Vec::pop));
-        let Some(idle) = idle else { break };
-        if idle.since.elapsed() < pool.idle_timeout && still_open(&idle.stream) {
+        let Some(mut idle) = idle else { break };
+        if idle.since.elapsed() < pool.idle_timeout && still_open(&mut idle.stream) {
             return Ok(idle);
         }
     }
