@@ -23,6 +23,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -243,6 +244,25 @@ pub async fn checkout(pool: &Pool, backend: &Backend) -> Result<PooledConn, Prox
     Box::pin(connect(pool, backend)).await
 }
 
+/// A socket to `addr` for `pool`: TCP, then TLS when the pool has it, the handshake within
+/// the connect timeout. Both HTTP/1 clients (this one and the engine's `http1::upstream`)
+/// dial through it.
+pub(crate) async fn dial(pool: &Pool, addr: SocketAddr) -> Result<UpstreamIo, ProxyError> {
+    tokio::time::timeout(pool.connect_timeout, async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(ProxyError::connect)?;
+        // Small request/response exchanges must not wait on Nagle.
+        let _ = stream.set_nodelay(true);
+        match &pool.tls {
+            None => Ok(UpstreamIo::Plain(stream)),
+            Some(tls) => tls.connect(stream, addr).await.map_err(ProxyError::Tls),
+        }
+    })
+    .await
+    .map_err(|_| ProxyError::ConnectTimeout)?
+}
+
 /// A new connection to `backend` of `pool`, its connection task spawned on the current worker
 /// and holding one of the backend's slots under the pool's cap (waited for when all are
 /// taken): TCP, TLS when the pool has it, then HTTP/1.1 or HTTP/2.
@@ -263,21 +283,8 @@ pub async fn connect(pool: &Pool, backend: &Backend) -> Result<PooledConn, Proxy
         UpstreamProtocol::Http1 => None,
         _ => h2pool::Connecting::start(key),
     };
-    // A failed connect drops `slot`: freed at once. The TLS handshake counts within the
-    // connect timeout.
-    let io = tokio::time::timeout(pool.connect_timeout, async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(ProxyError::connect)?;
-        // Small request/response exchanges must not wait on Nagle.
-        let _ = stream.set_nodelay(true);
-        match &pool.tls {
-            None => Ok(UpstreamIo::Plain(stream)),
-            Some(tls) => tls.connect(stream, addr).await.map_err(ProxyError::Tls),
-        }
-    })
-    .await
-    .map_err(|_| ProxyError::ConnectTimeout)??;
+    // A failed connect drops `slot`: freed at once.
+    let io = dial(pool, addr).await?;
     let h2 = match pool.protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => true,

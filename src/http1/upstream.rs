@@ -112,19 +112,7 @@ pub async fn connect(pool: &Pool, backend: &Backend) -> Result<Upstream, ProxyEr
     if cap.max > 0 {
         ensure_sweeper();
     }
-    let addr = backend.addr;
-    let stream = tokio::time::timeout(pool.connect_timeout, async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(ProxyError::connect)?;
-        let _ = stream.set_nodelay(true);
-        match &pool.tls {
-            None => Ok(UpstreamIo::Plain(stream)),
-            Some(tls) => tls.connect(stream, addr).await.map_err(ProxyError::Tls),
-        }
-    })
-    .await
-    .map_err(|_| ProxyError::ConnectTimeout)??;
+    let stream = client::dial(pool, backend.addr).await?;
     Ok(Upstream {
         stream,
         key: Key::of(pool, backend),

@@ -29,16 +29,25 @@ fn start(dir: &Path, text: &str) -> Proxy {
     Proxy::start(config)
 }
 
-#[tokio::test]
-async fn the_right_ca_reaches_a_tls_backend_and_health_checks_go_over_tls() {
+/// An HTTP/1.1 TLS backend with a certificate for 127.0.0.1 from a CA the pool trusts
+/// (`[pool.tls] ca`), and a proxy in front of it; `extra`: more pool tables after
+/// `[pool.tls]`. The folder holds the config and the CA: keep it while the proxy runs.
+async fn trusted_backend(extra: &str) -> (tempfile::TempDir, TlsBackend, Proxy) {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("backend CA");
     ca.write(dir.path(), "ca.pem");
     let backend =
         TlsBackend::start(&ca.issue(&["127.0.0.1", "localhost"]), &["http/1.1"], None).await;
-    let extra = "[pool.tls]\nca = \"ca.pem\"\n\
-                 [pool.health]\nkind = \"http\"\npath = \"/\"\ninterval = \"100ms\"\nfall = 1\nrise = 1\n";
-    let proxy = start(dir.path(), &config_text(backend.addr, extra));
+    let pool = format!("[pool.tls]\nca = \"ca.pem\"\n{extra}");
+    let proxy = start(dir.path(), &config_text(backend.addr, &pool));
+    (dir, backend, proxy)
+}
+
+#[tokio::test]
+async fn the_right_ca_reaches_a_tls_backend_and_health_checks_go_over_tls() {
+    let health =
+        "[pool.health]\nkind = \"http\"\npath = \"/\"\ninterval = \"100ms\"\nfall = 1\nrise = 1\n";
+    let (_dir, backend, proxy) = trusted_backend(health).await;
     let client = http1();
     for _ in 0..3 {
         let reply = get(&client, proxy.addr, "/").await;
@@ -62,15 +71,7 @@ async fn the_right_ca_reaches_a_tls_backend_and_health_checks_go_over_tls() {
 /// client connection carries its next request.
 #[tokio::test]
 async fn request_bodies_reach_a_tls_backend_over_one_client_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("backend CA");
-    ca.write(dir.path(), "ca.pem");
-    let backend =
-        TlsBackend::start(&ca.issue(&["127.0.0.1", "localhost"]), &["http/1.1"], None).await;
-    let proxy = start(
-        dir.path(),
-        &config_text(backend.addr, "[pool.tls]\nca = \"ca.pem\"\n"),
-    );
+    let (_dir, _backend, proxy) = trusted_backend("").await;
     let request = format!(
         "POST / HTTP/1.1\r\nHost: {0}\r\nTransfer-Encoding: chunked\r\n\r\n\
          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n\
@@ -100,15 +101,7 @@ async fn request_bodies_reach_a_tls_backend_over_one_client_connection() {
 #[tokio::test]
 async fn a_chunked_body_cut_off_by_the_client_never_reaches_a_tls_backend_as_whole() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("backend CA");
-    ca.write(dir.path(), "ca.pem");
-    let backend =
-        TlsBackend::start(&ca.issue(&["127.0.0.1", "localhost"]), &["http/1.1"], None).await;
-    let proxy = start(
-        dir.path(),
-        &config_text(backend.addr, "[pool.tls]\nca = \"ca.pem\"\n"),
-    );
+    let (_dir, backend, proxy) = trusted_backend("").await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let head = format!(
         "POST / HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
@@ -183,15 +176,7 @@ async fn a_websocket_reaches_a_tls_backend_of_an_auto_pool() {
 /// connection (no health checks here to open others).
 #[tokio::test]
 async fn requests_reuse_one_tls_connection_to_the_backend() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("backend CA");
-    ca.write(dir.path(), "ca.pem");
-    let backend =
-        TlsBackend::start(&ca.issue(&["127.0.0.1", "localhost"]), &["http/1.1"], None).await;
-    let proxy = start(
-        dir.path(),
-        &config_text(backend.addr, "[pool.tls]\nca = \"ca.pem\"\n"),
-    );
+    let (_dir, backend, proxy) = trusted_backend("").await;
     let client = http1();
     for _ in 0..5 {
         let reply = get(&client, proxy.addr, "/").await;
