@@ -41,12 +41,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock;
 use crate::config::{ListenerSlot, Protocol as ListenerProtocol};
-use crate::http::{self, Activity, ConnContext};
+use crate::http::{self, Activity, ConnContext, Held};
 use crate::http1;
 use crate::limits::{ClientConnection, OverLimit};
 use crate::metrics;
 use crate::proxy_protocol;
-use crate::snapshot::Live;
+use crate::snapshot::{Live, OpenGuard};
 use crate::splice::Forwarding;
 use crate::tcp;
 
@@ -407,24 +407,6 @@ fn admit_client(
     })
 }
 
-/// Decrements the listener's and the process's open-connection counts, and returns the
-/// connection's descriptors to the budget, when the connection ends.
-struct ActiveGuard {
-    listener: Arc<AtomicUsize>,
-    shared: Arc<Live>,
-    descriptors: usize,
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.listener.fetch_sub(1, Ordering::Relaxed);
-        self.shared.open.fetch_sub(1, Ordering::Relaxed);
-        self.shared
-            .descriptors
-            .fetch_sub(self.descriptors, Ordering::Relaxed);
-    }
-}
-
 /// Accepts on one socket until `shutdown` fires or the listener is retired by a reload; each
 /// connection is served by its own task, and is told to finish and close when the loop ends.
 pub async fn accept_loop(
@@ -470,6 +452,8 @@ async fn accept(
         }
     };
     let builder = Arc::new(http::builder());
+    // Its idle HTTP/1 connections, off their tasks (`http1::park`).
+    let parking = http1::park::start(conn_stop.clone());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -520,13 +504,10 @@ async fn accept(
             continue;
         }
         shared.open.fetch_add(1, Ordering::Relaxed);
-        let guard = ActiveGuard {
-            listener: Arc::clone(&active),
-            shared: Arc::clone(&shared),
-            descriptors: cost,
-        };
+        let open = OpenGuard::new(Arc::clone(&active), Arc::clone(&shared), cost);
         let shared = Arc::clone(&shared);
         let builder = Arc::clone(&builder);
+        let parking = parking.clone();
         let shutdown = conn_stop.clone();
         // The client's header timeout runs from here (a PROXY header counts against it).
         let accepted = clock::now_ms();
@@ -538,22 +519,23 @@ async fn accept(
             else {
                 return;
             };
-            // `connections_per_client`: counted while the connection lives (the guard).
-            let Ok(_per_client) = admit_client(&shared, index, peer) else {
+            // `connections_per_client`: counted while the connection lives (`held`).
+            let Ok(per_client) = admit_client(&shared, index, peer) else {
                 return;
             };
+            let held = Held { open, per_client };
             if let Some(tls) = tls {
                 let conn = Conn {
                     shared,
                     index,
                     peer,
                     accepted,
+                    held,
                 };
                 // Boxed: inline, the handshake's and hyper's futures would size every plain
                 // connection's task too (idle keep-alive connections included).
                 let serve = (protocol, &*builder);
                 Box::pin(serve_tls(stream, tls, serve, conn, shutdown)).await;
-                drop(guard);
                 return;
             }
             if protocol == ListenerProtocol::Tcp {
@@ -562,7 +544,7 @@ async fn accept(
                 // Boxed: inline, the tcp proxy's future would size every HTTP connection's
                 // task too (idle keep-alive connections included).
                 Box::pin(tcp::serve(stream, peer, index, shared)).await;
-                drop(guard);
+                drop(held);
                 return;
             }
             let cx = Arc::new(ConnContext {
@@ -572,16 +554,16 @@ async fn accept(
                 proto: "http",
                 client_cert: None,
                 activity: Arc::new(Activity::new(accepted)),
+                held: Some(held),
             });
             http::tune(&stream);
             // h2c (prior knowledge) is hyper's, boxed: inline, hyper's connection future
             // would size every HTTP/1 connection's task too.
             match http1::speaks_h2(&stream, cx.shared.client_header_timeout).await {
-                Some(false) => http1::serve(stream, cx, shutdown).await,
+                Some(false) => http1::serve(stream, cx, shutdown, Some(parking)).await,
                 Some(true) => Box::pin(http::serve_io(&builder, stream, cx, shutdown)).await,
                 None => {}
             }
-            drop(guard);
         });
     }
 }
@@ -594,6 +576,8 @@ struct Conn {
     peer: SocketAddr,
     /// `clock::now_ms()` at accept: the header timeout counts from here.
     accepted: u64,
+    /// Its counts, released with its context (or its task, on a tcp listener).
+    held: Held,
 }
 
 /// A TLS listener's connection: the handshake (within what is left of
@@ -615,6 +599,7 @@ async fn serve_tls(
         index,
         peer,
         accepted,
+        held,
     } = conn;
     http::tune(&stream);
     let spent = std::time::Duration::from_millis(clock::now_ms().saturating_sub(accepted));
@@ -642,6 +627,7 @@ async fn serve_tls(
     };
     if protocol == ListenerProtocol::Tcp {
         tcp::serve_tls(stream, peer, index, shared).await;
+        drop(held);
         return;
     }
     let client_cert = (tls.server.client_auth != crate::config::ClientAuth::Off)
@@ -654,11 +640,12 @@ async fn serve_tls(
         proto: "https",
         client_cert,
         activity: Arc::new(Activity::new(accepted)),
+        held: Some(held),
     });
     // ALPN h2 is hyper's; HTTP/1.1 (or no ALPN) is the engine's.
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     if !h2 {
-        http1::serve(stream, cx, shutdown).await;
+        http1::serve(stream, cx, shutdown, None).await;
     } else {
         http::serve_io(builder, stream, cx, shutdown).await;
     }

@@ -376,6 +376,12 @@ impl Handle {
         self.shared.open_connections()
     }
 
+    /// Of the open client connections, the idle HTTP/1 ones parked off their tasks (they
+    /// have been quiet for `http1::park::PARK_AFTER`).
+    pub fn parked_connections(&self) -> usize {
+        self.shared.parked_connections()
+    }
+
     /// Health of every pool and backend (cold path: tests, the admin API).
     pub fn status(&self) -> Vec<PoolStatus> {
         health::status::of(&self.shared.snapshot.load())

@@ -37,6 +37,38 @@ use crate::tls::ServerTls;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
+/// One open client connection in its listener's and the process's counts, charged its
+/// descriptors (see `listener`), until dropped: with the connection's last part, its task or
+/// its place among the parked idle connections (`http1::park`).
+#[derive(Debug)]
+pub struct OpenGuard {
+    listener: Arc<AtomicUsize>,
+    shared: Arc<Live>,
+    descriptors: usize,
+}
+
+impl OpenGuard {
+    /// Counts a connection already added to `listener`, `shared.open` and
+    /// `shared.descriptors` (the accept loop adds, checking its limits as it does).
+    pub fn new(listener: Arc<AtomicUsize>, shared: Arc<Live>, descriptors: usize) -> Self {
+        OpenGuard {
+            listener,
+            shared,
+            descriptors,
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.listener.fetch_sub(1, Ordering::Relaxed);
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .descriptors
+            .fetch_sub(self.descriptors, Ordering::Relaxed);
+    }
+}
+
 /// What the data path shares while Fulcrum runs: the live snapshot behind its one `ArcSwap`,
 /// the process-wide settings read on the data path, and the open-connection count.
 #[derive(Debug)]
@@ -54,6 +86,8 @@ pub struct Live {
     pub tcp_forwarding: Forwarding,
     /// Open client connections, all listeners together (kept by the accept loops).
     pub(crate) open: AtomicUsize,
+    /// Of those, idle HTTP/1 connections parked off their tasks (`http1::park`).
+    pub(crate) parked: AtomicUsize,
     /// Descriptors the open client connections are charged (theirs and the upstream ones they
     /// lead to; see `listener`), kept by the accept loops.
     pub(crate) descriptors: AtomicUsize,
@@ -100,6 +134,7 @@ impl Live {
             metrics,
             tcp_forwarding,
             open: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             descriptors: AtomicUsize::new(0),
             descriptor_budget: usize::MAX,
             phase: tokio::sync::watch::Sender::new(Phase::Starting),
@@ -110,6 +145,11 @@ impl Live {
     /// Open client connections, all listeners together.
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Idle HTTP/1 client connections parked off their tasks, all workers together.
+    pub fn parked_connections(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
     }
 }
 

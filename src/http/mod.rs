@@ -23,7 +23,7 @@ pub(crate) mod upstream_key;
 mod watchdog;
 
 pub use error::ProxyError;
-pub use proxy::ConnContext;
+pub use proxy::{ConnContext, Held};
 pub use watchdog::Activity;
 
 use std::sync::Arc;

@@ -38,9 +38,10 @@ use crate::backend::InflightGuard;
 use crate::chain::Chain;
 use crate::config::{BackendId, ListenerSlot};
 use crate::health::passive;
+use crate::limits::ClientConnection;
 use crate::pool::Pool;
 use crate::select::{self, Tried};
-use crate::snapshot::Live;
+use crate::snapshot::{Live, OpenGuard};
 use crate::{client_ip, clock};
 
 /// What a connection knows about itself, shared by its requests.
@@ -58,6 +59,21 @@ pub struct ConnContext {
     /// Its requests in flight and request bodies streaming, for its header and idle
     /// deadlines (`watchdog`) and for `request_timeout`.
     pub activity: Arc<Activity>,
+    /// What the connection holds open while any part of it lives; `None` where nothing is
+    /// counted (unit tests).
+    #[allow(dead_code)] // held for its drop
+    pub held: Option<Held>,
+}
+
+/// An admitted client connection's counts: the open-connection totals and its
+/// `connections_per_client` slot. Owned by its context, so they are released when the last
+/// part of the connection is gone: its task, or its place among the parked idle connections
+/// (`http1::park`), which outlives the task that parked it.
+#[derive(Debug)]
+#[allow(dead_code)] // held for its drop
+pub struct Held {
+    pub open: OpenGuard,
+    pub per_client: Option<ClientConnection>,
 }
 
 /// Serves one request; never fails (errors become responses). It is hyper's service future

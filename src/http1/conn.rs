@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::buffers::Buf;
 use super::head::{self, HeadError, RequestHead, MAX_HEAD};
+use super::park::{self, Parking};
 use super::{deadline, forward, Stream};
 use crate::http::{ConnContext, ProxyError};
 
@@ -30,16 +31,46 @@ pub struct IdleState<S> {
     pub stream: S,
     pub cx: Arc<ConnContext>,
     pub shutdown: watch::Receiver<bool>,
+    /// Where the connection goes once it has been quiet for `park::PARK_AFTER` (plain TCP
+    /// only, see `Stream::park`); `None`: it waits on its task.
+    pub parking: Option<Parking>,
+}
+
+/// How a wait for the client's next bytes ended.
+enum Next {
+    Bytes(Buf),
+    /// Nothing came before the wait's end.
+    Quiet,
+    /// The client closed or failed, or shutdown.
+    End,
 }
 
 /// Serves the connection until it ends. Not an async fn: its parameters would be held twice
 /// in the future for its whole life (rustc keeps them and moves them into a local of the
 /// body); the `async move` block below holds `conn` once, used in place.
 #[allow(clippy::manual_async_fn)] // on purpose, see above: an async fn is 56 bytes larger
-pub fn run<S: Stream>(mut conn: IdleState<S>) -> impl Future<Output = ()> + Send {
+pub fn run<S: Stream>(conn: IdleState<S>) -> impl Future<Output = ()> + Send {
+    drive(conn, true, None)
+}
+
+/// Serves a connection that was parked (`park`) and is ready again: its wait goes on to
+/// `until`, the deadline it was parked with.
+pub fn resume<S: Stream>(
+    conn: IdleState<S>,
+    first: bool,
+    until: Instant,
+) -> impl Future<Output = ()> + Send {
+    drive(conn, first, Some(until))
+}
+
+#[allow(clippy::manual_async_fn)] // see `run`
+fn drive<S: Stream>(
+    mut conn: IdleState<S>,
+    mut first: bool,
+    mut resumed: Option<Instant>,
+) -> impl Future<Output = ()> + Send {
     async move {
         let mut leftover: Option<Buf> = None;
-        let mut first = true;
         // Bounds every wait for a next request (see `deadline::kept`).
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
         // Ends those waits on shutdown. Kept for the connection's life like the timer: a wait
@@ -59,9 +90,28 @@ pub fn run<S: Stream>(mut conn: IdleState<S>) -> impl Future<Output = ()> + Send
                     } else {
                         shared.client_idle_timeout
                     };
-                    match next_bytes(&mut conn.stream, timer.as_mut(), stop.as_mut(), wait).await {
-                        Some(buf) => buf,
-                        None => {
+                    let now = Instant::now();
+                    let until = resumed.take().unwrap_or(now + wait);
+                    // Quiet for the grace, a long wait goes on off the task (`park`).
+                    let parks = S::PARKABLE
+                        && conn.parking.is_some()
+                        && park::worth_parking(until.saturating_duration_since(now));
+                    let first_until = if parks { now + park::PARK_AFTER } else { until };
+                    let mut next =
+                        next_bytes(&mut conn.stream, timer.as_mut(), stop.as_mut(), first_until)
+                            .await;
+                    if parks && matches!(next, Next::Quiet) {
+                        match S::park(conn, until, first) {
+                            Ok(()) => return,
+                            // The parked set is gone: the wait goes on here.
+                            Err(back) => conn = back,
+                        }
+                        next = next_bytes(&mut conn.stream, timer.as_mut(), stop.as_mut(), until)
+                            .await;
+                    }
+                    match next {
+                        Next::Bytes(buf) => buf,
+                        Next::Quiet | Next::End => {
                             if *conn.shutdown.borrow() {
                                 Box::pin(linger(&mut conn.stream)).await;
                             }
@@ -140,27 +190,31 @@ async fn linger<S: Stream>(stream: &mut S) {
     .await;
 }
 
-/// Waits up to `wait` for the client's next bytes; `None`: none came (closed, timed out), or
-/// shutdown.
+/// Waits until `until` for the client's next bytes.
 async fn next_bytes<S: Stream>(
     stream: &mut S,
     timer: Pin<&mut Sleep>,
     stop: Pin<&mut impl Future<Output = ()>>,
-    wait: Duration,
-) -> Option<Buf> {
+    until: Instant,
+) -> Next {
     let waiting = async {
         tokio::select! {
             biased;
-            got = stream.next_bytes() => got.ok()?,
-            () = stop => None,
+            got = stream.next_bytes() => match got {
+                Ok(Some(buf)) => Next::Bytes(buf),
+                Ok(None) | Err(_) => Next::End,
+            },
+            () = stop => Next::End,
         }
     };
-    deadline::kept(timer, wait, waiting).await.flatten()
+    deadline::kept_until(timer, until, waiting)
+        .await
+        .unwrap_or(Next::Quiet)
 }
 
 /// Resolves once shutdown is signalled (or its sender is gone). Polled only until then: the
 /// connection ends when it resolves.
-async fn stopping(mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn stopping(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 

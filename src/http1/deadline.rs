@@ -116,6 +116,12 @@ pub fn kept<F: Future>(mut timer: Pin<&mut Sleep>, wait: Duration, fut: F) -> Ke
     Kept { fut, timer }
 }
 
+/// [`kept`] with the wait's end given: `fut`'s output, unless it is still waiting at `until`.
+pub fn kept_until<F: Future>(mut timer: Pin<&mut Sleep>, until: Instant, fut: F) -> Kept<'_, F> {
+    timer.as_mut().reset(until);
+    Kept { fut, timer }
+}
+
 /// A timer for [`kept`], boxed so that what owns it can move (a pooled connection).
 pub fn new_timer() -> Pin<Box<Sleep>> {
     Box::pin(tokio::time::sleep_until(Instant::now()))

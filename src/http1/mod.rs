@@ -21,6 +21,7 @@ mod deadline;
 mod forward;
 pub mod fuzz;
 pub(crate) mod head;
+pub mod park;
 mod relay;
 mod upstream;
 
@@ -47,9 +48,62 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn next_bytes(&mut self) -> impl std::future::Future<Output = io::Result<Option<Buf>>> + Send {
         read_into_pooled(self)
     }
+
+    /// Whether [`Stream::park`] can take this stream off its task.
+    const PARKABLE: bool = false;
+
+    /// Parks an idle connection (`park`) until its next bytes or `until`; `Err` gives it back
+    /// where this stream is not parked: TLS, whose session state is most of what an idle
+    /// HTTPS connection holds (a task around it adds little).
+    fn park(
+        conn: conn::IdleState<Self>,
+        until: tokio::time::Instant,
+        first: bool,
+    ) -> Result<(), conn::IdleState<Self>>
+    where
+        Self: Sized,
+    {
+        let _ = (until, first);
+        Err(conn)
+    }
 }
 
 impl Stream for TcpStream {
+    const PARKABLE: bool = true;
+
+    fn park(
+        conn: conn::IdleState<Self>,
+        until: tokio::time::Instant,
+        first: bool,
+    ) -> Result<(), conn::IdleState<Self>> {
+        let conn::IdleState {
+            stream,
+            cx,
+            shutdown,
+            parking,
+        } = conn;
+        let Some(parking) = parking else {
+            return Err(conn::IdleState {
+                stream,
+                cx,
+                shutdown,
+                parking: None,
+            });
+        };
+        let parked = park::Conn {
+            stream,
+            cx,
+            until,
+            first,
+        };
+        parking.park(parked).map_err(|back| conn::IdleState {
+            stream: back.stream,
+            cx: back.cx,
+            shutdown,
+            parking: Some(parking),
+        })
+    }
+
     async fn next_bytes(&mut self) -> io::Result<Option<Buf>> {
         loop {
             // Readiness may be stale (the last read took everything): a read that would
@@ -137,15 +191,19 @@ async fn is_h2(stream: &TcpStream) -> io::Result<bool> {
 
 /// Serves an HTTP/1 client connection on `stream` (plain or TLS) until either side closes,
 /// `shutdown` fires (the exchange in progress finishes first) or a client timeout expires.
-/// Not an async fn: the connection's future is `conn::run`'s alone (see there).
+/// Not an async fn: the connection's future is `conn::run`'s alone (see there). `parking`:
+/// the accept loop's parked set, which takes the connection off its task while it idles
+/// (plain TCP; see `park`).
 pub fn serve<S: Stream>(
     stream: S,
     cx: Arc<ConnContext>,
     shutdown: watch::Receiver<bool>,
+    parking: Option<park::Parking>,
 ) -> impl std::future::Future<Output = ()> + Send {
     conn::run(conn::IdleState {
         stream,
         cx,
         shutdown,
+        parking,
     })
 }

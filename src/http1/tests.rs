@@ -40,9 +40,10 @@ async fn the_connection_future_is_small() {
         proto: "http",
         client_cert: None,
         activity: Arc::new(Activity::new(0)),
+        held: None,
     });
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let future = super::serve(stream, cx, shutdown);
+    let future = super::serve(stream, cx, shutdown, None);
     let size = std::mem::size_of_val(&future);
     println!("HTTP/1 connection future: {size} bytes (TcpStream)");
     // 1,080 bytes in a release build, 1,088 in a debug one (rustc 1.95); the bound leaves a

@@ -35,6 +35,7 @@ mod lifecycle;
 mod limits;
 mod malformed;
 mod packaging;
+mod parked;
 mod postgres;
 mod protocols;
 mod redis;
