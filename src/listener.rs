@@ -553,7 +553,6 @@ async fn accept(
                 peer,
                 proto: "http",
                 client_cert: None,
-                activity: Arc::new(Activity::new(accepted)),
                 held: Some(held),
             });
             http::tune(&stream);
@@ -561,7 +560,13 @@ async fn accept(
             // would size every HTTP/1 connection's task too.
             match http1::speaks_h2(&stream, cx.shared.client_header_timeout).await {
                 Some(false) => http1::serve(stream, cx, shutdown, Some(parking)).await,
-                Some(true) => Box::pin(http::serve_io(&builder, stream, cx, shutdown)).await,
+                Some(true) => {
+                    // Its requests in flight and bodies streaming, for its deadlines
+                    // (`watchdog`); the engine keeps an HTTP/1 connection's itself.
+                    let activity = Arc::new(Activity::new(accepted));
+                    let serve = http::serve_io(&builder, stream, cx, activity, shutdown);
+                    Box::pin(serve).await;
+                }
                 None => {}
             }
         });
@@ -631,7 +636,7 @@ async fn serve_tls(
         return;
     }
     let client_cert = (tls.server.client_auth != crate::config::ClientAuth::Off)
-        .then(|| crate::tls::PeerCert::of(stream.get_ref().1.peer_certificates()));
+        .then(|| crate::tls::PeerCert::of(stream.get_ref().1.peer_certificates()).map(Box::new));
     drop(tls);
     let cx = Arc::new(ConnContext {
         shared,
@@ -639,7 +644,6 @@ async fn serve_tls(
         peer,
         proto: "https",
         client_cert,
-        activity: Arc::new(Activity::new(accepted)),
         held: Some(held),
     });
     // ALPN h2 is hyper's; HTTP/1.1 (or no ALPN) is the engine's.
@@ -647,7 +651,8 @@ async fn serve_tls(
     if !h2 {
         http1::serve(stream, cx, shutdown, None).await;
     } else {
-        http::serve_io(builder, stream, cx, shutdown).await;
+        let activity = Arc::new(Activity::new(accepted));
+        http::serve_io(builder, stream, cx, activity, shutdown).await;
     }
 }
 

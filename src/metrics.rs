@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::config::{BackendId, PoolId};
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub backend_up: IntGaugeVec,
     pub backend_inflight: IntGaugeVec,
     pub connections_active: IntGaugeVec,
+    /// Of those, idle HTTP/1 connections parked off their tasks (`http1::park`).
+    pub connections_parked: IntGauge,
     pub tcp_bytes: IntCounterVec,
     pub health_checks: IntCounterVec,
     pub reloads: IntCounterVec,
@@ -106,6 +109,11 @@ impl Metrics {
                 "Open client connections.",
                 &["listener"],
             ),
+            connections_parked: IntGauge::new(
+                "fulcrum_connections_parked",
+                "Idle HTTP/1 client connections parked off their tasks (quiet for 250 ms), all listeners.",
+            )
+            .unwrap_or_else(|e| unreachable_metric(&e)),
             tcp_bytes: counter(
                 "fulcrum_tcp_bytes_total",
                 "Bytes proxied by TCP listeners.",
@@ -152,12 +160,13 @@ impl Metrics {
                 &["name", "region"],
             ),
         };
-        let all: [Box<dyn Collector>; 14] = [
+        let all: [Box<dyn Collector>; 15] = [
             Box::new(m.requests.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.backend_up.clone()),
             Box::new(m.backend_inflight.clone()),
             Box::new(m.connections_active.clone()),
+            Box::new(m.connections_parked.clone()),
             Box::new(m.tcp_bytes.clone()),
             Box::new(m.health_checks.clone()),
             Box::new(m.reloads.clone()),

@@ -358,7 +358,7 @@ impl Admin {
             .into_iter()
             .map(|(name, _, open)| (name, open))
             .collect();
-        match scrape::encode(&snapshot, &listeners) {
+        match scrape::encode(&snapshot, &listeners, self.shared.parked_connections()) {
             Ok(text) => reply(StatusCode::OK, "text/plain; version=0.0.4", text),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }

@@ -16,10 +16,12 @@ use crate::metrics;
 use crate::snapshot::Snapshot;
 
 /// The Prometheus text of the current state: gauges computed from `snapshot`, series of
-/// backends it no longer has left out. `listeners`: (name, open connections).
+/// backends it no longer has left out. `listeners`: (name, open connections); `parked`: of
+/// all open connections, the parked idle ones.
 pub(crate) fn encode(
     snapshot: &Snapshot,
     listeners: &[(String, usize)],
+    parked: usize,
 ) -> Result<String, prometheus::Error> {
     let m = metrics::get();
     let now = clock::now_ms();
@@ -46,6 +48,8 @@ pub(crate) fn encode(
             .with_label_values(&[name])
             .set(i64::try_from(*open).unwrap_or(i64::MAX));
     }
+    m.connections_parked
+        .set(i64::try_from(parked).unwrap_or(i64::MAX));
     // TCP byte counts live with the listener (carried across reloads, monotonic): the
     // counter catches up with them at scrape time.
     for l in &snapshot.listeners {

@@ -89,11 +89,11 @@ pub async fn serve_io<S>(
     builder: &auto::Builder<TokioExecutor>,
     stream: S,
     cx: Arc<ConnContext>,
+    activity: Arc<Activity>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::clone(&cx.activity);
     let peer = cx.peer;
     let timeouts = watchdog::Timeouts {
         header: cx.shared.client_header_timeout,
@@ -101,7 +101,10 @@ pub async fn serve_io<S>(
         send: cx.shared.client_send_timeout,
     };
     let io = watchdog::ActivityIo::new(stream, Arc::clone(&activity));
-    let service = service_fn(move |req| proxy::handle(req, Arc::clone(&cx)));
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req| proxy::handle(req, Arc::clone(&cx), Arc::clone(&activity)))
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = watchdog::watch(&activity, timeouts);

@@ -55,10 +55,8 @@ pub struct ConnContext {
     pub proto: &'static str,
     /// A TLS listener with `client_auth`: `Some(Some(cert))` for a verified client
     /// certificate, `Some(None)` for a client without one (`X-Client-Verify` says which).
-    pub client_cert: Option<Option<crate::tls::PeerCert>>,
-    /// Its requests in flight and request bodies streaming, for its header and idle
-    /// deadlines (`watchdog`) and for `request_timeout`.
-    pub activity: Arc<Activity>,
+    /// Boxed: rare, and inline it was a quarter of every connection's context.
+    pub client_cert: Option<Option<Box<crate::tls::PeerCert>>>,
     /// What the connection holds open while any part of it lives; `None` where nothing is
     /// counted (unit tests).
     #[allow(dead_code)] // held for its drop
@@ -82,10 +80,11 @@ pub struct Held {
 pub async fn handle(
     req: Request<Incoming>,
     cx: Arc<ConnContext>,
+    activity: Arc<Activity>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let cx = &*cx;
     // In flight on its connection (no idle deadline) until its response body ends.
-    let in_flight = cx.activity.request(req.version() >= Version::HTTP_2);
+    let in_flight = activity.request(req.version() >= Version::HTTP_2);
     let snapshot = cx.shared.snapshot.load_full();
     let snapshot = &*snapshot;
     // The one lookup of the listener for this request. `None`: a reload removed it; its
@@ -170,7 +169,7 @@ pub async fn handle(
     let body = if body.is_end_stream() {
         RequestBody::empty()
     } else if grpc {
-        RequestBody::unread(body, limit, cx.activity.upload())
+        RequestBody::unread(body, limit, activity.upload())
     } else {
         let mut body = body;
         match tokio::time::timeout(body_timeout, body.frame()).await {
@@ -178,7 +177,7 @@ pub async fn handle(
             Ok(None) => RequestBody::empty(),
             Ok(Some(Err(_))) => reject!(ProxyError::BadRequest("malformed request body")),
             Ok(Some(Ok(first))) => {
-                let upload = cx.activity.upload();
+                let upload = activity.upload();
                 match RequestBody::streaming(first, body, limit, body_timeout, upload) {
                     Ok(body) => body,
                     Err(_) => reject!(ProxyError::BodyTooLarge),
@@ -199,7 +198,7 @@ pub async fn handle(
     headers::prepare_upstream(&mut parts, cx.peer.ip(), cx.proto, upgrade, prefetched);
     request_id::apply(&mut parts.headers, &ids);
     if let Some(cert) = &cx.client_cert {
-        headers::client_cert(&mut parts.headers, cert.as_ref());
+        headers::client_cert(&mut parts.headers, cert.as_deref());
     }
 
     // A copy to replay on another backend, kept only when a replay is safe and allowed.
@@ -266,7 +265,7 @@ pub async fn handle(
                 None => break,
             },
         };
-        let uploading = prefetched.then_some(&*cx.activity);
+        let uploading = prefetched.then_some(&*activity);
         match send(target, index, req, uploading, deadline).await {
             Ok(sent) => {
                 let status = sent.0.status();

@@ -58,7 +58,6 @@ pub async fn attempt<S: Stream>(
     buf: &mut Buf,
     shape: Shape<'_>,
     touched: &mut bool,
-    activity: &Arc<Activity>,
 ) -> Result<Bridged, ProxyError> {
     // The upstream head the engine wrote, read back into hyper's form: one place decides
     // the upstream fields for both kinds of backend connection.
@@ -84,9 +83,12 @@ pub async fn attempt<S: Stream>(
     };
     let (body, pipe) = RequestBody::relayed(len);
     // `request_timeout` runs from the end of the upload, as on the engine's connections.
+    // The exchange's own activity record: an HTTP/1 connection has one request at a time,
+    // and the engine keeps its deadlines itself (no watchdog reads it).
+    let activity = Arc::new(Activity::new(crate::clock::now_ms()));
     let upload = activity.upload();
     let req = Request::from_parts(parts, body);
-    let sending = proxy::send(pool, index, req, Some(activity), None);
+    let sending = proxy::send(pool, index, req, Some(&activity), None);
     let feeding = async move {
         let _upload = upload;
         let mut pipe = pipe;

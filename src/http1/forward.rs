@@ -161,7 +161,7 @@ pub async fn exchange<S: Stream>(
         upgrade,
         body_prefetched: prefetched,
         ids: &ids,
-        cert: cx.client_cert.as_ref().map(Option::as_ref),
+        cert: cx.client_cert.as_ref().map(Option::as_deref),
     };
     headers::write_fields(&mut up_head, &parts, &upstream);
     request_id::write_lines(&mut up_head, &ids);
@@ -210,7 +210,6 @@ pub async fn exchange<S: Stream>(
         };
         let answered = if bridge::needed(target) {
             // Boxed: the bridge's state stays out of every engine exchange's future.
-            let activity = &cx.activity;
             Box::pin(bridge::attempt(
                 target,
                 index,
@@ -218,7 +217,6 @@ pub async fn exchange<S: Stream>(
                 buf,
                 shape,
                 &mut touched,
-                activity,
             ))
             .await
             .map(Answer::Bridged)

@@ -3,7 +3,9 @@
 //! request. The head is parsed once (httparse, [`head`]) and its framing decided from the raw
 //! lines, so an ambiguous request is refused by construction; bodies are relayed through two
 //! bounded buffers lent from a per-worker pool ([`buffers`]) only while an exchange is active:
-//! a keep-alive connection waiting for its next request holds none.
+//! a keep-alive connection waiting for its next request holds none, and once it has been
+//! quiet for a moment it leaves its task too ([`park`]): an entry in its accept loop's parked
+//! set is all it holds.
 //!
 //! The request path's decisions (routing, region, selection, retries, affinity, header
 //! rewriting, metrics, access log) are `http`'s, called from [`forward`]; this layer sits just

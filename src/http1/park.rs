@@ -32,16 +32,23 @@ use super::conn::{self, IdleState};
 use crate::http::ConnContext;
 
 /// How long a connection waits for its next request on its own task before it is parked.
-pub const PARK_AFTER: Duration = Duration::from_secs(1);
+/// Short, because every connection quiet for less still holds its whole task: a burst of new
+/// connections that then idle peaks at the arrivals of this long on tasks, and the allocator
+/// keeps that peak's pages. Long enough that a connection busy at a few requests a second
+/// (each one is a spawn when it was parked) stays on its task.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// The shortest wait that is parked: the sweep's lateness is small beside it, and a short
+/// timeout is kept on the task, to the millisecond.
+const PARK_MIN_WAIT: Duration = Duration::from_secs(4);
 
 /// How often, at most, the parked set is swept for connections past their deadline: how late
 /// a parked connection may be closed.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
-/// Whether a wait of `wait` is worth parking for: long enough that the grace and a sweep's
-/// lateness are small beside it (a short timeout is kept on the task, to the millisecond).
+/// Whether a wait of `wait` is worth parking for (see [`PARK_MIN_WAIT`]).
 pub fn worth_parking(wait: Duration) -> bool {
-    wait >= PARK_AFTER * 4
+    wait >= PARK_MIN_WAIT
 }
 
 /// An accept loop's handle on its parked set: cheap to clone (one `Arc`).
@@ -215,7 +222,7 @@ mod tests {
     #[test]
     fn only_waits_well_past_the_grace_are_parked() {
         assert!(!worth_parking(Duration::from_millis(500)));
-        assert!(!worth_parking(PARK_AFTER * 2));
+        assert!(!worth_parking(Duration::from_secs(2)));
         assert!(worth_parking(Duration::from_secs(10)));
         assert!(worth_parking(Duration::from_secs(60)));
     }

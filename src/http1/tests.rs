@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::conn::IdleState;
 use crate::config::{Config, ListenerSlot};
-use crate::http::{Activity, ConnContext};
+use crate::http::ConnContext;
 use crate::snapshot::Live;
 use crate::splice::Forwarding;
 
@@ -39,7 +39,6 @@ async fn the_connection_future_is_small() {
         peer: addr,
         proto: "http",
         client_cert: None,
-        activity: Arc::new(Activity::new(0)),
         held: None,
     });
     let (_stop, shutdown) = tokio::sync::watch::channel(false);

@@ -10,11 +10,13 @@ use fulcrum::config::LimitsConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::admin::{admin_of, sample, with_admin};
 use crate::support::backend::BackendBuilder;
+use crate::support::client::{get as get_path, http1};
 use crate::support::eventually;
 use crate::support::proxy::{config, listener, pool, Config, Proxy};
 
-/// How long a test waits for a connection to be parked (the grace is 1 s).
+/// How long a test waits for a connection to be parked (the grace is 250 ms).
 const PARKED_WITHIN: Duration = Duration::from_secs(10);
 
 /// Sends one keep-alive GET and reads its whole response (the test backends send a
@@ -81,8 +83,9 @@ async fn wait_parked(proxy: &Proxy, n: usize) {
 }
 
 /// Parked, a connection is still open (the listener's count, its client's slot: a second
-/// connection from the same client is refused), is served again on its next request, and is
-/// parked again after it; when its client closes, its count and slot are released.
+/// connection from the same client is refused) and counted in `fulcrum_connections_parked`,
+/// is served again on its next request, and is parked again after it; when its client
+/// closes, its count and slot are released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_is_served_again_and_keeps_its_slot() {
     let b = BackendBuilder::new("b").start().await;
@@ -91,7 +94,7 @@ async fn a_parked_connection_is_served_again_and_keeps_its_slot() {
         connections_per_client: 1,
         ..LimitsConfig::default()
     };
-    let mut cfg = config(l, vec![pool("p", &[b.addr])]);
+    let mut cfg = with_admin(config(l, vec![pool("p", &[b.addr])]));
     one_worker(&mut cfg);
     let proxy = Proxy::start(cfg);
     let handle = proxy.handle.as_ref().expect("handle");
@@ -100,6 +103,12 @@ async fn a_parked_connection_is_served_again_and_keeps_its_slot() {
     assert!(get(&mut client, "/one").await.starts_with("HTTP/1.1 200"));
     wait_parked(&proxy, 1).await;
     assert_eq!(handle.open_connections(), 1, "a parked connection is open");
+    let metrics = get_path(&http1(), admin_of(&proxy), "/metrics").await.body;
+    assert_eq!(
+        sample(&metrics, "fulcrum_connections_parked", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
 
     // Its client's one slot is still taken: a second connection is closed at accept.
     let mut second = TcpStream::connect(proxy.addr).await.expect("connect");
