@@ -53,14 +53,10 @@ pub fn run<S: Stream>(conn: IdleState<S>) -> impl Future<Output = ()> + Send {
     drive(conn, true, None)
 }
 
-/// Serves a connection that was parked (`park`) and is ready again: its wait goes on to
-/// `until`, the deadline it was parked with.
-pub fn resume<S: Stream>(
-    conn: IdleState<S>,
-    first: bool,
-    until: Instant,
-) -> impl Future<Output = ()> + Send {
-    drive(conn, first, Some(until))
+/// Serves a connection that was parked (`park`) and is ready again: its wait for a next
+/// request goes on to `until`, the deadline it was parked with.
+pub fn resume<S: Stream>(conn: IdleState<S>, until: Instant) -> impl Future<Output = ()> + Send {
+    drive(conn, false, Some(until))
 }
 
 #[allow(clippy::manual_async_fn)] // see `run`
@@ -92,8 +88,12 @@ fn drive<S: Stream>(
                     };
                     let now = Instant::now();
                     let until = resumed.take().unwrap_or(now + wait);
-                    // Quiet for the grace, a long wait goes on off the task (`park`).
+                    // Quiet for the grace, a long wait for a next request goes on off the
+                    // task (`park`). Not a first one: it is bounded by
+                    // `client_header_timeout`, not the idle timeout the sweeps follow (and a
+                    // plain connection's first bytes came before it is served: the h2 sniff).
                     let parks = S::PARKABLE
+                        && !first
                         && conn.parking.is_some()
                         && park::worth_parking(until.saturating_duration_since(now));
                     let first_until = if parks { now + park::PARK_AFTER } else { until };
@@ -101,7 +101,7 @@ fn drive<S: Stream>(
                         next_bytes(&mut conn.stream, timer.as_mut(), stop.as_mut(), first_until)
                             .await;
                     if parks && matches!(next, Next::Quiet) {
-                        match S::park(conn, until, first) {
+                        match S::park(conn, until) {
                             Ok(()) => return,
                             // The parked set is gone: the wait goes on here.
                             Err(back) => conn = back,

@@ -60,12 +60,11 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn park(
         conn: conn::IdleState<Self>,
         until: tokio::time::Instant,
-        first: bool,
     ) -> Result<(), conn::IdleState<Self>>
     where
         Self: Sized,
     {
-        let _ = (until, first);
+        let _ = until;
         Err(conn)
     }
 }
@@ -76,7 +75,6 @@ impl Stream for TcpStream {
     fn park(
         conn: conn::IdleState<Self>,
         until: tokio::time::Instant,
-        first: bool,
     ) -> Result<(), conn::IdleState<Self>> {
         let conn::IdleState {
             stream,
@@ -92,12 +90,7 @@ impl Stream for TcpStream {
                 parking: None,
             });
         };
-        let parked = park::Conn {
-            stream,
-            cx,
-            until,
-            first,
-        };
+        let parked = park::Conn { stream, cx, until };
         parking.park(parked).map_err(|back| conn::IdleState {
             stream: back.stream,
             cx: back.cx,

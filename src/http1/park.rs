@@ -7,9 +7,9 @@
 //!
 //! The socket's readiness wakes only its own entry (`FuturesUnordered` gives every entry a
 //! waker of its own), which then becomes a connection task again. Deadlines are swept, not
-//! timed one by one: an entry past its `client_idle_timeout` (or `client_header_timeout`) is
-//! closed by a sweep of the whole set at most every [`SWEEP_EVERY`]; connections are parked
-//! only where that lateness is small beside their wait ([`worth_parking`]). On shutdown every
+//! timed one by one: an entry past its `client_idle_timeout` is closed by a sweep of the
+//! whole set ([`sweep_every`]: a sixteenth of the timeout, 250 ms to 2 s apart); connections are parked only where that lateness is small beside their wait
+//! ([`worth_parking`]). On shutdown every
 //! parked connection becomes a task again and closes as an idle one does then (FIN, lingering
 //! read).
 //!
@@ -38,13 +38,23 @@ use crate::http::ConnContext;
 /// (each one is a spawn when it was parked) stays on its task.
 pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
-/// The shortest wait that is parked: the sweep's lateness is small beside it, and a short
-/// timeout is kept on the task, to the millisecond.
+/// The shortest wait that is parked: the sweep's lateness is small beside it (a sixteenth),
+/// and a short timeout is kept on the task, to the millisecond.
 const PARK_MIN_WAIT: Duration = Duration::from_secs(4);
 
-/// How often, at most, the parked set is swept for connections past their deadline: how late
-/// a parked connection may be closed.
-pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// How often, at most and at least, the parked set is swept for connections past their
+/// deadline (see [`sweep_every`]).
+const SWEEP_MIN: Duration = Duration::from_millis(250);
+const SWEEP_MAX: Duration = Duration::from_secs(2);
+
+/// How often the set is swept, from the process's `client_idle_timeout`: a sixteenth of it,
+/// within [`SWEEP_MIN`]..[`SWEEP_MAX`]. That is how late a parked connection may be
+/// closed (at most 1/16 of its wait, 2 s of the default 60 s idle timeout); a sweep visits
+/// every parked entry, so its rate bounds what a large idle set costs (at 100,000 parked
+/// connections and the default timeouts, 50,000 visits a second).
+fn sweep_every(shared: &crate::snapshot::Live) -> Duration {
+    (shared.client_idle_timeout / 16).clamp(SWEEP_MIN, SWEEP_MAX)
+}
 
 /// Whether a wait of `wait` is worth parking for (see [`PARK_MIN_WAIT`]).
 pub fn worth_parking(wait: Duration) -> bool {
@@ -62,10 +72,8 @@ pub struct Parking {
 pub struct Conn {
     pub stream: TcpStream,
     pub cx: Arc<ConnContext>,
-    /// When its wait ends (the connection is then closed).
+    /// When its wait for a next request ends (`client_idle_timeout`; it is then closed).
     pub until: Instant,
-    /// It waits for its first request (`client_header_timeout`), not a next one.
-    pub first: bool,
 }
 
 impl Parking {
@@ -98,6 +106,7 @@ async fn watch_parked(
     let mut sweep = pin!(tokio::time::sleep_until(Instant::now()));
     // The earliest deadline the sweep timer is set for; `None`: not set.
     let mut sweep_at: Option<Instant> = None;
+    let mut every = SWEEP_MIN;
     let resume = |conn: Conn| {
         conn.cx.shared.parked.fetch_sub(1, Ordering::Relaxed);
         let state = IdleState {
@@ -106,7 +115,7 @@ async fn watch_parked(
             shutdown: shutdown.clone(),
             parking: Some(parking.clone()),
         };
-        tokio::spawn(conn::resume(state, conn.first, conn.until));
+        tokio::spawn(conn::resume(state, conn.until));
     };
     loop {
         tokio::select! {
@@ -116,8 +125,9 @@ async fn watch_parked(
                 // The loop holds a sender itself: the channel never closes under it.
                 let Some(conn) = got else { break };
                 conn.cx.shared.parked.fetch_add(1, Ordering::Relaxed);
+                every = sweep_every(&conn.cx.shared);
                 if sweep_at.is_none_or(|at| conn.until < at) {
-                    let at = conn.until.max(Instant::now() + SWEEP_EVERY);
+                    let at = conn.until.max(Instant::now() + every);
                     sweep.as_mut().reset(at);
                     sweep_at = Some(at);
                 }
@@ -138,7 +148,7 @@ async fn watch_parked(
                         None => {}
                     }
                 }
-                sweep_at = next.map(|at| at.max(now + SWEEP_EVERY));
+                sweep_at = next.map(|at| at.max(now + every));
                 if let Some(at) = sweep_at {
                     sweep.as_mut().reset(at);
                 }
@@ -217,6 +227,24 @@ mod tests {
         let size = std::mem::size_of::<Parked>();
         println!("parked HTTP/1 connection entry: {size} bytes");
         assert!(size <= 96, "{size} bytes");
+    }
+
+    #[test]
+    fn sweeps_follow_the_idle_timeout_within_bounds() {
+        let live = |idle: &str| {
+            let toml = format!(
+                "[global]\nclient_idle_timeout = \"{idle}\"\n[[listener]]\nname = \"l\"\n\
+                 bind = \"127.0.0.1:0\"\npool = \"p\"\n[[pool]]\nname = \"p\"\n\
+                 backends = [{{ address = \"127.0.0.1:1\" }}]\n"
+            );
+            let config = crate::config::Config::from_toml(&toml, std::path::Path::new("t.toml"))
+                .expect("config");
+            crate::snapshot::Live::new(&config, false, crate::splice::Forwarding::Copy)
+        };
+        // A sixteenth of the timeout, 250 ms to 2 s.
+        assert_eq!(sweep_every(&live("8s")), Duration::from_millis(500));
+        assert_eq!(sweep_every(&live("4s")), SWEEP_MIN);
+        assert_eq!(sweep_every(&live("60s")), SWEEP_MAX);
     }
 
     #[test]

@@ -136,7 +136,7 @@ async fn a_parked_connection_is_served_again_and_keeps_its_slot() {
 }
 
 /// A parked connection is closed at its `client_idle_timeout`, counted from its last
-/// response, not sooner (and not much later: the set is swept every 250 ms).
+/// response, not sooner (and not much later: at 4 s the set is swept every 250 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_is_closed_at_its_idle_timeout() {
     let b = BackendBuilder::new("b").start().await;
