@@ -121,6 +121,12 @@ async fn watch_parked(
         tokio::select! {
             biased;
             () = stop.as_mut() => break,
+            // A ready connection first: its client waits; a parking one does not.
+            Some(woke) = parked.next(), if !parked.is_empty() => {
+                if let Some(conn) = woke {
+                    resume(conn);
+                }
+            }
             got = rx.recv() => {
                 // The loop holds a sender itself: the channel never closes under it.
                 let Some(conn) = got else { break };
@@ -132,11 +138,6 @@ async fn watch_parked(
                     sweep_at = Some(at);
                 }
                 parked.push(Parked::new(conn));
-            }
-            Some(woke) = parked.next(), if !parked.is_empty() => {
-                if let Some(conn) = woke {
-                    resume(conn);
-                }
             }
             () = sweep.as_mut(), if sweep_at.is_some() => {
                 let now = Instant::now();
