@@ -12,6 +12,14 @@ static BASE: OnceLock<Instant> = OnceLock::new();
 /// Milliseconds since the first call in this process, plus one.
 #[inline]
 pub fn now_ms() -> u64 {
-    let elapsed = BASE.get_or_init(Instant::now).elapsed().as_millis();
+    ms_at(Instant::now())
+}
+
+/// [`now_ms`] at an instant read already (the request path reads the clock once per
+/// exchange and derives what it needs from that reading). An instant before the base is 1.
+#[inline]
+pub fn ms_at(at: Instant) -> u64 {
+    let base = *BASE.get_or_init(Instant::now);
+    let elapsed = at.saturating_duration_since(base).as_millis();
     u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1
 }

@@ -85,6 +85,12 @@ impl Exchange {
         }
     }
 
+    /// When the exchange began (its head was parsed): the request path's one clock reading
+    /// before the backend's answer, from which its other stamps are taken.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The route chose pool `name`; `metrics` are this listener's handles for it.
     pub fn routed(&mut self, name: &Arc<str>, metrics: Option<&Arc<PoolMetrics>>) {
         self.routed = metrics.cloned();
@@ -209,13 +215,16 @@ impl Finish {
     }
 
     /// `clean`: the upstream body was read to its end, so the connection can be reused.
-    pub fn complete(mut self, bytes: u64, clean: bool) {
+    /// Returns when it completed (the clock is read once here, for the metrics, the log and
+    /// whatever the caller stamps next).
+    pub fn complete(mut self, bytes: u64, clean: bool) -> Instant {
         if let Some(conn) = self.conn.take() {
             if clean {
                 conn.release();
             }
         }
-        let took = self.exchange.started.elapsed();
+        let end = Instant::now();
+        let took = end.saturating_duration_since(self.exchange.started);
         if let Some((m, backend)) = self.served.take() {
             m.record(Some(backend), self.status, took);
         }
@@ -224,5 +233,6 @@ impl Finish {
             record.duration = took;
             access_log::emit(record);
         }
+        end
     }
 }

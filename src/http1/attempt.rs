@@ -6,6 +6,7 @@
 use std::io;
 
 use http::{Method, StatusCode};
+use tokio::time::Instant;
 
 use super::buffers::Buf;
 use super::deadline;
@@ -53,7 +54,9 @@ enum Fail {
     Other(ProxyError),
 }
 
-/// One attempt on one backend: connect (or reuse), send, read the response head.
+/// One attempt on one backend: connect (or reuse), send, read the response head. `now`:
+/// a clock reading taken just before (the exchange's start for its first attempt); a new
+/// connection's wait is timed from a reading of its own, after the connect.
 pub async fn attempt_once<S: Stream>(
     pool: &Pool,
     index: BackendId,
@@ -61,13 +64,15 @@ pub async fn attempt_once<S: Stream>(
     buf: &mut Buf,
     shape: Shape<'_>,
     touched: &mut bool,
+    now: Instant,
 ) -> Result<Got, ProxyError> {
     let backend = pool.backend(index);
     let inflight = backend.state.acquire();
-    let mut up = upstream::checkout(pool, backend).await?;
+    let mut up = upstream::checkout(pool, backend, now.into_std()).await?;
     let mut upbuf = Buf::take();
     for fresh in [false, true] {
         let mut interim = Vec::new();
+        let sent = if up.reused { now } else { Instant::now() };
         match send_receive(
             pool,
             &mut up,
@@ -77,6 +82,7 @@ pub async fn attempt_once<S: Stream>(
             shape,
             touched,
             &mut interim,
+            sent,
         )
         .await
         {
@@ -109,7 +115,8 @@ pub async fn attempt_once<S: Stream>(
     Err(ProxyError::NoBackend)
 }
 
-/// Sends the head (and body) and reads the response head (skipping 1xx into `interim`).
+/// Sends the head (and body) and reads the response head (skipping 1xx into `interim`),
+/// within the pool's request timeout of `sent` for a request without a body.
 #[allow(clippy::too_many_arguments)]
 async fn send_receive<S: Stream>(
     pool: &Pool,
@@ -120,6 +127,7 @@ async fn send_receive<S: Stream>(
     shape: Shape<'_>,
     touched: &mut bool,
     interim: &mut Vec<u8>,
+    sent: Instant,
 ) -> Result<(ResponseHead, bool), Fail> {
     let timeout = pool.request_timeout;
     let (mut r, mut w) = upstream::split(&mut up.stream);
@@ -133,7 +141,7 @@ async fn send_receive<S: Stream>(
             return Err(Fail::Stale(relay_io(e)));
         }
         let reading = read_head(&mut r, upbuf, shape.method, interim);
-        let got = deadline::kept(up.timer.as_mut(), timeout, reading).await;
+        let got = deadline::kept(up.timer.as_mut(), sent + timeout, reading).await;
         return match got {
             None => Err(Fail::Other(ProxyError::UpstreamTimeout)),
             Some(Err(Fail::Stale(e))) if !shape.replayable => {

@@ -67,6 +67,8 @@ fn drive<S: Stream>(
 ) -> impl Future<Output = ()> + Send {
     async move {
         let mut leftover: Option<Buf> = None;
+        // When the last exchange ended: the wait for the next request starts there.
+        let mut ended: Option<Instant> = None;
         // Bounds every wait for a next request (see `deadline::kept`).
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
         // Ends those waits on shutdown. Kept for the connection's life like the timer: a wait
@@ -86,7 +88,7 @@ fn drive<S: Stream>(
                     } else {
                         shared.client_idle_timeout
                     };
-                    let now = Instant::now();
+                    let now = ended.take().unwrap_or_else(Instant::now);
                     let until = resumed.take().unwrap_or(now + wait);
                     // Quiet for the grace, a long wait for a next request goes on off the
                     // task (`park`). Not a first one: it is bounded by
@@ -149,16 +151,17 @@ fn drive<S: Stream>(
             // stack and copied all of it, the largest copy of the request path.
             let slot = Box::new_uninit();
             let exchange = forward::exchange(&mut conn.stream, &mut buf, head, &conn.cx);
-            let keep = Box::into_pin(Box::write(slot, exchange)).await;
-            if !keep || *conn.shutdown.borrow() {
+            let done = Box::into_pin(Box::write(slot, exchange)).await;
+            if done.is_none() || *conn.shutdown.borrow() {
                 buf.release();
-                if keep {
+                if done.is_some() {
                     // Kept alive until shutdown: the client may be sending its next request.
                     Box::pin(linger(&mut conn.stream)).await;
                 }
                 return;
             }
             leftover = Some(buf);
+            ended = done;
             first = false;
         }
     }
@@ -207,7 +210,7 @@ async fn next_bytes<S: Stream>(
             () = stop => Next::End,
         }
     };
-    deadline::kept_until(timer, until, waiting)
+    deadline::kept(timer, until, waiting)
         .await
         .unwrap_or(Next::Quiet)
 }

@@ -109,15 +109,10 @@ impl<F: Future> Future for Kept<'_, F> {
     }
 }
 
-/// `fut`'s output, unless it waits longer than `wait` (`None`), on `timer`: a timer the
-/// caller keeps across waits, moved to now + `wait` here.
-pub fn kept<F: Future>(mut timer: Pin<&mut Sleep>, wait: Duration, fut: F) -> Kept<'_, F> {
-    timer.as_mut().reset(Instant::now() + wait);
-    Kept { fut, timer }
-}
-
-/// [`kept`] with the wait's end given: `fut`'s output, unless it is still waiting at `until`.
-pub fn kept_until<F: Future>(mut timer: Pin<&mut Sleep>, until: Instant, fut: F) -> Kept<'_, F> {
+/// `fut`'s output, unless it is still waiting at `until` (`None`), on `timer`: a timer the
+/// caller keeps across waits, moved to `until` here. The caller gives the deadline from a
+/// clock reading it has (one per exchange), not one taken here.
+pub fn kept<F: Future>(mut timer: Pin<&mut Sleep>, until: Instant, fut: F) -> Kept<'_, F> {
     timer.as_mut().reset(until);
     Kept { fut, timer }
 }
@@ -152,13 +147,17 @@ mod tests {
     async fn a_kept_timer_bounds_each_wait_from_its_own_start() {
         let mut timer = new_timer();
         for _ in 0..3 {
-            let ready = kept(timer.as_mut(), Duration::from_secs(30), async { 1 });
+            let ready = kept(
+                timer.as_mut(),
+                Instant::now() + Duration::from_secs(30),
+                async { 1 },
+            );
             assert_eq!(ready.await, Some(1));
         }
         // The deadline moved back (30 s, then 5 ms): the wait still ends at 5 ms.
         let stuck = kept(
             timer.as_mut(),
-            Duration::from_millis(5),
+            Instant::now() + Duration::from_millis(5),
             std::future::pending::<()>(),
         );
         assert_eq!(stuck.await, None);
@@ -168,12 +167,17 @@ mod tests {
             2
         };
         assert_eq!(
-            kept(timer.as_mut(), Duration::from_secs(30), late).await,
+            kept(
+                timer.as_mut(),
+                Instant::now() + Duration::from_secs(30),
+                late
+            )
+            .await,
             Some(2)
         );
         let stuck = kept(
             timer.as_mut(),
-            Duration::from_millis(5),
+            Instant::now() + Duration::from_millis(5),
             std::future::pending::<()>(),
         );
         assert_eq!(stuck.await, None);

@@ -15,6 +15,7 @@ use std::io;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 
 use super::attempt::{attempt_once, BodyIn, Got, Shape};
 use super::bridge;
@@ -31,14 +32,14 @@ use crate::http::{affinity, headers, request_id, target, ConnContext, ProxyError
 use crate::select::{self, Tried};
 use crate::{client_ip, clock};
 
-/// Serves one request whose head is parsed; `buf` starts with it. `true`: the connection
-/// may carry another request.
+/// Serves one request whose head is parsed; `buf` starts with it. `Some(when it ended)`:
+/// the connection may carry another request (its wait for one starts then).
 pub async fn exchange<S: Stream>(
     client: &mut S,
     buf: &mut Buf,
     head: RequestHead,
     cx: &ConnContext,
-) -> bool {
+) -> Option<Instant> {
     let snapshot = cx.shared.snapshot.load_full();
     let snapshot = &*snapshot;
     let listener = snapshot.listener(cx.listener);
@@ -63,7 +64,9 @@ pub async fn exchange<S: Stream>(
         ($err:expr) => {{
             let mut resp = exchange.refuse(&$err, listener);
             local::hsts(listener, resp.headers_mut());
-            return write_response(client, version, resp, !reusable, send_timeout).await;
+            return write_response(client, version, resp, !reusable, send_timeout)
+                .await
+                .then(Instant::now);
         }};
     }
     let Some(listener) = listener else {
@@ -101,7 +104,9 @@ pub async fn exchange<S: Stream>(
     match local::decide(&parts, listener, &cx.shared.acme) {
         Some(Local::Answer(resp)) => {
             let resp = exchange.answer(resp, Some(listener));
-            return write_response(client, version, resp, !reusable, send_timeout).await;
+            return write_response(client, version, resp, !reusable, send_timeout)
+                .await
+                .then(Instant::now);
         }
         Some(Local::Refuse(e)) => reject!(e),
         None => {}
@@ -129,7 +134,7 @@ pub async fn exchange<S: Stream>(
             && buf.is_empty()
             && !relay::send(client, b"HTTP/1.1 100 Continue\r\n\r\n", send_timeout).await
         {
-            return false;
+            return None;
         }
         if buf.is_empty() {
             match tokio::time::timeout(body_timeout, buf.fill(client, SIZE)).await {
@@ -181,7 +186,14 @@ pub async fn exchange<S: Stream>(
         },
     };
     let mut touched = false;
-    let mut now = clock::now_ms();
+    // The exchange's clock reading (its start) serves the first attempt, unless a body was
+    // awaited since; a retry reads the clock again.
+    let mut at = if prefetched {
+        Instant::now()
+    } else {
+        Instant::from_std(exchange.started())
+    };
+    let mut now = clock::ms_at(at.into_std());
     pool.budget.record_request(now);
     let mut tried = Tried::default();
     let mut error = ProxyError::NoBackend;
@@ -189,7 +201,8 @@ pub async fn exchange<S: Stream>(
     let mut served = None;
     for attempt in 0..=pool.retries {
         if attempt > 0 {
-            now = clock::now_ms();
+            at = Instant::now();
+            now = clock::ms_at(at.into_std());
             if touched || !pool.budget.try_retry(now) {
                 break;
             }
@@ -221,7 +234,7 @@ pub async fn exchange<S: Stream>(
             .await
             .map(Answer::Bridged)
         } else {
-            attempt_once(target, index, client, buf, shape, &mut touched)
+            attempt_once(target, index, client, buf, shape, &mut touched, at)
                 .await
                 .map(Answer::Engine)
         };
@@ -299,7 +312,9 @@ pub async fn exchange<S: Stream>(
                 trailers,
                 send_timeout,
             };
-            return Box::pin(bridge::respond(client, buf, (resp, early), finish, reply)).await;
+            return Box::pin(bridge::respond(client, buf, (resp, early), finish, reply))
+                .await
+                .then(Instant::now);
         }
     };
     let Got {
@@ -350,7 +365,7 @@ pub async fn exchange<S: Stream>(
         let bytes = tunnel(client, buf, &mut up, &upbuf, &out, send_timeout).await;
         finish.complete(bytes, false);
         upbuf.release();
-        return false;
+        return None;
     }
     let limits = Limits {
         max: 0,
@@ -370,20 +385,20 @@ pub async fn exchange<S: Stream>(
     let flushed = relayed.is_ok() && relay::flush(client).await.is_ok();
     match relayed {
         Ok(bytes) => {
-            finish.complete(bytes, false);
+            let end = finish.complete(bytes, false);
             // Reused only when both messages ended where their framing said (an early
             // answer left the request body unfinished on it).
             if !early && !resp.close && upbuf.is_empty() && resp.framing != Framing::Close {
-                up.release();
+                up.release(end);
             }
             upbuf.release();
-            flushed && !close
+            (flushed && !close).then(|| Instant::from_std(end))
         }
         Err(_) => {
             // The upstream body broke off or the client stopped reading: the client's
             // connection is dropped unfinished (it must not take a cut body as whole).
             finish.complete(0, false);
-            false
+            None
         }
     }
 }

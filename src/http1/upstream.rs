@@ -48,12 +48,12 @@ thread_local! {
 }
 
 impl Upstream {
-    /// Back to this worker's idle list (its exchange ended cleanly).
-    pub fn release(mut self) {
+    /// Back to this worker's idle list (its exchange ended cleanly `at`).
+    pub fn release(mut self, at: Instant) {
         if self.slot.state().slot_waiters() > 0 {
             return;
         }
-        self.since = Instant::now();
+        self.since = at;
         self.reused = true;
         IDLE.with(|pool| {
             let mut pool = pool.borrow_mut();
@@ -87,13 +87,19 @@ fn still_open(stream: &mut UpstreamIo) -> bool {
     matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-/// An idle connection to `backend` of `pool`, else a new one under the pool's cap.
-pub async fn checkout(pool: &Pool, backend: &Backend) -> Result<Upstream, ProxyError> {
+/// An idle connection to `backend` of `pool`, else a new one under the pool's cap. `now`:
+/// the exchange's clock reading, against which idle connections are aged.
+pub async fn checkout(
+    pool: &Pool,
+    backend: &Backend,
+    now: Instant,
+) -> Result<Upstream, ProxyError> {
     let key = Key::of(pool, backend);
     loop {
         let idle = IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(Vec::pop));
         let Some(mut idle) = idle else { break };
-        if idle.since.elapsed() < pool.idle_timeout && still_open(&mut idle.stream) {
+        let age = now.saturating_duration_since(idle.since);
+        if age < pool.idle_timeout && still_open(&mut idle.stream) {
             return Ok(idle);
         }
     }
