@@ -52,28 +52,97 @@ const NEVER_CONNECTION_NAMED: [HeaderName; 7] = [
     header::VIA,
 ];
 
+/// Which of the fields the request path looks up by name a request has. The engine notes
+/// them while it builds the map (`note`, once per field), so the lookups of names a request
+/// lacks, a hash and a probe each (about 90 instructions: a plain GET lacks most of them,
+/// and they were the largest item of the engine's per-request work after parsing), are
+/// skipped. A map built elsewhere (hyper's, for h2) is walked once instead ([`Present::scan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Present(u8);
+
+impl Present {
+    pub const NONE: Present = Present(0);
+    /// Every lookup made: the tests hold the skipping paths to this one.
+    #[cfg(test)]
+    pub const ALL: Present = Present(u8::MAX);
+    pub const CONNECTION: Present = Present(1);
+    pub const TE: Present = Present(1 << 1);
+    pub const UPGRADE: Present = Present(1 << 2);
+    pub const X_FORWARDED_FOR: Present = Present(1 << 3);
+    pub const CONTENT_LENGTH: Present = Present(1 << 4);
+    pub const TRANSFER_ENCODING: Present = Present(1 << 5);
+    pub const EXPECT: Present = Present(1 << 6);
+
+    /// Notes a field of this name.
+    #[inline]
+    pub fn note(&mut self, name: &HeaderName) {
+        let bit = match name.as_str() {
+            "connection" => Self::CONNECTION,
+            "te" => Self::TE,
+            "upgrade" => Self::UPGRADE,
+            "x-forwarded-for" => Self::X_FORWARDED_FOR,
+            "content-length" => Self::CONTENT_LENGTH,
+            "transfer-encoding" => Self::TRANSFER_ENCODING,
+            "expect" => Self::EXPECT,
+            _ => return,
+        };
+        self.0 |= bit.0;
+    }
+
+    /// What `headers` has, by one walk over it.
+    pub fn scan(headers: &HeaderMap) -> Present {
+        let mut present = Present::NONE;
+        for name in headers.keys() {
+            present.note(name);
+        }
+        present
+    }
+
+    /// Whether a field of `name`'s kind may be there (`name`: one of the constants).
+    #[inline]
+    pub fn has(self, name: Present) -> bool {
+        self.0 & name.0 != 0
+    }
+}
+
+impl std::ops::BitOr for Present {
+    type Output = Present;
+    fn bitor(self, other: Present) -> Present {
+        Present(self.0 | other.0)
+    }
+}
+
 /// Refuses what must not be forwarded: a body framed two ways, several or no `Host` on
 /// HTTP/1.1, a CONNECT (Fulcrum is a reverse proxy, not a forward one).
 ///
 /// An HTTP/1 request never shows both framing headers here (hyper drops `Content-Length`);
 /// `framing` catches that case on the raw bytes. This check covers every other path.
-pub fn check_request(parts: &Parts) -> Result<(), ProxyError> {
+///
+/// `present`: which looked-up fields the request may have (a lookup of one it lacks is
+/// skipped).
+pub fn check_request(parts: &Parts, present: Present) -> Result<(), ProxyError> {
     let h = &parts.headers;
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+    if present.has(Present::TRANSFER_ENCODING)
+        && present.has(Present::CONTENT_LENGTH)
+        && h.contains_key(header::TRANSFER_ENCODING)
+        && h.contains_key(header::CONTENT_LENGTH)
+    {
         return Err(ProxyError::BadRequest(
             "both Content-Length and Transfer-Encoding",
         ));
     }
-    let mut cl = h.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = cl.next() {
-        if cl.any(|other| other != first)
-            || first
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .is_none()
-        {
-            return Err(ProxyError::BadRequest("invalid Content-Length"));
+    if present.has(Present::CONTENT_LENGTH) {
+        let mut cl = h.get_all(header::CONTENT_LENGTH).iter();
+        if let Some(first) = cl.next() {
+            if cl.any(|other| other != first)
+                || first
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .is_none()
+            {
+                return Err(ProxyError::BadRequest("invalid Content-Length"));
+            }
         }
     }
     let mut hosts = h.get_all(header::HOST).iter();
@@ -109,8 +178,11 @@ const ALLOWED_UPGRADE: &str = "websocket";
 /// Whether the client asks to switch to an allowed protocol (WebSocket); HTTP/1.1 only. Any
 /// other `Upgrade` is dropped as hop-by-hop and the request goes as a plain one (RFC 9110
 /// 7.8 lets the server ignore it).
-pub fn is_upgrade(parts: &Parts) -> bool {
+/// `present` as for [`check_request`].
+pub fn is_upgrade(parts: &Parts, present: Present) -> bool {
     parts.version == Version::HTTP_11
+        && present.has(Present::UPGRADE)
+        && present.has(Present::CONNECTION)
         && offers_allowed_upgrade(&parts.headers)
         && connection_has(&parts.headers, "upgrade")
 }

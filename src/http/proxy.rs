@@ -128,7 +128,11 @@ pub async fn handle(
     }
     let (mut parts, body) = req.into_parts();
     let version = parts.version;
-    if let Err(err) = headers::check_request(&parts).and_then(|()| target::check_target(&parts)) {
+    // Nothing below adds a field `Present` tracks before the last lookup that uses it.
+    let present = headers::Present::scan(&parts.headers);
+    if let Err(err) =
+        headers::check_request(&parts, present).and_then(|()| target::check_target(&parts))
+    {
         reject!(err);
     }
     // The host is the target's authority when it has one; `Host` says so from here on.
@@ -186,7 +190,7 @@ pub async fn handle(
         }
     };
     let prefetched = !body.is_end_stream();
-    let upgrade = headers::is_upgrade(&parts);
+    let upgrade = headers::is_upgrade(&parts, present);
     let client_upgrade = if upgrade {
         parts.extensions.remove::<OnUpgrade>()
     } else {

@@ -49,6 +49,7 @@ pub async fn exchange<S: Stream>(
         len,
         close: close_request,
         expect_continue,
+        present,
     } = head;
     buf.consume(len);
     let version = parts.version;
@@ -97,7 +98,9 @@ pub async fn exchange<S: Stream>(
     if let Err(wait) = listener.limits.check_request(client_addr) {
         reject!(ProxyError::RateLimited(wait));
     }
-    if let Err(err) = headers::check_request(&parts).and_then(|()| target::check_target(&parts)) {
+    if let Err(err) =
+        headers::check_request(&parts, present).and_then(|()| target::check_target(&parts))
+    {
         reject!(err);
     }
     target::normalize_host(&mut parts);
@@ -148,14 +151,15 @@ pub async fn exchange<S: Stream>(
             reject!(ProxyError::BadRequest("malformed request body"));
         }
     }
-    let upgrade = headers::is_upgrade(&parts);
+    let upgrade = headers::is_upgrade(&parts, present);
     let affinity = affinity::extract(&pool.balancer, &mut parts, client_addr);
     let client_version = parts.version;
-    let trailers = parts
-        .headers
-        .get_all(header::TE)
-        .iter()
-        .any(|v| head::lists(v.as_bytes(), "trailers"));
+    let trailers = present.has(headers::Present::TE)
+        && parts
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| head::lists(v.as_bytes(), "trailers"));
     let method = parts.method.clone();
     // The upstream head is written from the client's fields in one pass (no map edits).
     let mut up_head = Vec::with_capacity(512);
@@ -167,6 +171,7 @@ pub async fn exchange<S: Stream>(
         body_prefetched: prefetched,
         ids: &ids,
         cert: cx.client_cert.as_ref().map(Option::as_deref),
+        present,
     };
     headers::write_fields(&mut up_head, &parts, &upstream);
     request_id::write_lines(&mut up_head, &ids);

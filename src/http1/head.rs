@@ -14,7 +14,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use crate::http::headers as http_headers;
+use crate::http::headers::{self as http_headers, Present};
 
 /// Heads longer than this are refused: 431, or 414 when the request line alone is longer.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -63,6 +63,8 @@ pub struct RequestHead {
     pub close: bool,
     /// `Expect: 100-continue`.
     pub expect_continue: bool,
+    /// Which fields the request path looks up by name it has (noted as the map was built).
+    pub present: Present,
 }
 
 /// A parsed response head. Its fields are kept as the lines to pass on, not as a map: the
@@ -154,6 +156,7 @@ fn to_map(
     headers: &[httparse::Header<'_>],
     head: &[u8],
     shared: &Bytes,
+    present: &mut Present,
 ) -> Result<HeaderMap, &'static str> {
     // The engine never grows this map (`headers::write_fields` writes the upstream head
     // from it), so the room is for lookups only: at half full, the many lookups of absent
@@ -162,6 +165,7 @@ fn to_map(
     let mut map = HeaderMap::with_capacity(headers.len() * 2);
     for h in headers {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
+        present.note(&name);
         let value = HeaderValue::from_maybe_shared(slice_of(shared, head, h.value))
             .map_err(|_| "invalid header value")?;
         map.append(name, value);
@@ -225,12 +229,14 @@ pub fn parse_request(buf: &[u8]) -> Result<RequestHead, HeadError> {
     let target = slice_of(&shared, head, req.path.unwrap_or("").as_bytes());
     let uri =
         Uri::from_maybe_shared(target).map_err(|_| HeadError::Invalid("invalid request-target"))?;
-    let headers = to_map(req.headers, head, &shared).map_err(HeadError::Invalid)?;
+    let mut present = Present::NONE;
+    let headers = to_map(req.headers, head, &shared, &mut present).map_err(HeadError::Invalid)?;
     let connection = |token| {
-        headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .any(|v| lists(v.as_bytes(), token))
+        present.has(Present::CONNECTION)
+            && headers
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .any(|v| lists(v.as_bytes(), token))
     };
     let close = if version == Version::HTTP_10 {
         !connection("keep-alive")
@@ -238,6 +244,7 @@ pub fn parse_request(buf: &[u8]) -> Result<RequestHead, HeadError> {
         connection("close")
     };
     let expect_continue = version == Version::HTTP_11
+        && present.has(Present::EXPECT)
         && headers
             .get(http::header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
@@ -252,6 +259,7 @@ pub fn parse_request(buf: &[u8]) -> Result<RequestHead, HeadError> {
         len: end,
         close,
         expect_continue,
+        present,
     })
 }
 

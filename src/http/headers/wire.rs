@@ -13,8 +13,9 @@ use http::request::Parts;
 use http::Version;
 
 use super::{
-    connection_named, forwarded_for, te_trailers, ALLOWED_UPGRADE, HOP_BY_HOP, PROXY_CONNECTION,
-    X_CLIENT_CERT_SAN, X_CLIENT_CERT_SUBJECT, X_CLIENT_VERIFY, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    connection_named, forwarded_for, push_ip, te_trailers, Present, ALLOWED_UPGRADE, HOP_BY_HOP,
+    PROXY_CONNECTION, X_CLIENT_CERT_SAN, X_CLIENT_CERT_SUBJECT, X_CLIENT_VERIFY, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
 };
 use crate::http::request_id::{Ids, RequestId};
 use crate::tls::PeerCert;
@@ -32,6 +33,8 @@ pub struct Upstream<'a> {
     pub ids: &'a Ids,
     /// `Some` on an mTLS listener: the client's verified certificate, if it sent one.
     pub cert: Option<Option<&'a PeerCert>>,
+    /// Which looked-up fields the client's map may have (see `Present`).
+    pub present: Present,
 }
 
 /// Writes the upstream request's fields (`name: value\r\n` lines, names in lower case) for
@@ -40,7 +43,11 @@ pub struct Upstream<'a> {
 /// comes last.
 pub fn write_fields(out: &mut Vec<u8>, parts: &Parts, up: &Upstream<'_>) {
     let headers = &parts.headers;
-    let named = connection_named(headers);
+    let named = if up.present.has(Present::CONNECTION) {
+        connection_named(headers)
+    } else {
+        Vec::new()
+    };
     let host = headers.get(header::HOST);
     let generated_id = matches!(up.ids.request_id, RequestId::Generated(_));
     let trace_started = up.ids.started.is_some();
@@ -70,7 +77,7 @@ pub fn write_fields(out: &mut Vec<u8>, parts: &Parts, up: &Upstream<'_>) {
         }
     }
     // The client takes trailers; Fulcrum passes them on, so the backend may send them.
-    let trailers = te_trailers(headers);
+    let trailers = up.present.has(Present::TE) && te_trailers(headers);
     if trailers {
         line(out, header::TE.as_str(), b"trailers");
     }
@@ -84,7 +91,11 @@ pub fn write_fields(out: &mut Vec<u8>, parts: &Parts, up: &Upstream<'_>) {
         line(out, X_FORWARDED_HOST.as_str(), host.as_bytes());
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    forwarded_for(out, headers, up.client);
+    if up.present.has(Present::X_FORWARDED_FOR) {
+        forwarded_for(out, headers, up.client);
+    } else {
+        push_ip(out, up.client.to_canonical());
+    }
     out.extend_from_slice(b"\r\n");
     line(out, X_FORWARDED_PROTO.as_str(), up.proto.as_bytes());
     match up.cert {

@@ -184,3 +184,42 @@ fn a_response_that_is_not_http1_is_told_apart_from_a_malformed_one() {
         Some(HeadError::Partial)
     );
 }
+
+/// What the parser notes as present is what the map holds (a lookup it lets the request path
+/// skip could only have found nothing), and every tracked name is noted in any case.
+#[test]
+fn the_fields_noted_present_are_the_maps() {
+    use crate::http::headers::Present;
+    let heads = [
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nCONNECTION: te\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.1\r\nx-forwarded-for: ::1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET / HTTP/1.0\r\nUser-Agent: x\r\nAccept: */*\r\n\r\n",
+    ];
+    let mut all = Present::NONE;
+    for head in heads {
+        let parsed = parse_request(head.as_bytes()).unwrap();
+        assert_eq!(
+            parsed.present,
+            Present::scan(&parsed.parts.headers),
+            "{head:?}"
+        );
+        all = all | parsed.present;
+    }
+    for name in [
+        Present::CONNECTION,
+        Present::TE,
+        Present::UPGRADE,
+        Present::X_FORWARDED_FOR,
+        Present::CONTENT_LENGTH,
+        Present::TRANSFER_ENCODING,
+        Present::EXPECT,
+    ] {
+        assert!(all.has(name), "{name:?} never noted");
+    }
+    let plain = parse_request(heads[0].as_bytes()).unwrap().present;
+    assert_eq!(plain, Present::NONE);
+}
