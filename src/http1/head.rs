@@ -72,9 +72,10 @@ pub struct RequestHead {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
-    /// The fields passed on to the client, as `name: value\r\n` lines with names in lower
-    /// case, in the backend's order: hop-by-hop fields and those its `Connection` names are
-    /// left out (RFC 9110 7.6.1); a 101 keeps its `Upgrade`, with `connection: upgrade`.
+    /// The fields passed on to the client, the backend's own lines as it wrote them (names
+    /// in its case, as nginx passes them), in its order: hop-by-hop fields and those its
+    /// `Connection` names are left out (RFC 9110 7.6.1); a 101 keeps its `Upgrade`, with
+    /// `connection: upgrade`.
     pub fields: Vec<u8>,
     /// A `strict-transport-security` line is among `fields`.
     pub sts: bool,
@@ -295,10 +296,19 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
     let (mut framing, mut close) = framing_of(fields(), false).map_err(HeadError::Invalid)?;
     let version = version_of(resp.version);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let passed = pass_on(resp.headers, switching);
-    let has_length = fields().any(|(n, _)| {
-        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
-    });
+    let passed = pass_on(resp.headers, head, switching);
+    // One walk for what the framing and the connection's fate need from the fields.
+    let (mut has_length, mut says_close, mut says_keep_alive) = (false, false, false);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            says_close |= lists(h.value, "close");
+            says_keep_alive |= lists(h.value, "keep-alive");
+        } else if h.name.eq_ignore_ascii_case("content-length")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            has_length = true;
+        }
+    }
     // RFC 9112 6.3: HEAD, 1xx, 204 and 304 have no body whatever the head says; a response
     // with neither header runs to the close.
     if *method == Method::HEAD
@@ -311,15 +321,10 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
         framing = Framing::Close;
         close = true;
     }
-    let connection = |token| {
-        resp.headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("connection") && lists(h.value, token))
-    };
     close |= if version == Version::HTTP_10 {
-        !connection("keep-alive")
+        !says_keep_alive
     } else {
-        connection("close")
+        says_close
     };
     Ok(ResponseHead {
         status,
@@ -339,10 +344,13 @@ struct Passed {
     offers_upgrade: bool,
 }
 
-/// The response fields to pass on, as lines (see [`ResponseHead::fields`]). httparse's
-/// default rules for names (tokens) and values (no control bytes but HTAB, no DEL) are
-/// `HeaderName`'s and `HeaderValue`'s, so what it parsed needs no second check.
-fn pass_on(headers: &[httparse::Header<'_>], switching: bool) -> Passed {
+/// The response fields to pass on, as lines (see [`ResponseHead::fields`]): runs of the
+/// lines kept are copied from `head` whole, one copy per run (a plain response drops only
+/// its `Connection`), rather than written again field by field. httparse's default rules
+/// for names (tokens) and values (no control bytes but HTAB, no DEL) are `HeaderName`'s and
+/// `HeaderValue`'s, and the head has no obs-fold (httparse refuses it) and no bare LF
+/// (refused before), so its lines need no second check.
+fn pass_on(headers: &[httparse::Header<'_>], head: &[u8], switching: bool) -> Passed {
     let is = |h: &httparse::Header<'_>, name: &str| h.name.eq_ignore_ascii_case(name);
     let connection = || headers.iter().filter(|h| is(h, "connection"));
     // Most `Connection` fields list only `keep-alive` or `close` (and fixed hop-by-hop
@@ -357,36 +365,67 @@ fn pass_on(headers: &[httparse::Header<'_>], switching: bool) -> Passed {
         })
     });
     let mut out = Passed {
-        fields: Vec::with_capacity(
-            headers
-                .iter()
-                .map(|h| h.name.len() + h.value.len() + 4)
-                .sum(),
-        ),
+        fields: Vec::with_capacity(head.len()),
         sts: false,
         offers_upgrade: false,
     };
     let mut upgrade: Option<&[u8]> = None;
-    for h in headers {
+    // The run of kept fields (indices) not yet copied.
+    let mut run: Option<usize> = None;
+    for (i, h) in headers.iter().enumerate() {
         if is(h, "upgrade") {
             upgrade.get_or_insert(h.value);
             out.offers_upgrade |= http_headers::offers_allowed(std::iter::once(h.value));
         }
-        if http_headers::is_hop_by_hop(h.name)
+        let dropped = http_headers::is_hop_by_hop(h.name)
             || (names_fields
                 && http_headers::connection_may_remove(h.name)
-                && connection().any(|c| lists(c.value, h.name)))
-        {
+                && connection().any(|c| lists(c.value, h.name)));
+        if dropped {
+            if let Some(first) = run.take() {
+                copy_lines(&mut out.fields, head, headers, first..i);
+            }
             continue;
         }
         out.sts |= is(h, "strict-transport-security");
-        write_field(&mut out.fields, h.name, h.value);
+        run.get_or_insert(i);
+    }
+    if let Some(first) = run {
+        copy_lines(&mut out.fields, head, headers, first..headers.len());
     }
     if let (true, Some(protocol)) = (switching, upgrade) {
         write_field(&mut out.fields, "upgrade", protocol);
         out.fields.extend_from_slice(b"connection: upgrade\r\n");
     }
     out
+}
+
+/// The lines of `fields[run]` into `out`, copied from `head` in one piece: from the run's
+/// first name to the next field's name, or to the head's final CRLF. Should that range not
+/// be the run's lines (it always is for what httparse parsed from `head`), each field is
+/// written on its own.
+fn copy_lines(
+    out: &mut Vec<u8>,
+    head: &[u8],
+    fields: &[httparse::Header<'_>],
+    run: std::ops::Range<usize>,
+) {
+    let base = head.as_ptr() as usize;
+    let at = |h: &httparse::Header<'_>| (h.name.as_ptr() as usize).checked_sub(base);
+    let from = fields.get(run.start).and_then(at);
+    let to = match fields.get(run.end) {
+        Some(next) => at(next),
+        None => head.len().checked_sub(2),
+    };
+    let lines = from.zip(to).and_then(|(from, to)| head.get(from..to));
+    match lines {
+        Some(lines) if lines.ends_with(b"\r\n") => out.extend_from_slice(lines),
+        _ => {
+            for h in fields.get(run).unwrap_or_default() {
+                write_field(out, h.name, h.value);
+            }
+        }
+    }
 }
 
 /// `name: value\r\n` into `out`, the name in lower case.
@@ -402,7 +441,11 @@ pub fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 pub fn write_fields_without_sts(out: &mut Vec<u8>, fields: &[u8]) {
     const STS: &[u8] = b"strict-transport-security:";
     for line in fields.split_inclusive(|&b| b == b'\n') {
-        if !line.starts_with(STS) {
+        // The backend's lines keep its case.
+        if !line
+            .get(..STS.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(STS))
+        {
             out.extend_from_slice(line);
         }
     }

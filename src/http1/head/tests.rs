@@ -123,11 +123,12 @@ fn response_fields_are_passed_on_as_lines_without_hop_by_hop_ones() {
         "Strict-Transport-Security: max-age=1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"
     ))
     .unwrap();
+    // The backend's own lines, its case kept, in runs around what is dropped.
     assert_eq!(
         std::str::from_utf8(&r.fields).unwrap(),
         concat!(
-            "server: nginx\r\ncontent-length: 2\r\n",
-            "strict-transport-security: max-age=1\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n"
+            "Server: nginx\r\nContent-Length: 2\r\n",
+            "Strict-Transport-Security: max-age=1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
         )
     );
     assert!(r.sts && !r.offers_upgrade);
@@ -135,12 +136,21 @@ fn response_fields_are_passed_on_as_lines_without_hop_by_hop_ones() {
     write_fields_without_sts(&mut out, &r.fields);
     assert_eq!(
         std::str::from_utf8(&out).unwrap(),
-        "server: nginx\r\ncontent-length: 2\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n"
+        "Server: nginx\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
     );
     // `Connection` cannot remove the framing; a field named like its `close` option stays.
     let keep = resp("HTTP/1.1 200 OK\r\nConnection: content-length, close\r\nClose: x\r\nContent-Length: 0\r\n\r\n")
         .unwrap();
-    assert_eq!(keep.fields, b"close: x\r\ncontent-length: 0\r\n");
+    assert_eq!(keep.fields, b"Close: x\r\nContent-Length: 0\r\n");
+    // Lines go as they came (spacing too); dropped ones first, last and in between.
+    let spaced = resp(concat!(
+        "HTTP/1.1 200 OK\r\nKeep-Alive: 1\r\nA:b\r\nB:   c  \r\nTE: x\r\n",
+        "Content-Length: 0\r\nUpgrade: y\r\n\r\n"
+    ))
+    .unwrap();
+    assert_eq!(spaced.fields, b"A:b\r\nB:   c  \r\nContent-Length: 0\r\n");
+    let none = resp("HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+    assert!(none.fields.is_empty());
     // A 101 keeps the protocol it switches to.
     let up = resp(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
