@@ -253,15 +253,51 @@ fn te_trailers(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Removes hop-by-hop headers: the fixed list and those the `Connection` header names, but
-/// never one of [`NEVER_CONNECTION_NAMED`].
-/// Whether a field of this name is hop-by-hop whatever `Connection` says: the fixed list and
-/// `Proxy-Connection` (for heads rewritten line by line, as [`strip_hop_by_hop`] does maps).
-pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
-        || name.eq_ignore_ascii_case(PROXY_CONNECTION.as_str())
+/// What a field of an HTTP/1 head is, told once per field from its raw name (a length
+/// switch, then one case-insensitive compare): the engine decides the framing, the
+/// connection's fate and what is passed on from it, where comparing each name with each of a
+/// dozen names cost more than parsing the head. Hop-by-hop whatever `Connection` says: the
+/// fixed list [`HOP_BY_HOP`] and `Proxy-Connection`, as [`strip_hop_by_hop`] removes them
+/// from maps (a test holds the two lists together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    StrictTransportSecurity,
+    /// Another hop-by-hop field (`TE`, `Keep-Alive`, `Proxy-*`, `HTTP2-Settings`).
+    HopByHop,
+    Other,
+}
+
+impl Field {
+    pub fn of(name: &str) -> Field {
+        let n = name.as_bytes();
+        let is = |known: &[u8]| n.eq_ignore_ascii_case(known);
+        match n.len() {
+            2 if is(b"te") => Field::HopByHop,
+            7 if is(b"upgrade") => Field::Upgrade,
+            10 if is(b"connection") => Field::Connection,
+            10 if is(b"keep-alive") => Field::HopByHop,
+            14 if is(b"content-length") => Field::ContentLength,
+            14 if is(b"http2-settings") => Field::HopByHop,
+            16 if is(b"proxy-connection") => Field::HopByHop,
+            17 if is(b"transfer-encoding") => Field::TransferEncoding,
+            18 if is(b"proxy-authenticate") => Field::HopByHop,
+            19 if is(b"proxy-authorization") => Field::HopByHop,
+            25 if is(b"strict-transport-security") => Field::StrictTransportSecurity,
+            _ => Field::Other,
+        }
+    }
+
+    /// Never passed on, whatever `Connection` says.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Field::Connection | Field::TransferEncoding | Field::Upgrade | Field::HopByHop
+        )
+    }
 }
 
 /// Whether a `Connection` header that names this field removes it (not `Host`, the framing
@@ -294,6 +330,8 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
+/// Removes hop-by-hop headers: the fixed list and those the `Connection` header names, but
+/// never one of [`NEVER_CONNECTION_NAMED`].
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry no hop-by-hop header, or only `Connection`: one pass over the names
     // (standard names compare as enum tags) spares the removals' hash lookups.

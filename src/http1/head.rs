@@ -14,7 +14,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use crate::http::headers::{self as http_headers, Present};
+use crate::http::headers::{self as http_headers, Field, Present};
 
 /// Heads longer than this are refused: 431, or 414 when the request line alone is longer.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -95,13 +95,13 @@ fn bare_lf(head: &[u8]) -> bool {
 /// What the length and coding headers say, from their raw values. `request`: a
 /// `Transfer-Encoding` not ending in `chunked` is refused (RFC 9112 6.3 item 4).
 fn framing_of<'h>(
-    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    headers: impl Iterator<Item = (Field, &'h [u8])>,
     request: bool,
 ) -> Result<(Framing, bool), &'static str> {
     let mut length: Option<u64> = None;
     let mut chunked = None;
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("content-length") {
+    for (field, value) in headers {
+        if field == Field::ContentLength {
             // A list ("5, 5") or a repeated field with the same value is still refused: the
             // retired hyper path refused disagreeing ones only; nothing legitimate sends either.
             let digits = value.trim_ascii();
@@ -116,7 +116,7 @@ fn framing_of<'h>(
                 return Err("invalid Content-Length");
             }
             length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if field == Field::TransferEncoding {
             let last = value
                 .split(|&b| b == b',')
                 .map(<[u8]>::trim_ascii)
@@ -221,8 +221,8 @@ pub fn parse_request(buf: &[u8]) -> Result<RequestHead, HeadError> {
     if bare_lf(head) {
         return Err(HeadError::Invalid("bare LF"));
     }
-    let fields = || req.headers.iter().map(|h| (h.name, h.value));
-    let (framing, _) = framing_of(fields(), true).map_err(HeadError::Invalid)?;
+    let fields = req.headers.iter().map(|h| (Field::of(h.name), h.value));
+    let (framing, _) = framing_of(fields, true).map_err(HeadError::Invalid)?;
     let version = version_of(req.version);
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Invalid("invalid method"))?;
@@ -292,21 +292,27 @@ pub fn parse_response(buf: &[u8], method: &Method) -> Result<ResponseHead, HeadE
     }
     let status = StatusCode::from_u16(resp.code.unwrap_or(0))
         .map_err(|_| HeadError::Invalid("invalid status"))?;
-    let fields = || resp.headers.iter().map(|h| (h.name, h.value));
-    let (mut framing, mut close) = framing_of(fields(), false).map_err(HeadError::Invalid)?;
+    let mut kinds = [Field::Other; MAX_HEADERS];
+    for (kind, h) in kinds.iter_mut().zip(resp.headers.iter()) {
+        *kind = Field::of(h.name);
+    }
+    let kinds = &kinds[..resp.headers.len().min(MAX_HEADERS)];
+    let fields = || kinds.iter().zip(resp.headers.iter());
+    let (mut framing, mut close) =
+        framing_of(fields().map(|(k, h)| (*k, h.value)), false).map_err(HeadError::Invalid)?;
     let version = version_of(resp.version);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let passed = pass_on(resp.headers, head, switching);
+    let passed = pass_on(resp.headers, kinds, head, switching);
     // One walk for what the framing and the connection's fate need from the fields.
     let (mut has_length, mut says_close, mut says_keep_alive) = (false, false, false);
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            says_close |= lists(h.value, "close");
-            says_keep_alive |= lists(h.value, "keep-alive");
-        } else if h.name.eq_ignore_ascii_case("content-length")
-            || h.name.eq_ignore_ascii_case("transfer-encoding")
-        {
-            has_length = true;
+    for (kind, h) in fields() {
+        match kind {
+            Field::Connection => {
+                says_close |= lists(h.value, "close");
+                says_keep_alive |= lists(h.value, "keep-alive");
+            }
+            Field::ContentLength | Field::TransferEncoding => has_length = true,
+            _ => {}
         }
     }
     // RFC 9112 6.3: HEAD, 1xx, 204 and 304 have no body whatever the head says; a response
@@ -350,9 +356,18 @@ struct Passed {
 /// for names (tokens) and values (no control bytes but HTAB, no DEL) are `HeaderName`'s and
 /// `HeaderValue`'s, and the head has no obs-fold (httparse refuses it) and no bare LF
 /// (refused before), so its lines need no second check.
-fn pass_on(headers: &[httparse::Header<'_>], head: &[u8], switching: bool) -> Passed {
-    let is = |h: &httparse::Header<'_>, name: &str| h.name.eq_ignore_ascii_case(name);
-    let connection = || headers.iter().filter(|h| is(h, "connection"));
+fn pass_on(
+    headers: &[httparse::Header<'_>],
+    kinds: &[Field],
+    head: &[u8],
+    switching: bool,
+) -> Passed {
+    let fields = || kinds.iter().copied().zip(headers.iter());
+    let connection = || {
+        fields()
+            .filter(|(k, _)| *k == Field::Connection)
+            .map(|(_, h)| h)
+    };
     // Most `Connection` fields list only `keep-alive` or `close` (and fixed hop-by-hop
     // names): then no other field needs looking up in them.
     let names_fields = connection().any(|c| {
@@ -361,7 +376,7 @@ fn pass_on(headers: &[httparse::Header<'_>], head: &[u8], switching: bool) -> Pa
             !t.is_empty()
                 && !t.eq_ignore_ascii_case(b"keep-alive")
                 && !t.eq_ignore_ascii_case(b"close")
-                && !std::str::from_utf8(t).is_ok_and(http_headers::is_hop_by_hop)
+                && !std::str::from_utf8(t).is_ok_and(|t| Field::of(t).is_hop_by_hop())
         })
     });
     let mut out = Passed {
@@ -372,12 +387,12 @@ fn pass_on(headers: &[httparse::Header<'_>], head: &[u8], switching: bool) -> Pa
     let mut upgrade: Option<&[u8]> = None;
     // The run of kept fields (indices) not yet copied.
     let mut run: Option<usize> = None;
-    for (i, h) in headers.iter().enumerate() {
-        if is(h, "upgrade") {
+    for (i, (kind, h)) in fields().enumerate() {
+        if kind == Field::Upgrade {
             upgrade.get_or_insert(h.value);
             out.offers_upgrade |= http_headers::offers_allowed(std::iter::once(h.value));
         }
-        let dropped = http_headers::is_hop_by_hop(h.name)
+        let dropped = kind.is_hop_by_hop()
             || (names_fields
                 && http_headers::connection_may_remove(h.name)
                 && connection().any(|c| lists(c.value, h.name)));
@@ -387,7 +402,7 @@ fn pass_on(headers: &[httparse::Header<'_>], head: &[u8], switching: bool) -> Pa
             }
             continue;
         }
-        out.sts |= is(h, "strict-transport-security");
+        out.sts |= kind == Field::StrictTransportSecurity;
         run.get_or_insert(i);
     }
     if let Some(first) = run {

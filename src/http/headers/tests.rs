@@ -247,3 +247,44 @@ fn addresses_are_written_as_display_writes_them() {
     assert_eq!(out, b"2001:db8::1");
     assert!(checked > 100);
 }
+
+/// The line path's classification agrees with the map path's hop-by-hop list, in any case,
+/// and tells the fields the engine acts on apart from look-alikes of the same length.
+#[test]
+fn field_kinds_agree_with_the_hop_by_hop_list() {
+    let mut hop: Vec<String> = HOP_BY_HOP.iter().map(|h| h.as_str().to_owned()).collect();
+    hop.push(PROXY_CONNECTION.as_str().to_owned());
+    for name in &hop {
+        for spelled in [name.to_string(), name.to_ascii_uppercase()] {
+            assert!(Field::of(&spelled).is_hop_by_hop(), "{spelled}");
+        }
+    }
+    let others = [
+        "host",
+        "content-type",
+        "Content-Location",
+        "x-connection",
+        "connectio",
+        "trailer",
+        "ta",
+        "upgrades",
+        "keep-alivf",
+        "proxy-authenticatf",
+        "strict-transport-securitx",
+        "x-forwarded-for",
+        "",
+    ];
+    for name in others {
+        assert!(!Field::of(name).is_hop_by_hop(), "{name}");
+    }
+    assert_eq!(Field::of("Content-Length"), Field::ContentLength);
+    assert_eq!(Field::of("TRANSFER-ENCODING"), Field::TransferEncoding);
+    assert_eq!(Field::of("Connection"), Field::Connection);
+    assert_eq!(Field::of("upgrade"), Field::Upgrade);
+    assert_eq!(
+        Field::of("Strict-Transport-Security"),
+        Field::StrictTransportSecurity
+    );
+    assert_eq!(Field::of("http2-settings"), Field::HopByHop);
+    assert_eq!(Field::of("Content-Lengti"), Field::Other);
+}
