@@ -72,12 +72,18 @@ impl Buf {
         }
     }
 
-    /// Reads what `stream` has without waiting (`WouldBlock`: nothing yet).
-    pub fn try_fill(&mut self, stream: &tokio::net::TcpStream) -> io::Result<usize> {
-        if self.v.capacity() - self.v.len() == 0 {
-            self.v.reserve(SIZE);
+    /// Reads what `stream` has without waiting (`WouldBlock`: nothing yet), through its
+    /// `AsyncRead`, polled once: a read shorter than the room clears the socket's readiness
+    /// there (tokio does so on epoll), so the next wait goes straight to the poller. A
+    /// `try_read` kept the readiness, and the next wait for a request began with a read that
+    /// found nothing: one `recv` syscall per request, for nothing.
+    pub fn try_fill(&mut self, stream: &mut tokio::net::TcpStream) -> io::Result<usize> {
+        let reading = std::pin::pin!(self.fill(stream, SIZE));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(reading, &mut cx) {
+            std::task::Poll::Ready(read) => read,
+            std::task::Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
-        stream.try_read_buf(&mut self.v)
     }
 
     /// Reads once from `r`, appending; grows the buffer up to `max` bytes held. `Ok(0)`: end
