@@ -56,19 +56,35 @@ pub fn run<S: Stream>(conn: IdleState<S>) -> impl Future<Output = ()> + Send {
 /// Serves a connection that was parked (`park`) and is ready again: its wait for a next
 /// request goes on to `until`, the deadline it was parked with.
 pub fn resume<S: Stream>(conn: IdleState<S>, until: Instant) -> impl Future<Output = ()> + Send {
-    drive(conn, false, Some(until))
+    drive(
+        conn,
+        false,
+        Some(Mark {
+            at: until,
+            ended: false,
+        }),
+    )
+}
+
+/// What the next wait for a request knows of the time without reading the clock; `None`:
+/// nothing. Kept in the connection's future for its whole life, in 16 bytes (`Instant`'s
+/// spare values hold `Option`'s tag, a byte beside it this one's).
+#[derive(Clone, Copy)]
+struct Mark {
+    at: Instant,
+    /// `at` is when the last exchange ended (the wait starts there); else it is a resumed
+    /// connection's deadline, from when it was parked.
+    ended: bool,
 }
 
 #[allow(clippy::manual_async_fn)] // see `run`
 fn drive<S: Stream>(
     mut conn: IdleState<S>,
     mut first: bool,
-    mut resumed: Option<Instant>,
+    mut mark: Option<Mark>,
 ) -> impl Future<Output = ()> + Send {
     async move {
         let mut leftover: Option<Buf> = None;
-        // When the last exchange ended: the wait for the next request starts there.
-        let mut ended: Option<Instant> = None;
         // Bounds every wait for a next request (see `deadline::kept`).
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
         // Ends those waits on shutdown. Kept for the connection's life like the timer: a wait
@@ -88,8 +104,14 @@ fn drive<S: Stream>(
                     } else {
                         shared.client_idle_timeout
                     };
-                    let now = ended.take().unwrap_or_else(Instant::now);
-                    let until = resumed.take().unwrap_or(now + wait);
+                    let (now, until) = match mark.take() {
+                        Some(Mark { at, ended: true }) => (at, at + wait),
+                        Some(Mark { at, ended: false }) => (Instant::now(), at),
+                        None => {
+                            let now = Instant::now();
+                            (now, now + wait)
+                        }
+                    };
                     // Quiet for the grace, a long wait for a next request goes on off the
                     // task (`park`). Not a first one: it is bounded by
                     // `client_header_timeout`, not the idle timeout the sweeps follow (and a
@@ -151,17 +173,25 @@ fn drive<S: Stream>(
             // stack and copied all of it, the largest copy of the request path.
             let slot = Box::new_uninit();
             let exchange = forward::exchange(&mut conn.stream, &mut buf, head, &conn.cx);
-            let done = Box::into_pin(Box::write(slot, exchange)).await;
-            if done.is_none() || *conn.shutdown.borrow() {
+            let keep = match Box::into_pin(Box::write(slot, exchange)).await {
+                Some(end) => {
+                    mark = Some(Mark {
+                        at: end,
+                        ended: true,
+                    });
+                    true
+                }
+                None => false,
+            };
+            if !keep || *conn.shutdown.borrow() {
                 buf.release();
-                if done.is_some() {
+                if keep {
                     // Kept alive until shutdown: the client may be sending its next request.
                     Box::pin(linger(&mut conn.stream)).await;
                 }
                 return;
             }
             leftover = Some(buf);
-            ended = done;
             first = false;
         }
     }
