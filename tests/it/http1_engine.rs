@@ -2,7 +2,8 @@
 //! (`http1_corpus`: requests as the backend sees them) does not show:
 //! `Expect: 100-continue`, 1xx, HEAD / 204 / 304 without bodies (and a body sent to a HEAD
 //! never reaching the client), close-delimited responses, chunked responses to HTTP/1.0 and
-//! HTTP/1.1 clients, an early answer to an upload, and keep-alive after each.
+//! HTTP/1.1 clients, an early answer to an upload, response fields as the backend wrote them
+//! (less the hop-by-hop ones), and keep-alive after each.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,6 +37,7 @@ async fn scripted() -> SocketAddr {
                         "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n",
                         "/103" => b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                         "/early" => b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        "/fields" => b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nX-Mixed-Case: One\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nX-Spaced:   two  \r\nContent-Length: 2\r\nUpgrade: h2c\r\n\r\nok",
                         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                     };
                     if stream.write_all(reply).await.is_err() {
@@ -116,6 +118,29 @@ async fn head_204_and_304_have_no_body_and_a_body_sent_to_head_never_reaches_the
         "{all}"
     );
     assert!(!all.contains("hello"), "{all}");
+    assert!(all.ends_with("\r\n\r\nok"), "{all}");
+}
+
+/// A backend's response fields reach the client as it wrote them (case, spacing, order),
+/// less the hop-by-hop ones and those its `Connection` names, wherever they stood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_fields_pass_as_the_backend_wrote_them_less_hop_by_hop_ones() {
+    let proxy = engine_proxy(scripted().await);
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    c.write_all(b"GET /fields HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let all = read_to_close(&mut c).await;
+    assert!(
+        all.starts_with(
+            "HTTP/1.1 200 OK\r\nX-Mixed-Case: One\r\nX-Spaced:   two  \r\nContent-Length: 2\r\n"
+        ),
+        "{all}"
+    );
+    let lower = all.to_ascii_lowercase();
+    for gone in ["keep-alive:", "x-secret", "upgrade:"] {
+        assert!(!lower.contains(gone), "{gone} in {all}");
+    }
     assert!(all.ends_with("\r\n\r\nok"), "{all}");
 }
 
