@@ -105,6 +105,7 @@ impl Present {
     }
 }
 
+#[cfg(test)]
 impl std::ops::BitOr for Present {
     type Output = Present;
     fn bitor(self, other: Present) -> Present {
@@ -245,7 +246,7 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Whether the request's `TE` accepts trailers (`TE: trailers`, maybe among codings).
-fn te_trailers(headers: &HeaderMap) -> bool {
+pub fn te_trailers(headers: &HeaderMap) -> bool {
     headers.get_all(header::TE).iter().any(|v| {
         v.as_bytes()
             .split(|&b| b == b',')

@@ -154,12 +154,7 @@ pub async fn exchange<S: Stream>(
     let upgrade = headers::is_upgrade(&parts, present);
     let affinity = affinity::extract(&pool.balancer, &mut parts, client_addr);
     let client_version = parts.version;
-    let trailers = present.has(headers::Present::TE)
-        && parts
-            .headers
-            .get_all(header::TE)
-            .iter()
-            .any(|v| head::lists(v.as_bytes(), "trailers"));
+    let trailers = present.has(headers::Present::TE) && headers::te_trailers(&parts.headers);
     let method = parts.method.clone();
     // The upstream head is written from the client's fields in one pass (no map edits).
     let mut up_head = Vec::with_capacity(512);
